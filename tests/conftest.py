@@ -1,0 +1,25 @@
+"""The one ``backend`` fixture: every numeric test runs on each backend that can run here."""
+
+from __future__ import annotations
+
+import pytest
+
+import wframe as wf
+from wframe.backends import _backend_class
+
+BACKENDS = ["numpy", "jax", "cupy"]
+
+
+def _param(name):
+    ok, why = _backend_class(name).is_available()
+    marks = [pytest.mark.gpu] if name == "cupy" else []
+    if not ok:
+        marks.append(pytest.mark.skip(reason=f"backend {name!r} unavailable: {why}"))
+    return pytest.param(name, id=name, marks=marks)
+
+
+@pytest.fixture(params=[_param(name) for name in BACKENDS])
+def backend(request):
+    """The backend named by the parameter, made active for the test."""
+    with wf.use_backend(request.param) as b:
+        yield b

@@ -1,0 +1,109 @@
+"""Activation functions, each a forward that returns ``(y, backprop)`` written once on ``xp``.
+
+``backprop(dy) -> dx`` is the hand-written vector-Jacobian product used on NumPy and CuPy; JAX
+differentiates the forward instead. Look them up by name with :func:`get`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from wframe.backends import array_namespace
+from wframe.types import Array
+
+Forward = Callable[[Array], tuple[Array, Callable[[Array], Array]]]
+
+
+def linear(x: Array):
+    """Identity."""
+    return x, lambda dy: dy
+
+
+def relu(x: Array):
+    """max(x, 0); the gradient at 0 is 0, as in JAX and PyTorch."""
+    xp = array_namespace(x)
+    mask = x > 0
+    return xp.where(mask, x, 0), lambda dy: xp.where(mask, dy, 0)
+
+
+def leaky_relu(x: Array, negative_slope: float = 0.01):
+    """x for x > 0 else ``negative_slope * x`` (slope 0.01 as jax.nn and torch.nn)."""
+    xp = array_namespace(x)
+    mask = x > 0
+    return xp.where(mask, x, negative_slope * x), lambda dy: xp.where(mask, dy, negative_slope * dy)
+
+
+def sigmoid(x: Array):
+    """1 / (1 + exp(-x)), computed without overflow for large |x|."""
+    xp = array_namespace(x)
+    e = xp.exp(-xp.abs(x))
+    y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    return y, lambda dy: dy * (y * (1 - y))
+
+
+def tanh(x: Array):
+    """Hyperbolic tangent."""
+    xp = array_namespace(x)
+    y = xp.tanh(x)
+    return y, lambda dy: dy * (1 - y * y)
+
+
+def softmax(x: Array):
+    """Softmax over the last axis (max-shifted, so it never overflows)."""
+    xp = array_namespace(x)
+    e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))
+    y = e / xp.sum(e, axis=-1, keepdims=True)
+    return y, lambda dy: y * (dy - xp.sum(dy * y, axis=-1, keepdims=True))
+
+
+_GELU_C = math.sqrt(2 / math.pi)
+
+
+def gelu(x: Array):
+    """GELU, tanh approximation (jax.nn.gelu's default; torch's ``approximate="tanh"``).
+
+    The array API has no ``erf``, so the exact form would need a backend op; the approximation
+    differs from it by less than 1e-3.
+    """
+    xp = array_namespace(x)
+    inner = _GELU_C * (x + 0.044715 * x * x * x)
+    t = xp.tanh(inner)
+
+    def backprop(dy):
+        dinner = _GELU_C * (1 + 3 * 0.044715 * x * x)
+        return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dinner)
+
+    return 0.5 * x * (1 + t), backprop
+
+
+_ACTIVATIONS: dict[str, Forward] = {
+    "linear": linear,
+    "identity": linear,
+    "relu": relu,
+    "leaky_relu": leaky_relu,
+    "sigmoid": sigmoid,
+    "tanh": tanh,
+    "softmax": softmax,
+    "gelu": gelu,
+}
+
+
+def get(identifier: str | Forward | None) -> Forward:
+    """An activation by name (``None`` is linear) or a ``x -> (y, backprop)`` callable unchanged."""
+    if identifier is None:
+        return linear
+    if callable(identifier):
+        return identifier
+    if isinstance(identifier, str) and identifier.lower() in _ACTIVATIONS:
+        return _ACTIVATIONS[identifier.lower()]
+    if isinstance(identifier, str):
+        raise ValueError(
+            f"Unknown activation {identifier!r}. Expected one of {sorted(_ACTIVATIONS)}."
+        )
+    raise TypeError(f"activation must be a name or a callable, got {type(identifier).__name__}")
+
+
+def name_of(fn: Forward) -> str:
+    """The registered name of ``fn``, or its ``__name__``."""
+    return getattr(fn, "__name__", type(fn).__name__)

@@ -1,0 +1,67 @@
+"""Dense: ``y = activation(x @ W + b)`` with ``W`` of shape (in, out)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from wframe import activations, initializers
+from wframe.backends import array_namespace
+from wframe.layers.base import Layer
+from wframe.random import split
+
+
+@dataclass(frozen=True)
+class Dense(Layer):
+    """Fully connected layer on (batch, features) inputs.
+
+    Args:
+      units: number of output features.
+      activation: a name from :mod:`wframe.activations` or an ``x -> (y, backprop)`` callable.
+      use_bias: add the bias vector ``b``.
+      kernel_init: initializer of ``W`` (name or callable); Glorot uniform as in Keras.
+      bias_init: initializer of ``b``.
+    """
+
+    units: int
+    activation: str | Callable | None = None
+    use_bias: bool = True
+    kernel_init: str | Callable = "glorot_uniform"
+    bias_init: str | Callable = "zeros"
+
+    def __post_init__(self):
+        if not isinstance(self.units, int) or isinstance(self.units, bool) or self.units <= 0:
+            raise ValueError(f"{self.label}: units must be a positive int, got {self.units!r}")
+        activations.get(self.activation)  # fail at construction on unknown names
+        initializers.get(self.kernel_init)
+        initializers.get(self.bias_init)
+
+    def init(self, key, in_shape, *, dtype="float32"):
+        self.expect_rank(in_shape, 2, "(batch, features)")
+        kw, kb = split(key)
+        params = {"W": initializers.get(self.kernel_init)(kw, (in_shape[-1], self.units), dtype)}
+        if self.use_bias:
+            params["b"] = initializers.get(self.bias_init)(kb, (self.units,), dtype)
+        return params, {}, (in_shape[0], self.units)
+
+    def forward(self, params, state, x, *, train=False, key=None):
+        W = params["W"]
+        if x.ndim != 2 or x.shape[1] != W.shape[0]:
+            raise ValueError(
+                f"{self.label} expects inputs of shape (batch, {W.shape[0]}), got array of "
+                f"shape {tuple(x.shape)}"
+            )
+        xp = array_namespace(x)
+        z = xp.matmul(x, W)
+        if self.use_bias:
+            z = z + params["b"]
+        y, act_backprop = activations.get(self.activation)(z)
+
+        def backprop(dy, input_grad=True):
+            dz = act_backprop(dy)
+            grads = {"W": xp.matmul(x.mT, dz)}
+            if self.use_bias:
+                grads["b"] = xp.sum(dz, axis=0)
+            return (xp.matmul(dz, W.mT) if input_grad else None), grads
+
+        return y, state, backprop

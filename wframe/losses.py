@@ -1,0 +1,154 @@
+"""Losses: each returns ``(value, dpred)``, the mean loss and its gradient w.r.t. the predictions.
+
+Written once on ``xp``; numerically stable (log-sum-exp, log1p). Host-side ``check`` methods
+validate labels before anything is compiled, so the jitted code stays branch-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from wframe.backends import array_namespace
+from wframe.types import Array
+
+
+def _one_hot(labels: Array, num_classes: int, dtype) -> Array:
+    xp = array_namespace(labels)
+    return xp.astype(labels[:, None] == xp.arange(num_classes)[None, :], dtype)
+
+
+@dataclass(frozen=True)
+class Loss:
+    """Base class: a named loss with its gradient, label check and default metric."""
+
+    name = "loss"
+    #: metric logged next to the loss in ``fit`` / ``evaluate`` (``None``: none).
+    metric: str | None = None
+
+    def __call__(self, pred: Array, labels: Array) -> tuple[Array, Array]:
+        raise TypeError(f"{type(self).__name__} does not define __call__")
+
+    def check(self, pred_shape: tuple, labels: np.ndarray) -> None:
+        """Raise ``ValueError`` if host ``labels`` do not fit predictions of ``pred_shape``."""
+        if labels.shape != tuple(pred_shape):
+            raise ValueError(
+                f"loss '{self.name}' expects labels of shape {tuple(pred_shape)} like the "
+                f"predictions, got {labels.shape}"
+            )
+        if not np.issubdtype(labels.dtype, np.number) and labels.dtype != np.bool_:
+            raise ValueError(f"loss '{self.name}' expects numeric labels, got dtype {labels.dtype}")
+
+    def label_dtype(self, labels: np.ndarray, dtype: str) -> str:
+        """The dtype labels take on the backend: the model dtype unless overridden."""
+        return dtype
+
+
+@dataclass(frozen=True)
+class SoftmaxCrossEntropy(Loss):
+    """Cross-entropy of softmax(logits) against integer labels (N,) or one-hot/soft labels (N, C)."""
+
+    name = "softmax_cross_entropy"
+    metric: str | None = "accuracy"
+
+    def __call__(self, logits, labels):
+        xp = array_namespace(logits)
+        n, c = logits.shape
+        if labels.ndim == 1:
+            labels = _one_hot(labels, c, logits.dtype)
+        shifted = logits - xp.max(logits, axis=-1, keepdims=True)
+        e = xp.exp(shifted)
+        s = xp.sum(e, axis=-1, keepdims=True)
+        log_probs = shifted - xp.log(s)
+        value = -xp.sum(labels * log_probs) / n
+        # Soft labels need not sum to 1, hence the general form p * sum(y) - y.
+        grad = (e / s * xp.sum(labels, axis=-1, keepdims=True) - labels) / n
+        return value, grad
+
+    def check(self, pred_shape, labels):
+        n, c = pred_shape
+        if labels.ndim == 1:
+            if labels.shape[0] != n:
+                raise ValueError(
+                    f"loss '{self.name}' got {labels.shape[0]} labels for {n} predictions"
+                )
+            if not np.issubdtype(labels.dtype, np.integer):
+                raise ValueError(
+                    f"loss '{self.name}' expects integer class labels of shape ({n},) or one-hot "
+                    f"labels of shape ({n}, {c}); got shape {labels.shape} with dtype "
+                    f"{labels.dtype}"
+                )
+            if labels.size and (labels.min() < 0 or labels.max() >= c):
+                raise ValueError(
+                    f"loss '{self.name}' expects class labels in [0, {c}), got values in "
+                    f"[{labels.min()}, {labels.max()}]"
+                )
+        else:
+            super().check(pred_shape, labels)
+
+    def label_dtype(self, labels, dtype):
+        return "int32" if labels.ndim == 1 else dtype
+
+
+@dataclass(frozen=True)
+class BinaryCrossEntropy(Loss):
+    """Binary cross-entropy from logits: labels in [0, 1], the same shape as the logits."""
+
+    name = "binary_cross_entropy"
+    metric: str | None = "accuracy"
+
+    def __call__(self, logits, labels):
+        xp = array_namespace(logits)
+        e = xp.exp(-xp.abs(logits))
+        value = xp.sum(xp.maximum(logits, 0) - logits * labels + xp.log1p(e)) / logits.size
+        sig = xp.where(logits >= 0, 1 / (1 + e), e / (1 + e))
+        return value, (sig - labels) / logits.size
+
+
+@dataclass(frozen=True)
+class MeanSquaredError(Loss):
+    """Mean over all elements of (pred - labels)²."""
+
+    name = "mse"
+
+    def __call__(self, pred, labels):
+        diff = pred - labels
+        xp = array_namespace(pred)
+        return xp.sum(diff * diff) / pred.size, diff * (2 / pred.size)
+
+
+def accuracy(pred: Array, labels: Array) -> Array:
+    """Fraction of correct predictions: argmax for (N, C > 1), ``logit > 0`` for one output."""
+    xp = array_namespace(pred)
+    if pred.ndim == 2 and pred.shape[1] > 1:
+        hits = xp.argmax(pred, axis=-1) == (
+            labels if labels.ndim == 1 else xp.argmax(labels, axis=-1)
+        )
+    else:
+        hits = (pred > 0) == (labels > 0.5)
+    return xp.mean(xp.astype(hits, pred.dtype))
+
+
+_LOSSES = {
+    "softmax_cross_entropy": SoftmaxCrossEntropy,
+    "categorical_crossentropy": SoftmaxCrossEntropy,
+    "sparse_categorical_crossentropy": SoftmaxCrossEntropy,
+    "cross_entropy": SoftmaxCrossEntropy,
+    "binary_cross_entropy": BinaryCrossEntropy,
+    "binary_crossentropy": BinaryCrossEntropy,
+    "mse": MeanSquaredError,
+    "mean_squared_error": MeanSquaredError,
+}
+METRICS = {"accuracy": accuracy}
+
+
+def get(identifier: str | Loss) -> Loss:
+    """A loss by name (Keras names are aliases) or a :class:`Loss` instance unchanged."""
+    if isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, str) and identifier.lower() in _LOSSES:
+        return _LOSSES[identifier.lower()]()
+    if isinstance(identifier, str):
+        raise ValueError(f"Unknown loss {identifier!r}. Expected one of {sorted(_LOSSES)}.")
+    raise TypeError(f"loss must be a name or a wframe.losses.Loss, got {type(identifier).__name__}")

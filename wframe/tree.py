@@ -1,0 +1,61 @@
+"""Minimal pytree helpers over nested dicts, lists, tuples and NamedTuples.
+
+Params, grads and optimizer states are plain containers, so the same helpers serve every backend
+without importing jax. ``None`` is an empty subtree, as in JAX.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+
+def _is_namedtuple(x: Any) -> bool:
+    return isinstance(x, tuple) and hasattr(x, "_fields")
+
+
+def tree_map(fn: Callable, tree: Any, *rest: Any) -> Any:
+    """Apply ``fn`` to every leaf of ``tree`` (and the matching leaves of ``rest``)."""
+    if isinstance(tree, dict):
+        return {k: tree_map(fn, v, *(r[k] for r in rest)) for k, v in tree.items()}
+    if _is_namedtuple(tree):
+        return type(tree)(*(tree_map(fn, *xs) for xs in zip(tree, *rest, strict=True)))
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(tree_map(fn, *xs) for xs in zip(tree, *rest, strict=True))
+    if tree is None:
+        return None
+    return fn(tree, *rest)
+
+
+def tree_leaves(tree: Any) -> list:
+    """Leaves of ``tree`` in traversal order."""
+    return [leaf for _, leaf in flatten(tree)]
+
+
+def flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Yield ``("dense_0/W", leaf)`` pairs; dict keys and sequence indices joined with ``/``."""
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, (tuple, list)):
+        items = (
+            (tree._fields[i] if _is_namedtuple(tree) else str(i), v) for i, v in enumerate(tree)
+        )
+    elif tree is None:
+        return
+    else:
+        yield prefix, tree
+        return
+    for k, v in items:
+        yield from flatten(v, f"{prefix}/{k}" if prefix else str(k))
+
+
+def unflatten(flat: dict[str, Any]) -> dict:
+    """Inverse of :func:`flatten` for nested dicts: ``{"a/W": x}`` -> ``{"a": {"W": x}}``."""
+    out: dict = {}
+    for name, leaf in flat.items():
+        *path, last = name.split("/")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = leaf
+    return out
