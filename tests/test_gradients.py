@@ -17,7 +17,12 @@ from wframe.layers import Dense
 from wframe.testing import assert_close
 
 ACTIVATIONS = ["linear", "relu", "leaky_relu", "sigmoid", "tanh", "softmax", "gelu"]
-LOSSES = ["softmax_cross_entropy-int", "softmax_cross_entropy-onehot", "binary_cross_entropy", "mse"]
+LOSSES = [
+    "softmax_cross_entropy-int",
+    "softmax_cross_entropy-onehot",
+    "binary_cross_entropy",
+    "mse",
+]
 
 # Central differences in float64: the truncation error is ~eps²·f''' ≈ 1e-12 and the round-off
 # error ~ulp(f)/eps ≈ 1e-10·|f|, both far below rtol 1e-6 for entries of order 1e-2 or more.

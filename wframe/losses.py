@@ -47,7 +47,7 @@ class Loss:
 
 @dataclass(frozen=True)
 class SoftmaxCrossEntropy(Loss):
-    """Cross-entropy of softmax(logits) against integer labels (N,) or one-hot/soft labels (N, C)."""
+    """Cross-entropy of softmax(logits) with integer labels (N,) or one-hot/soft labels (N, C)."""
 
     name = "softmax_cross_entropy"
     metric: str | None = "accuracy"

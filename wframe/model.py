@@ -14,7 +14,7 @@ from wframe import losses as losses_mod
 from wframe import optimizers as optimizers_mod
 from wframe.backends import Backend, array_namespace, get_backend, to_numpy
 from wframe.layers.base import Layer
-from wframe.random import fold_in, generator
+from wframe.random import array_key, fold_in, generator
 from wframe.training import (
     History,
     TrainState,
@@ -67,6 +67,9 @@ class Sequential:
         self._shapes: list[Shape] = []
         self._backend: Backend | None = None
         self._compiled: dict[tuple, Any] = {}
+        # Counters of completed training, so that a second fit continues the shuffles and
+        # dropout masks instead of repeating them.
+        self._steps = self._epochs = 0
 
     # ----------------------------------------------------------------- building and params
     def build(self, input_shape: Shape) -> Sequential:
@@ -188,7 +191,7 @@ class Sequential:
         backprops = []
         new_state = {}
         for i, layer in enumerate(self.layers):
-            layer_key = None if key is None else fold_in(key, i)
+            layer_key = fold_in(key, i) if key is not None and layer.uses_key else None
             x, s, back = layer.forward(
                 params.get(layer.name, {}), state.get(layer.name, {}), x, train=train, key=layer_key
             )
@@ -365,10 +368,13 @@ class Sequential:
         step = self._compiled_fn("train", self.loss, self.optimizer, metrics)
         train_state = TrainState(self._params, self._state, self.opt_state)
         history = History()
+        seed = self.seed if seed is None else seed
+        stochastic = any(layer.uses_key for layer in self.layers)
+        global_step = self._steps
         steps = math.ceil(n / batch_size)
         for epoch in range(epochs):
             order = (
-                generator(fold_in(self.seed if seed is None else seed, epoch)).permutation(n)
+                generator(fold_in(seed, epoch + self._epochs)).permutation(n)
                 if shuffle
                 else np.arange(n)
             )
@@ -379,7 +385,9 @@ class Sequential:
             for b in bar:
                 idx = backend.asarray(order[b * batch_size : (b + 1) * batch_size])
                 xb, yb = xp.take(x, idx, axis=0), xp.take(y, idx, axis=0)
-                train_state, logs = step(train_state, xb, yb)
+                key = array_key(seed, global_step) if stochastic else None
+                train_state, logs = step(train_state, xb, yb, key)
+                global_step += 1
                 batches.append((xb.shape[0], logs))
                 if verbose and (b % 10 == 0 or b == steps - 1):
                     bar.set_postfix({k: f"{float(to_numpy(v)):.4f}" for k, v in logs.items()})
@@ -398,6 +406,7 @@ class Sequential:
                     + " - ".join(f"{k}: {v:.4f}" for k, v in epoch_logs.items())
                 )
             history.append(epoch, epoch_logs)
+            self._steps, self._epochs = global_step, self._epochs + 1
         return history
 
     # ----------------------------------------------------------------- reporting

@@ -75,6 +75,18 @@ class Backend:
             "there (Sequential.value_and_grad)"
         )
 
+    def scan(self, fn: Callable, init: Any, xs: Array) -> tuple[Any, Array]:
+        """``lax.scan`` semantics over the leading axis of ``xs``: ``fn(carry, x) -> (carry, y)``.
+
+        Returns the final carry and the ``y`` stacked along a new leading axis. Here a Python
+        loop; JAX compiles it as one loop instead of unrolling it inside ``jit``.
+        """
+        carry, ys = init, []
+        for t in range(xs.shape[0]):
+            carry, y = fn(carry, xs[t, ...])
+            ys.append(y)
+        return carry, self.xp.stack(ys, axis=0)
+
     def optax(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """The optax transformation ``name(*args, **kwargs)`` where optax runs, else ``None``."""
         return None

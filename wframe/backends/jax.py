@@ -53,6 +53,9 @@ class JaxBackend(Backend):
     def value_and_grad(self, fn, *, has_aux=False):
         return self._jax.value_and_grad(fn, has_aux=has_aux)
 
+    def scan(self, fn, init, xs):
+        return self._jax.lax.scan(fn, init, xs)
+
     def optax(self, name, *args, **kwargs):
         import optax
 

@@ -25,6 +25,9 @@ class Layer:
     """
 
     name: str | None = field(default=None, kw_only=True)
+    #: True for layers whose ``forward`` draws random numbers from ``key`` (Dropout): only they
+    #: get a key, so deterministic models pay nothing for randomness.
+    uses_key = False
 
     @property
     def kind(self) -> str:
