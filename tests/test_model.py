@@ -326,3 +326,14 @@ def test_bad_constructor_arguments():
         mlp().fit(np.zeros((2, 5)), [0, 1], batch_size=0)
     with pytest.raises(RuntimeError, match=r"call model.build\(input_shape\)"):
         _ = mlp().params
+
+
+def test_float64_on_jax_needs_x64_mode():
+    if "jax" not in wf.available():
+        pytest.skip("jax unavailable")
+    import jax
+
+    if jax.config.jax_enable_x64:
+        pytest.skip("64-bit mode is on")
+    with wf.use_backend("jax"), pytest.raises(ValueError, match="jax_enable_x64"):
+        mlp(dtype="float64").build((None, 5))

@@ -55,13 +55,14 @@ class SoftmaxCrossEntropy(Loss):
     def __call__(self, logits, labels):
         xp = array_namespace(logits)
         n, c = logits.shape
-        if labels.ndim == 1:
-            labels = _one_hot(labels, c, logits.dtype)
         shifted = logits - xp.max(logits, axis=-1, keepdims=True)
         e = xp.exp(shifted)
         s = xp.sum(e, axis=-1, keepdims=True)
-        log_probs = shifted - xp.log(s)
-        value = -xp.sum(labels * log_probs) / n
+        if labels.ndim == 1:  # class indices: each row's labels sum to 1
+            onehot = _one_hot(labels, c, logits.dtype)
+            value = (xp.sum(xp.log(s)) - xp.sum(shifted * onehot)) / n
+            return value, (e / s - onehot) / n
+        value = -xp.sum(labels * (shifted - xp.log(s))) / n
         # Soft labels need not sum to 1, hence the general form p * sum(y) - y.
         grad = (e / s * xp.sum(labels, axis=-1, keepdims=True) - labels) / n
         return value, grad

@@ -282,12 +282,26 @@ class Sequential:
 
     __call__ = predict
 
-    def value_and_grad(self, x: Any, y: Any, *, loss: Any = None) -> tuple[Array, Grads]:
-        """Mean loss on ``(x, y)`` and its gradient w.r.t. every param (a dict like ``params``)."""
+    def value_and_grad(
+        self, x: Any, y: Any, *, loss: Any = None, key: Any = None
+    ) -> tuple[Array, Grads]:
+        """Mean loss on ``(x, y)`` in training mode and its gradient w.r.t. every param.
+
+        Args:
+          x, y: inputs and labels.
+          loss: name or :class:`~wframe.losses.Loss`; default: the compiled one.
+          key: array key (:func:`wframe.random.array_key`) for stochastic layers such as
+            Dropout; default: the key the next ``fit`` step would use.
+
+        Returns:
+          ``(loss, grads)``, ``grads`` a dict shaped like ``params``.
+        """
         loss = losses_mod.get(loss) if loss is not None else self.loss
         x = self._input(x)
         y = self._labels(y, x.shape[0], loss)
-        value, grads, _, _ = self._compiled_fn("grad", loss)(self._params, self._state, x, y, None)
+        if key is None and any(layer.uses_key for layer in self.layers):
+            key = array_key(self.seed, self._steps)
+        value, grads, _, _ = self._compiled_fn("grad", loss)(self._params, self._state, x, y, key)
         return value, grads
 
     def evaluate(

@@ -391,7 +391,11 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
 
 def apply_updates(params: Params, updates: Grads) -> Params:
     """Return ``params + updates``, keeping each param's dtype."""
-    return tree_map(lambda p, u: array_namespace(p).astype(p + u, p.dtype), params, updates)
+    def add(p, u):
+        new = p + u
+        return new if new.dtype == p.dtype else array_namespace(p).astype(new, p.dtype)
+
+    return tree_map(add, params, updates)
 
 
 # --- named optimizers --------------------------------------------------------------------------

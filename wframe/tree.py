@@ -16,6 +16,8 @@ def _is_namedtuple(x: Any) -> bool:
 
 def tree_map(fn: Callable, tree: Any, *rest: Any) -> Any:
     """Apply ``fn`` to every leaf of ``tree`` (and the matching leaves of ``rest``)."""
+    if hasattr(tree, "shape"):  # arrays first: they are most of the calls on the hot path
+        return fn(tree, *rest)
     if isinstance(tree, dict):
         return {k: tree_map(fn, v, *(r[k] for r in rest)) for k, v in tree.items()}
     if _is_namedtuple(tree):

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 
 import array_api_compat
+import array_api_compat.numpy as _compat_numpy
+import numpy as _numpy
 
 from wframe.backends.base import Backend
 from wframe.types import Array, Namespace
@@ -150,6 +152,8 @@ def array_namespace(*arrays: Array) -> Namespace:
     except KeyError:
         pass
     xp = array_api_compat.array_namespace(*arrays)
+    if xp is _compat_numpy:  # see NumpyBackend: NumPy itself is the namespace
+        xp = _numpy
     if len(arrays) == 1:
         _namespaces[type(arrays[0])] = xp
     return xp
@@ -159,6 +163,4 @@ def to_numpy(a: Array):
     """Copy an array of any backend to a host NumPy array."""
     if array_api_compat.is_cupy_array(a):
         return a.get()
-    import numpy as np
-
-    return np.asarray(a)
+    return _numpy.asarray(a)

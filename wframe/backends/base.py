@@ -9,6 +9,9 @@ import numpy as np
 
 from wframe.types import Array, Namespace
 
+#: Explicit spatial padding ``((top, bottom), (left, right))``, as ``lax.conv_general_dilated``.
+Pads = tuple[tuple[int, int], tuple[int, int]]
+
 
 class Backend:
     """An array backend: its array-API namespace plus the few things the standard lacks.
@@ -91,5 +94,133 @@ class Backend:
         """The optax transformation ``name(*args, **kwargs)`` where optax runs, else ``None``."""
         return None
 
+    # ------------------------------------------------------------ convolution and pooling
+    # NHWC inputs ``x`` (N, H, W, C), kernels ``W`` (kh, kw, cin, cout); ``strides``, ``window``
+    # and ``dilation`` are (h, w) int pairs; ``padding`` is explicit :data:`Pads` (the layers turn
+    # "valid"/"same" into it). The generic versions below use only array-API calls on the arrays'
+    # own namespace: im2col, ONE matmul and col2im, with Python loops over the kh*kw kernel
+    # offsets only. NumPy and CuPy use them as they are; JAX overrides ``conv2d``/``pool2d`` with
+    # ``lax`` and derives the ``*_vjp`` functions from them by autodiff.
+
+    def conv2d(self, x: Array, W: Array, strides, padding: Pads, dilation) -> Array:
+        """2-D cross-correlation (no kernel flip, as Keras/PyTorch), NHWC -> (N, Ho, Wo, cout)."""
+        return self.conv2d_vjp(x, W, strides, padding, dilation)[0]
+
+    def conv2d_vjp(self, x: Array, W: Array, strides, padding: Pads, dilation):
+        """``conv2d`` and its vector-Jacobian product.
+
+        Returns ``(y, vjp)`` with ``vjp(dy, input_grad=True) -> (dx or None, dW)``.
+        """
+        xp = _namespace(x)
+        kh, kw, cin, cout = W.shape
+        cols = self.im2col(x, (kh, kw), strides, padding, dilation)  # (N, Ho, Wo, kh*kw*cin)
+        n, ho, wo, k = cols.shape
+        cols2 = xp.reshape(cols, (n * ho * wo, k))
+        W2 = xp.reshape(W, (k, cout))
+        y = xp.reshape(xp.matmul(cols2, W2), (n, ho, wo, cout))
+
+        def vjp(dy, input_grad=True):
+            dy2 = xp.reshape(dy, (n * ho * wo, cout))
+            dW = xp.reshape(xp.matmul(cols2.mT, dy2), tuple(W.shape))
+            if not input_grad:
+                return None, dW
+            dcols = xp.reshape(xp.matmul(dy2, W2.mT), (n, ho, wo, k))
+            return self.col2im(dcols, tuple(x.shape), (kh, kw), strides, padding, dilation), dW
+
+        return y, vjp
+
+    def pool2d(self, x: Array, window, strides, padding: Pads, op: str) -> Array:
+        """Max (``op="max"``) or average (``"avg"``) pooling over (kh, kw) windows, per channel.
+
+        Padded positions never win a max and are excluded from an average (Keras/TF "same").
+        """
+        return self.pool2d_vjp(x, window, strides, padding, op)[0]
+
+    def pool2d_vjp(self, x: Array, window, strides, padding: Pads, op: str):
+        """``pool2d`` and its vector-Jacobian product: ``(y, vjp)`` with ``vjp(dy) -> dx``.
+
+        Max pooling routes each window's gradient to its first maximum (as PyTorch).
+        """
+        xp = _namespace(x)
+        n, h, w, c = x.shape
+        kh, kw = window
+        k = kh * kw
+        geometry = (window, strides, padding, (1, 1))
+        fill = -float("inf") if op == "max" else 0.0
+        cols = self.im2col(x, *geometry, fill=fill)
+        ho, wo = cols.shape[1], cols.shape[2]
+        cols = xp.reshape(cols, (n, ho, wo, k, c))
+
+        def scatter(dcols):
+            return self.col2im(xp.reshape(dcols, (n, ho, wo, k * c)), tuple(x.shape), *geometry)
+
+        if op == "max":
+            first = xp.argmax(cols, axis=3)  # the first maximum of each window
+            y = xp.max(cols, axis=3)
+            hit = xp.arange(k)[:, None] == first[:, :, :, None, :]  # (N, Ho, Wo, k, C)
+            return y, lambda dy: scatter(xp.astype(hit, dy.dtype) * dy[:, :, :, None, :])
+        if op != "avg":
+            raise ValueError(f"pool2d: op must be 'max' or 'avg', got {op!r}")
+        if any(p for pair in padding for p in pair):
+            ones = xp.ones((1, h, w, 1), dtype=x.dtype)
+            count = xp.sum(xp.reshape(self.im2col(ones, *geometry), (1, ho, wo, k, 1)), axis=3)
+        else:
+            count = float(k)
+        y = xp.sum(cols, axis=3) / count
+
+        def vjp(dy):
+            share = (dy / count)[:, :, :, None, :]
+            return scatter(xp.broadcast_to(share, (n, ho, wo, k, c)))
+
+        return y, vjp
+
+    def im2col(self, x: Array, window, strides, padding: Pads, dilation, *, fill=0.0) -> Array:
+        """The (dilated) windows of ``x``: (N, Ho, Wo, kh*kw*C), ordered (kh, kw, C) like a
+        (kh, kw, cin, cout) kernel reshaped to (kh*kw*cin, cout). Padding holds ``fill``."""
+        xp = _namespace(x)
+        n, h, w, c = x.shape
+        geometry = (window, strides, dilation)
+        (kh, kw), (sh, sw), (dh, dw) = geometry
+        (top, bottom), (left, right) = padding
+        hp, wp = h + top + bottom, w + left + right
+        ho, wo = (hp - (kh - 1) * dh - 1) // sh + 1, (wp - (kw - 1) * dw - 1) // sw + 1
+        if hp != h or wp != w:
+            padded = xp.full((n, hp, wp, c), fill, dtype=x.dtype)
+            padded[:, top : top + h, left : left + w, :] = x
+            x = padded
+        patches = [x[:, rows, columns, :] for _, _, rows, columns in _taps(ho, wo, *geometry)]
+        return xp.reshape(xp.stack(patches, axis=3), (n, ho, wo, kh * kw * c))
+
+    def col2im(self, cols: Array, in_shape, window, strides, padding: Pads, dilation) -> Array:
+        """The adjoint of :meth:`im2col`: sums every window entry back onto the input position
+        it was read from (overlaps add up) and drops the padding; returns ``in_shape``."""
+        xp = _namespace(cols)
+        n, h, w, c = in_shape
+        kh, kw = window
+        (top, bottom), (left, right) = padding
+        ho, wo = cols.shape[1], cols.shape[2]
+        per_tap = xp.reshape(cols, (n, ho, wo, kh, kw, c))
+        out = xp.zeros((n, h + top + bottom, w + left + right, c), dtype=cols.dtype)
+        for i, j, rows, columns in _taps(ho, wo, window, strides, dilation):
+            out[:, rows, columns, :] += per_tap[:, :, :, i, j, :]
+        return out[:, top : top + h, left : left + w, :]
+
     def __repr__(self) -> str:
         return f"<wframe backend {self.name!r} on {self.device}>"
+
+
+def _taps(ho: int, wo: int, window, strides, dilation):
+    """``(i, j, rows, cols)`` per kernel offset: the slices of the padded input that tap (i, j)
+    reads for the ho x wo output positions (one strided slice per axis, no overlaps)."""
+    (kh, kw), (sh, sw), (dh, dw) = window, strides, dilation
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dh, i * dh + (ho - 1) * sh + 1, sh)
+            yield i, j, rows, slice(j * dw, j * dw + (wo - 1) * sw + 1, sw)
+
+
+def _namespace(a: Array) -> Namespace:
+    """:func:`wframe.backends.array_namespace` (imported late: that module imports this one)."""
+    from wframe.backends import array_namespace
+
+    return array_namespace(a)

@@ -60,3 +60,45 @@ class JaxBackend(Backend):
         import optax
 
         return getattr(optax, name)(*args, **kwargs)
+
+    # Convolution and pooling through XLA; the VJPs (used only by hand-written backprop callers,
+    # fit differentiates the forward) come from autodiff.
+    def conv2d(self, x, W, strides, padding, dilation):
+        return self._jax.lax.conv_general_dilated(
+            x,
+            W,
+            window_strides=tuple(strides),
+            padding=tuple(tuple(p) for p in padding),
+            rhs_dilation=tuple(dilation),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+
+    def conv2d_vjp(self, x, W, strides, padding, dilation):
+        def conv(a, k):
+            return self.conv2d(a, k, strides, padding, dilation)
+
+        y, pullback = self._jax.vjp(conv, x, W)
+
+        def vjp(dy, input_grad=True):
+            dx, dW = pullback(dy)
+            return (dx if input_grad else None), dW
+
+        return y, vjp
+
+    def pool2d(self, x, window, strides, padding, op):
+        lax = self._jax.lax
+        dims, steps = (1, *window, 1), (1, *strides, 1)
+        pads = ((0, 0), *(tuple(p) for p in padding), (0, 0))
+        if op == "max":
+            return lax.reduce_window(x, -np.inf, lax.max, dims, steps, pads)
+        if op != "avg":
+            raise ValueError(f"pool2d: op must be 'max' or 'avg', got {op!r}")
+        total = lax.reduce_window(x, 0.0, lax.add, dims, steps, pads)
+        if not any(p for pair in padding for p in pair):
+            return total / (window[0] * window[1])
+        ones = self.xp.ones((1, *x.shape[1:3], 1), dtype=x.dtype)
+        return total / lax.reduce_window(ones, 0.0, lax.add, dims, steps, pads)
+
+    def pool2d_vjp(self, x, window, strides, padding, op):
+        y, pullback = self._jax.vjp(lambda a: self.pool2d(a, window, strides, padding, op), x)
+        return y, lambda dy: pullback(dy)[0]

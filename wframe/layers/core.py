@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from wframe import activations
 from wframe.backends import array_namespace
 from wframe.layers.base import Layer
+from wframe.random import random_bits
 
 
 @dataclass(frozen=True)
@@ -42,3 +43,44 @@ class Flatten(Layer):
         shape = tuple(x.shape)
         y = xp.reshape(x, (shape[0], math.prod(shape[1:])))
         return y, state, lambda dy, input_grad=True: (xp.reshape(dy, shape), {})
+
+
+@dataclass(frozen=True)
+class Dropout(Layer):
+    """Inverted dropout: in training, zeroes each entry with probability ``rate``.
+
+    Kept entries are scaled by ``1 / (1 - rate)`` so the expected output equals the input; in
+    inference (``train=False``) and for ``rate == 0`` the layer is the identity. The mask comes
+    from :func:`wframe.random.random_bits` on the array key the model passes in, so one key
+    gives the same mask on NumPy, CuPy and JAX (also under ``jax.jit``).
+
+    Args:
+      rate: probability of dropping an entry, in [0, 1).
+    """
+
+    rate: float = 0.5
+    uses_key = True
+
+    def __post_init__(self):
+        ok = isinstance(self.rate, (int, float)) and not isinstance(self.rate, bool)
+        if not ok or not 0 <= self.rate < 1:
+            raise ValueError(f"{self.label}: rate must be a number in [0, 1), got {self.rate!r}")
+
+    def init(self, key, in_shape, *, dtype="float32"):
+        return {}, {}, tuple(in_shape)
+
+    def forward(self, params, state, x, *, train=False, key=None):
+        if not train or self.rate == 0:
+            return x, state, lambda dy, input_grad=True: (dy, {})
+        if key is None:
+            raise ValueError(
+                f"{self.label} draws a random mask when train=True and needs an array key "
+                "(wframe.random.array_key(seed, step); Sequential.fit passes one), got key=None"
+            )
+        xp = array_namespace(x)
+        # Compare the raw uint32 words with an integer threshold: P(keep) = 1 - rate to 2**-32,
+        # exact on every backend, without a float conversion.
+        threshold = min(round(self.rate * 2.0**32), 2**32 - 1)
+        keep = random_bits(key, x.shape) >= xp.asarray(threshold, dtype=xp.uint32)
+        mask = xp.astype(keep, x.dtype) * (1.0 / (1.0 - self.rate))
+        return x * mask, state, lambda dy, input_grad=True: (dy * mask, {})

@@ -32,7 +32,8 @@ class Dense(Layer):
     def __post_init__(self):
         if not isinstance(self.units, int) or isinstance(self.units, bool) or self.units <= 0:
             raise ValueError(f"{self.label}: units must be a positive int, got {self.units!r}")
-        activations.get(self.activation)  # fail at construction on unknown names
+        # Resolved once (and unknown names fail here, at construction), not on every call.
+        object.__setattr__(self, "_activation", activations.get(self.activation))
         initializers.get(self.kernel_init)
         initializers.get(self.bias_init)
 
@@ -55,7 +56,7 @@ class Dense(Layer):
         z = xp.matmul(x, W)
         if self.use_bias:
             z = z + params["b"]
-        y, act_backprop = activations.get(self.activation)(z)
+        y, act_backprop = self._activation(z)
 
         def backprop(dy, input_grad=True):
             dz = act_backprop(dy)

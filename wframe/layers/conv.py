@@ -1,0 +1,249 @@
+"""Conv2D and 2-D pooling on NHWC inputs (batch, height, width, channels), as in Keras.
+
+The arithmetic lives in the backend (:meth:`wframe.backends.Backend.conv2d_vjp`,
+:meth:`~wframe.backends.Backend.pool2d_vjp`): im2col and one matmul on NumPy/CuPy, ``lax`` on
+JAX. The layers turn Keras' ``padding="valid"/"same"`` into explicit pads, with TensorFlow's
+"same": output size ``ceil(in / stride)``, the odd pad pixel at the bottom/right.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from wframe import activations, initializers
+from wframe.backends import array_namespace, get_backend
+from wframe.layers.base import Layer
+from wframe.random import split
+
+_PADDINGS = ("valid", "same")
+
+
+def _pair(layer: Layer, what: str, value: Any) -> tuple[int, int]:
+    """An int or a pair of ints as a pair of positive ints, or a ValueError naming ``what``."""
+    pair = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
+    ok = len(pair) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair
+    )
+    if not ok:
+        hint = f"; did you mean padding={value!r}?" if value in _PADDINGS else ""
+        raise ValueError(
+            f"{layer.label}: {what} must be a positive int or a pair of them, got {value!r}{hint}"
+        )
+    return pair
+
+
+def _padding(layer: Layer, value: Any) -> str:
+    if not isinstance(value, str) or value.lower() not in _PADDINGS:
+        raise ValueError(f"{layer.label}: padding must be 'valid' or 'same', got {value!r}")
+    return value.lower()
+
+
+def _geometry(layer: Layer, what: str, in_hw, window, strides, dilation, padding):
+    """``(pads, out_hw)`` for ``window`` sliding over ``in_hw``; raises if it does not fit."""
+    span = tuple((k - 1) * d + 1 for k, d in zip(window, dilation, strict=True))
+    if padding == "valid":
+        if any(s > n for s, n in zip(span, in_hw, strict=True)):
+            dilated = f" (dilated to {span[0]}x{span[1]})" if span != tuple(window) else ""
+            raise ValueError(
+                f"{layer.label}: {what} {window[0]}x{window[1]}{dilated} is larger than the "
+                f"input {in_hw[0]}x{in_hw[1]} with padding='valid'; use padding='same' or a "
+                "smaller window"
+            )
+        pads = ((0, 0), (0, 0))
+        out = tuple((n - s) // st + 1 for n, s, st in zip(in_hw, span, strides, strict=True))
+        return pads, out
+    out = tuple(-(-n // st) for n, st in zip(in_hw, strides, strict=True))  # ceil(n / stride)
+    geometry = zip(out, strides, span, in_hw, strict=True)
+    totals = [max((o - 1) * st + s - n, 0) for o, st, s, n in geometry]
+    pads = tuple((t // 2, t - t // 2) for t in totals)
+    return pads, out
+
+
+def _check_input(layer: Layer, x: Any) -> None:
+    if x.ndim != 4:
+        raise ValueError(
+            f"{layer.label} expects 4-D inputs (batch, height, width, channels), got array of "
+            f"shape {tuple(x.shape)}"
+        )
+
+
+@dataclass(frozen=True)
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation, as Keras) over NHWC inputs.
+
+    ``y = activation(conv(x, W) + b)`` with one kernel ``W`` of shape (kh, kw, cin, filters)
+    shared by every output position, and ``b`` of shape (filters,).
+
+    Args:
+      filters: number of output channels.
+      kernel_size: an int or an (h, w) pair.
+      strides: an int or an (h, w) pair.
+      padding: ``"valid"`` (no padding) or ``"same"`` (TensorFlow's: output size
+        ``ceil(in / stride)``, the extra pad pixel at the bottom/right).
+      dilation_rate: an int or an (h, w) pair: the spacing of the kernel taps.
+      activation: a name from :mod:`wframe.activations` or an ``x -> (y, backprop)`` callable.
+      use_bias: add the bias vector ``b``.
+      kernel_init: initializer of ``W`` (Keras' fans for conv kernels); Glorot uniform.
+      bias_init: initializer of ``b``.
+    """
+
+    filters: int
+    kernel_size: int | tuple[int, int]
+    strides: int | tuple[int, int] = 1
+    padding: str = "valid"
+    dilation_rate: int | tuple[int, int] = 1
+    activation: str | Callable | None = None
+    use_bias: bool = True
+    kernel_init: str | Callable = "glorot_uniform"
+    bias_init: str | Callable = "zeros"
+
+    kind = "conv2d"
+
+    def __post_init__(self):
+        f = self.filters
+        if not isinstance(f, int) or isinstance(f, bool) or f <= 0:
+            raise ValueError(f"{self.label}: filters must be a positive int, got {f!r}")
+        object.__setattr__(self, "kernel_size", _pair(self, "kernel_size", self.kernel_size))
+        object.__setattr__(self, "strides", _pair(self, "strides", self.strides))
+        object.__setattr__(self, "dilation_rate", _pair(self, "dilation_rate", self.dilation_rate))
+        object.__setattr__(self, "padding", _padding(self, self.padding))
+        activations.get(self.activation)
+        initializers.get(self.kernel_init)
+        initializers.get(self.bias_init)
+
+    def _geometry(self, in_hw):
+        return _geometry(
+            self, "kernel", in_hw, self.kernel_size, self.strides, self.dilation_rate, self.padding
+        )
+
+    def init(self, key, in_shape, *, dtype="float32"):
+        self.expect_rank(in_shape, 4, "(batch, height, width, channels)")
+        _, out_hw = self._geometry(in_shape[1:3])
+        kw, kb = split(key)
+        shape = (*self.kernel_size, in_shape[3], self.filters)
+        params = {"W": initializers.get(self.kernel_init)(kw, shape, dtype)}
+        if self.use_bias:
+            params["b"] = initializers.get(self.bias_init)(kb, (self.filters,), dtype)
+        return params, {}, (in_shape[0], *out_hw, self.filters)
+
+    def forward(self, params, state, x, *, train=False, key=None):
+        W = params["W"]
+        _check_input(self, x)
+        if x.shape[3] != W.shape[2]:
+            raise ValueError(
+                f"{self.label} expects inputs with {W.shape[2]} channels (W has shape "
+                f"{tuple(W.shape)}), got array of shape {tuple(x.shape)}"
+            )
+        pads, _ = self._geometry(tuple(x.shape[1:3]))
+        geometry = (self.strides, pads, self.dilation_rate)
+        backend = get_backend()
+        if backend.has_autodiff:  # JAX differentiates the forward: no VJP to keep
+            z, conv_vjp = backend.conv2d(x, W, *geometry), None
+        else:
+            z, conv_vjp = backend.conv2d_vjp(x, W, *geometry)
+        if self.use_bias:
+            z = z + params["b"]
+        y, act_backprop = activations.get(self.activation)(z)
+
+        def backprop(dy, input_grad=True):
+            dz = act_backprop(dy)
+            xp = array_namespace(dz)
+            vjp = conv_vjp or backend.conv2d_vjp(x, W, *geometry)[1]
+            dx, dW = vjp(dz, input_grad)
+            grads = {"W": dW}
+            if self.use_bias:
+                grads["b"] = xp.sum(dz, axis=(0, 1, 2))
+            return dx, grads
+
+        return y, state, backprop
+
+
+@dataclass(frozen=True)
+class _Pool2D(Layer):
+    pool_size: int | tuple[int, int] = 2
+    strides: int | tuple[int, int] | None = None
+    padding: str = "valid"
+
+    op = ""
+
+    def __post_init__(self):
+        pool = _pair(self, "pool_size", self.pool_size)
+        object.__setattr__(self, "pool_size", pool)
+        strides = pool if self.strides is None else _pair(self, "strides", self.strides)
+        object.__setattr__(self, "strides", strides)
+        object.__setattr__(self, "padding", _padding(self, self.padding))
+
+    def _geometry(self, in_hw):
+        return _geometry(self, "pool", in_hw, self.pool_size, self.strides, (1, 1), self.padding)
+
+    def init(self, key, in_shape, *, dtype="float32"):
+        self.expect_rank(in_shape, 4, "(batch, height, width, channels)")
+        _, out_hw = self._geometry(in_shape[1:3])
+        return {}, {}, (in_shape[0], *out_hw, in_shape[3])
+
+    def forward(self, params, state, x, *, train=False, key=None):
+        _check_input(self, x)
+        pads, _ = self._geometry(tuple(x.shape[1:3]))
+        geometry = (self.pool_size, self.strides, pads, self.op)
+        backend = get_backend()
+        if backend.has_autodiff:
+            y, pool_vjp = backend.pool2d(x, *geometry), None
+        else:
+            y, pool_vjp = backend.pool2d_vjp(x, *geometry)
+
+        def backprop(dy, input_grad=True):
+            vjp = pool_vjp or backend.pool2d_vjp(x, *geometry)[1]
+            return (vjp(dy) if input_grad else None), {}
+
+        return y, state, backprop
+
+
+@dataclass(frozen=True)
+class MaxPool2D(_Pool2D):
+    """Max over ``pool_size`` windows moved by ``strides`` (default: ``pool_size``).
+
+    "same" padding never lets a padded position win; the gradient of each window goes to its
+    first maximum (ties as PyTorch).
+    """
+
+    op = "max"
+    kind = "max_pool2d"
+
+
+@dataclass(frozen=True)
+class AvgPool2D(_Pool2D):
+    """Mean over ``pool_size`` windows moved by ``strides`` (default: ``pool_size``).
+
+    With "same" padding the padded positions are left out of the mean (Keras/TensorFlow).
+    """
+
+    op = "avg"
+    kind = "avg_pool2d"
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool2D(Layer):
+    """Mean over height and width: (N, H, W, C) -> (N, C)."""
+
+    kind = "global_avg_pool2d"
+
+    def init(self, key, in_shape, *, dtype="float32"):
+        self.expect_rank(in_shape, 4, "(batch, height, width, channels)")
+        return {}, {}, (in_shape[0], in_shape[3])
+
+    def forward(self, params, state, x, *, train=False, key=None):
+        _check_input(self, x)
+        xp = array_namespace(x)
+        shape = tuple(x.shape)
+        area = math.prod(shape[1:3])
+        y = xp.sum(x, axis=(1, 2)) / area
+
+        def backprop(dy, input_grad=True):
+            if not input_grad:
+                return None, {}
+            return xp.broadcast_to((dy / area)[:, None, None, :], shape), {}
+
+        return y, state, backprop
