@@ -88,7 +88,7 @@ class Backend:
         for t in range(xs.shape[0]):
             carry, y = fn(carry, xs[t, ...])
             ys.append(y)
-        return carry, self.xp.stack(ys, axis=0)
+        return carry, _namespace(ys[0]).stack(ys, axis=0)
 
     def optax(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """The optax transformation ``name(*args, **kwargs)`` where optax runs, else ``None``."""
