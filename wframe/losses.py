@@ -60,7 +60,7 @@ class SoftmaxCrossEntropy(Loss):
         s = xp.sum(e, axis=-1, keepdims=True)
         if labels.ndim == 1:  # class indices: each row's labels sum to 1
             onehot = _one_hot(labels, c, logits.dtype)
-            value = (xp.sum(xp.log(s)) - xp.sum(shifted * onehot)) / n
+            value = -xp.sum(onehot * (shifted - xp.log(s))) / n
             return value, (e / s - onehot) / n
         value = -xp.sum(labels * (shifted - xp.log(s))) / n
         # Soft labels need not sum to 1, hence the general form p * sum(y) - y.

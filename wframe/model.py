@@ -439,6 +439,7 @@ class Sequential:
         line = "-" * (sum(widths) + 6)
         fmt = [f"{r[0]:<{widths[0]}}   {r[1]:<{widths[1]}}   {r[2]:>{widths[2]}}" for r in rows]
         total = self.count_params()
+        state = sum(math.prod(a.shape) for _, a in flatten(self._state))
         text = "\n".join(
             [
                 line,
@@ -446,7 +447,8 @@ class Sequential:
                 line,
                 *fmt[1:],
                 line,
-                f"Total params: {total:,} ({self.dtype}, backend {self._backend.name})",
+                f"Total params: {total:,} ({self.dtype}, backend {self._backend.name})"
+                + (f"; non-trainable state: {state:,}" if state else ""),
                 line,
             ]
         )
