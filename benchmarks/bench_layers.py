@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -171,9 +172,8 @@ def report(rows, backends):
         if name != "dropout" and np.ptp(losses) > 1e-3 * max(1.0, np.abs(losses).max()):
             bad.append(f"{name} {losses}")
     lines.append("\nms: median per step; ratio: median over rounds of row / torch round medians")
-    lines.append(
-        f"- sum(y*dy) at step 1 agrees across rows: {'NO: ' + '; '.join(bad) if bad else 'yes'} (dropout: own masks)"
-    )
+    agree = "NO: " + "; ".join(bad) if bad else "yes"
+    lines.append(f"- sum(y*dy) at step 1 agrees across rows: {agree} (dropout: own masks)")
     return "\n".join(lines)
 
 
@@ -189,8 +189,10 @@ def main(argv=None):
     if unknown := [n for n in names if n not in LAYERS]:
         ap.error(f"unknown layers {unknown}; choose from {', '.join(LAYERS)}")
     backends = [b for b in ("numpy", "jax") if b in wf.available()]
+    load = os.getloadavg()[0]
     rows = [r for name in names for r in bench(name, args.steps, backends)]
     info = machine_info(backends)  # after the runs, so that torch's thread pools show too
+    info["loadavg_1m_before"] = load  # other processes on the cores inflate (torch's) times
     print("machine:", json.dumps(info))
     table = report(rows, backends)
     print(table)

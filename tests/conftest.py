@@ -23,3 +23,13 @@ def backend(request):
     """The backend named by the parameter, made active for the test."""
     with wf.use_backend(request.param) as b:
         yield b
+
+
+@pytest.fixture
+def jax():
+    """The jax module, for tests that compare with ``jax.grad``; skips where jax cannot run."""
+    jax = pytest.importorskip("jax")
+    ok, why = _backend_class("jax").is_available()
+    if not ok:
+        pytest.skip(why)
+    return jax

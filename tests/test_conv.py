@@ -16,9 +16,8 @@ import pytest
 
 import wframe as wf
 from wframe.layers import AvgPool2D, Conv2D, Dense, GlobalAvgPool2D, MaxPool2D
-from wframe.testing import assert_close
+from wframe.testing import assert_close, numerical_grad
 
-EPS = 1e-6
 FD_RTOL = 1e-6
 FD_ATOL = 1e-9
 JAX_RTOL = 1e-5
@@ -42,15 +41,6 @@ POOLS = {"max": MaxPool2D, "avg": AvgPool2D}
 
 
 # ----------------------------------------------------------------------------- helpers
-def _fd_grad(f, x: np.ndarray, eps: float = EPS) -> np.ndarray:
-    """Central-difference gradient of the scalar ``f`` at every entry of ``x`` (float64)."""
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        xp_, xm = x.copy(), x.copy()
-        xp_[i] += eps
-        xm[i] -= eps
-        g[i] = (float(f(xp_)) - float(f(xm))) / (2 * eps)
-    return g
 
 
 def _host_params(params) -> dict:
@@ -106,21 +96,12 @@ def _check_against_fd(layer, params, x, dy):
         def f(v, name=name):
             return objective({**params, name: v}, x)
 
-        assert_close(grads[name], _fd_grad(f, params[name]), rtol=FD_RTOL, atol=FD_ATOL)
-    assert_close(dx, _fd_grad(lambda v: objective(params, v), x), rtol=FD_RTOL, atol=FD_ATOL)
+        assert_close(grads[name], numerical_grad(f, params[name]), rtol=FD_RTOL, atol=FD_ATOL)
+    assert_close(dx, numerical_grad(lambda v: objective(params, v), x), rtol=FD_RTOL, atol=FD_ATOL)
     dx_none, grads_again = backprop(dy, input_grad=False)
     assert dx_none is None
     for name in params:
         assert_close(grads_again[name], grads[name], rtol=0)
-
-
-@pytest.fixture
-def jax():
-    jax = pytest.importorskip("jax")
-    ok, why = wf.backends._backend_class("jax").is_available()
-    if not ok:
-        pytest.skip(why)
-    return jax
 
 
 def _check_against_jax(jax, layer, params, x, dy):

@@ -19,15 +19,6 @@ from wframe.tree import flatten
 EPS = 1e-6
 
 
-@pytest.fixture
-def jax():
-    jax = pytest.importorskip("jax")
-    ok, why = wf.backends._backend_class("jax").is_available()
-    if not ok:
-        pytest.skip(why)
-    return jax
-
-
 def _host(a) -> np.ndarray:
     return np.asarray(wf.to_numpy(a))
 

@@ -14,7 +14,7 @@ import pytest
 
 import wframe as wf
 from wframe.layers import Dense
-from wframe.testing import assert_close
+from wframe.testing import assert_close, numerical_grad
 
 ACTIVATIONS = ["linear", "relu", "leaky_relu", "sigmoid", "tanh", "softmax", "gelu"]
 LOSSES = [
@@ -46,17 +46,6 @@ def _away_from_kinks(a: np.ndarray, margin: float = 0.1) -> np.ndarray:
     return np.where(a >= 0, a + margin, a - margin)
 
 
-def _fd_grad(f, x: np.ndarray, eps: float = EPS) -> np.ndarray:
-    """Central-difference gradient of the scalar ``f`` at every entry of ``x`` (float64)."""
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        xp_, xm = x.copy(), x.copy()
-        xp_[i] += eps
-        xm[i] -= eps
-        g[i] = (float(f(xp_)) - float(f(xm))) / (2 * eps)
-    return g
-
-
 def _fd_grad_tree(f, params: dict, eps: float = EPS) -> dict:
     """Central-difference gradient of ``f(params)`` w.r.t. every entry of a 2-level dict."""
     out = {}
@@ -69,7 +58,7 @@ def _fd_grad_tree(f, params: dict, eps: float = EPS) -> dict:
                 new[layer][name] = v
                 return f(new)
 
-            out[layer][name] = _fd_grad(f_entry, np.asarray(a), eps)
+            out[layer][name] = numerical_grad(f_entry, np.asarray(a), eps)
     return out
 
 
@@ -107,7 +96,7 @@ def test_activation_backprop_matches_finite_differences(name):
 
     _, backprop = act(x)
     dx = backprop(dy)
-    expected = _fd_grad(lambda v: np.sum(act(v)[0] * dy), x)
+    expected = numerical_grad(lambda v: np.sum(act(v)[0] * dy), x)
     assert_close(dx, expected, rtol=FD_RTOL, atol=FD_ATOL)
 
 
@@ -125,7 +114,7 @@ def test_loss_gradient_matches_finite_differences(case):
     name, pred, labels = _loss_case(case)
     loss = wf.losses.get(name)
     _, dpred = loss(pred, labels)
-    expected = _fd_grad(lambda p: loss(p, labels)[0], pred)
+    expected = numerical_grad(lambda p: loss(p, labels)[0], pred)
     assert_close(dpred, expected, rtol=FD_RTOL, atol=FD_ATOL)
 
 
@@ -215,7 +204,7 @@ def test_dense_backprop_matches_finite_differences(activation, use_bias):
     assert sorted(grads) == sorted(params)
 
     fd = _fd_grad_tree(lambda tree: objective(tree["layer"], x), {"layer": params})["layer"]
-    fd_x = _fd_grad(lambda v: objective(params, v), x)
+    fd_x = numerical_grad(lambda v: objective(params, v), x)
     for name in params:
         assert_close(grads[name], fd[name], rtol=FD_RTOL, atol=FD_ATOL)
     assert_close(dx, fd_x, rtol=FD_RTOL, atol=FD_ATOL)
@@ -268,15 +257,6 @@ def test_sequential_value_and_grad_matches_finite_differences(case):
 # 1e-6, about 10 float32 ulps of the O(1) terms they are made of.
 JAX_RTOL = 1e-5
 JAX_ATOL = 1e-6
-
-
-@pytest.fixture
-def jax():
-    jax = pytest.importorskip("jax")
-    ok, why = wf.backends._backend_class("jax").is_available()
-    if not ok:
-        pytest.skip(why)
-    return jax
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS)

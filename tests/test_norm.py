@@ -15,10 +15,9 @@ import pytest
 
 import wframe as wf
 from wframe.layers import BatchNorm, Dense, LayerNorm
-from wframe.testing import assert_close
+from wframe.testing import assert_close, numerical_grad
 from wframe.tree import flatten, tree_map
 
-EPS = 1e-6
 FD_RTOL = 1e-6
 FD_ATOL = 1e-9
 # float32 on NumPy vs XLA: the batch-norm input gradient is a difference of O(1) terms
@@ -38,24 +37,7 @@ BN_CASES = {
 LN_SHAPES = {"2d": (4, 5), "3d": (2, 3, 4)}
 
 
-@pytest.fixture
-def jax():
-    jax = pytest.importorskip("jax")
-    ok, why = wf.backends._backend_class("jax").is_available()
-    if not ok:
-        pytest.skip(why)
-    return jax
-
-
 # ----------------------------------------------------------------------------- helpers
-def _fd_grad(f, x: np.ndarray) -> np.ndarray:
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        xp_, xm = x.copy(), x.copy()
-        xp_[i] += EPS
-        xm[i] -= EPS
-        g[i] = (float(f(xp_)) - float(f(xm))) / (2 * EPS)
-    return g
 
 
 def _close(actual, expected, *, rtol, atol=0.0, err_msg=""):
@@ -138,13 +120,15 @@ def test_backprop_matches_finite_differences(kind, case, train):
         _, _, backprop = layer.forward(params, state, x, train=train)
         dx, grads = backprop(dy)
         assert sorted(grads) == sorted(params)
-        assert_close(dx, _fd_grad(lambda v: objective(params, v), x), rtol=FD_RTOL, atol=FD_ATOL)
+        assert_close(
+            dx, numerical_grad(lambda v: objective(params, v), x), rtol=FD_RTOL, atol=FD_ATOL
+        )
         for name in params:
 
             def f(v, name=name):
                 return objective({**params, name: v}, x)
 
-            fd = _fd_grad(f, params[name])
+            fd = numerical_grad(f, params[name])
             _close(grads[name], fd, rtol=FD_RTOL, atol=FD_ATOL, err_msg=name)
         none, grads_again = backprop(dy, input_grad=False)
         assert none is None and sorted(grads_again) == sorted(grads)

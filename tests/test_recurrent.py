@@ -16,7 +16,7 @@ import pytest
 
 import wframe as wf
 from wframe.layers import GRU, LSTM, Dense, SimpleRNN
-from wframe.testing import assert_close
+from wframe.testing import assert_close, numerical_grad
 
 LAYERS = {
     "simple_rnn": lambda **kw: SimpleRNN(4, **kw),
@@ -28,19 +28,9 @@ BATCH, STEPS, FEATURES, UNITS = 2, 4, 3, 4
 
 # As tests/test_gradients.py: central differences in float64, and float32 against jax.grad
 # with an absolute floor of a few float32 ulps of the O(1) terms being summed.
-EPS = 1e-6
 FD_RTOL, FD_ATOL = 1e-6, 1e-9
 JAX_RTOL, JAX_ATOL = 1e-5, 1e-6
 TORCH_RTOL, TORCH_ATOL = 1e-5, 1e-6
-
-
-@pytest.fixture
-def jax():
-    jax = pytest.importorskip("jax")
-    ok, why = wf.backends._backend_class("jax").is_available()
-    if not ok:
-        pytest.skip(why)
-    return jax
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -68,16 +58,6 @@ def _case(name, return_sequences, with_state, dtype, seed=0):
         h0, c0 = (rng.standard_normal((BATCH, UNITS)).astype(dtype) * 0.5 for _ in range(2))
         state = (h0, c0) if isinstance(layer, LSTM) else h0
     return layer, params, x, dy, state
-
-
-def _fd_grad(f, x, eps=EPS):
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        xp_, xm = x.copy(), x.copy()
-        xp_[i] += eps
-        xm[i] -= eps
-        g[i] = (float(f(xp_)) - float(f(xm))) / (2 * eps)
-    return g
 
 
 CASES = [
@@ -111,8 +91,10 @@ def test_backprop_through_time_matches_finite_differences(name, return_sequences
             def f_entry(v, k=k):
                 return objective({**params, k: v}, x)
 
-            assert_close(grads[k], _fd_grad(f_entry, params[k]), rtol=FD_RTOL, atol=FD_ATOL)
-        assert_close(dx, _fd_grad(lambda v: objective(params, v), x), rtol=FD_RTOL, atol=FD_ATOL)
+            assert_close(grads[k], numerical_grad(f_entry, params[k]), rtol=FD_RTOL, atol=FD_ATOL)
+        assert_close(
+            dx, numerical_grad(lambda v: objective(params, v), x), rtol=FD_RTOL, atol=FD_ATOL
+        )
 
         dx_none, again = backprop(dy, input_grad=False)
     assert dx_none is None
