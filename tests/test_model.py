@@ -337,3 +337,21 @@ def test_float64_on_jax_needs_x64_mode():
         pytest.skip("64-bit mode is on")
     with wf.use_backend("jax"), pytest.raises(ValueError, match="jax_enable_x64"):
         mlp(dtype="float64").build((None, 5))
+
+
+def test_non_finite_loss_stops_and_keeps_last_finite_weights(backend):
+    x, y = blobs(64)
+    model = mlp()
+    model.fit(x, y, epochs=1, batch_size=16, optimizer=wf.optimizers.sgd(0.1), verbose=0)
+    good = {k: wf.to_numpy(v).copy() for k, v in flatten(model.params)}
+    # NumPy also warns about the overflow itself; only wframe's warning is under test.
+    with (
+        np.errstate(all="ignore"),
+        pytest.warns(RuntimeWarning, match=r"loss became (nan|inf) at step \d+ \(epoch 1, batch"),
+    ):
+        hist = model.fit(
+            x * 1e4, y, epochs=3, batch_size=16, optimizer=wf.optimizers.sgd(1e6), verbose=0
+        )
+    assert hist.epoch == []
+    for name, a in flatten(model.params):
+        np.testing.assert_array_equal(wf.to_numpy(a), good[name])

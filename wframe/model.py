@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -368,6 +369,8 @@ class Sequential:
                 self._finite(np.asarray(data), f"fit: {what}")
         x = self._input(x)
         n = x.shape[0]
+        if n == 0:
+            raise ValueError(f"fit: x has no examples (shape {tuple(x.shape)})")
         y = self._labels(y, n, self.loss)
         if validation_data is not None:
             for data, what in zip(validation_data, ("x_val", "y_val"), strict=True):
@@ -387,6 +390,9 @@ class Sequential:
         global_step = self._steps
         steps = math.ceil(n / batch_size)
         for epoch in range(epochs):
+            # The weights a non-finite loss rolls back to; a copy, since the step donates its
+            # input state on JAX.
+            start = tree_map(lambda a: xp.asarray(a, copy=True), train_state)
             order = (
                 generator(fold_in(seed, epoch + self._epochs)).permutation(n)
                 if shuffle
@@ -411,6 +417,19 @@ class Sequential:
                 k: sum(size * float(to_numpy(logs[k])) for size, logs in batches) / n
                 for k in batches[0][1]
             }
+            losses = [float(to_numpy(logs["loss"])) for _, logs in batches]
+            if not all(map(math.isfinite, losses)):
+                bad = next(i for i, v in enumerate(losses) if not math.isfinite(v))
+                self._params, self._state, self.opt_state = start
+                warnings.warn(
+                    f"fit: the loss became {losses[bad]} at step {global_step - steps + bad + 1} "
+                    f"(epoch {epoch + 1}, batch {bad + 1}); training stopped and the weights are "
+                    f"back to those at the start of epoch {epoch + 1}, the last with finite "
+                    "losses. Lower the learning rate, clip gradients or check the data.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                break
             if validation_data is not None:
                 val = self.evaluate(*validation_data, batch_size=max(batch_size, 256))
                 epoch_logs.update({f"val_{k}": v for k, v in val.items()})

@@ -95,13 +95,13 @@ class _Recurrent(Layer):
         Returns the new carry and the step's output: ``h``, or with ``full`` the concatenation
         ``[h, intermediates...]`` that :meth:`_step_back` needs.
         """
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} does not define _step")
 
     def _step_back(
         self, params: Params, cache: Array, prev: Carry, dcarry: Carry
     ) -> tuple[Carry, Array, Array]:
         """VJP of one step: ``(d previous carry, d zx, d (h_prev @ W_h [+ b_h]))``."""
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} does not define _step_back")
 
     def _carry_of(self, cache: Array) -> Carry:
         """The carry a step produced, read back from its ``full`` output."""
