@@ -124,10 +124,21 @@ class Backend:
             dW = xp.reshape(xp.matmul(cols2.mT, dy2), tuple(W.shape))
             if not input_grad:
                 return None, dW
-            dcols = xp.reshape(xp.matmul(dy2, W2.mT), (n, ho, wo, k))
-            return self.col2im(dcols, tuple(x.shape), (kh, kw), strides, padding, dilation), dW
+            return self.conv2d_transpose(dy, W, tuple(x.shape), strides, padding, dilation), dW
 
         return y, vjp
+
+    def conv2d_transpose(self, dy: Array, W: Array, in_shape, strides, padding: Pads, dilation):
+        """The adjoint of :meth:`conv2d` in ``x``: maps (N, Ho, Wo, cout) to ``in_shape``.
+
+        It is the input gradient of a convolution (and the forward of a transposed one).
+        """
+        xp = _namespace(dy)
+        kh, kw, cin, cout = W.shape
+        n, ho, wo, _ = dy.shape
+        dcols = xp.matmul(xp.reshape(dy, (n * ho * wo, cout)), xp.reshape(W, (-1, cout)).mT)
+        dcols = xp.reshape(dcols, (n, ho, wo, kh * kw * cin))
+        return self.col2im(dcols, in_shape, (kh, kw), strides, padding, dilation)
 
     def pool2d(self, x: Array, window, strides, padding: Pads, op: str) -> Array:
         """Max (``op="max"``) or average (``"avg"``) pooling over (kh, kw) windows, per channel.
