@@ -355,3 +355,14 @@ def test_non_finite_loss_stops_and_keeps_last_finite_weights(backend):
     assert hist.epoch == []
     for name, a in flatten(model.params):
         np.testing.assert_array_equal(wf.to_numpy(a), good[name])
+
+
+def test_fit_accepts_any_optax_transformation_on_jax(jax):
+    optax = pytest.importorskip("optax")
+    x, y = blobs(64)
+    with wf.use_backend("jax"):
+        model = mlp()
+        tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-2))
+        hist = model.fit(x, y, epochs=4, batch_size=16, optimizer=tx, verbose=0)
+    assert model.optimizer is tx
+    assert hist.history["loss"][-1] < hist.history["loss"][0]

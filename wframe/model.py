@@ -26,7 +26,7 @@ from wframe.training import (
 from wframe.tree import flatten, tree_map
 from wframe.types import Array, Grads, Params, Shape, State
 
-_FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+_FLOAT_DTYPES = ("float16", "float32", "float64")
 
 
 class Sequential:
@@ -41,7 +41,10 @@ class Sequential:
     """
 
     def __init__(self, layers: Sequence[Layer], *, seed: int = 0, dtype: str = "float32"):
-        if np.dtype(dtype).name not in _FLOAT_DTYPES:
+        if (
+            str(dtype) not in _FLOAT_DTYPES
+            and getattr(dtype, "__name__", None) not in _FLOAT_DTYPES
+        ):
             raise ValueError(f"Sequential dtype must be one of {_FLOAT_DTYPES}, got {dtype!r}")
         counts: dict[str, int] = {}
         named = []
