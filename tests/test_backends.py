@@ -183,3 +183,20 @@ def test_every_backend_class_implements_the_contract():
         for attr, sig in contract.items():
             got = inspect.signature(getattr(cls, attr))
             assert list(got.parameters) == list(sig.parameters), f"{cls.__name__}.{attr}"
+
+
+def test_entry_point_group_registers_backends(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    ep = EntryPoint("viaplugin", "wframe.backends.numpy:NumpyBackend", "wframe.backends")
+    monkeypatch.setattr(
+        backends.importlib.metadata,
+        "entry_points",
+        lambda group: [ep] if group == "wframe.backends" else [],
+    )
+    monkeypatch.setattr(backends, "_REGISTRY", dict(backends._REGISTRY))
+    monkeypatch.setattr(backends, "_instances", dict(backends._instances))
+    monkeypatch.setattr(backends, "_entry_points_loaded", False)
+    assert "viaplugin" in wf.available()
+    with wf.use_backend("viaplugin") as b:
+        assert b.xp is np
