@@ -366,3 +366,15 @@ def test_fit_accepts_any_optax_transformation_on_jax(jax):
         hist = model.fit(x, y, epochs=4, batch_size=16, optimizer=tx, verbose=0)
     assert model.optimizer is tx
     assert hist.history["loss"][-1] < hist.history["loss"][0]
+
+
+def test_label_vector_for_a_single_output_column(backend):
+    x, y = blobs(40)
+    target = (y > 0).astype(np.float32)
+    model = wf.Sequential([wf.layers.Dense(1)])
+    hist = model.fit(x, target, epochs=2, loss="binary_cross_entropy", verbose=0)
+    column = model.evaluate(x, target[:, None])
+    assert model.evaluate(x, target) == column
+    assert set(hist.history) == {"loss", "accuracy"}
+    with pytest.raises(ValueError, match=r"labels of shape \(40, 1\).*got \(40, 2\)"):
+        model.evaluate(x, np.zeros((40, 2), np.float32))

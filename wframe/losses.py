@@ -30,15 +30,22 @@ class Loss:
     def __call__(self, pred: Array, labels: Array) -> tuple[Array, Array]:
         raise TypeError(f"{type(self).__name__} does not define __call__")
 
-    def check(self, pred_shape: tuple, labels: np.ndarray) -> None:
-        """Raise ``ValueError`` if host ``labels`` do not fit predictions of ``pred_shape``."""
-        if labels.shape != tuple(pred_shape):
+    def check(self, pred_shape: tuple, labels: np.ndarray) -> np.ndarray:
+        """Host ``labels`` checked against predictions of ``pred_shape``, or a ``ValueError``.
+
+        Labels of shape (N,) for predictions of shape (N, 1) are taken as a column, as Keras does.
+        """
+        pred_shape = tuple(pred_shape)
+        if pred_shape[-1:] == (1,) and labels.shape == pred_shape[:-1]:
+            labels = labels[..., None]
+        if labels.shape != pred_shape:
             raise ValueError(
                 f"loss '{self.name}' expects labels of shape {tuple(pred_shape)} like the "
                 f"predictions, got {labels.shape}"
             )
         if not np.issubdtype(labels.dtype, np.number) and labels.dtype != np.bool_:
             raise ValueError(f"loss '{self.name}' expects numeric labels, got dtype {labels.dtype}")
+        return labels
 
     def label_dtype(self, labels: np.ndarray, dtype: str) -> str:
         """The dtype labels take on the backend: the model dtype unless overridden."""
@@ -85,8 +92,8 @@ class SoftmaxCrossEntropy(Loss):
                     f"loss '{self.name}' expects class labels in [0, {c}), got values in "
                     f"[{labels.min()}, {labels.max()}]"
                 )
-        else:
-            super().check(pred_shape, labels)
+            return labels
+        return super().check(pred_shape, labels)
 
     def label_dtype(self, labels, dtype):
         return "int32" if labels.ndim == 1 else dtype

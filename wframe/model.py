@@ -236,7 +236,7 @@ class Sequential:
         host = np.asarray(to_numpy(y) if hasattr(y, "shape") else y)
         if host.ndim == 0 or host.shape[0] != n:
             raise ValueError(f"{what} must have {n} rows like x, got shape {host.shape}")
-        loss.check((n, *self._shapes[-1][1:]), host)
+        host = loss.check((n, *self._shapes[-1][1:]), host)
         return get_backend().asarray(host, dtype=loss.label_dtype(host, self.dtype))
 
     @staticmethod
