@@ -104,7 +104,3 @@ def get(identifier: str | Forward | None) -> Forward:
         )
     raise TypeError(f"activation must be a name or a callable, got {type(identifier).__name__}")
 
-
-def name_of(fn: Forward) -> str:
-    """The registered name of ``fn``, or its ``__name__``."""
-    return getattr(fn, "__name__", type(fn).__name__)

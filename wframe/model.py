@@ -89,7 +89,6 @@ class Sequential:
                 state[layer.name] = s
             shapes.append(shape)
         self._params, self._state, self._shapes = params, state, shapes
-        self._input_shape = (None, *tuple(input_shape)[1:])
         self._backend = backend
         self._compiled = {}
         self.opt_state = None
@@ -314,7 +313,10 @@ class Sequential:
         """Mean loss (and accuracy for classification losses) in inference mode."""
         loss = losses_mod.get(loss) if loss is not None else self.loss
         x = self._input(x)
-        y = self._labels(y, x.shape[0], loss)
+        return self._evaluate(x, self._labels(y, x.shape[0], loss), loss, batch_size)
+
+    def _evaluate(self, x: Array, y: Array, loss: losses_mod.Loss, batch_size: int | None):
+        """:meth:`evaluate` on inputs and labels already checked and on the backend."""
         metrics = (loss.metric,) if loss.metric else ()
         step = self._compiled_fn("eval", loss, metrics)
         n = x.shape[0]
@@ -379,6 +381,9 @@ class Sequential:
             for data, what in zip(validation_data, ("x_val", "y_val"), strict=True):
                 if isinstance(data, np.ndarray) or not hasattr(data, "shape"):
                     self._finite(np.asarray(data), f"fit: {what}")
+            # Checked and moved once, not at every epoch.
+            x_val = self._input(validation_data[0], "x_val")
+            y_val = self._labels(validation_data[1], x_val.shape[0], self.loss, "y_val")
         if self.opt_state is None:
             self.opt_state = self.optimizer.init(self._params)
 
@@ -434,7 +439,7 @@ class Sequential:
                 )
                 break
             if validation_data is not None:
-                val = self.evaluate(*validation_data, batch_size=max(batch_size, 256))
+                val = self._evaluate(x_val, y_val, self.loss, max(batch_size, 256))
                 epoch_logs.update({f"val_{k}": v for k, v in val.items()})
             if verbose:
                 bar.write(

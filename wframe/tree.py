@@ -63,14 +63,3 @@ def flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     for k, v in items:
         yield from flatten(v, f"{prefix}/{k}" if prefix else str(k))
 
-
-def unflatten(flat: dict[str, Any]) -> dict:
-    """Inverse of :func:`flatten` for nested dicts: ``{"a/W": x}`` -> ``{"a": {"W": x}}``."""
-    out: dict = {}
-    for name, leaf in flat.items():
-        *path, last = name.split("/")
-        node = out
-        for part in path:
-            node = node.setdefault(part, {})
-        node[last] = leaf
-    return out
