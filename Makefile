@@ -1,29 +1,31 @@
 # Every target creates .venv and installs wframe with the extras it needs; nothing by hand.
+# The demo installs only what it runs (no test oracles: torch alone is ~750 MB).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-EXTRAS := jax,examples,viz,test
-STAMP := $(VENV)/.installed-$(EXTRAS)
 
 .PHONY: demo test bench lint clean
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+
+$(VENV)/.installed-%: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[$*]"
 	touch $@
 
-demo: $(STAMP)
+demo: $(VENV)/.installed-examples
 	$(PY) examples/train_digits.py
 
-test: $(STAMP)
+test: $(VENV)/.installed-jax,examples,viz,test
 	$(PY) -m ruff check wframe tests benchmarks examples
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(VENV)/.installed-jax,examples,bench
+	$(PY) benchmarks/bench_fit.py
 	$(PY) benchmarks/bench_mlp.py
 
-lint: $(STAMP)
+lint: $(VENV)/.installed-jax,examples,viz,test
 	$(PY) -m ruff check wframe tests benchmarks examples
 
 clean:

@@ -6,6 +6,8 @@
 from wframe import (
     activations,
     backends,
+    callbacks,
+    data,
     initializers,
     layers,
     losses,
@@ -15,13 +17,15 @@ from wframe import (
 from wframe.backends import (
     BackendUnavailableError,
     available,
+    backend_of,
     get_backend,
     set_backend,
     to_numpy,
     use_backend,
 )
+from wframe.callbacks import History
 from wframe.model import Sequential
-from wframe.training import History, TrainState, make_train_step
+from wframe.training import TrainState, make_train_step
 
 __all__ = [
     "BackendUnavailableError",
@@ -30,7 +34,10 @@ __all__ = [
     "TrainState",
     "activations",
     "available",
+    "backend_of",
     "backends",
+    "callbacks",
+    "data",
     "get_backend",
     "initializers",
     "layers",

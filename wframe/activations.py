@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
+
 from wframe.backends import array_namespace
 from wframe.types import Array
 
@@ -90,17 +92,48 @@ _ACTIVATIONS: dict[str, Forward] = {
 }
 
 
-def get(identifier: str | Forward | None) -> Forward:
-    """An activation by name (``None`` is linear) or a ``x -> (y, backprop)`` callable unchanged."""
+def get(identifier: str | Forward | None, owner: str = "activation") -> Forward:
+    """An activation by name (``None`` is linear) or a ``x -> (y, backprop)`` callable.
+
+    A callable is checked once, on a small NumPy array, to return ``(y, backprop)``: a plain
+    ``x -> y`` function such as ``numpy.tanh`` is refused with the name to use instead.
+
+    Args:
+      identifier: a name from this module (any case), ``None``, or a callable.
+      owner: how error messages name the caller, e.g. ``"Dense 'dense_0'"``.
+    """
     if identifier is None:
         return linear
-    if callable(identifier):
-        return identifier
-    if isinstance(identifier, str) and identifier.lower() in _ACTIVATIONS:
-        return _ACTIVATIONS[identifier.lower()]
     if isinstance(identifier, str):
+        if identifier.lower() in _ACTIVATIONS:
+            return _ACTIVATIONS[identifier.lower()]
         raise ValueError(
-            f"Unknown activation {identifier!r}. Expected one of {sorted(_ACTIVATIONS)}."
+            f"Unknown activation {identifier!r} for {owner}. Expected one of "
+            f"{sorted(_ACTIVATIONS)}."
         )
-    raise TypeError(f"activation must be a name or a callable, got {type(identifier).__name__}")
+    if not callable(identifier):
+        raise TypeError(
+            f"{owner}: activation must be a name or a callable, got {type(identifier).__name__}"
+        )
+    if identifier not in _KNOWN:
+        _check_callable(identifier, owner)
+    return identifier
+
+
+_KNOWN = set(_ACTIVATIONS.values())
+
+
+def _check_callable(fn: Callable, owner: str) -> None:
+    name = getattr(fn, "__name__", repr(fn))
+    try:
+        out = fn(np.zeros((1, 2), dtype=np.float32))
+    except Exception:  # an xp-generic callable may reject NumPy arrays: let it run
+        return
+    if not (isinstance(out, tuple) and len(out) == 2 and callable(out[1])):
+        hint = f" Use activation={name!r}." if name in _ACTIVATIONS else ""
+        raise TypeError(
+            f"{owner}: activation {name} must return (y, backprop) like the functions in "
+            f"wframe.activations, but it returned {type(out).__name__}. Pass a name such as "
+            f"'tanh', or wrap it: def act(x): y = f(x); return y, lambda dy: dy * f'(x).{hint}"
+        )
 

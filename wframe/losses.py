@@ -52,15 +52,27 @@ class Loss:
         return dtype
 
 
+#: Probabilities are clipped to [EPSILON, 1 - EPSILON] before the log, as Keras does.
+EPSILON = 1e-7
+
+
 @dataclass(frozen=True)
 class SoftmaxCrossEntropy(Loss):
-    """Cross-entropy of softmax(logits) with integer labels (N,) or one-hot/soft labels (N, C)."""
+    """Cross-entropy with integer labels (N,) or one-hot/soft labels (N, C).
+
+    Args:
+      from_logits: the predictions are logits (default: softmax is applied here, stably); with
+        ``False`` they are probabilities (a softmax output), clipped to ``[1e-7, 1 - 1e-7]``.
+    """
 
     name = "softmax_cross_entropy"
     metric: str | None = "accuracy"
+    from_logits: bool = True
 
     def __call__(self, logits, labels):
         xp = array_namespace(logits)
+        if not self.from_logits:
+            return self._from_probabilities(xp, logits, labels)
         n, c = logits.shape
         shifted = logits - xp.max(logits, axis=-1, keepdims=True)
         e = xp.exp(shifted)
@@ -73,6 +85,15 @@ class SoftmaxCrossEntropy(Loss):
         # Soft labels need not sum to 1, hence the general form p * sum(y) - y.
         grad = (e / s * xp.sum(labels, axis=-1, keepdims=True) - labels) / n
         return value, grad
+
+    def _from_probabilities(self, xp, probs, labels):
+        n, c = probs.shape
+        if labels.ndim == 1:
+            labels = _one_hot(labels, c, probs.dtype)
+        clipped = xp.clip(probs, EPSILON, 1 - EPSILON)
+        inside = xp.astype((probs > EPSILON) & (probs < 1 - EPSILON), probs.dtype)
+        value = -xp.sum(labels * xp.log(clipped)) / n
+        return value, -labels / clipped * inside / n
 
     def check(self, pred_shape, labels):
         n, c = pred_shape
@@ -101,13 +122,39 @@ class SoftmaxCrossEntropy(Loss):
 
 @dataclass(frozen=True)
 class BinaryCrossEntropy(Loss):
-    """Binary cross-entropy from logits: labels in [0, 1], the same shape as the logits."""
+    """Binary cross-entropy: labels in [0, 1], the same shape as the predictions.
+
+    Args:
+      from_logits: the predictions are logits (default, computed stably); with ``False`` they
+        are probabilities (a sigmoid output), clipped to ``[1e-7, 1 - 1e-7]``.
+    """
 
     name = "binary_cross_entropy"
     metric: str | None = "accuracy"
+    from_logits: bool = True
+
+    def __post_init__(self):
+        if not self.from_logits and self.metric == "accuracy":  # threshold 0.5, not 0
+            object.__setattr__(self, "metric", "probability_accuracy")
+
+    def check(self, pred_shape, labels):
+        labels = super().check(pred_shape, labels)
+        if labels.size and (labels.min() < 0 or labels.max() > 1):
+            hint = " (labels in {-1, 1}? map them with (y + 1) / 2)" if labels.min() < 0 else ""
+            raise ValueError(
+                f"loss '{self.name}' expects labels in [0, 1], got values in "
+                f"[{labels.min()}, {labels.max()}]{hint}"
+            )
+        return labels
 
     def __call__(self, logits, labels):
         xp = array_namespace(logits)
+        if not self.from_logits:
+            p = xp.clip(logits, EPSILON, 1 - EPSILON)
+            inside = xp.astype((logits > EPSILON) & (logits < 1 - EPSILON), logits.dtype)
+            value = -xp.sum(labels * xp.log(p) + (1 - labels) * xp.log(1 - p)) / logits.size
+            grad = (p - labels) / (p * (1 - p)) * inside / logits.size
+            return value, grad
         e = xp.exp(-xp.abs(logits))
         value = xp.sum(xp.maximum(logits, 0) - logits * labels + xp.log1p(e)) / logits.size
         sig = xp.where(logits >= 0, 1 / (1 + e), e / (1 + e))
@@ -148,15 +195,28 @@ _LOSSES = {
     "mse": MeanSquaredError,
     "mean_squared_error": MeanSquaredError,
 }
-METRICS = {"accuracy": accuracy}
+def probability_accuracy(pred: Array, labels: Array) -> Array:
+    """:func:`accuracy` for probabilities: a single output counts as 1 above 0.5."""
+    if pred.ndim == 2 and pred.shape[1] > 1:
+        return accuracy(pred, labels)
+    xp = array_namespace(pred)
+    return xp.mean(xp.astype((pred > 0.5) == (labels > 0.5), pred.dtype))
 
 
-def get(identifier: str | Loss) -> Loss:
-    """A loss by name (Keras names are aliases) or a :class:`Loss` instance unchanged."""
+METRICS = {"accuracy": accuracy, "probability_accuracy": probability_accuracy}
+
+
+def get(identifier: str | Loss, **kwargs) -> Loss:
+    """A loss by name (Keras names are aliases) or a :class:`Loss` instance unchanged.
+
+    Args:
+      identifier: a name (any case) or a :class:`Loss`.
+      **kwargs: options of the named loss, e.g. ``from_logits=False``.
+    """
     if isinstance(identifier, Loss):
         return identifier
     if isinstance(identifier, str) and identifier.lower() in _LOSSES:
-        return _LOSSES[identifier.lower()]()
+        return _LOSSES[identifier.lower()](**kwargs)
     if isinstance(identifier, str):
         raise ValueError(f"Unknown loss {identifier!r}. Expected one of {sorted(_LOSSES)}.")
     raise TypeError(f"loss must be a name or a wframe.losses.Loss, got {type(identifier).__name__}")

@@ -1,106 +1,121 @@
-"""Sequential: a stack of layers, its params and state, and the Keras-like training API."""
+"""The trainable model: a chain of layers plus its params, state and optimizer state.
+
+``wf.Sequential`` is a :class:`wframe.layers.Sequential` (so it nests inside other chains) that
+also holds arrays. It runs no loop itself: data checks live in :mod:`wframe.data`, the loop in
+:mod:`wframe.training`, callbacks in :mod:`wframe.callbacks`, the table in :mod:`wframe.summary`.
+It never changes the process's default backend: its arrays know theirs.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import math
+import threading
 import warnings
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from wframe import data, training
 from wframe import losses as losses_mod
 from wframe import optimizers as optimizers_mod
-from wframe.backends import Backend, array_namespace, get_backend, to_numpy
-from wframe.layers.base import Layer
-from wframe.random import array_key, fold_in, generator
-from wframe.training import (
-    History,
-    TrainState,
-    make_eval_step,
-    make_grad_fn,
-    make_train_step,
-)
-from wframe.tree import flatten, tree_map
+from wframe.backends import Backend, _resolve, backend_of, get_backend, to_numpy, use_backend
+from wframe.callbacks import History
+from wframe.layers import combinators
+from wframe.random import array_key
+from wframe.summary import layer_rows
+from wframe.summary import summary as _summary
+from wframe.tree import flatten, reorder, tree_leaves, tree_map
 from wframe.types import Array, Grads, Params, Shape, State
 
-_FLOAT_DTYPES = ("float16", "float32", "float64")
 
-
-class Sequential:
-    """A linear stack of layers.
+class Sequential(combinators.Sequential):
+    """A chain of layers that trains: Keras' ``compile``/``fit``/``evaluate``/``predict``.
 
     Args:
-      layers: :class:`~wframe.layers.Layer` instances; unnamed ones are named ``dense_0``,
-        ``dense_1``, ... per kind.
+      layers: :class:`~wframe.layers.Layer` instances (chains, residual blocks and other models
+        included); unnamed ones are named ``dense_0``, ``dense_1``, ... per kind.
       seed: int seed of the initial weights; the same seed gives bit-identical weights on every
         backend.
-      dtype: floating dtype of params and inputs (``"float32"``; ``"float64"`` on request).
+      dtype: floating dtype of params and inputs, ``"float32"`` (default) or ``"float64"``.
+      name: the model's name when it is nested inside another chain.
     """
 
-    def __init__(self, layers: Sequence[Layer], *, seed: int = 0, dtype: str = "float32"):
-        if (
-            str(dtype) not in _FLOAT_DTYPES
-            and getattr(dtype, "__name__", None) not in _FLOAT_DTYPES
-        ):
-            raise ValueError(f"Sequential dtype must be one of {_FLOAT_DTYPES}, got {dtype!r}")
-        counts: dict[str, int] = {}
-        named = []
-        for i, layer in enumerate(layers):
-            if not isinstance(layer, Layer):
-                raise TypeError(
-                    f"Sequential layer {i} must be a wframe Layer, got {type(layer).__name__}"
-                )
-            if layer.name is None:
-                layer = dataclasses.replace(layer, name=f"{layer.kind}_{counts.get(layer.kind, 0)}")
-                counts[layer.kind] = counts.get(layer.kind, 0) + 1
-            named.append(layer)
-        names = [layer.name for layer in named]
-        if len(set(names)) != len(names):
-            raise ValueError(f"Sequential layer names must be unique, got {names}")
-        self.layers = tuple(named)
-        self.seed = seed
-        self.dtype = np.dtype(dtype).name
+    def __init__(self, layers=(), *, seed: int = 0, dtype: str = "float32", name=None):
+        super().__init__(layers, name=name)
+        self.seed = data.as_int(seed, "Sequential: seed", minimum=0)
+        self.dtype = data.model_dtype(dtype)
         self.loss: losses_mod.Loss = losses_mod.get("softmax_cross_entropy")
         self.optimizer: Any = None
         self.opt_state: Any = None
+        self.stop_training = False
+        self.history: History | None = None
+        self._optimizer_spec: str | None = None
         self._params: Params | None = None
         self._state: State = {}
-        self._shapes: list[Shape] = []
         self._backend: Backend | None = None
+        self._shapes: tuple[Shape, Shape] | None = None
         self._compiled: dict[tuple, Any] = {}
-        # Counters of completed training, so that a second fit continues the shuffles and
-        # dropout masks instead of repeating them.
-        self._steps = self._epochs = 0
+        self._lock = threading.Lock()
+        # Completed epochs and steps over the model's life: epoch e always shuffles the same
+        # way and step s always draws the same dropout masks, however fit calls are split.
+        self._epochs = self._steps = 0
+
+    # A model is a mutable object: equal only to itself (the layers compare by value).
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    def named(self, name):
+        if name == self.name:
+            return self
+        clone = copy.copy(self)  # a snapshot that shares the arrays, not the training state
+        object.__setattr__(clone, "name", name)
+        return clone
 
     # ----------------------------------------------------------------- building and params
     def build(self, input_shape: Shape) -> Sequential:
-        """Create params for inputs of ``input_shape`` (batch axis ``None`` or any int)."""
-        shape = (None, *tuple(input_shape)[1:])
-        backend = get_backend()
-        params, state, shapes = {}, {}, []
-        for i, layer in enumerate(self.layers):
-            p, s, shape = layer.init(fold_in(self.seed, i), shape, dtype=self.dtype)
-            if p:
-                params[layer.name] = p
-            if s:
-                state[layer.name] = s
-            shapes.append(shape)
-        self._params, self._state, self._shapes = params, state, shapes
-        self._backend = backend
+        """Create params for inputs of ``input_shape`` such as ``(None, 64)``.
+
+        The params live on the active backend; later calls use that backend whatever is active
+        then (``to_backend`` moves them).
+        """
+        shape = data.input_shape(input_shape)
+        backend = self._backend or get_backend()
+        with use_backend(backend):
+            params, state, out = combinators.Sequential.init(self, self.seed, shape,
+                                                             dtype=self.dtype)
+        move = _mover(backend)
+        self._params, self._state = tree_map(move, params), tree_map(move, state)
+        self._backend, self._shapes = backend, (shape, tuple(out))
         self._compiled = {}
         self.opt_state = None
         return self
+
+    def init(self, key, in_shape, *, dtype="float32"):
+        """As a layer inside another chain: this model's current params if it is built."""
+        if not self.built:
+            return super().init(key, in_shape, dtype=dtype)
+        if tuple(in_shape[1:]) != self._shapes[0][1:] or dtype != self.dtype:
+            raise ValueError(
+                f"{self.label} was built for inputs {self._shapes[0]} in {self.dtype}, but is "
+                f"used on inputs {tuple(in_shape)} in {dtype}; nest an unbuilt model instead"
+            )
+        own = tree_map(lambda a: self.backend.xp.asarray(a, copy=True), (self._params, self._state))
+        return (*own, self._shapes[1])
 
     @property
     def built(self) -> bool:
         return self._params is not None
 
     @property
+    def backend(self) -> Backend:
+        """The backend the model's arrays live on."""
+        self._require_built()
+        return self._backend
+
+    @property
     def params(self) -> Params:
-        """``{"dense_0": {"W": ..., "b": ...}, ...}``: arrays of the backend the model is on."""
+        """``{"dense_0": {"W": ..., "b": ...}, ...}``: arrays of the model's backend."""
         self._require_built()
         return self._params
 
@@ -121,167 +136,142 @@ class Sequential:
         self._state = self._validated(new, self._state, "state")
 
     def _validated(self, new: Any, old: Any, what: str) -> Any:
+        if not isinstance(new, dict):
+            raise TypeError(f"{what} must be a dict like model.{what}, got {type(new).__name__}")
         old_flat, new_flat = dict(flatten(old)), dict(flatten(new))
         if old_flat.keys() != new_flat.keys():
             missing = sorted(old_flat.keys() - new_flat.keys())
             unexpected = sorted(new_flat.keys() - old_flat.keys())
             raise ValueError(f"{what} names differ: missing {missing}, unexpected {unexpected}")
-        backend = self._active()
         for name, a in new_flat.items():
             ref = old_flat[name]
-            if tuple(a.shape) != tuple(ref.shape) or str(a.dtype) != str(ref.dtype):
+            if not hasattr(a, "shape") or tuple(a.shape) != tuple(ref.shape) or str(
+                a.dtype
+            ) != str(ref.dtype):
                 raise ValueError(
                     f"{what} '{name}' must have shape {tuple(ref.shape)} and dtype {ref.dtype}, "
-                    f"got shape {tuple(a.shape)} and dtype {a.dtype}"
+                    f"got {_describe(a)}"
                 )
-            self._check_array(a, f"{what} '{name}'", backend)
-        return tree_map(lambda a: a, new)
-
-    @staticmethod
-    def _check_array(a: Any, what: str, backend: Backend) -> None:
-        xp = array_namespace(a)
-        if xp is not backend.xp:
-            raise TypeError(
-                f"{what} is an array of {xp.__name__}, but the active backend is "
-                f"'{backend.name}'; convert it, or move the model with "
-                f"model.to_backend('{backend.name}')"
-            )
+            owner = backend_of(a)
+            if owner is not self._backend:
+                raise TypeError(
+                    f"{what} '{name}' is an array of backend '{owner.name}', but the model lives "
+                    f"on '{self._backend.name}'; convert it with "
+                    f"model.backend.asarray(wf.to_numpy(a)), or move the model first with "
+                    f"model.to_backend('{owner.name}')"
+                )
+        return reorder(new, old)
 
     def _require_built(self) -> None:
         if self._params is None:
             raise RuntimeError(
-                "the model has no params yet: call model.build(input_shape) or pass it data"
+                "the model has no params yet: call model.build((None, features)) or pass it data"
             )
 
-    def _active(self) -> Backend:
-        """The active backend, checked to be the one the params live on."""
-        backend = get_backend()
-        if self._backend is not None and backend is not self._backend:
-            raise RuntimeError(
-                f"the model's params live on backend '{self._backend.name}' but the active "
-                f"backend is '{backend.name}'; call model.to_backend('{backend.name}') first"
-            )
-        return backend
+    def _publish(self, ts: training.TrainState) -> None:
+        """Expose a train state's arrays as the model's, in the model's key order."""
+        self._params = reorder(ts.params, self._params)
+        self._state = reorder(ts.state, self._state)
+        self.opt_state = reorder(ts.opt_state, self.opt_state)
 
-    def to_backend(self, name: str) -> Sequential:
-        """Move params, state and optimizer state to backend ``name`` and make it active."""
-        from wframe.backends import set_backend
+    def to_backend(self, name: str | Backend) -> Sequential:
+        """Move params, state and optimizer state to backend ``name``, keeping their dtypes.
 
-        target = set_backend(name) if get_backend().name != name else get_backend()
-        if self.built:
-
-            def move(a):
-                return target.asarray(to_numpy(a)) if hasattr(a, "shape") else a
-
-            self._params = tree_map(move, self._params)
-            self._state = tree_map(move, self._state)
-            self.opt_state = tree_map(move, self.opt_state)
-            self._backend = target
+        Changes no default: only this model moves. Raises before moving anything if the target
+        cannot hold the model's dtype or run its optimizer.
+        """
+        target = _resolve(name)
+        if self.built and target is not self._backend:
+            target.asarray(to_numpy(self.backend.xp.zeros((1,), dtype=self.backend.dtype(
+                self.dtype))), dtype=self.dtype)  # raises if the target lacks the dtype
             if self.optimizer is not None:
-                self.optimizer = optimizers_mod.rebuild(self.optimizer)
+                _check_optimizer(self.optimizer, target)
+            move = _mover(target)
+            self._params, self._state = tree_map(move, self._params), tree_map(move, self._state)
+            self.opt_state = tree_map(move, self.opt_state)
+        self._backend = target
         self._compiled = {}
         return self
 
-    # ----------------------------------------------------------------- pure functions
-    def apply(
-        self, params: Params, state: State, x: Array, *, train: bool = False, key: Any = None
-    ):
-        """Pure forward pass: ``(y, new_state, backprop)``.
-
-        ``backprop(dy, input_grad=True) -> (dx, grads)`` chains the layers' hand-written
-        vector-Jacobian products; ``grads`` mirrors ``params``.
-        """
-        backprops = []
-        new_state = {}
-        for i, layer in enumerate(self.layers):
-            layer_key = fold_in(key, i) if key is not None and layer.uses_key else None
-            x, s, back = layer.forward(
-                params.get(layer.name, {}), state.get(layer.name, {}), x, train=train, key=layer_key
-            )
-            if s:
-                new_state[layer.name] = s
-            backprops.append((layer.name, back))
-
-        def backprop(dy, input_grad=True):
-            grads = {}
-            for i in range(len(backprops) - 1, -1, -1):
-                name, back = backprops[i]
-                dy, g = back(dy, input_grad=input_grad or i > 0)
-                if g:
-                    grads[name] = g
-            return dy, dict(reversed(grads.items()))  # in the params' order
-
-        return x, new_state, backprop
-
-    # ----------------------------------------------------------------- data handling
-    def _input(self, x: Any, what: str = "x") -> Array:
-        """``x`` as an array of the active backend in the model's dtype; builds lazily."""
-        backend = get_backend()
-        if isinstance(x, np.ndarray) or not hasattr(x, "shape"):
-            host = np.asarray(x)
-            if not (np.issubdtype(host.dtype, np.number) or host.dtype == np.bool_):
-                raise ValueError(f"{what} must be numeric, got dtype {host.dtype}")
-            if not self.built:
-                self.build(host.shape)
-            self._active()
-            return backend.asarray(host, dtype=self.dtype)
-        self._check_array(x, what, backend)
-        if not self.built:
-            self.build(tuple(x.shape))
-        self._active()
-        return backend.xp.astype(x, backend.dtype(self.dtype))
-
-    def _labels(self, y: Any, n: int, loss: losses_mod.Loss, what: str = "y") -> Array:
-        host = np.asarray(to_numpy(y) if hasattr(y, "shape") else y)
-        if host.ndim == 0 or host.shape[0] != n:
-            raise ValueError(f"{what} must have {n} rows like x, got shape {host.shape}")
-        host = loss.check((n, *self._shapes[-1][1:]), host)
-        return get_backend().asarray(host, dtype=loss.label_dtype(host, self.dtype))
-
-    @staticmethod
-    def _finite(host: np.ndarray, what: str) -> None:
-        if np.issubdtype(host.dtype, np.floating) and not np.isfinite(host).all():
-            bad = np.argwhere(~np.isfinite(host))[0]
-            raise ValueError(
-                f"{what} contains NaN or inf (first at index {tuple(int(i) for i in bad)}); "
-                "clean the data before training"
-            )
-
+    # ----------------------------------------------------------------- compiled functions
     def _compiled_fn(self, kind: str, *args: Any) -> Any:
         key = (kind, *args)
-        if key not in self._compiled:
-            if kind == "train":
-                self._compiled[key] = make_train_step(self, *args[:2], metrics=args[2])
+        fn = self._compiled.get(key)
+        if fn is not None:
+            return fn
+        with self._lock:
+            if kind == "run":  # only the current loss and optimizer's steps are kept
+                stale = [k for k in self._compiled if k[0] == "run" and k[1:3] != args[:2]]
+                for k in stale:
+                    del self._compiled[k]
+                fn = training.make_runner(self, *args)
             elif kind == "eval":
-                self._compiled[key] = make_eval_step(self, args[0], metrics=args[1])
+                fn = training.make_eval_step(self, args[0], metrics=args[1])
             elif kind == "grad":
-                self._compiled[key] = get_backend().jit(make_grad_fn(self, args[0]))
+                fn = self.backend.jit(training.make_grad_fn(self, args[0]))
             else:
-                self._compiled[key] = get_backend().jit(
-                    lambda p, s, x: self.apply(p, s, x, train=False)[0]
+                fn = self.backend.jit(
+                    lambda p, s, x: self.apply(p, s, x, train=False, vjp=False)[0]
                 )
-        return self._compiled[key]
+            self._compiled[key] = fn
+        return fn
+
+    def _widest(self) -> int:
+        """Elements per example of the widest activation (sizes the default inference batch)."""
+        if "widest" not in self._compiled:
+            shapes = [self._shapes[1], *(row[2] for row in layer_rows(self))]
+            self._compiled["widest"] = max(math.prod(s[1:]) for s in shapes)
+        return self._compiled["widest"]
+
+    def _inputs(self, x: Any, what: str = "x", *, finite: bool = False) -> Array:
+        if not self.built:
+            self.build((None, *_shape_of(x, what)[1:]))
+        return data.inputs(x, self._backend, self.dtype, what, finite=finite)
+
+    def _labels(self, y: Any, n: int, loss: losses_mod.Loss, what: str = "y") -> Array:
+        return data.labels(y, n, self._shapes[1], loss, self._backend, self.dtype, what)
 
     # ----------------------------------------------------------------- Keras-like API
     def compile(self, optimizer: Any = "adam", loss: Any = "softmax_cross_entropy") -> Sequential:
         """Set the optimizer and loss that ``fit`` and ``evaluate`` use by default."""
         self.loss = losses_mod.get(loss)
-        self.optimizer = optimizers_mod.get(optimizer)
-        self.opt_state = None
+        self._set_optimizer(optimizer, force=True)
         return self
 
+    def _set_optimizer(self, optimizer: Any, *, force: bool = False) -> None:
+        if optimizer is None:
+            if self.optimizer is not None:
+                return
+            optimizer = "adam"
+        if isinstance(optimizer, str):
+            if optimizer.lower() == self._optimizer_spec and not force:
+                return  # the same named optimizer keeps its state across fit calls
+            self.optimizer, self._optimizer_spec = optimizers_mod.get(optimizer), optimizer.lower()
+        elif optimizer is not self.optimizer or force:
+            self.optimizer, self._optimizer_spec = optimizers_mod.get(optimizer), None
+        else:
+            return
+        self.opt_state = None
+
     def predict(self, x: Any, *, batch_size: int | None = None) -> Array:
-        """Outputs in inference mode, as an array of the active backend."""
-        x = self._input(x)
+        """Outputs in inference mode, computed in batches, as an array of the model's backend.
+
+        Args:
+          x: inputs (NumPy or the model's backend); NumPy input moves one batch at a time.
+          batch_size: rows per batch; default: as many as keep activations near 4M elements.
+        """
+        size = data.as_int(batch_size, "predict: batch_size", allow_none=True)
+        if not self.built:
+            self.build((None, *_shape_of(x, "x")[1:]))
+        xp = self.backend.xp
+        n = _shape_of(x, "x")[0]
+        size = size or data.default_batch(self._widest(), n)
         fn = self._compiled_fn("predict")
-        if batch_size is None or batch_size >= x.shape[0]:
-            return fn(self._params, self._state, x)
-        xp = array_namespace(x)
         parts = [
-            fn(self._params, self._state, x[i : i + batch_size])
-            for i in range(0, x.shape[0], batch_size)
+            fn(self._params, self._state, self._inputs(x[i : i + size]))
+            for i in range(0, max(n, 1), size)
         ]
-        return xp.concat(parts, axis=0)
+        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
 
     __call__ = predict
 
@@ -297,37 +287,36 @@ class Sequential:
             Dropout; default: the key the next ``fit`` step would use.
 
         Returns:
-          ``(loss, grads)``, ``grads`` a dict shaped like ``params``.
+          ``(loss, grads)``, ``grads`` a dict shaped (and ordered) like ``params``.
         """
         loss = losses_mod.get(loss) if loss is not None else self.loss
-        x = self._input(x)
+        x = self._inputs(x)
         y = self._labels(y, x.shape[0], loss)
-        if key is None and any(layer.uses_key for layer in self.layers):
-            key = array_key(self.seed, self._steps)
+        if key is None and self.uses_key:
+            key = array_key(self.seed, self._steps, self.backend)
         value, grads, _, _ = self._compiled_fn("grad", loss)(self._params, self._state, x, y, key)
-        return value, grads
+        return value, reorder(grads, self._params)
 
     def evaluate(
         self, x: Any, y: Any, *, batch_size: int | None = None, loss: Any = None
     ) -> dict[str, float]:
-        """Mean loss (and accuracy for classification losses) in inference mode."""
+        """Mean loss (and accuracy for classification losses) in inference mode, batched."""
+        size = data.as_int(batch_size, "evaluate: batch_size", allow_none=True)
         loss = losses_mod.get(loss) if loss is not None else self.loss
-        x = self._input(x)
-        return self._evaluate(x, self._labels(y, x.shape[0], loss), loss, batch_size)
+        x = self._inputs(x)
+        size = size or data.default_batch(self._widest(), x.shape[0])
+        return self._evaluate(x, self._labels(y, x.shape[0], loss), loss, size)
 
-    def _evaluate(self, x: Array, y: Array, loss: losses_mod.Loss, batch_size: int | None):
+    def _evaluate(self, x: Array, y: Array, loss: losses_mod.Loss, size: int) -> dict[str, float]:
         """:meth:`evaluate` on inputs and labels already checked and on the backend."""
-        metrics = (loss.metric,) if loss.metric else ()
-        step = self._compiled_fn("eval", loss, metrics)
+        step = self._compiled_fn("eval", loss, (loss.metric,) if loss.metric else ())
         n = x.shape[0]
-        size = batch_size or n
-        totals: dict[str, float] = {}
+        totals = None
         for i in range(0, n, size):
             logs = step(self._params, self._state, x[i : i + size], y[i : i + size])
-            weight = min(size, n - i) / n
-            for k, v in logs.items():
-                totals[k] = totals.get(k, 0.0) + float(to_numpy(v)) * weight
-        return totals
+            part = {k: v * min(size, n - i) for k, v in logs.items()}
+            totals = part if totals is None else {k: totals[k] + part[k] for k in part}
+        return {k: float(v) / n for k, v in (totals or {}).items()}
 
     def fit(
         self,
@@ -342,142 +331,142 @@ class Sequential:
         shuffle: bool = True,
         seed: int | None = None,
         verbose: int = 1,
+        callbacks: list | None = None,
+        initial_epoch: int = 0,
+        steps_per_execution: int | str = 1,
     ) -> History:
-        """Train with mini-batches; returns a :class:`~wframe.training.History`.
+        """Train with mini-batches; returns the :class:`~wframe.callbacks.History`.
 
         Args:
-          x, y: training inputs and labels (NumPy arrays or arrays of the active backend).
-          epochs: passes over the data.
+          x, y: training inputs and labels (NumPy arrays or arrays of the model's backend);
+            checked (NaN, inf, overflow, label range) and moved to the backend once.
+          epochs: train until this epoch index (Keras: ``epochs - initial_epoch`` epochs run).
           batch_size: examples per step; the last partial batch is kept.
           optimizer: name or ``(init, update)`` transformation; default: the compiled one or
-            ``"adam"``. Its state carries over to the next ``fit`` while the optimizer is the same.
+            ``"adam"``. Its state carries over to the next ``fit`` while the optimizer is the
+            same object (or the same name).
           loss: name or :class:`~wframe.losses.Loss`; default: the compiled one
             (``softmax_cross_entropy``).
           validation_data: ``(x_val, y_val)`` evaluated after each epoch (``val_`` logs).
-          shuffle: reshuffle the examples each epoch, from ``seed`` (default: the model seed).
-          verbose: 0 silent, 1 a progress bar per epoch.
+          shuffle: reshuffle each epoch; epoch ``e`` of the model's life always gets the same
+            permutation (from ``seed``, default the model seed).
+          seed: seed of the shuffles and dropout masks.
+          verbose: 0 silent, 1 a progress bar (one line per epoch when not on a terminal).
+          callbacks: :class:`~wframe.callbacks.Callback` instances.
+          initial_epoch: the epoch index to start at (for the logs and callbacks).
+          steps_per_execution: train steps per compiled call (a ``lax.scan`` on JAX), or
+            ``"epoch"`` for the whole epoch.
         """
-        if not isinstance(epochs, int) or epochs < 0:
-            raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
-        if not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"fit: batch_size must be a positive int, got {batch_size!r}")
+        epochs = data.as_int(epochs, "fit: epochs", minimum=0)
+        batch_size = data.as_int(batch_size, "fit: batch_size")
+        initial_epoch = data.as_int(initial_epoch, "fit: initial_epoch", minimum=0)
+        if steps_per_execution != "epoch":
+            steps_per_execution = data.as_int(
+                steps_per_execution, "fit: steps_per_execution ('epoch' or an int)"
+            )
+        if seed is not None:
+            seed = data.as_int(seed, "fit: seed", minimum=0)
+        if verbose not in (0, 1, 2, True, False):
+            raise ValueError(f"fit: verbose must be 0, 1 or 2, got {verbose!r}")
         if loss is not None:
             self.loss = losses_mod.get(loss)
-        if optimizer is not None:
-            optimizer = optimizers_mod.get(optimizer)
-            if optimizer is not self.optimizer:
-                self.optimizer, self.opt_state = optimizer, None
-        elif self.optimizer is None:
-            self.optimizer = optimizers_mod.get("adam")
-        for data, what in ((x, "x"), (y, "y")):
-            if isinstance(data, np.ndarray) or not hasattr(data, "shape"):
-                self._finite(np.asarray(data), f"fit: {what}")
-        x = self._input(x)
+        validation = None if validation_data is None else data.pair(
+            validation_data, "fit: validation_data"
+        )
+        x = self._inputs(x, finite=True)
         n = x.shape[0]
         if n == 0:
             raise ValueError(f"fit: x has no examples (shape {tuple(x.shape)})")
         y = self._labels(y, n, self.loss)
-        if validation_data is not None:
-            for data, what in zip(validation_data, ("x_val", "y_val"), strict=True):
-                if isinstance(data, np.ndarray) or not hasattr(data, "shape"):
-                    self._finite(np.asarray(data), f"fit: {what}")
-            # Checked and moved once, not at every epoch.
-            x_val = self._input(validation_data[0], "x_val")
-            y_val = self._labels(validation_data[1], x_val.shape[0], self.loss, "y_val")
+        if validation is not None:  # checked and moved once, not at every epoch
+            x_val = self._inputs(validation[0], "x_val", finite=True)
+            validation = (x_val, self._labels(validation[1], x_val.shape[0], self.loss, "y_val"))
+        self._set_optimizer(optimizer)
+        _check_optimizer(self.optimizer, self.backend)
         if self.opt_state is None:
             self.opt_state = self.optimizer.init(self._params)
-
-        backend = get_backend()
-        xp = backend.xp
-        metrics = (self.loss.metric,) if self.loss.metric else ()
-        step = self._compiled_fn("train", self.loss, self.optimizer, metrics)
-        train_state = TrainState(self._params, self._state, self.opt_state)
-        history = History()
-        seed = self.seed if seed is None else seed
-        stochastic = any(layer.uses_key for layer in self.layers)
-        global_step = self._steps
-        steps = math.ceil(n / batch_size)
-        for epoch in range(epochs):
-            # The weights a non-finite loss rolls back to; a copy, since the step donates its
-            # input state on JAX.
-            start = tree_map(lambda a: xp.asarray(a, copy=True), train_state)
-            order = (
-                generator(fold_in(seed, epoch + self._epochs)).permutation(n)
-                if shuffle
-                else np.arange(n)
-            )
-            batches = []
-            bar = tqdm(
-                range(steps), desc=f"epoch {epoch + 1}/{epochs}", disable=verbose == 0, leave=True
-            )
-            for b in bar:
-                idx = backend.asarray(order[b * batch_size : (b + 1) * batch_size])
-                xb, yb = xp.take(x, idx, axis=0), xp.take(y, idx, axis=0)
-                key = array_key(seed, global_step) if stochastic else None
-                train_state, logs = step(train_state, xb, yb, key)
-                global_step += 1
-                batches.append((xb.shape[0], logs))
-                if verbose and (b % 10 == 0 or b == steps - 1):
-                    bar.set_postfix({k: f"{float(to_numpy(v)):.4f}" for k, v in logs.items()})
-            # Expose the weights before validation so evaluate sees the new ones.
-            self._params, self._state, self.opt_state = train_state
-            epoch_logs = {
-                k: sum(size * float(to_numpy(logs[k])) for size, logs in batches) / n
-                for k in batches[0][1]
-            }
-            losses = [float(to_numpy(logs["loss"])) for _, logs in batches]
-            if not all(map(math.isfinite, losses)):
-                bad = next(i for i, v in enumerate(losses) if not math.isfinite(v))
-                self._params, self._state, self.opt_state = start
-                warnings.warn(
-                    f"fit: the loss became {losses[bad]} at step {global_step - steps + bad + 1} "
-                    f"(epoch {epoch + 1}, batch {bad + 1}); training stopped and the weights are "
-                    f"back to those at the start of epoch {epoch + 1}, the last with finite "
-                    "losses. Lower the learning rate, clip gradients or check the data.",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                break
-            if validation_data is not None:
-                val = self._evaluate(x_val, y_val, self.loss, max(batch_size, 256))
-                epoch_logs.update({f"val_{k}": v for k, v in val.items()})
-            if verbose:
-                bar.write(
-                    f"epoch {epoch + 1}/{epochs}: "
-                    + " - ".join(f"{k}: {v:.4f}" for k, v in epoch_logs.items())
-                )
-            history.append(epoch, epoch_logs)
-            self._steps, self._epochs = global_step, self._epochs + 1
-        return history
+            _check_state(self.opt_state, self.backend)
+        _warn_softmax_with_logits(self, self.loss)
+        self.history = training.fit(
+            self, x, y, epochs=epochs, batch_size=batch_size, validation=validation,
+            shuffle=bool(shuffle), seed=seed, verbose=int(verbose), callbacks=callbacks,
+            initial_epoch=initial_epoch, steps_per_execution=steps_per_execution,
+        )  # fmt: skip
+        return self.history
 
     # ----------------------------------------------------------------- reporting
     def count_params(self) -> int:
         """Total number of parameters."""
-        return sum(math.prod(a.shape) for _, a in flatten(self.params))
+        return sum(math.prod(a.shape) for a in tree_leaves(self.params))
 
     def summary(self, print_fn=print) -> str:
         """Print (and return) a table of layers, output shapes and parameter counts."""
         self._require_built()
-        rows = [("Layer (type)", "Output shape", "Params")]
-        for layer, shape in zip(self.layers, self._shapes, strict=True):
-            count = sum(math.prod(a.shape) for _, a in flatten(self._params.get(layer.name, {})))
-            rows.append((f"{layer.name} ({type(layer).__name__})", str(shape), f"{count:,}"))
-        widths = [max(len(r[i]) for r in rows) for i in range(3)]
-        line = "-" * (sum(widths) + 6)
-        fmt = [f"{r[0]:<{widths[0]}}   {r[1]:<{widths[1]}}   {r[2]:>{widths[2]}}" for r in rows]
-        total = self.count_params()
-        state = sum(math.prod(a.shape) for _, a in flatten(self._state))
-        text = "\n".join(
-            [
-                line,
-                fmt[0],
-                line,
-                *fmt[1:],
-                line,
-                f"Total params: {total:,} ({self.dtype}, backend {self._backend.name})"
-                + (f"; non-trainable state: {state:,}" if state else ""),
-                line,
-            ]
+        return _summary(self, print_fn)
+
+
+def _describe(a: Any) -> str:
+    if hasattr(a, "shape"):
+        return f"shape {tuple(a.shape)} and dtype {a.dtype}"
+    return f"{type(a).__name__}"
+
+
+def _shape_of(x: Any, what: str) -> tuple:
+    shape = tuple(x.shape) if hasattr(x, "shape") else tuple(_host_shape(x))
+    if not shape:
+        raise ValueError(f"{what} must have a batch axis, got a scalar")
+    return shape
+
+
+def _host_shape(x: Any) -> tuple:
+    return np.shape(x)
+
+
+def _mover(backend: Backend):
+    def move(a):
+        if hasattr(a, "shape") and backend_of(a) is not backend:
+            return backend.asarray(to_numpy(a))
+        return a
+
+    return move
+
+
+def _check_optimizer(optimizer: Any, backend: Backend) -> None:
+    """Refuse an optimizer that cannot run on ``backend`` (optax outside JAX)."""
+    module = getattr(type(optimizer), "__module__", "") or ""
+    if module.split(".")[0] == "optax" and not backend.has_autodiff:
+        raise TypeError(
+            f"the optimizer is an optax transformation, which runs on the jax backend only, but "
+            f"the model lives on '{backend.name}'. Use wframe's own (wf.optimizers.adam(...), "
+            "sgd, adamw, rmsprop, chain, ...), which run on every backend, or move the model "
+            "with model.to_backend('jax')"
         )
-        print_fn(text)
-        return text
+
+
+def _check_state(opt_state: Any, backend: Backend) -> None:
+    for leaf in tree_leaves(opt_state):
+        if hasattr(leaf, "shape") and backend_of(leaf) is not backend:
+            raise TypeError(
+                f"the optimizer built its state on backend '{backend_of(leaf).name}', but the "
+                f"model lives on '{backend.name}'; use an optimizer written for "
+                f"'{backend.name}' (wf.optimizers run on every backend)"
+            )
+
+
+def _warn_softmax_with_logits(model: Sequential, loss: losses_mod.Loss) -> None:
+    if not getattr(loss, "from_logits", False):
+        return
+    layer: Any = model
+    while layer.children():
+        if not isinstance(layer, combinators.Sequential):
+            return
+        layer = layer.layers[-1]
+    activation = getattr(layer, "activation", None)
+    if activation == "softmax" or getattr(activation, "__name__", None) == "softmax":
+        warnings.warn(
+            f"the model's last layer {layer.label} applies softmax, but loss '{loss.name}' "
+            "expects logits and applies softmax itself (a double softmax trains badly). Remove "
+            f"the activation, or pass loss=wf.losses.get('{loss.name}', from_logits=False)",
+            UserWarning,
+            stacklevel=3,
+        )

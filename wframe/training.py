@@ -1,13 +1,26 @@
-"""The pure train step, jitted once per model/loss/optimizer, and the fit loop's pieces."""
+"""Pure train and eval steps, compiled once, and the fit loop that drives them.
+
+The model holds the params; this module runs the loop. The backend of every compiled function
+is the backend of the model's arrays, never the ambient one, so a step behaves the same wherever
+it is called or retraced.
+"""
 
 from __future__ import annotations
 
+import math
+import time
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from wframe import losses as losses_mod
 from wframe import optimizers as optimizers_mod
-from wframe.backends import get_backend
+from wframe.backends import backend_of
+from wframe.callbacks import CallbackList, History, ProgressBar
+from wframe.random import array_key, fold_in, generator
+from wframe.tree import tree_leaves, tree_map
 from wframe.types import Params, State
 
 
@@ -19,85 +32,240 @@ class TrainState(NamedTuple):
     opt_state: Any
 
 
-def make_grad_fn(model, loss: losses_mod.Loss) -> Callable:
-    """``(params, state, x, y, key) -> (loss, grads, new_state, pred)`` for the active backend.
+def make_grad_fn(layer, loss: losses_mod.Loss) -> Callable:
+    """``(params, state, x, y, key) -> (loss, grads, new_state, pred)`` for any backend.
 
-    With autodiff (JAX) the gradient comes from differentiating ``model.apply``; elsewhere from
+    The strategy follows the arrays: where their backend has autodiff (JAX) the gradient comes
+    from differentiating ``layer``'s forward (asked for no backprop closures); elsewhere from
     the chain of hand-written ``backprop`` closures.
     """
-    backend = get_backend()
-    if backend.has_autodiff:
 
-        def objective(params, state, x, y, key):
-            pred, new_state, _ = model.apply(params, state, x, train=True, key=key)
-            return loss(pred, y)[0], (new_state, pred)
+    def grad_fn(params, state, x, y, key=None):
+        backend = backend_of(x)
+        if backend.has_autodiff:
 
-        value_and_grad = backend.value_and_grad(objective, has_aux=True)
+            def objective(p):
+                pred, new_state, _ = layer.apply(p, state, x, train=True, key=key, vjp=False)
+                return loss(pred, y)[0], (new_state, pred)
 
-        def grad_fn(params, state, x, y, key):
-            (value, (new_state, pred)), grads = value_and_grad(params, state, x, y, key)
+            (value, (new_state, pred)), grads = backend.value_and_grad(objective, has_aux=True)(
+                params
+            )
             return value, grads, new_state, pred
-
-        return grad_fn
-
-    def grad_fn(params, state, x, y, key):
-        pred, new_state, backprop = model.apply(params, state, x, train=True, key=key)
+        pred, new_state, backprop = layer.apply(params, state, x, train=True, key=key)
         value, dpred = loss(pred, y)
         return value, backprop(dpred, input_grad=False)[1], new_state, pred
 
     return grad_fn
 
 
-def make_train_step(model, loss, optimizer, *, metrics: tuple[str, ...] = ()) -> Callable:
-    """A pure ``step(train_state, x, y, key) -> (train_state, logs)``, jitted once.
+def _update_fn(optimizer, backend) -> Callable:
+    """``(params, grads, opt_state) -> (params, opt_state)``: fused in place where it can be."""
+    # Traced code (JAX) gets the pure update, which XLA fuses; NumPy updates the owned buffers
+    # in place where the optimizer has a fused form (it falls back to the pure path itself).
+    fused = None if backend.has_autodiff else optimizers_mod.fused(optimizer)
+    if fused is not None:
+        return fused
+
+    def update(params, grads, opt_state):
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optimizers_mod.apply_updates(params, updates), opt_state
+
+    return update
+
+
+def _core(layer, loss, optimizer, metrics, backend) -> Callable:
+    """``(ts, x, y, key, allowed) -> (ts, value, metric values, ok)`` with the finite guard."""
+    grad_fn = make_grad_fn(layer, loss)
+    update = _update_fn(optimizer, backend)
+    metric_fns = [losses_mod.METRICS[name] for name in metrics]
+
+    def core(ts, x, y, key, allowed):
+        xp = backend.xp
+        value, grads, new_state, pred = grad_fn(ts.params, ts.state, x, y, key)
+        # As optax.apply_if_finite: a step whose loss or gradients are not finite changes
+        # nothing, so the weights left are those of the last finite step.
+        total = value + sum(xp.sum(g) for g in tree_leaves(grads))
+        ok = xp.isfinite(total) & allowed
+
+        def apply(ts):
+            params, opt_state = update(ts.params, grads, ts.opt_state)
+            return TrainState(params, new_state, opt_state)
+
+        ts = backend.cond(ok, apply, lambda ts: ts, ts)
+        return ts, value, [fn(pred, y) for fn in metric_fns], ok
+
+    return core
+
+
+def make_train_step(model, loss: Any, optimizer: Any, *, metrics: tuple[str, ...] = ()):
+    """A pure ``step(train_state, x, y, key=None) -> (train_state, logs)``, compiled once.
 
     Args:
-      model: a built :class:`~wframe.Sequential`.
+      model: a built :class:`~wframe.Sequential` (its backend compiles the step).
       loss: a loss name or :class:`~wframe.losses.Loss`.
-      optimizer: an optimizer name or ``(init, update)`` transformation (optax's on JAX too).
+      optimizer: an optimizer name or ``(init, update)`` transformation (optax's on JAX).
       metrics: names from :data:`wframe.losses.METRICS` to log next to the loss.
 
     Returns:
-      The step; its ``train_state`` argument is donated where the backend supports it.
+      The step. ``train_state`` is consumed: donated on JAX, updated in place on NumPy; keep
+      the returned one. A step whose loss or gradients are not finite returns the params
+      unchanged (``logs["loss"]`` shows the bad value).
     """
     loss = losses_mod.get(loss)
     optimizer = optimizers_mod.get(optimizer)
-    grad_fn = make_grad_fn(model, loss)
-    metric_fns = {name: losses_mod.METRICS[name] for name in metrics}
+    backend = model.backend
+    core = _core(model, loss, optimizer, metrics, backend)
 
     def step(train_state, x, y, key=None):
-        value, grads, new_state, pred = grad_fn(train_state.params, train_state.state, x, y, key)
-        updates, opt_state = optimizer.update(grads, train_state.opt_state, train_state.params)
-        params = optimizers_mod.apply_updates(train_state.params, updates)
-        logs = {"loss": value, **{name: fn(pred, y) for name, fn in metric_fns.items()}}
-        return TrainState(params, new_state, opt_state), logs
+        ts, value, values, _ = core(train_state, x, y, key, True)
+        return ts, {"loss": value, **dict(zip(metrics, values, strict=True))}
 
-    return get_backend().jit(step, donate_argnums=(0,))
+    return backend.jit(step, donate_argnums=(0,))
 
 
 def make_eval_step(model, loss, *, metrics: tuple[str, ...] = ()) -> Callable:
-    """A pure ``step(params, state, x, y) -> logs`` in inference mode, jitted once."""
+    """A pure ``step(params, state, x, y) -> logs`` in inference mode, compiled once."""
     loss = losses_mod.get(loss)
     metric_fns = {name: losses_mod.METRICS[name] for name in metrics}
 
     def step(params, state, x, y):
-        pred, _, _ = model.apply(params, state, x, train=False)
+        pred, _, _ = model.apply(params, state, x, train=False, vjp=False)
         return {"loss": loss(pred, y)[0], **{name: fn(pred, y) for name, fn in metric_fns.items()}}
 
-    return get_backend().jit(step)
+    return model.backend.jit(step)
 
 
-class History:
-    """What ``fit`` returns: ``history[name]`` is the per-epoch list of each logged value."""
+def make_runner(model, loss, optimizer, metrics: tuple[str, ...], steps: int) -> Callable:
+    """``run(ts, acc, x, y, order, start, first_step, key0) -> (ts, acc)``: ``steps`` train
+    steps on the batches ``order[start : start + steps]`` (rows of example indices), gathered
+    on the device, in one compiled call (a ``lax.scan`` on JAX when ``steps > 1``).
 
-    def __init__(self):
-        self.epoch: list[int] = []
-        self.history: dict[str, list[float]] = {}
+    ``acc`` accumulates the size-weighted loss and metrics of the finite steps and the first
+    non-finite step (``bad``, -1 if none); after it, updates are skipped.
+    """
+    backend = model.backend
+    core = _core(model, loss, optimizer, metrics, backend)
+    stochastic = model.uses_key
+    xp = backend.xp
 
-    def append(self, epoch: int, logs: dict[str, float]) -> None:
-        self.epoch.append(epoch)
-        for name, value in logs.items():
-            self.history.setdefault(name, []).append(value)
+    def one(carry, i, x, y, order, start, first_step, key0):
+        ts, acc = carry
+        idx = xp.take(order, start + i, axis=0)
+        xb, yb = xp.take(x, idx, axis=0), xp.take(y, idx, axis=0)
+        step = first_step + i
+        key = None
+        if stochastic:
+            counter = xp.asarray(step, dtype=xp.uint32)
+            key = key0 + xp.asarray([0, 1], dtype=xp.uint32) * counter
+        ts, value, values, ok = core(ts, xb, yb, key, acc["bad"] < 0)
+        size = idx.shape[0]
+        zero = xp.zeros_like(acc["count"])
+        new = {
+            "count": acc["count"] + xp.where(ok, size, zero),
+            "bad": xp.where((acc["bad"] < 0) & ~ok, xp.asarray(step, dtype=xp.int32), acc["bad"]),
+        }
+        for name, v in zip(("loss", *metrics), (value, *values), strict=True):
+            new[name] = acc[name] + xp.where(ok, v * size, zero)
+        return (ts, new), None
 
-    def __repr__(self) -> str:
-        return f"History(epochs={len(self.epoch)}, keys={sorted(self.history)})"
+    def run(ts, acc, x, y, order, start, first_step, key0):
+        if steps == 1:
+            return one((ts, acc), 0, x, y, order, start, first_step, key0)[0]
+        body = lambda carry, i: one(carry, i, x, y, order, start, first_step, key0)  # noqa: E731
+        return backend.scan(body, (ts, acc), xp.arange(steps, dtype=xp.int32))[0]
+
+    return backend.jit(run, donate_argnums=(0, 1))
+
+
+def _owned(tree: Any, xp) -> Any:
+    """A copy of ``tree`` that wframe owns (and may donate or update in place)."""
+    return tree_map(lambda a: xp.asarray(a, copy=True), tree)
+
+
+def _host_logs(acc: dict, names: tuple[str, ...]) -> tuple[dict[str, float], int]:
+    count = float(acc["count"])
+    logs = {name: float(acc[name]) / count if count else math.nan for name in names}
+    return logs, int(acc["bad"])
+
+
+def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, callbacks,
+        initial_epoch, steps_per_execution) -> History:
+    """The loop behind :meth:`wframe.Sequential.fit`; arguments are already checked and ``x``,
+    ``y`` (and ``validation = (x_val, y_val)`` or ``None``) are on the model's backend."""
+    backend, xp = model.backend, model.backend.xp
+    loss, optimizer = model.loss, model.optimizer
+    metrics = (loss.metric,) if loss.metric else ()
+    names = ("loss", *metrics)
+    n = x.shape[0]
+    full, rest = divmod(n, batch_size)
+    steps = full + (rest > 0)
+    per_call = full if steps_per_execution == "epoch" else min(steps_per_execution, full)
+    history = History()
+    cbs = [history, *(callbacks or [])]
+    if verbose:
+        cbs.append(ProgressBar(lines=verbose == 2))
+    cb = CallbackList(cbs, model, {"epochs": epochs, "steps": steps, "verbose": verbose})
+    model.stop_training = False
+    # Owned copies: the steps donate (JAX) or update in place (NumPy) what they are given,
+    # and the arrays the user holds must stay valid.
+    ts = TrainState(*(_owned(t, xp) for t in (model.params, model.state, model.opt_state)))
+    key0 = array_key(model.seed if seed is None else seed, 0, backend)
+    shuffle_seed = model.seed if seed is None else seed
+    cb.on_train_begin()
+    epoch_logs: dict[str, float] = {}
+    for epoch in range(initial_epoch, epochs):
+        life = model._epochs  # the model's own epoch count: it alone picks the permutation
+        order = generator(fold_in(shuffle_seed, life)).permutation(n) if shuffle else np.arange(n)
+        order = order.astype(np.int32)
+        rows = backend.asarray(order[: full * batch_size].reshape(full, batch_size))
+        last = backend.asarray(order[full * batch_size :].reshape(1, rest)) if rest else None
+        acc = {name: xp.zeros((), dtype=backend.dtype(model.dtype)) for name in (*names, "count")}
+        acc["bad"] = xp.asarray(-1, dtype=xp.int32)
+        cb.on_epoch_begin(epoch)
+        step0, done, synced = model._steps, 0, time.perf_counter()
+        bad = -1
+        while done < steps and not model.stop_training:
+            if done < full:
+                k = min(per_call, full - done)
+                chunk, start = rows, done
+            else:
+                k, chunk, start = 1, last, 0
+            run = model._compiled_fn("run", loss, optimizer, metrics, k)
+            first = (step0 + done) % 2**31
+            ts, acc = run(ts, acc, x, y, chunk, start, first, key0)
+            done += k
+            now = time.perf_counter()
+            batch_logs = None
+            if cb.needs_batch_logs or now - synced > 0.1 or done == steps:
+                batch_logs, bad = _host_logs(acc, names)
+                synced = now
+            if bad >= 0:
+                break
+            cb.on_train_batch_end(done - 1, batch_logs)
+        model._steps = step0 + done
+        if bad >= 0:
+            warnings.warn(
+                f"fit: the loss or gradients became NaN or inf at step {bad + 1} (epoch "
+                f"{epoch + 1}, batch {bad - step0 + 1}); training stopped with the weights of the "
+                f"last finite step. Lower the learning rate, clip gradients or check the data.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            break
+        if done < steps:  # stop_training mid-epoch: the epoch is not complete
+            break
+        epoch_logs = _host_logs(acc, names)[0]
+        # Publish the weights for validation and the callbacks: copies, since the next steps
+        # donate or update in place what they are given (the last epoch's are published below).
+        model._publish(ts if epoch == epochs - 1 else TrainState(*(_owned(t, xp) for t in ts)))
+        model._epochs += 1
+        if validation is not None:
+            val = model._evaluate(*validation, loss, max(batch_size, 256))
+            epoch_logs.update({f"val_{k}": v for k, v in val.items()})
+        cb.on_epoch_end(epoch, epoch_logs)
+        if model.stop_training:
+            break
+    model._publish(ts)
+    cb.on_train_end(epoch_logs)
+    return history

@@ -63,3 +63,14 @@ def flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     for k, v in items:
         yield from flatten(v, f"{prefix}/{k}" if prefix else str(k))
 
+
+
+def reorder(tree: Any, like: Any) -> Any:
+    """``tree`` with its dicts' keys in the order of ``like``'s (JAX returns sorted dicts)."""
+    if isinstance(tree, dict) and isinstance(like, dict):
+        return {k: reorder(tree[k], like[k]) for k in like}
+    if _is_namedtuple(tree):
+        return type(tree)(*(reorder(t, s) for t, s in zip(tree, like, strict=True)))
+    if isinstance(tree, (tuple, list)) and isinstance(like, (tuple, list)):
+        return type(tree)(reorder(t, s) for t, s in zip(tree, like, strict=True))
+    return tree

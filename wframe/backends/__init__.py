@@ -1,7 +1,8 @@
 """Backend registry: names map to ``"module:Class"`` paths imported on first use.
 
 The active backend is a ContextVar set by :func:`use_backend` (per thread and task), falling back
-to the process default set by :func:`set_backend` or read once from ``WFRAME_BACKEND``.
+to the process default set by :func:`set_backend` or read once from ``WFRAME_BACKEND``. Code below
+the model never asks for the active backend: it asks its arrays, with :func:`backend_of`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 
 import array_api_compat
-import array_api_compat.numpy as _compat_numpy
 import numpy as _numpy
 
 from wframe.backends.base import Backend
@@ -27,6 +27,7 @@ __all__ = [
     "BackendUnavailableError",
     "array_namespace",
     "available",
+    "backend_of",
     "get_backend",
     "register",
     "set_backend",
@@ -55,37 +56,74 @@ class BackendUnavailableError(RuntimeError):
 
 def register(name: str, path: str) -> None:
     """Register a third-party backend class under ``name`` as ``"package.module:Class"``."""
-    if ":" not in path:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"backend name must be a non-empty str, got {name!r}")
+    if not isinstance(path, str) or ":" not in path:
         raise ValueError(f"backend path must look like 'package.module:Class', got {path!r}")
-    _REGISTRY[name] = path
-    _instances.pop(name, None)
+    with _lock:
+        _REGISTRY[name] = path
+        _instances.pop(name, None)
+        _types.clear()
 
 
 def _load_entry_points() -> None:
     global _entry_points_loaded
-    if not _entry_points_loaded:
-        for ep in importlib.metadata.entry_points(group="wframe.backends"):
-            _REGISTRY.setdefault(ep.name, ep.value)
-        _entry_points_loaded = True
+    if _entry_points_loaded:
+        return
+    with _lock:
+        if not _entry_points_loaded:
+            for ep in importlib.metadata.entry_points(group="wframe.backends"):
+                _REGISTRY.setdefault(ep.name, ep.value)
+            _entry_points_loaded = True
 
 
 def _backend_class(name: str) -> type[Backend]:
+    """The class registered as ``name``; a broken registration raises BackendUnavailableError."""
     _load_entry_points()
-    if name not in _REGISTRY:
-        raise ValueError(f"Unknown backend {name!r}. Expected one of {sorted(_REGISTRY)}.")
-    module, _, cls = _REGISTRY[name].partition(":")
-    return getattr(importlib.import_module(module), cls)
+    with _lock:
+        if name not in _REGISTRY:
+            raise ValueError(f"Unknown backend {name!r}. Expected one of {sorted(_REGISTRY)}.")
+        path = _REGISTRY[name]
+    module, _, cls_name = path.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), cls_name)
+    except (ImportError, AttributeError) as e:
+        raise BackendUnavailableError(
+            f"backend {name!r} is registered as {path!r}, which cannot be loaded: "
+            f"{type(e).__name__}: {e}; fix the path given to wframe.backends.register"
+        ) from e
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise BackendUnavailableError(
+            f"backend {name!r} is registered as {path!r}, which is not a subclass of "
+            "wframe.backends.Backend"
+        )
+    return cls
+
+
+def _why_unavailable(name: str) -> str:
+    """``""`` if backend ``name`` can run here, else the reason."""
+    try:
+        ok, why = _backend_class(name).is_available()
+    except BackendUnavailableError as e:
+        return str(e)
+    return "" if ok else why
 
 
 def available() -> list[str]:
-    """Names of the registered backends that can run on this machine."""
+    """Names of the registered backends that can run on this machine.
+
+    A broken registration (bad path, failing import) leaves only that name out.
+    """
     _load_entry_points()
-    return [name for name in _REGISTRY if _backend_class(name).is_available()[0]]
+    with _lock:
+        names = list(_REGISTRY)
+    return [name for name in names if not _why_unavailable(name)]
 
 
 def _instance(name: str) -> Backend:
-    if name in _instances:
-        return _instances[name]
+    backend = _instances.get(name)
+    if backend is not None:
+        return backend
     with _lock:
         if name not in _instances:
             cls = _backend_class(name)
@@ -97,7 +135,11 @@ def _instance(name: str) -> Backend:
 
 
 def _resolve(name: str | Backend) -> Backend:
-    return name if isinstance(name, Backend) else _instance(name)
+    if isinstance(name, Backend):
+        return name
+    if not isinstance(name, str):
+        raise TypeError(f"a backend is a name such as 'numpy' or a Backend, got {name!r}")
+    return _instance(name)
 
 
 def get_backend() -> Backend:
@@ -141,22 +183,74 @@ def use_backend(name: str | Backend) -> Iterator[Backend]:
         _context.reset(token)
 
 
-_namespaces: dict[type, Namespace] = {}
+# ----------------------------------------------------------------- arrays know their backend
+_namespaces: dict[type, Namespace] = {_numpy.ndarray: _numpy}
+_types: dict[type, Backend] = {}
+_generic: dict[int, Backend] = {}
 
 
 def array_namespace(*arrays: Array) -> Namespace:
     """The array-API namespace of ``arrays`` (cached per array type: this is on hot paths)."""
-    try:
-        if len(arrays) == 1:
-            return _namespaces[type(arrays[0])]
-    except KeyError:
-        pass
+    if len(arrays) == 1:
+        xp = _namespaces.get(type(arrays[0]))
+        if xp is not None:
+            return xp
     xp = array_api_compat.array_namespace(*arrays)
-    if xp is _compat_numpy:  # see NumpyBackend: NumPy itself is the namespace
+    if array_api_compat.is_numpy_namespace(xp):  # see NumpyBackend: NumPy itself is the namespace
         xp = _numpy
     if len(arrays) == 1:
         _namespaces[type(arrays[0])] = xp
     return xp
+
+
+def _backend_for_type(a: Array) -> Backend:
+    if array_api_compat.is_numpy_array(a):
+        return _instance("numpy")
+    if array_api_compat.is_jax_array(a):
+        return _instance("jax")
+    if array_api_compat.is_cupy_array(a):
+        return _instance("cupy")
+    with _lock:
+        for name in list(_REGISTRY):
+            backend = _instances.get(name)
+            if backend is not None and getattr(backend, "array_type", None) is type(a):
+                return backend
+    # Any other array-API array (array_api_strict in the tests): the generic kernels of the
+    # base class on its own namespace.
+    xp = array_namespace(a)
+    with _lock:
+        if id(xp) not in _generic:
+            generic = Backend()
+            generic.name, generic.xp = getattr(xp, "__name__", "array-api"), xp
+            _generic[id(xp)] = generic
+    return _generic[id(xp)]
+
+
+def backend_of(*arrays: Array) -> Backend:
+    """The backend the ``arrays`` live on (tracers included); they must all share one.
+
+    Raises:
+      TypeError: if the arrays belong to two backends, naming both and the fix.
+    """
+    found: Backend | None = None
+    for a in arrays:
+        kind = type(a)
+        backend = _types.get(kind)
+        if backend is None:
+            if not hasattr(a, "shape"):
+                raise TypeError(f"expected an array, got {kind.__name__} {a!r}")
+            backend = _types.setdefault(kind, _backend_for_type(a))
+        if found is None:
+            found = backend
+        elif backend is not found:
+            raise TypeError(
+                f"arrays of two backends are mixed: '{found.name}' and '{backend.name}'; move "
+                f"them to one backend first (model.to_backend('{found.name}'), or "
+                f"wf.get_backend().asarray(wf.to_numpy(a)))"
+            )
+    if found is None:
+        raise TypeError("backend_of needs at least one array")
+    return found
 
 
 def to_numpy(a: Array):

@@ -75,7 +75,7 @@ class Backend:
         """
         raise TypeError(
             f"backend '{self.name}' has no autodiff; wframe uses the layers' hand-written backprop "
-            "there (Sequential.value_and_grad)"
+            "there (wframe.training.make_grad_fn)"
         )
 
     def scan(self, fn: Callable, init: Any, xs: Array) -> tuple[Any, Array]:
@@ -88,11 +88,14 @@ class Backend:
         for t in range(xs.shape[0]):
             carry, y = fn(carry, xs[t, ...])
             ys.append(y)
+        if not ys or ys[0] is None:
+            return carry, None
         return carry, _namespace(ys[0]).stack(ys, axis=0)
 
-    def optax(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """The optax transformation ``name(*args, **kwargs)`` where optax runs, else ``None``."""
-        return None
+    def cond(self, pred: Any, true_fn: Callable, false_fn: Callable, *operands: Any) -> Any:
+        """``true_fn(*operands)`` if ``pred`` else ``false_fn(*operands)``; ``lax.cond`` on JAX,
+        where ``pred`` may be traced. Both branches must return the same structure."""
+        return true_fn(*operands) if bool(pred) else false_fn(*operands)
 
     # ------------------------------------------------------------ convolution and pooling
     # NHWC inputs ``x`` (N, H, W, C), kernels ``W`` (kh, kw, cin, cout); ``strides``, ``window``

@@ -1,4 +1,4 @@
-"""JAX backend: ``jax.jit``, ``jax.value_and_grad`` and optax's own optimizers."""
+"""JAX backend: ``jax.jit``, ``jax.value_and_grad``, ``lax.scan`` and XLA convolutions."""
 
 from __future__ import annotations
 
@@ -16,9 +16,8 @@ class JaxBackend(Backend):
 
     @classmethod
     def is_available(cls):
-        for mod in ("jax", "optax"):
-            if importlib.util.find_spec(mod) is None:
-                return False, f"{mod} is not installed; install it with: {cls.install}"
+        if importlib.util.find_spec("jax") is None:
+            return False, f"jax is not installed; install it with: {cls.install}"
         return True, ""
 
     def __init__(self):
@@ -56,10 +55,11 @@ class JaxBackend(Backend):
     def scan(self, fn, init, xs):
         return self._jax.lax.scan(fn, init, xs)
 
-    def optax(self, name, *args, **kwargs):
-        import optax
-
-        return getattr(optax, name)(*args, **kwargs)
+    def cond(self, pred, true_fn, false_fn, *operands):
+        # Both branches, then an elementwise select: XLA fuses the select into the producers,
+        # where lax.cond would keep the branches apart and copy whatever they return.
+        jnp, tree = self.xp, self._jax.tree
+        return tree.map(lambda a, b: jnp.where(pred, a, b), true_fn(*operands), false_fn(*operands))
 
     # Convolution and pooling through XLA; the VJPs (used only by hand-written backprop callers,
     # fit differentiates the forward) come from autodiff.

@@ -26,3 +26,118 @@ class NumpyBackend(Backend):
         view = sliding_window_view(x, span, axis=(1, 2))[:, ::sh, ::sw, :, ::dh, ::dw]
         n, ho, wo, c = view.shape[:4]
         return numpy.reshape(view.transpose(0, 1, 2, 4, 5, 3), (n, ho, wo, kh * kw * c))
+
+    # --- in-place optimizer kernels behind wframe.optimizers.fused ------------------------------
+    # out= ufuncs into one scratch buffer per leaf: 12 passes per Adam leaf (14 with weight decay),
+    # no temporaries. Scalars are 0-d arrays of the leaf's dtype: ufuncs take them ~2x faster.
+
+    def fusable(self, groups, counts=()) -> bool:
+        """Whether the ``*_inplace`` kernels may run: each group ``(param, grad, *state)`` is
+        NumPy arrays of one shape and float dtype, all but the grad writeable, and each count a
+        writeable 0-d integer array."""
+        nd = numpy.ndarray
+        for p, g, *state in groups:
+            if type(p) is not nd or type(g) is not nd or p.dtype.kind != "f":
+                return False
+            shape, dtype = p.shape, p.dtype
+            if g.shape != shape or g.dtype != dtype or not p.flags.writeable:
+                return False
+            for a in state:
+                if type(a) is not nd or a.shape != shape or a.dtype != dtype:
+                    return False
+                if not a.flags.writeable:
+                    return False
+        return all(
+            type(c) is nd and c.shape == () and c.dtype.kind in "iu" and c.flags.writeable
+            for c in counts
+        )
+
+    def increment_inplace(self, count) -> int:
+        """Add 1 to the 0-d integer array ``count``, saturating at its maximum; the new value."""
+        top = (1 << (8 * count.dtype.itemsize - (count.dtype.kind == "i"))) - 1
+        count[()] = new = min(int(count) + 1, top)
+        return new
+
+    def adam_inplace(self, groups, count, lr, b1, b2, eps, eps_root=0.0, weight_decay=0.0):
+        """Adam's step ``count`` in place on each ``(p, g, mu, nu)``, as
+        ``wframe.optimizers.adamw`` (bias corrections in float32, float64 for float64 leaves)."""
+        consts: dict = {}
+        for p, g, mu, nu in groups:
+            c = consts.get(p.dtype)
+            if c is None:
+                w = numpy.float64 if p.dtype == numpy.float64 else numpy.float32
+                t = w(count)
+                c2 = 1 - b2**t
+                r = numpy.sqrt(c2)
+                step = (lr * (r / (1 - b1**t)), eps * r, eps_root * c2, lr * weight_decay)
+                c = consts[p.dtype] = [
+                    *self._constants(p.dtype, b1, 1 - b1, b2, 1 - b2),
+                    *[numpy.asarray(v, p.dtype) for v in step],
+                ]
+            if p.size <= _BIG:  # the common case, without _blocks' tuples
+                _adam(p, g, mu, nu, numpy.empty_like(p), *c, eps_root, weight_decay)
+            else:
+                for block in _blocks(p, g, mu, nu):
+                    _adam(*block, *c, eps_root, weight_decay)
+
+    def _constants(self, dtype, *values):
+        # Hyper-parameters as 0-d arrays, made once per process (never written to).
+        key = (dtype, *values)
+        found = _CONSTANTS.get(key)
+        if found is None:
+            found = _CONSTANTS[key] = [numpy.asarray(v, dtype) for v in values]
+        return found
+
+    def sgd_inplace(self, groups, lr, momentum=None, nesterov=False) -> None:
+        """``p -= lr * g`` in place on each ``(p, g)``; with momentum, on each ``(p, g, trace)``:
+        ``trace = g + momentum * trace``, ``p -= lr * trace`` (Nesterov: ``lr * (g + m * trace)``).
+        """
+        consts: dict = {}
+        for p, g, *trace in groups:
+            c = consts.get(p.dtype)
+            if c is None:
+                c = consts[p.dtype] = [numpy.asarray(v, p.dtype) for v in (lr, momentum or 0.0)]
+            lr_, m = c
+            for p_, g_, *t, s in _blocks(p, g, *trace):
+                if t:
+                    t[0] *= m
+                    t[0] += g_
+                    numpy.multiply(t[0], m if nesterov else lr_, s)
+                    if nesterov:
+                        s += g_
+                        s *= lr_
+                else:
+                    numpy.multiply(g_, lr_, s)
+                p_ -= s
+
+
+def _adam(p, g, mu, nu, s, b1, a1, b2, a2, lr_t, eps_t, root, decay, eps_root, weight_decay):
+    if weight_decay:  # p - (lr wd) p, not p * (1 - lr wd): 1 - 1e-3 rounds to float32 with an
+        numpy.multiply(p, decay, s)  # error of 1e-8, a drift of 1e-6 over 100 steps
+        p -= s
+    numpy.multiply(g, a1, s)
+    mu *= b1
+    mu += s
+    numpy.multiply(g, g, s)
+    s *= a2
+    nu *= b2
+    nu += s
+    numpy.sqrt(numpy.add(nu, root, s) if eps_root else nu, s)
+    s += eps_t
+    numpy.divide(mu, s, s)
+    s *= lr_t
+    p -= s
+
+
+_CONSTANTS: dict = {}
+_BIG = 1 << 20
+
+
+def _blocks(*arrays):
+    """``[(*arrays, scratch)]``; leaves over 1M elements as 64K-element blocks that stay in cache
+    through the passes (1.5-1.9x faster at 4M-16M elements, slower below 1M)."""
+    n, block = arrays[0].size, 1 << 16
+    if n <= _BIG or not all(a.flags.c_contiguous for a in arrays):
+        return ((*arrays, numpy.empty_like(arrays[0])),)
+    flat, s = [numpy.reshape(a, -1) for a in arrays], numpy.empty(block, arrays[0].dtype)
+    return [(*(f[i : i + block] for f in flat), s[: min(block, n - i)]) for i in range(0, n, block)]

@@ -1,6 +1,7 @@
 """Layers: immutable descriptions whose parameters live in the model's params dict."""
 
 from wframe.layers.base import Layer
+from wframe.layers.combinators import Concatenate, Residual, Sequential
 from wframe.layers.conv import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
 from wframe.layers.core import Activation, Dropout, Flatten
 from wframe.layers.dense import Dense
@@ -13,6 +14,7 @@ __all__ = [
     "Activation",
     "AvgPool2D",
     "BatchNorm",
+    "Concatenate",
     "Conv2D",
     "Dense",
     "Dropout",
@@ -21,5 +23,7 @@ __all__ = [
     "Layer",
     "LayerNorm",
     "MaxPool2D",
+    "Residual",
+    "Sequential",
     "SimpleRNN",
 ]

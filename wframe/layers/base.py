@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,13 +23,24 @@ class Layer:
     * ``forward(params, state, x, *, train, key) -> (y, new_state, backprop)`` where
       ``backprop(dy, input_grad=True) -> (dx, grads)`` is the hand-written vector-Jacobian
       product (``dx`` is ``None`` when ``input_grad`` is false, which saves the first layer's
-      input gradient). JAX differentiates ``forward`` instead and never calls ``backprop``.
+      input gradient).
+
+    ``forward`` may also take a keyword ``vjp``: the caller passes ``vjp=False`` when it will
+    not call ``backprop`` (inference, or JAX differentiating the forward itself), and the layer
+    may then skip what only the backward needs and return ``None`` instead of ``backprop``.
+    Callers go through :meth:`apply`, which passes ``vjp`` only to layers that take it.
+    The arithmetic runs on the backend of ``x`` (:func:`wframe.backends.backend_of`), never on
+    the ambient one.
     """
 
     name: str | None = field(default=None, kw_only=True)
     #: True for layers whose ``forward`` draws random numbers from ``key`` (Dropout): only they
     #: get a key, so deterministic models pay nothing for randomness.
     uses_key = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._takes_vjp = "vjp" in inspect.signature(cls.forward).parameters
 
     @property
     def kind(self) -> str:
@@ -39,11 +52,35 @@ class Layer:
         """``Dense 'dense_1'``: how error messages name this layer."""
         return f"{type(self).__name__} {self.name!r}" if self.name else type(self).__name__
 
+    def named(self, name: str) -> Layer:
+        """A copy of this layer called ``name`` (how containers name their children)."""
+        return self if name == self.name else dataclasses.replace(self, name=name)
+
+    def children(self) -> tuple[tuple[str | None, Layer], ...]:
+        """``(key, child)`` pairs of a container: ``params[key]`` holds the child's params, or
+        ``params`` itself where ``key`` is ``None``; a plain layer has none."""
+        return ()
+
     def init(self, key: Key, in_shape: Shape, *, dtype: str = "float32"):
         raise TypeError(f"{type(self).__name__} does not define init")
 
     def forward(self, params: Params, state: State, x: Array, *, train: bool, key: Any = None):
         raise TypeError(f"{type(self).__name__} does not define forward")
+
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        x: Array,
+        *,
+        train: bool = False,
+        key: Any = None,
+        vjp: bool = True,
+    ):
+        """:meth:`forward`, telling layers that accept it whether ``backprop`` will be called."""
+        if self._takes_vjp:
+            return self.forward(params, state, x, train=train, key=key, vjp=vjp)
+        return self.forward(params, state, x, train=train, key=key)
 
     def expect_rank(self, shape: Shape, rank: int, what: str) -> None:
         """Raise a ``ValueError`` naming the layer unless ``shape`` has ``rank`` axes."""
@@ -51,3 +88,6 @@ class Layer:
             raise ValueError(
                 f"{self.label} expects {rank}-D inputs {what}, got shape {tuple(shape)}"
             )
+
+
+Layer._takes_vjp = False

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wframe import activations, initializers
-from wframe.backends import array_namespace, get_backend
+from wframe.backends import array_namespace, backend_of
 from wframe.layers.base import Layer
 from wframe.random import split
 
@@ -110,7 +110,7 @@ class Conv2D(Layer):
         object.__setattr__(self, "strides", _pair(self, "strides", self.strides))
         object.__setattr__(self, "dilation_rate", _pair(self, "dilation_rate", self.dilation_rate))
         object.__setattr__(self, "padding", _padding(self, self.padding))
-        activations.get(self.activation)
+        object.__setattr__(self, "_activation", activations.get(self.activation, self.label))
         initializers.get(self.kernel_init)
         initializers.get(self.bias_init)
 
@@ -129,7 +129,7 @@ class Conv2D(Layer):
             params["b"] = initializers.get(self.bias_init)(kb, (self.filters,), dtype)
         return params, {}, (in_shape[0], *out_hw, self.filters)
 
-    def forward(self, params, state, x, *, train=False, key=None):
+    def forward(self, params, state, x, *, train=False, key=None, vjp=True):
         W = params["W"]
         _check_input(self, x)
         if x.shape[3] != W.shape[2]:
@@ -139,20 +139,21 @@ class Conv2D(Layer):
             )
         pads, _ = self._geometry(tuple(x.shape[1:3]))
         geometry = (self.strides, pads, self.dilation_rate)
-        backend = get_backend()
-        if backend.has_autodiff:  # JAX differentiates the forward: no VJP to keep
-            z, conv_vjp = backend.conv2d(x, W, *geometry), None
-        else:
-            z, conv_vjp = backend.conv2d_vjp(x, W, *geometry)
+        backend = backend_of(x, W)
+        if not vjp:  # nobody will call backprop: keep nothing for it
+            z = backend.conv2d(x, W, *geometry)
+            if self.use_bias:
+                z = z + params["b"]
+            return self._activation(z)[0], state, None
+        z, conv_vjp = backend.conv2d_vjp(x, W, *geometry)
         if self.use_bias:
             z = z + params["b"]
-        y, act_backprop = activations.get(self.activation)(z)
+        y, act_backprop = self._activation(z)
 
         def backprop(dy, input_grad=True):
             dz = act_backprop(dy)
             xp = array_namespace(dz)
-            vjp = conv_vjp or backend.conv2d_vjp(x, W, *geometry)[1]
-            dx, dW = vjp(dz, input_grad)
+            dx, dW = conv_vjp(dz, input_grad)
             grads = {"W": dW}
             if self.use_bias:
                 grads["b"] = xp.sum(dz, axis=(0, 1, 2))
@@ -184,19 +185,17 @@ class _Pool2D(Layer):
         _, out_hw = self._geometry(in_shape[1:3])
         return {}, {}, (in_shape[0], *out_hw, in_shape[3])
 
-    def forward(self, params, state, x, *, train=False, key=None):
+    def forward(self, params, state, x, *, train=False, key=None, vjp=True):
         _check_input(self, x)
         pads, _ = self._geometry(tuple(x.shape[1:3]))
         geometry = (self.pool_size, self.strides, pads, self.op)
-        backend = get_backend()
-        if backend.has_autodiff:
-            y, pool_vjp = backend.pool2d(x, *geometry), None
-        else:
-            y, pool_vjp = backend.pool2d_vjp(x, *geometry)
+        backend = backend_of(x)
+        if not vjp:
+            return backend.pool2d(x, *geometry), state, None
+        y, pool_vjp = backend.pool2d_vjp(x, *geometry)
 
         def backprop(dy, input_grad=True):
-            vjp = pool_vjp or backend.pool2d_vjp(x, *geometry)[1]
-            return (vjp(dy) if input_grad else None), {}
+            return (pool_vjp(dy) if input_grad else None), {}
 
         return y, state, backprop
 

@@ -19,13 +19,13 @@ class Activation(Layer):
     activation: str | Callable = "relu"
 
     def __post_init__(self):
-        activations.get(self.activation)
+        object.__setattr__(self, "_activation", activations.get(self.activation, self.label))
 
     def init(self, key, in_shape, *, dtype="float32"):
         return {}, {}, tuple(in_shape)
 
     def forward(self, params, state, x, *, train=False, key=None):
-        y, act_backprop = activations.get(self.activation)(x)
+        y, act_backprop = self._activation(x)
         return y, state, lambda dy, input_grad=True: (act_backprop(dy), {})
 
 

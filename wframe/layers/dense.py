@@ -33,7 +33,7 @@ class Dense(Layer):
         if not isinstance(self.units, int) or isinstance(self.units, bool) or self.units <= 0:
             raise ValueError(f"{self.label}: units must be a positive int, got {self.units!r}")
         # Resolved once (and unknown names fail here, at construction), not on every call.
-        object.__setattr__(self, "_activation", activations.get(self.activation))
+        object.__setattr__(self, "_activation", activations.get(self.activation, self.label))
         initializers.get(self.kernel_init)
         initializers.get(self.bias_init)
 
@@ -45,7 +45,7 @@ class Dense(Layer):
             params["b"] = initializers.get(self.bias_init)(kb, (self.units,), dtype)
         return params, {}, (in_shape[0], self.units)
 
-    def forward(self, params, state, x, *, train=False, key=None):
+    def forward(self, params, state, x, *, train=False, key=None, vjp=True):
         W = params["W"]
         if x.ndim != 2 or x.shape[1] != W.shape[0]:
             raise ValueError(
@@ -57,6 +57,8 @@ class Dense(Layer):
         if self.use_bias:
             z = z + params["b"]
         y, act_backprop = self._activation(z)
+        if not vjp:
+            return y, state, None
 
         def backprop(dy, input_grad=True):
             dz = act_backprop(dy)

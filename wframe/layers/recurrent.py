@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wframe import activations, initializers
-from wframe.activations import sigmoid
-from wframe.backends import array_namespace, get_backend
+from wframe.backends import array_namespace, backend_of
 from wframe.layers.base import Layer
 from wframe.random import split
 from wframe.types import Array, Key, Params, Shape, State
@@ -32,7 +31,10 @@ _WORD_BREAK = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
 def _sig(x: Array) -> Array:
-    return sigmoid(x)[0]  # the overflow-free form: no exp of large positive numbers
+    # 0.5 + 0.5 tanh(x / 2) is the logistic function exactly, never overflows, and is one
+    # transcendental with no branch: the exp/where form costs the JAX cells ~1.8x (issue 10).
+    xp = array_namespace(x)
+    return 0.5 + 0.5 * xp.tanh(0.5 * x)
 
 
 def _cols(a: Array, k: int, units: int) -> Array:
@@ -156,6 +158,7 @@ class _Recurrent(Layer):
         train: bool = False,
         key: Any = None,
         initial_state: Array | tuple[Array, Array] | None = None,
+        vjp: bool = True,
     ):
         """Run the layer over the time axis of ``x`` (batch, time, features).
 
@@ -167,6 +170,7 @@ class _Recurrent(Layer):
           key: unused.
           initial_state: ``h0`` of shape (batch, units) (LSTM: a tuple ``(h0, c0)``);
             zeros by default.
+          vjp: whether ``backprop`` will be called; if not, the time loop stores only ``h``.
 
         Returns:
           ``(y, state, backprop)`` where ``y`` is the last ``h`` (batch, units), or every ``h``
@@ -174,7 +178,7 @@ class _Recurrent(Layer):
         """
         carry0 = self._check_input(params, x, initial_state)
         xp = array_namespace(x)
-        backend = get_backend()
+        backend = backend_of(x)
         batch, steps, n_in = x.shape
         units = self.units
         # One matmul for the input projection of every step, time-major for the scan.
@@ -183,16 +187,16 @@ class _Recurrent(Layer):
         def run(full: bool):
             return backend.scan(lambda c, z: self._step(params, c, z, full), carry0, zx)
 
-        # With autodiff (JAX) nobody calls backprop: keep only h, so the scan stores no
-        # intermediates of its own; backprop recomputes them if it is called anyway.
-        full = not backend.has_autodiff
-        last, outs = run(full)
+        # Without backprop (inference, or JAX differentiating the forward) the scan keeps only
+        # h; with it, each step also stores the intermediates that its backward reads.
+        last, outs = run(vjp)
         hs = _cols(outs, 0, units)  # (time, batch, units)
         y = xp.permute_dims(hs, (1, 0, 2)) if self.return_sequences else last[0]
-        caches = outs if full else None
+        if not vjp:
+            return y, state, None
+        cache = outs
 
         def backprop(dy, input_grad=True):
-            cache = caches if caches is not None else run(True)[1]
             dcarry = tuple(xp.zeros_like(c) for c in carry0)
             dzx, drec = [None] * steps, [None] * steps
             for t in range(steps - 1, -1, -1):
@@ -241,18 +245,18 @@ class SimpleRNN(_Recurrent):
 
     def __post_init__(self):
         super().__post_init__()
-        activations.get(self.activation)
+        object.__setattr__(self, "_activation", activations.get(self.activation, self.label))
 
     def _step(self, params, carry, zx, full):
         xp = array_namespace(zx)
         z = zx + xp.matmul(carry[0], params["W_h"])
-        h, _ = activations.get(self.activation)(z)
+        h, _ = self._activation(z)
         return (h,), (xp.concat([h, z], axis=-1) if full else h)
 
     def _step_back(self, params, cache, prev, dcarry):
         xp = array_namespace(cache)
         z = _cols(cache, 1, self.units)
-        dz = activations.get(self.activation)(z)[1](dcarry[0])
+        dz = self._activation(z)[1](dcarry[0])
         return (xp.matmul(dz, params["W_h"].mT),), dz, dz
 
 

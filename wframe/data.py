@@ -1,0 +1,159 @@
+"""Input and label checks, moving data to the model's backend once, batch sizes and orders.
+
+Everything here runs on the host before anything is compiled, so the compiled steps stay free
+of checks. Errors name the argument, the expected and the received value, and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any
+
+import numpy as np
+
+from wframe.backends import Backend, backend_of, to_numpy
+from wframe.types import Array, Shape
+
+FLOAT_DTYPES = ("float32", "float64")
+
+
+def as_int(value: Any, what: str, *, minimum: int = 1, allow_none: bool = False) -> int | None:
+    """``value`` as a Python int (NumPy integers accepted) that is at least ``minimum``."""
+    if value is None and allow_none:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{what} must be an int >= {minimum}, got {type(value).__name__} {value!r}"
+        ) from None
+    if number < minimum:
+        raise ValueError(f"{what} must be an int >= {minimum}, got {number}")
+    return number
+
+
+def model_dtype(dtype: Any) -> str:
+    """The model dtype name, or a ValueError saying which dtypes train."""
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name == "float16":
+        raise ValueError(
+            "dtype float16 is not supported for training: its range overflows Adam's second "
+            "moment within a few steps. Use dtype='float32' (the default) or 'float64'."
+        )
+    if name not in FLOAT_DTYPES:
+        raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype!r}")
+    return name
+
+
+def input_shape(shape: Any) -> Shape:
+    """A build shape ``(None, features...)`` from a tuple or list; the batch axis may be any."""
+    if isinstance(shape, (int, np.integer)) or not isinstance(shape, (tuple, list)):
+        raise TypeError(
+            f"input_shape must be a tuple with the batch axis first, e.g. (None, {shape}) for "
+            f"{shape} features, got {type(shape).__name__} {shape!r}"
+        )
+    if len(shape) < 2:
+        raise ValueError(
+            f"input_shape must have a batch axis and at least one more, e.g. (None, 64); got "
+            f"{tuple(shape)}"
+        )
+    rest = tuple(as_int(d, f"input_shape[{i + 1}]") for i, d in enumerate(shape[1:]))
+    return (None, *rest)
+
+
+def check_finite(a: Any, what: str, dtype: str | None = None) -> None:
+    """Refuse NaN or inf in ``a``, and values that overflow ``dtype`` once cast."""
+    xp_kind = "host" if isinstance(a, np.ndarray) else "device"
+    if xp_kind == "host":
+        host = a
+        if not np.issubdtype(host.dtype, np.floating):
+            return
+        ok = bool(np.isfinite(host).all())
+        top = float(np.abs(host).max()) if ok and host.size else 0.0
+    else:
+        xp = backend_of(a).xp
+        if not xp.isdtype(a.dtype, "real floating"):
+            return
+        ok = bool(xp.all(xp.isfinite(a)))
+        top = float(xp.max(xp.abs(a))) if ok and a.size else 0.0
+    if not ok:
+        host = to_numpy(a)
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(host))[0])
+        raise ValueError(
+            f"{what} contains NaN or inf (first at index {bad}: {host[bad]}); clean the data "
+            "before training"
+        )
+    if dtype is not None and top > float(np.finfo(dtype).max):
+        raise ValueError(
+            f"{what} holds values up to {top:.3g}, which overflow the model dtype {dtype} "
+            f"(max {float(np.finfo(dtype).max):.3g}); rescale the data or use a float64 model"
+        )
+
+
+def inputs(x: Any, backend: Backend, dtype: str, what: str = "x", *, finite: bool = False):
+    """``x`` as an array of ``backend`` in ``dtype``; NumPy input is moved, never copied twice.
+
+    Args:
+      x: a NumPy array, nested sequence, or an array of ``backend``.
+      backend: the model's backend.
+      dtype: the model dtype.
+      what: the argument name for error messages.
+      finite: also refuse NaN, inf and values that overflow ``dtype`` (training data).
+    """
+    if isinstance(x, np.ndarray) or not hasattr(x, "shape"):
+        host = np.asarray(x)
+        if not (np.issubdtype(host.dtype, np.number) or host.dtype == np.bool_):
+            raise TypeError(f"{what} must be a numeric array, got dtype {host.dtype}")
+        if host.ndim == 0:
+            raise ValueError(f"{what} must have a batch axis, got a scalar {host!r}")
+        if finite:
+            check_finite(host, what, dtype)
+        return backend.asarray(host, dtype=dtype)
+    owner = backend_of(x)
+    if owner is not backend:
+        raise TypeError(
+            f"{what} is an array of backend '{owner.name}' but the model lives on "
+            f"'{backend.name}'; pass NumPy data, or move the model with "
+            f"model.to_backend('{owner.name}')"
+        )
+    if x.ndim == 0:
+        raise ValueError(f"{what} must have a batch axis, got a scalar")
+    if finite:
+        check_finite(x, what, dtype)
+    target = backend.dtype(dtype)
+    return x if x.dtype == target else backend.xp.astype(x, target)
+
+
+def labels(y: Any, n: int, pred_shape: Shape, loss: Any, backend: Backend, dtype: str,
+           what: str = "y") -> Array:
+    """Labels checked on the host against ``loss`` and predictions of ``pred_shape``."""
+    host = to_numpy(y) if hasattr(y, "shape") and not isinstance(y, np.ndarray) else np.asarray(y)
+    if host.ndim == 0 or host.shape[0] != n:
+        raise ValueError(
+            f"{what} must have one row per example ({n} rows, like x), got shape {host.shape}"
+        )
+    check_finite(host, what)
+    host = loss.check((n, *pred_shape[1:]), host)
+    return backend.asarray(host, dtype=loss.label_dtype(host, dtype))
+
+
+def pair(data: Any, what: str) -> tuple[Any, Any]:
+    """``(x, y)`` from ``validation_data`` or a clear error."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        got = f"a {type(data).__name__} of length {len(data)}" if isinstance(
+            data, (tuple, list)
+        ) else type(data).__name__
+        raise ValueError(f"{what} must be a tuple (x_val, y_val), got {got}")
+    return data[0], data[1]
+
+
+def default_batch(out_elements: int, rows: int) -> int:
+    """Rows per inference batch: activations of about 4M elements, between 32 and 4096."""
+    size = 2 ** int(math.log2(max(1, 4_000_000 // max(1, out_elements))))
+    return max(32, min(4096, size, max(rows, 1)))

@@ -1,0 +1,295 @@
+"""Containers that are layers themselves: a chain, a residual block, parallel branches.
+
+A container names its children (``dense_0``, ``dense_1``, ... per kind, or the names the user
+gave), nests their params under those names (``{"block_0": {"dense_1": {"W": ...}}}``, flattened
+``"block_0/dense_1/W"``) and chains their hand-written backprops. One layer instance used twice
+is one child with one set of params, and the gradients of its uses add up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from wframe.backends import array_namespace
+from wframe.layers.base import Layer
+from wframe.random import fold_in
+from wframe.tree import tree_map
+
+_EMPTY: dict = {}
+
+
+def _add(a: Any, b: Any) -> Any:
+    return tree_map(lambda u, v: u + v, a, b)
+
+
+def _name_children(owner: str, layers: Any) -> tuple[Layer, ...]:
+    """``layers`` with every instance named; the same instance twice gets the same name."""
+    if isinstance(layers, Layer) or not isinstance(layers, Sequence):
+        raise TypeError(
+            f"{owner} takes a list of layers, got {type(layers).__name__}; wrap a single layer "
+            "in a list"
+        )
+    named: dict[int, Layer] = {}
+    counts: dict[str, int] = {}
+    owners: dict[str, int] = {}
+    out = []
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise TypeError(
+                f"{owner}: item {i} must be a wframe Layer (wf.layers.Dense(...), ...), got "
+                f"{type(layer).__name__}"
+            )
+        if id(layer) not in named:
+            name = layer.name
+            if name is None:
+                kind = layer.kind
+                while f"{kind}_{counts.get(kind, 0)}" in owners:
+                    counts[kind] = counts.get(kind, 0) + 1
+                name = f"{kind}_{counts.get(kind, 0)}"
+                counts[kind] = counts.get(kind, 0) + 1
+            if name in owners:
+                raise ValueError(
+                    f"{owner}: two different layers are named {name!r} (items {owners[name]} and "
+                    f"{i}); give them distinct names, or pass the same instance twice to share "
+                    "its params"
+                )
+            owners[name] = i
+            named[id(layer)] = layer.named(name)
+        out.append(named[id(layer)])
+    return tuple(out)
+
+
+def _unique(layers: tuple[Layer, ...]) -> list[tuple[int, Layer]]:
+    seen: set[str] = set()
+    firsts = []
+    for i, layer in enumerate(layers):
+        if layer.name not in seen:
+            seen.add(layer.name)
+            firsts.append((i, layer))
+    return firsts
+
+
+@dataclass(frozen=True)
+class Sequential(Layer):
+    """A chain of layers: ``y = f_n(... f_1(x))``, itself a layer (so chains nest).
+
+    Args:
+      layers: :class:`~wframe.layers.Layer` instances; unnamed ones are named ``dense_0``,
+        ``dense_1``, ... per kind.
+    """
+
+    layers: tuple[Layer, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", _name_children(type(self).__name__, self.layers))
+
+    @property
+    def uses_key(self) -> bool:
+        return any(layer.uses_key for layer in self.layers)
+
+    def children(self):
+        return tuple((layer.name, layer) for _, layer in _unique(self.layers))
+
+    def init(self, key, in_shape, *, dtype="float32"):
+        if not self.layers:
+            raise ValueError(f"{self.label} has no layers; pass a non-empty list")
+        params, state, shape = {}, {}, tuple(in_shape)
+        done: dict[str, Any] = {}
+        for i, layer in enumerate(self.layers):
+            if layer.name in done:  # a shared instance: its params exist; check it fits here
+                if done[layer.name] != shape:
+                    raise ValueError(
+                        f"{self.label}: the shared layer {layer.name!r} is used on inputs of "
+                        f"shape {done[layer.name]} and {shape}; a shared layer needs one shape"
+                    )
+                shape = layer.init(fold_in(key, i), shape, dtype=dtype)[2]
+                continue
+            done[layer.name] = shape
+            p, s, shape = layer.init(fold_in(key, i), shape, dtype=dtype)
+            if p:
+                params[layer.name] = p
+            if s:
+                state[layer.name] = s
+        return params, state, shape
+
+    def forward(self, params, state, x, *, train=False, key=None, vjp=True):
+        new_state = dict(state) if state else state
+        backs = []
+        for i, layer in enumerate(self.layers):
+            name = layer.name
+            k = fold_in(key, i) if key is not None and layer.uses_key else None
+            x, s, back = layer.apply(
+                params.get(name, _EMPTY),
+                new_state.get(name, _EMPTY),
+                x,
+                train=train,
+                key=k,
+                vjp=vjp,
+            )
+            if s:
+                new_state[name] = s
+            if vjp:
+                backs.append((name, back))
+        if not vjp:
+            return x, new_state, None
+
+        def backprop(dy, input_grad=True):
+            grads: dict[str, Any] = {}
+            for i in range(len(backs) - 1, -1, -1):
+                name, back = backs[i]
+                dy, g = back(dy, input_grad=input_grad or i > 0)
+                if g:
+                    grads[name] = _add(grads[name], g) if name in grads else g
+            return dy, {name: grads[name] for name in params if name in grads}
+
+        return x, new_state, backprop
+
+
+@dataclass(frozen=True)
+class Residual(Layer):
+    """``y = x + f(x)``: a skip connection around one layer (or a list of layers, chained).
+
+    ``f`` must keep the shape of its input. Its params are the residual's own params (no extra
+    nesting): ``{"residual_0": {"W": ..., "b": ...}}`` around a Dense.
+    """
+
+    layer: Layer
+
+    def __post_init__(self):
+        layer = self.layer
+        if isinstance(layer, Sequence) and not isinstance(layer, str):
+            layer = Sequential(list(layer))
+        if not isinstance(layer, Layer):
+            raise TypeError(
+                f"{self.label} wraps a wframe Layer or a list of them, got {type(layer).__name__}"
+            )
+        object.__setattr__(self, "layer", layer)
+
+    @property
+    def uses_key(self) -> bool:
+        return self.layer.uses_key
+
+    def children(self):
+        return ((None, self.layer),)
+
+    def init(self, key, in_shape, *, dtype="float32"):
+        params, state, out = self.layer.init(key, in_shape, dtype=dtype)
+        if tuple(out[1:]) != tuple(in_shape[1:]):
+            raise ValueError(
+                f"{self.label}: the wrapped {self.layer.label} maps inputs of shape "
+                f"{tuple(in_shape)} to {tuple(out)}; y = x + f(x) needs f to keep the shape"
+            )
+        return params, state, tuple(in_shape)
+
+    def forward(self, params, state, x, *, train=False, key=None, vjp=True):
+        fx, new_state, back = self.layer.apply(params, state, x, train=train, key=key, vjp=vjp)
+        if tuple(fx.shape) != tuple(x.shape):
+            raise ValueError(
+                f"{self.label}: f(x) has shape {tuple(fx.shape)} but x has {tuple(x.shape)}"
+            )
+        if not vjp:
+            return x + fx, new_state, None
+
+        def backprop(dy, input_grad=True):
+            dfx, grads = back(dy, input_grad=input_grad)
+            return (dy + dfx if input_grad else None), grads
+
+        return x + fx, new_state, backprop
+
+
+@dataclass(frozen=True)
+class Concatenate(Layer):
+    """Parallel branches on the same input, outputs concatenated along ``axis``.
+
+    Args:
+      branches: layers (each may be a chain) applied to the same input; their outputs must
+        agree on every axis but ``axis``.
+      axis: the axis to concatenate along (default: the last, features or channels).
+    """
+
+    branches: tuple[Layer, ...] = ()
+    axis: int = -1
+
+    def __post_init__(self):
+        object.__setattr__(self, "branches", _name_children(self.label, self.branches))
+        if not isinstance(self.axis, int) or isinstance(self.axis, bool):
+            raise ValueError(f"{self.label}: axis must be an int, got {self.axis!r}")
+
+    @property
+    def uses_key(self) -> bool:
+        return any(b.uses_key for b in self.branches)
+
+    def children(self):
+        return tuple((b.name, b) for _, b in _unique(self.branches))
+
+    def _axis(self, ndim: int) -> int:
+        if not -ndim < self.axis < ndim or self.axis % ndim == 0:
+            raise ValueError(
+                f"{self.label}: axis={self.axis} must name a non-batch axis of the branches' "
+                f"{ndim}-D outputs"
+            )
+        return self.axis % ndim
+
+    def init(self, key, in_shape, *, dtype="float32"):
+        if not self.branches:
+            raise ValueError(f"{self.label} has no branches; pass a non-empty list")
+        params, state, outs = {}, {}, []
+        for i, branch in enumerate(self.branches):
+            p, s, out = branch.init(fold_in(key, i), in_shape, dtype=dtype)
+            if p:
+                params.setdefault(branch.name, p)
+            if s:
+                state.setdefault(branch.name, s)
+            outs.append(tuple(out))
+        ax = self._axis(len(outs[0]))
+        rest = {o[:ax] + o[ax + 1 :] for o in outs}
+        if len(rest) != 1 or len({len(o) for o in outs}) != 1:
+            raise ValueError(
+                f"{self.label}: branch outputs {outs} must agree on every axis but {self.axis}"
+            )
+        sizes = [o[ax] for o in outs]
+        total = None if None in sizes else sum(sizes)
+        out = (*outs[0][:ax], total, *outs[0][ax + 1 :])
+        return params, state, out
+
+    def forward(self, params, state, x, *, train=False, key=None, vjp=True):
+        new_state = dict(state) if state else state
+        ys, backs = [], []
+        for i, branch in enumerate(self.branches):
+            k = fold_in(key, i) if key is not None and branch.uses_key else None
+            y, s, back = branch.apply(
+                params.get(branch.name, _EMPTY),
+                new_state.get(branch.name, _EMPTY),
+                x,
+                train=train,
+                key=k,
+                vjp=vjp,
+            )
+            if s:
+                new_state[branch.name] = s
+            ys.append(y)
+            backs.append((branch.name, back))
+        xp = array_namespace(ys[0])
+        ax = self._axis(ys[0].ndim)
+        y = xp.concat(ys, axis=ax)
+        if not vjp:
+            return y, new_state, None
+        bounds = [0]
+        for part in ys:
+            bounds.append(bounds[-1] + part.shape[ax])
+
+        def backprop(dy, input_grad=True):
+            dx, grads = None, {}
+            for i, (name, back) in enumerate(backs):
+                index = [slice(None)] * dy.ndim
+                index[ax] = slice(bounds[i], bounds[i + 1])
+                d, g = back(dy[tuple(index)], input_grad=input_grad)
+                if input_grad:
+                    dx = d if dx is None else dx + d
+                if g:
+                    grads[name] = _add(grads[name], g) if name in grads else g
+            return dx, {name: grads[name] for name in params if name in grads}
+
+        return y, new_state, backprop

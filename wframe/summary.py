@@ -1,0 +1,70 @@
+"""The model summary: one row per layer (nested containers indented), shapes and counts."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from wframe.backends import use_backend
+from wframe.layers.combinators import Sequential as Chain
+from wframe.tree import tree_leaves
+
+
+def _count(tree: Any) -> int:
+    return sum(math.prod(a.shape) for a in tree_leaves(tree))
+
+
+def _out_shape(layer: Any, shape: tuple, dtype: str) -> tuple:
+    # Shapes are not stored on immutable layers: a throwaway host init gives them.
+    with use_backend("numpy"):
+        return tuple(layer.init(0, shape, dtype=dtype)[2])
+
+
+def _rows(layer: Any, params: dict, in_shape: tuple, dtype: str, prefix: str, depth: int):
+    """``(name, type, output shape, #params)`` rows of ``layer``'s children, in call order."""
+    rows = []
+    shape = in_shape
+    children = layer.layers if isinstance(layer, Chain) else [c for _, c in layer.children()]
+    keys = dict((id(c), k) for k, c in layer.children())
+    for child in children:
+        key = keys.get(id(child))
+        sub = params.get(key, {}) if key is not None else params
+        name = f"{prefix}{key if key is not None else child.name or child.kind}"
+        child_in = shape if isinstance(layer, Chain) else in_shape
+        out = _out_shape(child, child_in, dtype)
+        rows.append(("  " * depth + name, type(child).__name__, out, _count(sub)))
+        if child.children():
+            rows.extend(_rows(child, sub, child_in, dtype, f"{name.strip()}/", depth + 1))
+        shape = out
+    return rows
+
+
+def layer_rows(model: Any) -> list[tuple[str, str, tuple, int]]:
+    """``(name, type, output shape, #params)`` for every layer of a built model, nested too."""
+    return _rows(model, model.params, model._shapes[0], model.dtype, "", 0)
+
+
+def summary(model: Any, print_fn: Callable[[str], Any] = print) -> str:
+    """Print (and return) ``model``'s table: layers, output shapes, parameter counts."""
+    rows = [("Layer (type)", "Output shape", "Params")]
+    for name, kind, out, count in layer_rows(model):
+        rows.append((f"{name} ({kind})", str(out), f"{count:,}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    line = "-" * (sum(widths) + 6)
+    fmt = [f"{r[0]:<{widths[0]}}   {r[1]:<{widths[1]}}   {r[2]:>{widths[2]}}" for r in rows]
+    state = _count(model.state)
+    text = "\n".join(
+        [
+            line,
+            fmt[0],
+            line,
+            *fmt[1:],
+            line,
+            f"Total params: {model.count_params():,} ({model.dtype}, backend "
+            f"{model.backend.name})" + (f"; non-trainable state: {state:,}" if state else ""),
+            line,
+        ]
+    )
+    print_fn(text)
+    return text
