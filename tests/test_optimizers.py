@@ -152,7 +152,7 @@ def _structure(state):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_matches_optax_over_100_steps_on_numpy(case):
     tx = CASES[case](opt)
-    assert tx.update.__module__ == "wframe.optimizers"
+    assert tx.update.__module__.startswith("wframe.optimizers")
     ours, _ = _run(tx, _host_params(), GRADS)
     theirs, _ = _optax_run(CASES[case](optax), _host_params(), GRADS)
     _close(ours, theirs)
@@ -373,7 +373,7 @@ def test_get_by_name_case_insensitive_with_keras_defaults():
     _close(_first_update(opt.get("adamw"), params), _first_update(opt.adamw(1e-3), params))
     expected = tree_map(lambda x: -0.5 * x / np.sqrt(0.1 * x * x + 1e-8), g)
     _close(_first_update(opt.get("RMSprop", learning_rate=0.5), params), expected)
-    assert opt.get("adam").update.__module__ == "wframe.optimizers"
+    assert opt.get("adam").update.__module__.startswith("wframe.optimizers")
 
 
 def test_get_passes_transformations_through():

@@ -29,12 +29,8 @@ class Callback:
     @property
     def needs_batch_logs(self) -> bool:
         """True when a batch hook is overridden: ``fit`` then syncs and reads logs every batch."""
-        cls = type(self)
-        return any(
-            getattr(cls, hook) is not getattr(Callback, hook)
-            for hook in ("on_train_batch_end", "on_batch_end", "on_train_batch_begin",
-                         "on_batch_begin")
-        )
+        return _overrides(self, "on_train_batch_end", "on_batch_end", "on_train_batch_begin",
+                          "on_batch_begin")
 
     def set_model(self, model: Any) -> None:
         self.model = model
@@ -156,6 +152,10 @@ class TerminateOnNaN(Callback):
             self.model.stop_training = True
 
 
+def _overrides(cb: Callback, *hooks: str) -> bool:
+    return any(getattr(type(cb), hook) is not getattr(Callback, hook) for hook in hooks)
+
+
 class CallbackList:
     """Calls a hook on every callback in order."""
 
@@ -170,6 +170,19 @@ class CallbackList:
             cb.set_params(params)
         self.callbacks = callbacks
         self.needs_batch_logs = any(cb.needs_batch_logs for cb in callbacks)
+        # Batch hooks run every step: call only the callbacks that override them.
+        self._begin = [cb for cb in callbacks if _overrides(cb, "on_train_batch_begin",
+                                                            "on_batch_begin")]
+        self._end = [cb for cb in callbacks if _overrides(cb, "on_train_batch_end",
+                                                          "on_batch_end")]
+
+    def batch_begin(self, batch: int) -> None:
+        for cb in self._begin:
+            cb.on_train_batch_begin(batch)
+
+    def batch_end(self, batch: int, logs: Logs | None) -> None:
+        for cb in self._end:
+            cb.on_train_batch_end(batch, logs)
 
     def __getattr__(self, hook: str):
         if not hook.startswith("on_"):

@@ -157,3 +157,45 @@ def default_batch(out_elements: int, rows: int) -> int:
     """Rows per inference batch: activations of about 4M elements, between 32 and 4096."""
     size = 2 ** int(math.log2(max(1, 4_000_000 // max(1, out_elements))))
     return max(32, min(4096, size, max(rows, 1)))
+
+
+def check_tree(new: Any, old: Any, what: str, backend: Backend) -> Any:
+    """``new`` checked to have ``old``'s names, shapes and dtypes, on ``backend``; returns it."""
+    if not isinstance(new, dict):
+        raise TypeError(f"{what} must be a dict like model.{what}, got {type(new).__name__}")
+    old_flat, new_flat = dict(_dict_items(old)), dict(_dict_items(new))
+    if old_flat.keys() != new_flat.keys():
+        missing = sorted(old_flat.keys() - new_flat.keys())
+        unexpected = sorted(new_flat.keys() - old_flat.keys())
+        raise ValueError(f"{what} names differ: missing {missing}, unexpected {unexpected}")
+    for name, a in new_flat.items():
+        ref = old_flat[name]
+        if not hasattr(a, "shape") or (tuple(a.shape), str(a.dtype)) != (
+            tuple(ref.shape),
+            str(ref.dtype),
+        ):
+            got = f"shape {tuple(a.shape)} and dtype {a.dtype}" if hasattr(a, "shape") else (
+                type(a).__name__
+            )
+            raise ValueError(
+                f"{what} '{name}' must have shape {tuple(ref.shape)} and dtype {ref.dtype}, "
+                f"got {got}"
+            )
+        owner = backend_of(a)
+        if owner is not backend:
+            raise TypeError(
+                f"{what} '{name}' is an array of backend '{owner.name}', but the model lives "
+                f"on '{backend.name}'; convert it with model.backend.asarray(wf.to_numpy(a)), "
+                f"or move the model first with model.to_backend('{owner.name}')"
+            )
+    return new
+
+
+def _dict_items(tree: Any, prefix: str = ""):
+    """``(flat name, value)`` of a nested dict; anything that is not a dict is a value."""
+    for k, v in tree.items():
+        name = f"{prefix}/{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            yield from _dict_items(v, name)
+        else:
+            yield name, v

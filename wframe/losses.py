@@ -182,7 +182,7 @@ def accuracy(pred: Array, labels: Array) -> Array:
         )
     else:
         hits = (pred > 0) == (labels > 0.5)
-    return xp.mean(xp.astype(hits, pred.dtype))
+    return xp.sum(xp.astype(hits, pred.dtype)) / hits.size  # NumPy's mean costs 2x a sum
 
 
 _LOSSES = {
@@ -200,7 +200,8 @@ def probability_accuracy(pred: Array, labels: Array) -> Array:
     if pred.ndim == 2 and pred.shape[1] > 1:
         return accuracy(pred, labels)
     xp = array_namespace(pred)
-    return xp.mean(xp.astype((pred > 0.5) == (labels > 0.5), pred.dtype))
+    hits = (pred > 0.5) == (labels > 0.5)
+    return xp.sum(xp.astype(hits, pred.dtype)) / hits.size
 
 
 METRICS = {"accuracy": accuracy, "probability_accuracy": probability_accuracy}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import math
 import threading
-import warnings
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,7 @@ from wframe.layers import combinators
 from wframe.random import array_key
 from wframe.summary import layer_rows
 from wframe.summary import summary as _summary
-from wframe.tree import flatten, reorder, tree_leaves, tree_map
+from wframe.tree import reorder, tree_leaves, tree_map
 from wframe.types import Array, Grads, Params, Shape, State
 
 
@@ -136,31 +135,7 @@ class Sequential(combinators.Sequential):
         self._state = self._validated(new, self._state, "state")
 
     def _validated(self, new: Any, old: Any, what: str) -> Any:
-        if not isinstance(new, dict):
-            raise TypeError(f"{what} must be a dict like model.{what}, got {type(new).__name__}")
-        old_flat, new_flat = dict(flatten(old)), dict(flatten(new))
-        if old_flat.keys() != new_flat.keys():
-            missing = sorted(old_flat.keys() - new_flat.keys())
-            unexpected = sorted(new_flat.keys() - old_flat.keys())
-            raise ValueError(f"{what} names differ: missing {missing}, unexpected {unexpected}")
-        for name, a in new_flat.items():
-            ref = old_flat[name]
-            if not hasattr(a, "shape") or tuple(a.shape) != tuple(ref.shape) or str(
-                a.dtype
-            ) != str(ref.dtype):
-                raise ValueError(
-                    f"{what} '{name}' must have shape {tuple(ref.shape)} and dtype {ref.dtype}, "
-                    f"got {_describe(a)}"
-                )
-            owner = backend_of(a)
-            if owner is not self._backend:
-                raise TypeError(
-                    f"{what} '{name}' is an array of backend '{owner.name}', but the model lives "
-                    f"on '{self._backend.name}'; convert it with "
-                    f"model.backend.asarray(wf.to_numpy(a)), or move the model first with "
-                    f"model.to_backend('{owner.name}')"
-                )
-        return reorder(new, old)
+        return reorder(data.check_tree(new, old, what, self._backend), old)
 
     def _require_built(self) -> None:
         if self._params is None:
@@ -185,7 +160,7 @@ class Sequential(combinators.Sequential):
             target.asarray(to_numpy(self.backend.xp.zeros((1,), dtype=self.backend.dtype(
                 self.dtype))), dtype=self.dtype)  # raises if the target lacks the dtype
             if self.optimizer is not None:
-                _check_optimizer(self.optimizer, target)
+                training.check_optimizer(self.optimizer, target, moving=True)
             move = _mover(target)
             self._params, self._state = tree_map(move, self._params), tree_map(move, self._state)
             self.opt_state = tree_map(move, self.opt_state)
@@ -225,7 +200,13 @@ class Sequential(combinators.Sequential):
 
     def _inputs(self, x: Any, what: str = "x", *, finite: bool = False) -> Array:
         if not self.built:
-            self.build((None, *_shape_of(x, what)[1:]))
+            shape = _shape_of(x, what)
+            if len(shape) < 2:
+                raise ValueError(
+                    f"{what} must have a batch axis and at least one feature axis, got shape "
+                    f"{shape}; for one feature per example use {what}[:, None]"
+                )
+            self.build((None, *shape[1:]))
         return data.inputs(x, self._backend, self.dtype, what, finite=finite)
 
     def _labels(self, y: Any, n: int, loss: losses_mod.Loss, what: str = "y") -> Array:
@@ -234,24 +215,31 @@ class Sequential(combinators.Sequential):
     # ----------------------------------------------------------------- Keras-like API
     def compile(self, optimizer: Any = "adam", loss: Any = "softmax_cross_entropy") -> Sequential:
         """Set the optimizer and loss that ``fit`` and ``evaluate`` use by default."""
-        self.loss = losses_mod.get(loss)
-        self._set_optimizer(optimizer, force=True)
+        loss = losses_mod.get(loss)
+        choice = self._choose_optimizer(optimizer, force=True)
+        self.loss = loss
+        self.optimizer, self._optimizer_spec, self.opt_state = choice
         return self
 
-    def _set_optimizer(self, optimizer: Any, *, force: bool = False) -> None:
+    def _choose_optimizer(self, optimizer: Any, *, force: bool = False) -> tuple:
+        """``(optimizer, spec, opt_state)`` that ``optimizer`` asks for; commits nothing."""
+        current = (self.optimizer, self._optimizer_spec, self.opt_state)
         if optimizer is None:
             if self.optimizer is not None:
-                return
+                return current
             optimizer = "adam"
         if isinstance(optimizer, str):
             if optimizer.lower() == self._optimizer_spec and not force:
-                return  # the same named optimizer keeps its state across fit calls
-            self.optimizer, self._optimizer_spec = optimizers_mod.get(optimizer), optimizer.lower()
+                return current  # the same named optimizer keeps its state across fit calls
+            tx = optimizers_mod.get(optimizer)
+            spec = optimizer.lower()
         elif optimizer is not self.optimizer or force:
-            self.optimizer, self._optimizer_spec = optimizers_mod.get(optimizer), None
+            tx, spec = optimizers_mod.get(optimizer), None
         else:
-            return
-        self.opt_state = None
+            return current
+        if self.built:
+            training.check_optimizer(tx, self._backend)
+        return tx, spec, None
 
     def predict(self, x: Any, *, batch_size: int | None = None) -> Array:
         """Outputs in inference mode, computed in batches, as an array of the model's backend.
@@ -261,10 +249,10 @@ class Sequential(combinators.Sequential):
           batch_size: rows per batch; default: as many as keep activations near 4M elements.
         """
         size = data.as_int(batch_size, "predict: batch_size", allow_none=True)
-        if not self.built:
-            self.build((None, *_shape_of(x, "x")[1:]))
-        xp = self.backend.xp
         n = _shape_of(x, "x")[0]
+        if not self.built:
+            self._inputs(x[:1] if hasattr(x, "shape") else np.asarray(x)[:1])
+        xp = self.backend.xp
         size = size or data.default_batch(self._widest(), n)
         fn = self._compiled_fn("predict")
         parts = [
@@ -307,13 +295,16 @@ class Sequential(combinators.Sequential):
         size = size or data.default_batch(self._widest(), x.shape[0])
         return self._evaluate(x, self._labels(y, x.shape[0], loss), loss, size)
 
-    def _evaluate(self, x: Array, y: Array, loss: losses_mod.Loss, size: int) -> dict[str, float]:
+    def _evaluate(self, x: Array, y: Array, loss: losses_mod.Loss, size: int, params=None,
+                  state=None) -> dict[str, float]:
         """:meth:`evaluate` on inputs and labels already checked and on the backend."""
         step = self._compiled_fn("eval", loss, (loss.metric,) if loss.metric else ())
+        params = self._params if params is None else params
+        state = self._state if state is None else state
         n = x.shape[0]
         totals = None
         for i in range(0, n, size):
-            logs = step(self._params, self._state, x[i : i + size], y[i : i + size])
+            logs = step(params, state, x[i : i + size], y[i : i + size])
             part = {k: v * min(size, n - i) for k, v in logs.items()}
             totals = part if totals is None else {k: totals[k] + part[k] for k in part}
         return {k: float(v) / n for k, v in (totals or {}).items()}
@@ -368,8 +359,12 @@ class Sequential(combinators.Sequential):
             seed = data.as_int(seed, "fit: seed", minimum=0)
         if verbose not in (0, 1, 2, True, False):
             raise ValueError(f"fit: verbose must be 0, 1 or 2, got {verbose!r}")
-        if loss is not None:
-            self.loss = losses_mod.get(loss)
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"fit: shuffle must be True or False, got {shuffle!r}")
+        if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+            callbacks = [callbacks]  # one callback: as a list of one (checked by CallbackList)
+        # Everything is checked before anything is committed: a refused fit changes nothing.
+        loss = losses_mod.get(loss) if loss is not None else self.loss
         validation = None if validation_data is None else data.pair(
             validation_data, "fit: validation_data"
         )
@@ -377,16 +372,17 @@ class Sequential(combinators.Sequential):
         n = x.shape[0]
         if n == 0:
             raise ValueError(f"fit: x has no examples (shape {tuple(x.shape)})")
-        y = self._labels(y, n, self.loss)
+        y = self._labels(y, n, loss)
         if validation is not None:  # checked and moved once, not at every epoch
             x_val = self._inputs(validation[0], "x_val", finite=True)
-            validation = (x_val, self._labels(validation[1], x_val.shape[0], self.loss, "y_val"))
-        self._set_optimizer(optimizer)
-        _check_optimizer(self.optimizer, self.backend)
-        if self.opt_state is None:
-            self.opt_state = self.optimizer.init(self._params)
-            _check_state(self.opt_state, self.backend)
-        _warn_softmax_with_logits(self, self.loss)
+            validation = (x_val, self._labels(validation[1], x_val.shape[0], loss, "y_val"))
+        tx, spec, opt_state = self._choose_optimizer(optimizer)
+        training.check_optimizer(tx, self.backend)
+        if opt_state is None:
+            opt_state = tx.init(self._params)
+            training.check_opt_state(opt_state, self.backend)
+        self.loss, self.optimizer, self._optimizer_spec, self.opt_state = loss, tx, spec, opt_state
+        training.warn_softmax_with_logits(self, self.loss)
         self.history = training.fit(
             self, x, y, epochs=epochs, batch_size=batch_size, validation=validation,
             shuffle=bool(shuffle), seed=seed, verbose=int(verbose), callbacks=callbacks,
@@ -403,12 +399,6 @@ class Sequential(combinators.Sequential):
         """Print (and return) a table of layers, output shapes and parameter counts."""
         self._require_built()
         return _summary(self, print_fn)
-
-
-def _describe(a: Any) -> str:
-    if hasattr(a, "shape"):
-        return f"shape {tuple(a.shape)} and dtype {a.dtype}"
-    return f"{type(a).__name__}"
 
 
 def _shape_of(x: Any, what: str) -> tuple:
@@ -431,42 +421,3 @@ def _mover(backend: Backend):
     return move
 
 
-def _check_optimizer(optimizer: Any, backend: Backend) -> None:
-    """Refuse an optimizer that cannot run on ``backend`` (optax outside JAX)."""
-    module = getattr(type(optimizer), "__module__", "") or ""
-    if module.split(".")[0] == "optax" and not backend.has_autodiff:
-        raise TypeError(
-            f"the optimizer is an optax transformation, which runs on the jax backend only, but "
-            f"the model lives on '{backend.name}'. Use wframe's own (wf.optimizers.adam(...), "
-            "sgd, adamw, rmsprop, chain, ...), which run on every backend, or move the model "
-            "with model.to_backend('jax')"
-        )
-
-
-def _check_state(opt_state: Any, backend: Backend) -> None:
-    for leaf in tree_leaves(opt_state):
-        if hasattr(leaf, "shape") and backend_of(leaf) is not backend:
-            raise TypeError(
-                f"the optimizer built its state on backend '{backend_of(leaf).name}', but the "
-                f"model lives on '{backend.name}'; use an optimizer written for "
-                f"'{backend.name}' (wf.optimizers run on every backend)"
-            )
-
-
-def _warn_softmax_with_logits(model: Sequential, loss: losses_mod.Loss) -> None:
-    if not getattr(loss, "from_logits", False):
-        return
-    layer: Any = model
-    while layer.children():
-        if not isinstance(layer, combinators.Sequential):
-            return
-        layer = layer.layers[-1]
-    activation = getattr(layer, "activation", None)
-    if activation == "softmax" or getattr(activation, "__name__", None) == "softmax":
-        warnings.warn(
-            f"the model's last layer {layer.label} applies softmax, but loss '{loss.name}' "
-            "expects logits and applies softmax itself (a double softmax trains badly). Remove "
-            f"the activation, or pass loss=wf.losses.get('{loss.name}', from_logits=False)",
-            UserWarning,
-            stacklevel=3,
-        )

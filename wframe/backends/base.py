@@ -54,6 +54,12 @@ class Backend:
         """Copy an array of this backend to a host NumPy array."""
         return np.asarray(a)
 
+    def copy(self, tree: Any) -> Any:
+        """A copy of every array in ``tree`` (new buffers: the caller owns them)."""
+        from wframe.tree import tree_map
+
+        return tree_map(lambda a: self.xp.asarray(a, copy=True), tree)
+
     def synchronize(self, x: Any = None) -> Any:
         """Block until the computation producing ``x`` (or all queued work) has finished."""
         return x
@@ -218,6 +224,11 @@ class Backend:
         for i, j, rows, columns in _taps(ho, wo, window, strides, dilation):
             out[:, rows, columns, :] += per_tap[:, :, :, i, j, :]
         return out[:, top : top + h, left : left + w, :]
+
+    def fusable(self, groups, counts=()) -> bool:
+        """Whether this backend's in-place optimizer kernels (``adam_inplace``, ``sgd_inplace``)
+        may update these arrays; only NumPy has them."""
+        return False
 
     def __repr__(self) -> str:
         return f"<wframe backend {self.name!r} on {self.device}>"

@@ -65,28 +65,22 @@ class NumpyBackend(Backend):
         for p, g, mu, nu in groups:
             c = consts.get(p.dtype)
             if c is None:
+                # In float32 (float64 for float64 leaves) as the pure path: 1 - b2**t cancels on
+                # the first steps, so host doubles would differ from it by 1e-5.
                 w = numpy.float64 if p.dtype == numpy.float64 else numpy.float32
                 t = w(count)
                 c2 = 1 - b2**t
                 r = numpy.sqrt(c2)
                 step = (lr * (r / (1 - b1**t)), eps * r, eps_root * c2, lr * weight_decay)
                 c = consts[p.dtype] = [
-                    *self._constants(p.dtype, b1, 1 - b1, b2, 1 - b2),
-                    *[numpy.asarray(v, p.dtype) for v in step],
+                    *_constants(p.dtype, b1, 1 - b1, b2, 1 - b2),
+                    *(numpy.asarray(v, p.dtype) for v in step),
                 ]
             if p.size <= _BIG:  # the common case, without _blocks' tuples
                 _adam(p, g, mu, nu, numpy.empty_like(p), *c, eps_root, weight_decay)
             else:
                 for block in _blocks(p, g, mu, nu):
                     _adam(*block, *c, eps_root, weight_decay)
-
-    def _constants(self, dtype, *values):
-        # Hyper-parameters as 0-d arrays, made once per process (never written to).
-        key = (dtype, *values)
-        found = _CONSTANTS.get(key)
-        if found is None:
-            found = _CONSTANTS[key] = [numpy.asarray(v, dtype) for v in values]
-        return found
 
     def sgd_inplace(self, groups, lr, momentum=None, nesterov=False) -> None:
         """``p -= lr * g`` in place on each ``(p, g)``; with momentum, on each ``(p, g, trace)``:
@@ -130,6 +124,17 @@ def _adam(p, g, mu, nu, s, b1, a1, b2, a2, lr_t, eps_t, root, decay, eps_root, w
 
 
 _CONSTANTS: dict = {}
+
+
+def _constants(dtype, *values):
+    # Hyper-parameters as 0-d arrays of ``dtype``, made once per process and never written to.
+    key = (dtype, *values)
+    found = _CONSTANTS.get(key)
+    if found is None:
+        found = _CONSTANTS[key] = [numpy.asarray(v, dtype) for v in values]
+    return found
+
+
 _BIG = 1 << 20
 
 

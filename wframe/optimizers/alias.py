@@ -1,0 +1,166 @@
+"""The named optimizers (:func:`sgd`, :func:`adam`, :func:`adamw`, :func:`rmsprop`) as optax's
+chains of transformations, and :func:`get` to look one up by name with Keras's defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wframe.optimizers.base import GradientTransformation, ScalarOrSchedule, chain, identity
+from wframe.optimizers.fused import _FUSABLE
+from wframe.optimizers.transforms import (
+    add_decayed_weights,
+    scale_by_adam,
+    scale_by_learning_rate,
+    scale_by_rms,
+    scale_by_stddev,
+    trace,
+)
+
+
+def sgd(
+    learning_rate: ScalarOrSchedule,
+    momentum: float | None = None,
+    nesterov: bool = False,
+    accumulator_dtype: Any = None,
+) -> GradientTransformation:
+    """Stochastic gradient descent, with optional (Nesterov) momentum.
+
+    Args:
+      learning_rate: a float or a ``step -> value`` schedule.
+      momentum: the momentum decay, or ``None`` for none.
+      nesterov: use Nesterov momentum.
+      accumulator_dtype: dtype of the momentum buffer, ``None`` to follow the params.
+
+    Returns:
+      ``chain(trace or identity, scale_by_learning_rate)``, as optax.
+    """
+    first = identity() if momentum is None else trace(momentum, nesterov, accumulator_dtype)
+    tx = chain(first, scale_by_learning_rate(learning_rate))
+    if accumulator_dtype is None:
+        _FUSABLE[tx.update] = ("sgd", (learning_rate, momentum, nesterov))
+    return tx
+
+
+def adam(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    mu_dtype: Any = None,
+    *,
+    nesterov: bool = False,
+) -> GradientTransformation:
+    """Adam: ``chain(scale_by_adam(...), scale_by_learning_rate(learning_rate))``.
+
+    Args:
+      learning_rate: a float or a ``step -> value`` schedule.
+      b1, b2, eps, eps_root, mu_dtype, nesterov: as in :func:`scale_by_adam`.
+
+    Returns:
+      A :class:`GradientTransformation` whose state mirrors optax's.
+    """
+    tx = chain(
+        scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
+        scale_by_learning_rate(learning_rate),
+    )
+    if mu_dtype is None and not nesterov:
+        _FUSABLE[tx.update] = ("adam", (learning_rate, b1, b2, eps, eps_root, None, None))
+    return tx
+
+
+def adamw(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    mu_dtype: Any = None,
+    weight_decay: ScalarOrSchedule = 1e-4,
+    mask: Any = None,
+    *,
+    nesterov: bool = False,
+) -> GradientTransformation:
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019).
+
+    Args:
+      learning_rate: a float or a ``step -> value`` schedule.
+      b1, b2, eps, eps_root, mu_dtype, nesterov: as in :func:`scale_by_adam`.
+      weight_decay, mask: as in :func:`add_decayed_weights`.
+
+    Returns:
+      ``chain(scale_by_adam, add_decayed_weights, scale_by_learning_rate)``, as optax.
+    """
+    tx = chain(
+        scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
+        add_decayed_weights(weight_decay, mask),
+        scale_by_learning_rate(learning_rate),
+    )
+    if mu_dtype is None and not nesterov:
+        hyper = (learning_rate, b1, b2, eps, eps_root, weight_decay, mask)
+        _FUSABLE[tx.update] = ("adam", hyper)
+    return tx
+
+
+def rmsprop(
+    learning_rate: ScalarOrSchedule,
+    decay: float = 0.9,
+    eps: float = 1e-8,
+    initial_scale: float = 0.0,
+    eps_in_sqrt: bool = True,
+    centered: bool = False,
+    momentum: float | None = None,
+    nesterov: bool = False,
+    bias_correction: bool = False,
+) -> GradientTransformation:
+    """RMSProp, optionally centered and with momentum.
+
+    Args:
+      learning_rate: a float or a ``step -> value`` schedule.
+      decay, eps, initial_scale, eps_in_sqrt, bias_correction: as in :func:`scale_by_rms`.
+      centered: divide by the standard deviation (:func:`scale_by_stddev`) instead.
+      momentum, nesterov: momentum applied *after* the learning rate, as optax does.
+
+    Returns:
+      ``chain(scale_by_rms or scale_by_stddev, scale_by_learning_rate, trace or identity)``.
+    """
+    scaler = scale_by_stddev if centered else scale_by_rms
+    return chain(
+        scaler(decay, eps, initial_scale, eps_in_sqrt, bias_correction),
+        scale_by_learning_rate(learning_rate),
+        identity() if momentum is None else trace(momentum, nesterov),
+    )
+
+
+_FACTORIES = {"adam": adam, "adamw": adamw, "rmsprop": rmsprop, "sgd": sgd}
+_DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "sgd": 0.01}  # as Keras
+
+
+def get(name_or_tx: str | GradientTransformation, **kwargs: Any) -> GradientTransformation:
+    """Look up an optimizer by name (with Keras's default learning rates) or pass one through.
+
+    Args:
+      name_or_tx: ``"adam"``, ``"adamw"``, ``"rmsprop"`` or ``"sgd"`` (any case), or any object
+        with callable ``init`` and ``update`` (e.g. an optax transformation).
+      **kwargs: arguments of the named factory, overriding the defaults.
+
+    Returns:
+      The optimizer.
+    """
+    if isinstance(name_or_tx, str):
+        name = name_or_tx.lower()
+        if name not in _FACTORIES:
+            raise ValueError(
+                f"Unknown optimizer {name_or_tx!r}. Expected one of {sorted(_FACTORIES)}."
+            )
+        kwargs.setdefault("learning_rate", _DEFAULT_LR[name])
+        return _FACTORIES[name](**kwargs)
+    if callable(getattr(name_or_tx, "init", None)) and callable(
+        getattr(name_or_tx, "update", None)
+    ):
+        return name_or_tx
+    raise TypeError(
+        "Expected an optimizer name or a GradientTransformation for name_or_tx. "
+        f"Received: {type(name_or_tx).__name__}"
+    )

@@ -1,0 +1,178 @@
+"""The transformation type, the optax-named state classes, and the helpers every transformation
+shares: :class:`GradientTransformation`, :func:`identity`, :func:`chain` and
+:func:`apply_updates`, as in optax's ``base`` and ``combine``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from wframe.backends import array_namespace
+from wframe.tree import tree_leaves, tree_map
+from wframe.types import Array, Grads, Params
+
+OptState = Any
+Schedule = Callable[[Array], Any]
+ScalarOrSchedule = float | Schedule
+
+
+class GradientTransformation(NamedTuple):
+    """``init(params) -> state`` and ``update(updates, state, params=None) -> (updates, state)``."""
+
+    init: Callable[[Params], OptState]
+    update: Callable[..., tuple[Grads, OptState]]
+
+
+class EmptyState(NamedTuple):
+    """State of stateless transformations."""
+
+
+AddDecayedWeightsState = EmptyState  # optax's name for add_decayed_weights' state
+
+
+class TraceState(NamedTuple):
+    trace: Params
+
+
+class ScaleByAdamState(NamedTuple):
+    count: Array  # shape (), int32 as in optax
+    mu: Params
+    nu: Params
+
+
+class ScaleByRmsState(NamedTuple):
+    nu: Params
+
+
+class ScaleByRmsWithCountState(NamedTuple):
+    count: Array
+    nu: Params
+
+
+class ScaleByRStdDevState(NamedTuple):
+    mu: Params
+    nu: Params
+
+
+class ScaleByRStdDevWithCountState(NamedTuple):
+    count: Array
+    mu: Params
+    nu: Params
+
+
+class ScaleByScheduleState(NamedTuple):
+    count: Array
+
+
+class WeightDecaySchedule(NamedTuple):
+    count: Array
+
+
+class MaskedState(NamedTuple):
+    inner_state: Any
+
+
+# --- helpers (pure xp; jit-traceable) --------------------------------------------------------
+
+
+def _zero_count(params: Params) -> Array:
+    leaves = tree_leaves(params)
+    if not leaves:  # no array to ask for a namespace: a host count, which every backend accepts
+        import numpy
+
+        return numpy.zeros((), dtype=numpy.int32)
+    xp = array_namespace(leaves[0])
+    return xp.zeros((), dtype=xp.int32)
+
+
+def _safe_increment(count: Array) -> Array:
+    # Saturate instead of wrapping around, as optax.safe_increment does.
+    xp = array_namespace(count)
+    return xp.where(count < xp.iinfo(count.dtype).max, count + 1, count)
+
+
+def _per_dtype(make: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    # Step scalars are computed once per leaf dtype (usually once per step), not once per leaf.
+    cache: dict = {}
+
+    def get(dtype):
+        out = cache.get(dtype)
+        if out is None:
+            out = cache[dtype] = make(dtype)
+        return out
+
+    return get
+
+
+def _count_as_float(count: Array, dtype: Any) -> Array:
+    # decay**count in float32 (float64 for float64 leaves), like JAX's promotion in optax.
+    xp = array_namespace(count)
+    return xp.astype(count, xp.float64 if dtype == xp.float64 else xp.float32)
+
+
+def _cast(xp, dtype: Any, *values: Array) -> list:
+    return [v if v.dtype == dtype else xp.astype(v, dtype) for v in values]
+
+
+def _astype(t: Array, dtype: Any) -> Array:
+    # No copy when the dtype already matches (xp.astype copies by default).
+    return t if t.dtype == dtype else array_namespace(t).astype(t, dtype)
+
+
+def _full_like(params: Params, value: float) -> Params:
+    return tree_map(lambda p: array_namespace(p).full_like(p, value), params)
+
+
+def _zeros_like(params: Params, dtype: Any = None) -> Params:
+    return tree_map(lambda p: array_namespace(p).zeros_like(p, dtype=dtype), params)
+
+
+def _empty_init(params: Params) -> EmptyState:
+    del params
+    return EmptyState()
+
+
+# --- building blocks ---------------------------------------------------------------------------
+
+
+def identity() -> GradientTransformation:
+    """Pass updates through unchanged."""
+
+    def update_fn(updates, state, params=None):
+        del params
+        return updates, state
+
+    return GradientTransformation(_empty_init, update_fn)
+
+
+def chain(*txs: GradientTransformation) -> GradientTransformation:
+    """Apply transformations in order; the state is the tuple of their states, as in optax."""
+    init_fns, update_fns = zip(*txs, strict=True) if txs else ((), ())
+
+    def init_fn(params):
+        return tuple(fn(params) for fn in init_fns)
+
+    def update_fn(updates, state, params=None):
+        if len(update_fns) != len(state):
+            raise ValueError(
+                f"chain expected a state of {len(update_fns)} entries, received "
+                f"{len(state)}. Make sure you have called init first!"
+            )
+        new_state = []
+        for s, fn in zip(state, update_fns, strict=True):
+            updates, s = fn(updates, s, params)
+            new_state.append(s)
+        return updates, tuple(new_state)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def apply_updates(params: Params, updates: Grads) -> Params:
+    """Return ``params + updates``, keeping each param's dtype."""
+
+    def add(p, u):
+        new = p + u
+        return new if new.dtype == p.dtype else array_namespace(p).astype(new, p.dtype)
+
+    return tree_map(add, params, updates)
