@@ -666,3 +666,25 @@ def test_optimizer_state_and_runners_across_fits(backend):
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)  # no optimizer: the current one
     assert model.optimizer is adam and runners(model) == [new_run]
     assert int(wf.to_numpy(model.opt_state[0].count)) == 4
+
+
+def test_divergence_is_exact_whatever_the_steps_per_execution(backend):
+    # JAX runs unguarded and replays the calls since the last sync point, guarded, when a step
+    # was not finite: the weights left must be those of the guarded run, for any split.
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((70, 5)) * 1e3).astype(np.float32)
+    y = rng.integers(0, 3, 70)
+    results = {}
+    for spe in (1, 3, "epoch"):
+        model = mlp()
+        with np.errstate(all="ignore"), pytest.warns(RuntimeWarning, match="at step 5"):
+            history = model.fit(
+                x, y, epochs=3, batch_size=16, optimizer=wf.optimizers.sgd(1e3),
+                steps_per_execution=spe, verbose=0,
+            )  # fmt: skip
+        assert history.epoch == [] and model._steps == 5
+        results[spe] = host(model.params)
+    for spe in (3, "epoch"):
+        for name, value in results[1].items():
+            assert np.isfinite(value).all()
+            np.testing.assert_allclose(results[spe][name], value, rtol=1e-5, err_msg=name)

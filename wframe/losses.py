@@ -16,7 +16,7 @@ from wframe.types import Array
 
 def _one_hot(labels: Array, num_classes: int, dtype) -> Array:
     xp = array_namespace(labels)
-    return xp.astype(labels[:, None] == xp.arange(num_classes)[None, :], dtype)
+    return xp.astype(labels[:, None] == xp.arange(num_classes), dtype)
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,9 @@ class SoftmaxCrossEntropy(Loss):
         s = xp.sum(e, axis=-1, keepdims=True)
         if labels.ndim == 1:  # class indices: each row's labels sum to 1
             onehot = _one_hot(labels, c, logits.dtype)
-            value = -xp.sum(onehot * (shifted - xp.log(s))) / n
-            return value, (e / s - onehot) / n
+            # log-sum-exp minus the label's logit, with the log taken on (n, 1) only.
+            value = (xp.sum(xp.log(s)) - xp.sum(onehot * shifted)) / n
+            return value, (e / s - onehot) * (1 / n)
         value = -xp.sum(labels * (shifted - xp.log(s))) / n
         # Soft labels need not sum to 1, hence the general form p * sum(y) - y.
         grad = (e / s * xp.sum(labels, axis=-1, keepdims=True) - labels) / n

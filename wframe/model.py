@@ -191,6 +191,12 @@ class Sequential(combinators.Sequential):
             self._compiled[key] = fn
         return fn
 
+    def _cached(self, key: tuple, make: Any) -> Any:
+        """``make()`` once per build and backend (the cache ``to_backend`` clears)."""
+        if key not in self._compiled:
+            self._compiled[key] = make()
+        return self._compiled[key]
+
     def _widest(self) -> int:
         """Elements per example of the widest activation (sizes the default inference batch)."""
         if "widest" not in self._compiled:

@@ -75,8 +75,9 @@ def _update_fn(optimizer, backend) -> Callable:
     return update
 
 
-def _core(layer, loss, optimizer, metrics, backend) -> Callable:
-    """``(ts, x, y, key, allowed) -> (ts, value, metric values, ok)`` with the finite guard."""
+def _core(layer, loss, optimizer, metrics, backend, guard: bool = True) -> Callable:
+    """``(ts, x, y, key, allowed) -> (ts, value, metric values, ok)`` with the finite guard
+    (without it, ``ok`` is still computed but a bad step is applied)."""
     grad_fn = make_grad_fn(layer, loss)
     update = _update_fn(optimizer, backend)
     metric_fns = [losses_mod.METRICS[name] for name in metrics]
@@ -96,7 +97,7 @@ def _core(layer, loss, optimizer, metrics, backend) -> Callable:
             params, opt_state = update(ts.params, grads, ts.opt_state)
             return TrainState(params, new_state, opt_state)
 
-        ts = backend.cond(ok, apply, lambda ts: ts, ts)
+        ts = backend.cond(ok, apply, lambda ts: ts, ts) if guard else apply(ts)
         return ts, value, [fn(pred, y) for fn in metric_fns], ok
 
     return core
@@ -140,7 +141,9 @@ def make_eval_step(model, loss, *, metrics: tuple[str, ...] = ()) -> Callable:
     return model.backend.jit(step)
 
 
-def make_runner(model, loss, optimizer, metrics: tuple[str, ...], steps: int) -> Callable:
+def make_runner(
+    model, loss, optimizer, metrics: tuple[str, ...], steps: int, guard: bool = True
+) -> Callable:
     """``run(ts, acc, x, y, order, start, first_step, key0, fresh) -> (ts, acc)``: ``steps``
     train steps on the batches ``order[start : start + steps]`` (rows of example indices),
     gathered on the device, in one compiled call (a ``lax.scan`` on JAX when ``steps > 1``).
@@ -148,16 +151,22 @@ def make_runner(model, loss, optimizer, metrics: tuple[str, ...], steps: int) ->
     ``acc = (sums, bad)``: ``sums`` the size-weighted loss and metrics of the finite steps and
     their example count, ``bad`` the first non-finite step (-1 if none), after which updates are
     skipped. ``fresh`` zeroes ``acc`` first (a new epoch) without a separate device call.
+    ``guard=False`` applies non-finite steps too (``bad`` is still recorded): the fit loop runs
+    that and replays the call guarded only when ``bad`` says so.
     """
     backend = model.backend
-    core = _core(model, loss, optimizer, metrics, backend)
+    core = _core(model, loss, optimizer, metrics, backend, guard)
     stochastic = model.uses_key
     xp = backend.xp
+    x_buffers: dict = {}  # the batch buffers NumPy reuses (per runner: one fit at a time)
+    y_buffers: dict = {}
 
     def one(carry, i, x, y, order, start, first_step, key0):
         ts, (sums, bad) = carry
         idx = xp.take(order, start + i, axis=0)
-        xb, yb = xp.take(x, idx, axis=0), xp.take(y, idx, axis=0)
+        # Into buffers reused from step to step where the backend can (NumPy); nothing holds
+        # a batch past its step.
+        xb, yb = backend.gather(x, idx, x_buffers), backend.gather(y, idx, y_buffers)
         step = first_step + i
         key = None
         if stochastic:
@@ -166,9 +175,10 @@ def make_runner(model, loss, optimizer, metrics: tuple[str, ...], steps: int) ->
         ts, value, values, ok = core(ts, xb, yb, key, bad < 0)
         size = idx.shape[0]
 
-        def add(acc):
-            row = xp.stack([value * size, *(v * size for v in values), value * 0 + size])
-            return acc[0] + xp.astype(row, acc[0].dtype, copy=False), acc[1]
+        def add(acc):  # scalars, not a stacked vector: cheaper on NumPy, the same under jit
+            new = (v * size for v in (value, *values))
+            sums = (a + v for a, v in zip(acc[0][:-1], new, strict=True))
+            return (*sums, acc[0][-1] + size), acc[1]
 
         def skip(acc):  # record the first non-finite step
             return acc[0], xp.where(acc[1] < 0, xp.asarray(step, dtype=xp.int32), acc[1])
@@ -176,18 +186,27 @@ def make_runner(model, loss, optimizer, metrics: tuple[str, ...], steps: int) ->
         return (ts, backend.cond(ok, add, skip, (sums, bad))), None
 
     def run(ts, acc, x, y, order, start, first_step, key0, fresh):
-        acc = backend.cond(fresh, lambda a: (xp.zeros_like(a[0]), xp.full_like(a[1], -1)),
-                           lambda a: a, acc)
+        acc = backend.cond(
+            fresh,
+            lambda a: (tuple(xp.zeros_like(s) for s in a[0]), xp.full_like(a[1], -1)),
+            lambda a: a,
+            acc,
+        )
         if steps == 1:
             return one((ts, acc), 0, x, y, order, start, first_step, key0)[0]
         body = lambda carry, i: one(carry, i, x, y, order, start, first_step, key0)  # noqa: E731
         return backend.scan(body, (ts, acc), xp.arange(steps, dtype=xp.int32))[0]
 
-    return backend.jit(run, donate_argnums=(0, 1))
+    return backend.jit(run, donate_argnums=(0,))
+
+
+def _zero_acc(backend, dtype: str, n: int) -> tuple:
+    xp, dt = backend.xp, backend.dtype(dtype)
+    return tuple(xp.zeros((), dtype=dt) for _ in range(n + 1)), xp.asarray(-1, dtype=xp.int32)
 
 
 def _host_logs(acc: tuple, names: tuple[str, ...]) -> tuple[dict[str, float], int]:
-    sums = to_numpy(acc[0]).tolist()  # one transfer
+    sums = [float(to_numpy(s)) for s in acc[0]]
     count = sums[-1]
     totals = zip(names, sums[:-1], strict=True)
     logs = {name: total / count if count else math.nan for name, total in totals}
@@ -198,7 +217,7 @@ def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, 
         initial_epoch, steps_per_execution) -> History:
     """The loop behind :meth:`wframe.Sequential.fit`; arguments are already checked and ``x``,
     ``y`` (and ``validation = (x_val, y_val)`` or ``None``) are on the model's backend."""
-    backend, xp = model.backend, model.backend.xp
+    backend = model.backend
     loss, optimizer = model.loss, model.optimizer
     metrics = (loss.metric,) if loss.metric else ()
     names = ("loss", *metrics)
@@ -215,13 +234,21 @@ def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, 
     # Owned copies: the steps donate (JAX) or update in place (NumPy) what they are given,
     # and the arrays the user holds must stay valid.
     ts = backend.copy(TrainState(model.params, model.state, model.opt_state))
-    key0 = array_key(model.seed if seed is None else seed, 0, backend)
     shuffle_seed = model.seed if seed is None else seed
-    zeros = xp.zeros((len(names) + 1,), dtype=backend.dtype(model.dtype))
-    acc = (zeros, xp.asarray(-1, dtype=xp.int32))
+    # Neither is donated, so they are made once per model (eager device ops cost ~50 us each).
+    key0 = model._cached(("key0", shuffle_seed), lambda: array_key(shuffle_seed, 0, backend))
+    acc = model._cached(("acc", len(names)), lambda: _zero_acc(backend, model.dtype, len(names)))
     # Only callbacks of the user's may read model.params between epochs: publish copies then.
     publish = bool(callbacks)
-    runners: dict[int, Callable] = {}
+    runners: dict[tuple, Callable] = {}
+    # A step that is not finite must change nothing. NumPy branches on it for free; under jit
+    # that takes a select over the params and optimizer state, which doubles a small step's
+    # cost on XLA:CPU (measured). So JAX runs unguarded and, at each sync point, checks the
+    # first bad step: if there is one, it replays the calls since the last sync point, guarded,
+    # from a copy taken there. Same results, and the copy costs one call per sync point.
+    guard = not backend.has_autodiff
+    checkpoint = None if guard else (backend.copy(ts), acc)
+    pending: list = []
     cb.on_train_begin()
     epoch_logs: dict[str, float] = {}
     for epoch in range(initial_epoch, epochs):
@@ -239,18 +266,28 @@ def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, 
                 chunk, start = rows, done
             else:
                 k, chunk, start = 1, last, 0
-            run = runners.get(k) or runners.setdefault(
-                k, model._compiled_fn("run", loss, optimizer, metrics, k)
+            run = runners.get((k, guard)) or runners.setdefault(
+                (k, guard), model._compiled_fn("run", loss, optimizer, metrics, k, guard)
             )
             cb.batch_begin(done)
-            first = (step0 + done) % 2**31
-            ts, acc = run(ts, acc, x, y, chunk, start, first, key0, done == 0)
+            args = (x, y, chunk, start, (step0 + done) % 2**31, key0, done == 0)
+            ts, acc = run(ts, acc, *args)
+            pending.append((k, args))
             done += k
             now = time.perf_counter()
             batch_logs = None
             if cb.needs_batch_logs or now - synced > 0.1 or done == steps:
                 batch_logs, bad = _host_logs(acc, names)
-                synced = now
+                if bad >= 0 and not guard:  # replay since the checkpoint, guarded: exact
+                    ts, acc = checkpoint
+                    for k_, args_ in pending:
+                        replay = model._compiled_fn("run", loss, optimizer, metrics, k_, True)
+                        ts, acc = replay(ts, acc, *args_)
+                    batch_logs, bad = _host_logs(acc, names)
+                elif not guard:
+                    checkpoint = (backend.copy(ts), acc)
+                pending = []
+                synced, epoch_logs = now, batch_logs
             if bad >= 0:
                 break
             cb.batch_end(done - 1, batch_logs)
@@ -266,7 +303,7 @@ def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, 
             break
         if done < steps:  # stop_training mid-epoch: the epoch is not complete
             break
-        epoch_logs = _host_logs(acc, names)[0]
+        epoch_logs = dict(epoch_logs)  # read with the last batch: done == steps forces it
         if publish and epoch < epochs - 1:  # copies: the next steps consume what they are given
             model._publish(backend.copy(ts))
         model._epochs += 1

@@ -20,6 +20,7 @@ import array_api_compat
 import numpy as _numpy
 
 from wframe.backends.base import Backend
+from wframe.backends.numpy_xp import xp as _numpy_xp
 from wframe.types import Array, Namespace
 
 __all__ = [
@@ -184,7 +185,7 @@ def use_backend(name: str | Backend) -> Iterator[Backend]:
 
 
 # ----------------------------------------------------------------- arrays know their backend
-_namespaces: dict[type, Namespace] = {_numpy.ndarray: _numpy}
+_namespaces: dict[type, Namespace] = {_numpy.ndarray: _numpy_xp}
 _types: dict[type, Backend] = {}
 _generic: dict[int, Backend] = {}
 
@@ -196,8 +197,8 @@ def array_namespace(*arrays: Array) -> Namespace:
         if xp is not None:
             return xp
     xp = array_api_compat.array_namespace(*arrays)
-    if array_api_compat.is_numpy_namespace(xp):  # see NumpyBackend: NumPy itself is the namespace
-        xp = _numpy
+    if array_api_compat.is_numpy_namespace(xp):  # see NumpyBackend: NumPy itself, nearly
+        xp = _numpy_xp
     if len(arrays) == 1:
         _namespaces[type(arrays[0])] = xp
     return xp

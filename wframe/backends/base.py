@@ -54,6 +54,15 @@ class Backend:
         """Copy an array of this backend to a host NumPy array."""
         return np.asarray(a)
 
+    def gather(self, a: Array, idx: Array, buffers: dict | None = None) -> Array:
+        """Rows ``idx`` of ``a`` (``take`` along axis 0).
+
+        ``buffers`` is a dict the caller owns, one per gathered array: a backend may write the
+        rows into a buffer kept there instead of allocating (so the result is overwritten by
+        the next call with the same dict and row count).
+        """
+        return _namespace(a).take(a, idx, axis=0)
+
     def copy(self, tree: Any) -> Any:
         """A copy of every array in ``tree`` (new buffers: the caller owns them)."""
         from wframe.tree import tree_map

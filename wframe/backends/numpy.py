@@ -6,13 +6,24 @@ import numpy
 from numpy.lib.stride_tricks import sliding_window_view
 
 from wframe.backends.base import Backend
+from wframe.backends.numpy_xp import xp as numpy_xp
 
 
 class NumpyBackend(Backend):
-    # NumPy >= 2.1 implements the array API in its main namespace; array_api_compat's wrappers
-    # around it cost up to a microsecond a call, which small models feel.
+    # NumPy >= 2.1 implements the array API in its main namespace (array_api_compat's wrappers
+    # cost up to a microsecond a call, which small models feel); numpy_xp is that namespace with
+    # direct reductions.
     name = "numpy"
-    xp = numpy
+    xp = numpy_xp
+
+    def gather(self, a, idx, buffers=None):
+        if buffers is None or type(a) is not numpy.ndarray:
+            return super().gather(a, idx)
+        key = (len(idx), a.shape[1:], a.dtype)
+        out = buffers.get(key)
+        if out is None:
+            out = buffers[key] = numpy.empty((len(idx), *a.shape[1:]), dtype=a.dtype)
+        return numpy.take(a, idx, axis=0, out=out)
 
     def im2col(self, x, window, strides, padding, dilation, *, fill=0.0):
         # A strided view of every window, copied once in the destination's order: about 5x
