@@ -17,7 +17,7 @@ import numpy as np
 
 from wframe import losses as losses_mod
 from wframe import optimizers as optimizers_mod
-from wframe.backends import Backend, backend_of, to_numpy
+from wframe.backends import Backend, backend_of
 from wframe.callbacks import CallbackList, History, ProgressBar
 from wframe.layers import combinators
 from wframe.random import array_key, fold_in, generator
@@ -205,12 +205,13 @@ def _zero_acc(backend, dtype: str, n: int) -> tuple:
     return tuple(xp.zeros((), dtype=dt) for _ in range(n + 1)), xp.asarray(-1, dtype=xp.int32)
 
 
-def _host_logs(acc: tuple, names: tuple[str, ...]) -> tuple[dict[str, float], int]:
-    sums = [float(to_numpy(s)) for s in acc[0]]
+def _host_logs(backend, acc: tuple, names: tuple[str, ...]) -> tuple[dict[str, float], int]:
+    sums, bad = backend.to_host(acc)  # one transfer on JAX
+    sums = [float(s) for s in sums]
     count = sums[-1]
     totals = zip(names, sums[:-1], strict=True)
     logs = {name: total / count if count else math.nan for name, total in totals}
-    return logs, int(acc[1])
+    return logs, int(bad)
 
 
 def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, callbacks,
@@ -277,13 +278,13 @@ def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, 
             now = time.perf_counter()
             batch_logs = None
             if cb.needs_batch_logs or now - synced > 0.1 or done == steps:
-                batch_logs, bad = _host_logs(acc, names)
+                batch_logs, bad = _host_logs(backend, acc, names)
                 if bad >= 0 and not guard:  # replay since the checkpoint, guarded: exact
                     ts, acc = checkpoint
                     for k_, args_ in pending:
                         replay = model._compiled_fn("run", loss, optimizer, metrics, k_, True)
                         ts, acc = replay(ts, acc, *args_)
-                    batch_logs, bad = _host_logs(acc, names)
+                    batch_logs, bad = _host_logs(backend, acc, names)
                 elif not guard:
                     checkpoint = (backend.copy(ts), acc)
                 pending = []

@@ -69,6 +69,12 @@ class Backend:
 
         return tree_map(lambda a: self.xp.asarray(a, copy=True), tree)
 
+    def to_host(self, tree: Any) -> Any:
+        """Every array of ``tree`` as a NumPy array (one transfer where the backend batches)."""
+        from wframe.tree import tree_map
+
+        return tree_map(self.to_numpy, tree)
+
     def synchronize(self, x: Any = None) -> Any:
         """Block until the computation producing ``x`` (or all queued work) has finished."""
         return x

@@ -50,6 +50,9 @@ class JaxBackend(Backend):
             self._copy = self._jax.jit(lambda t: self._jax.tree.map(lambda a: a.copy(), t))
         return self._copy(tree)
 
+    def to_host(self, tree):
+        return self._jax.device_get(tree)
+
     def synchronize(self, x=None):
         return self._jax.block_until_ready(x) if x is not None else x
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import operator
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,6 +82,18 @@ class Layer:
         if self._takes_vjp:
             return self.forward(params, state, x, train=train, key=key, vjp=vjp)
         return self.forward(params, state, x, train=train, key=key)
+
+    def positive_int(self, what: str, value: Any) -> int:
+        """``value`` as a Python int > 0 (NumPy integers accepted), or a ValueError naming it."""
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            number = operator.index(value)
+        except TypeError:
+            number = None
+        if number is None or number <= 0:
+            raise ValueError(f"{self.label}: {what} must be a positive int, got {value!r}")
+        return number
 
     def expect_rank(self, shape: Shape, rank: int, what: str) -> None:
         """Raise a ``ValueError`` naming the layer unless ``shape`` has ``rank`` axes."""

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from wframe import activations, initializers
 from wframe.backends import array_namespace, backend_of
 from wframe.layers.base import Layer
@@ -25,8 +27,10 @@ def _pair(layer: Layer, what: str, value: Any) -> tuple[int, int]:
     """An int or a pair of ints as a pair of positive ints, or a ValueError naming ``what``."""
     pair = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
     ok = len(pair) == 2 and all(
-        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in pair
     )
+    if ok:
+        pair = tuple(int(v) for v in pair)
     if not ok:
         hint = f"; did you mean padding={value!r}?" if value in _PADDINGS else ""
         raise ValueError(
@@ -103,9 +107,7 @@ class Conv2D(Layer):
     kind = "conv2d"
 
     def __post_init__(self):
-        f = self.filters
-        if not isinstance(f, int) or isinstance(f, bool) or f <= 0:
-            raise ValueError(f"{self.label}: filters must be a positive int, got {f!r}")
+        object.__setattr__(self, "filters", self.positive_int("filters", self.filters))
         object.__setattr__(self, "kernel_size", _pair(self, "kernel_size", self.kernel_size))
         object.__setattr__(self, "strides", _pair(self, "strides", self.strides))
         object.__setattr__(self, "dilation_rate", _pair(self, "dilation_rate", self.dilation_rate))

@@ -30,8 +30,7 @@ class Dense(Layer):
     bias_init: str | Callable = "zeros"
 
     def __post_init__(self):
-        if not isinstance(self.units, int) or isinstance(self.units, bool) or self.units <= 0:
-            raise ValueError(f"{self.label}: units must be a positive int, got {self.units!r}")
+        object.__setattr__(self, "units", self.positive_int("units", self.units))
         # Resolved once (and unknown names fail here, at construction), not on every call.
         object.__setattr__(self, "_activation", activations.get(self.activation, self.label))
         initializers.get(self.kernel_init)

@@ -65,8 +65,7 @@ class _Recurrent(Layer):
         return _WORD_BREAK.sub("_", type(self).__name__).lower()
 
     def __post_init__(self):
-        if not isinstance(self.units, int) or isinstance(self.units, bool) or self.units <= 0:
-            raise ValueError(f"{self.label}: units must be a positive int, got {self.units!r}")
+        object.__setattr__(self, "units", self.positive_int("units", self.units))
         for init in (self.kernel_init, self.recurrent_init, self.bias_init):
             initializers.get(init)  # fail at construction on unknown names
 
