@@ -43,8 +43,24 @@ def tree_map(fn: Callable, tree: Any, *rest: Any) -> Any:
 
 
 def tree_leaves(tree: Any) -> list:
-    """Leaves of ``tree`` in traversal order."""
-    return [leaf for _, leaf in flatten(tree)]
+    """Leaves of ``tree`` in traversal order (no names built: this runs every train step)."""
+    out: list = []
+    _leaves(tree, out)
+    return out
+
+
+def _leaves(tree: Any, out: list) -> None:
+    if isinstance(tree, dict):
+        for v in tree.values():
+            if hasattr(v, "shape"):
+                out.append(v)
+            else:
+                _leaves(v, out)
+    elif isinstance(tree, (tuple, list)):
+        for v in tree:
+            _leaves(v, out)
+    elif tree is not None:
+        out.append(tree)
 
 
 def flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
