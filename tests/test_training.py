@@ -688,3 +688,16 @@ def test_divergence_is_exact_whatever_the_steps_per_execution(backend):
         for name, value in results[1].items():
             assert np.isfinite(value).all()
             np.testing.assert_allclose(results[spe][name], value, rtol=1e-5, err_msg=name)
+
+
+def test_validation_split_holds_out_the_last_rows_as_keras(backend):
+    x, y = blobs(50)
+    split = mlp().fit(x, y, epochs=2, batch_size=8, validation_split=0.2, verbose=0)
+    explicit = mlp().fit(x[:40], y[:40], epochs=2, batch_size=8, validation_data=(x[40:], y[40:]),
+                         verbose=0)  # ceil(50 * 0.8) = 40 rows train, as Keras
+    for key in ("loss", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(split.history[key], explicit.history[key], rtol=1e-6)
+    with pytest.raises(ValueError, match=r"validation_split must be a number in \[0, 1\)"):
+        mlp().fit(x, y, validation_split=1.5, verbose=0)
+    with pytest.raises(ValueError, match="leaves no validation examples"):
+        mlp().fit(x[:3], y[:3], validation_split=0.1, verbose=0)

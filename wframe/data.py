@@ -153,6 +153,25 @@ def pair(data: Any, what: str) -> tuple[Any, Any]:
     return data[0], data[1]
 
 
+def split(x: Any, y: Any, fraction: Any) -> tuple[Any, Any, tuple[Any, Any]]:
+    """``(x_train, y_train, (x_val, y_val))``: the last ``fraction`` of the rows held out, as
+    Keras' ``validation_split`` (``ceil(n * (1 - fraction))`` rows kept for training)."""
+    ok = isinstance(fraction, (int, float, np.floating)) and not isinstance(fraction, bool)
+    if not ok or not 0 <= fraction < 1:
+        raise ValueError(f"fit: validation_split must be a number in [0, 1), got {fraction!r}")
+    x = x if hasattr(x, "shape") else np.asarray(x)
+    y = y if hasattr(y, "shape") else np.asarray(y)
+    n = x.shape[0] if x.ndim else 0
+    cut = math.ceil(n * (1 - float(fraction)))
+    if cut == 0 or cut == n:
+        raise ValueError(
+            f"fit: validation_split={fraction} of {n} examples leaves "
+            f"{'no training' if cut == 0 else 'no validation'} examples; use a larger "
+            "dataset or another fraction"
+        )
+    return x[:cut], y[:cut], (x[cut:], y[cut:])
+
+
 def default_batch(out_elements: int, rows: int) -> int:
     """Rows per inference batch: activations of about 4M elements, between 32 and 4096."""
     size = 2 ** int(math.log2(max(1, 4_000_000 // max(1, out_elements))))

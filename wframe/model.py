@@ -247,12 +247,13 @@ class Sequential(combinators.Sequential):
             training.check_optimizer(tx, self._backend)
         return tx, spec, None
 
-    def predict(self, x: Any, *, batch_size: int | None = None) -> Array:
+    def predict(self, x: Any, *, batch_size: int | None = None, verbose: int = 0) -> Array:
         """Outputs in inference mode, computed in batches, as an array of the model's backend.
 
         Args:
           x: inputs (NumPy or the model's backend); NumPy input moves one batch at a time.
           batch_size: rows per batch; default: as many as keep activations near 4M elements.
+          verbose: accepted as in Keras; nothing is printed.
         """
         size = data.as_int(batch_size, "predict: batch_size", allow_none=True)
         n = _shape_of(x, "x")[0]
@@ -292,9 +293,13 @@ class Sequential(combinators.Sequential):
         return value, reorder(grads, self._params)
 
     def evaluate(
-        self, x: Any, y: Any, *, batch_size: int | None = None, loss: Any = None
+        self, x: Any, y: Any, *, batch_size: int | None = None, loss: Any = None,
+        verbose: int = 0,
     ) -> dict[str, float]:
-        """Mean loss (and accuracy for classification losses) in inference mode, batched."""
+        """Mean loss (and accuracy for classification losses) in inference mode, batched.
+
+        Returns a dict (Keras' ``return_dict=True``); ``verbose`` is accepted and prints nothing.
+        """
         size = data.as_int(batch_size, "evaluate: batch_size", allow_none=True)
         loss = losses_mod.get(loss) if loss is not None else self.loss
         x = self._inputs(x)
@@ -325,6 +330,7 @@ class Sequential(combinators.Sequential):
         optimizer: Any = None,
         loss: Any = None,
         validation_data: tuple[Any, Any] | None = None,
+        validation_split: float = 0.0,
         shuffle: bool = True,
         seed: int | None = None,
         verbose: int = 1,
@@ -345,6 +351,9 @@ class Sequential(combinators.Sequential):
           loss: name or :class:`~wframe.losses.Loss`; default: the compiled one
             (``softmax_cross_entropy``).
           validation_data: ``(x_val, y_val)`` evaluated after each epoch (``val_`` logs).
+          validation_split: a fraction in [0, 1): the last examples of ``x`` and ``y`` (before
+            any shuffle, as Keras) are held out as validation data instead; ignored when
+            ``validation_data`` is given.
           shuffle: reshuffle each epoch; epoch ``e`` of the model's life always gets the same
             permutation (from ``seed``, default the model seed).
           seed: seed of the shuffles and dropout masks.
@@ -374,6 +383,8 @@ class Sequential(combinators.Sequential):
         validation = None if validation_data is None else data.pair(
             validation_data, "fit: validation_data"
         )
+        if validation is None and validation_split:
+            x, y, validation = data.split(x, y, validation_split)
         x = self._inputs(x, finite=True)
         n = x.shape[0]
         if n == 0:
