@@ -218,3 +218,47 @@ def _dict_items(tree: Any, prefix: str = ""):
             yield from _dict_items(v, name)
         else:
             yield name, v
+
+
+def fit_options(*, epochs, batch_size, initial_epoch, seed, steps_per_execution, verbose, shuffle,
+                callbacks) -> dict[str, Any]:
+    """``fit``'s plain arguments checked and normalized (NumPy integers accepted)."""
+    if steps_per_execution != "epoch":
+        steps_per_execution = as_int(
+            steps_per_execution, "fit: steps_per_execution ('epoch' or an int)"
+        )
+    if verbose not in (0, 1, 2, True, False):
+        raise ValueError(f"fit: verbose must be 0, 1 or 2, got {verbose!r}")
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise TypeError(f"fit: shuffle must be True or False, got {shuffle!r}")
+    if callbacks is not None and not isinstance(callbacks, (list, tuple)):
+        callbacks = [callbacks]  # one callback: a list of one (CallbackList checks the type)
+    return {
+        "epochs": as_int(epochs, "fit: epochs", minimum=0),
+        "batch_size": as_int(batch_size, "fit: batch_size"),
+        "initial_epoch": as_int(initial_epoch, "fit: initial_epoch", minimum=0),
+        "seed": as_int(seed, "fit: seed", minimum=0, allow_none=True),
+        "steps_per_execution": steps_per_execution,
+        "verbose": int(verbose),
+        "shuffle": bool(shuffle),
+        "callbacks": callbacks,
+    }
+
+
+def shape_of(x: Any, what: str) -> tuple:
+    """The shape of an array or nested sequence; a ValueError for a scalar."""
+    shape = tuple(x.shape) if hasattr(x, "shape") else tuple(np.shape(x))
+    if not shape:
+        raise ValueError(f"{what} must have a batch axis, got a scalar")
+    return shape
+
+
+def mover(backend: Backend):
+    """``a -> a`` on ``backend`` (copied through the host from any other backend)."""
+
+    def move(a):
+        if hasattr(a, "shape") and backend_of(a) is not backend:
+            return backend.asarray(to_numpy(a))
+        return a
+
+    return move

@@ -18,7 +18,7 @@ import numpy as np
 from wframe import data, training
 from wframe import losses as losses_mod
 from wframe import optimizers as optimizers_mod
-from wframe.backends import Backend, _resolve, backend_of, get_backend, to_numpy, use_backend
+from wframe.backends import Backend, _resolve, get_backend, to_numpy, use_backend
 from wframe.callbacks import History
 from wframe.layers import combinators
 from wframe.random import array_key
@@ -83,7 +83,7 @@ class Sequential(combinators.Sequential):
         with use_backend(backend):
             params, state, out = combinators.Sequential.init(self, self.seed, shape,
                                                              dtype=self.dtype)
-        move = _mover(backend)
+        move = data.mover(backend)
         self._params, self._state = tree_map(move, params), tree_map(move, state)
         self._backend, self._shapes = backend, (shape, tuple(out))
         self._compiled = {}
@@ -161,7 +161,7 @@ class Sequential(combinators.Sequential):
                 self.dtype))), dtype=self.dtype)  # raises if the target lacks the dtype
             if self.optimizer is not None:
                 training.check_optimizer(self.optimizer, target, moving=True)
-            move = _mover(target)
+            move = data.mover(target)
             self._params, self._state = tree_map(move, self._params), tree_map(move, self._state)
             self.opt_state = tree_map(move, self.opt_state)
         self._backend = target
@@ -206,7 +206,7 @@ class Sequential(combinators.Sequential):
 
     def _inputs(self, x: Any, what: str = "x", *, finite: bool = False) -> Array:
         if not self.built:
-            shape = _shape_of(x, what)
+            shape = data.shape_of(x, what)
             if len(shape) < 2:
                 raise ValueError(
                     f"{what} must have a batch axis and at least one feature axis, got shape "
@@ -256,7 +256,7 @@ class Sequential(combinators.Sequential):
           verbose: accepted as in Keras; nothing is printed.
         """
         size = data.as_int(batch_size, "predict: batch_size", allow_none=True)
-        n = _shape_of(x, "x")[0]
+        n = data.shape_of(x, "x")[0]
         if not self.built:
             self._inputs(x[:1] if hasattr(x, "shape") else np.asarray(x)[:1])
         xp = self.backend.xp
@@ -363,21 +363,11 @@ class Sequential(combinators.Sequential):
           steps_per_execution: train steps per compiled call (a ``lax.scan`` on JAX), or
             ``"epoch"`` for the whole epoch.
         """
-        epochs = data.as_int(epochs, "fit: epochs", minimum=0)
-        batch_size = data.as_int(batch_size, "fit: batch_size")
-        initial_epoch = data.as_int(initial_epoch, "fit: initial_epoch", minimum=0)
-        if steps_per_execution != "epoch":
-            steps_per_execution = data.as_int(
-                steps_per_execution, "fit: steps_per_execution ('epoch' or an int)"
-            )
-        if seed is not None:
-            seed = data.as_int(seed, "fit: seed", minimum=0)
-        if verbose not in (0, 1, 2, True, False):
-            raise ValueError(f"fit: verbose must be 0, 1 or 2, got {verbose!r}")
-        if not isinstance(shuffle, (bool, np.bool_)):
-            raise TypeError(f"fit: shuffle must be True or False, got {shuffle!r}")
-        if callbacks is not None and not isinstance(callbacks, (list, tuple)):
-            callbacks = [callbacks]  # one callback: as a list of one (checked by CallbackList)
+        options = data.fit_options(
+            epochs=epochs, batch_size=batch_size, initial_epoch=initial_epoch, seed=seed,
+            steps_per_execution=steps_per_execution, verbose=verbose, shuffle=shuffle,
+            callbacks=callbacks,
+        )  # fmt: skip
         # Everything is checked before anything is committed: a refused fit changes nothing.
         loss = losses_mod.get(loss) if loss is not None else self.loss
         validation = None if validation_data is None else data.pair(
@@ -400,11 +390,7 @@ class Sequential(combinators.Sequential):
             training.check_opt_state(opt_state, self.backend)
         self.loss, self.optimizer, self._optimizer_spec, self.opt_state = loss, tx, spec, opt_state
         training.warn_softmax_with_logits(self, self.loss)
-        self.history = training.fit(
-            self, x, y, epochs=epochs, batch_size=batch_size, validation=validation,
-            shuffle=bool(shuffle), seed=seed, verbose=int(verbose), callbacks=callbacks,
-            initial_epoch=initial_epoch, steps_per_execution=steps_per_execution,
-        )  # fmt: skip
+        self.history = training.fit(self, x, y, validation=validation, **options)
         return self.history
 
     # ----------------------------------------------------------------- reporting
@@ -416,25 +402,3 @@ class Sequential(combinators.Sequential):
         """Print (and return) a table of layers, output shapes and parameter counts."""
         self._require_built()
         return _summary(self, print_fn)
-
-
-def _shape_of(x: Any, what: str) -> tuple:
-    shape = tuple(x.shape) if hasattr(x, "shape") else tuple(_host_shape(x))
-    if not shape:
-        raise ValueError(f"{what} must have a batch axis, got a scalar")
-    return shape
-
-
-def _host_shape(x: Any) -> tuple:
-    return np.shape(x)
-
-
-def _mover(backend: Backend):
-    def move(a):
-        if hasattr(a, "shape") and backend_of(a) is not backend:
-            return backend.asarray(to_numpy(a))
-        return a
-
-    return move
-
-
