@@ -142,7 +142,8 @@ def make_eval_step(model, loss, *, metrics: tuple[str, ...] = ()) -> Callable:
 
 
 def make_runner(
-    model, loss, optimizer, metrics: tuple[str, ...], steps: int, guard: bool = True
+    model, loss, optimizer, metrics: tuple[str, ...], steps: int, guard: bool = True,
+    tail: int = 0,
 ) -> Callable:
     """``run(ts, acc, x, y, order, start, first_step, key0, fresh) -> (ts, acc)``: ``steps``
     train steps on the batches ``order[start : start + steps]`` (rows of example indices),
@@ -152,7 +153,9 @@ def make_runner(
     their example count, ``bad`` the first non-finite step (-1 if none), after which updates are
     skipped. ``fresh`` zeroes ``acc`` first (a new epoch) without a separate device call.
     ``guard=False`` applies non-finite steps too (``bad`` is still recorded): the fit loop runs
-    that and replays the call guarded only when ``bad`` says so.
+    that and replays the call guarded only when ``bad`` says so. With ``tail > 0`` the call is a
+    whole epoch: ``order`` is the flat permutation, cut into ``steps`` full batches and a last
+    batch of ``tail`` examples, all in the one compiled call.
     """
     backend = model.backend
     core = _core(model, loss, optimizer, metrics, backend, guard)
@@ -192,10 +195,19 @@ def make_runner(
             lambda a: a,
             acc,
         )
+        rows, carry = order, (ts, acc)
+        if tail:
+            cut = order.shape[0] - tail
+            last = xp.reshape(order[cut:], (1, tail))
+            rows = xp.reshape(order[:cut], (steps, cut // steps)) if steps else None
         if steps == 1:
-            return one((ts, acc), 0, x, y, order, start, first_step, key0)[0]
-        body = lambda carry, i: one(carry, i, x, y, order, start, first_step, key0)  # noqa: E731
-        return backend.scan(body, (ts, acc), xp.arange(steps, dtype=xp.int32))[0]
+            carry = one(carry, 0, x, y, rows, start, first_step, key0)[0]
+        elif steps:
+            body = lambda c, i: one(c, i, x, y, rows, start, first_step, key0)  # noqa: E731
+            carry = backend.scan(body, carry, xp.arange(steps, dtype=xp.int32))[0]
+        if tail:
+            carry = one(carry, 0, x, y, last, 0, first_step + steps, key0)[0]
+        return carry
 
     return backend.jit(run, donate_argnums=(0,))
 
@@ -256,33 +268,39 @@ def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, 
         life = model._epochs  # the model's own epoch count: it alone picks the permutation
         order = generator(fold_in(shuffle_seed, life)).permutation(n) if shuffle else np.arange(n)
         order = order.astype(np.int32)
-        rows = backend.asarray(order[: full * batch_size].reshape(full, batch_size))
-        last = backend.asarray(order[full * batch_size :].reshape(1, rest)) if rest else None
+        whole = steps_per_execution == "epoch" and rest > 0  # one call, the last batch in it
+        if whole:
+            flat = backend.asarray(order)
+        else:
+            rows = backend.asarray(order[: full * batch_size].reshape(full, batch_size))
+            last = backend.asarray(order[full * batch_size :].reshape(1, rest)) if rest else None
         cb.on_epoch_begin(epoch)
         step0, done, synced = model._steps, 0, time.perf_counter()
         bad = -1
         while done < steps and not model.stop_training:
-            if done < full:
-                k = min(per_call, full - done)
-                chunk, start = rows, done
+            if whole:
+                spec, chunk, start = (full, rest), flat, 0
+            elif done < full:
+                spec, chunk, start = (min(per_call, full - done), 0), rows, done
             else:
-                k, chunk, start = 1, last, 0
-            run = runners.get((k, guard)) or runners.setdefault(
-                (k, guard), model._compiled_fn("run", loss, optimizer, metrics, k, guard)
+                spec, chunk, start = (1, 0), last, 0
+            run = runners.get((spec, guard)) or runners.setdefault(
+                (spec, guard), model._compiled_fn("run", loss, optimizer, metrics, spec[0], guard,
+                                                  spec[1])
             )
             cb.batch_begin(done)
             args = (x, y, chunk, start, (step0 + done) % 2**31, key0, done == 0)
             ts, acc = run(ts, acc, *args)
-            pending.append((k, args))
-            done += k
+            pending.append((spec, args))
+            done += spec[0] + (spec[1] > 0)
             now = time.perf_counter()
             batch_logs = None
             if cb.needs_batch_logs or now - synced > 0.1 or done == steps:
                 batch_logs, bad = _host_logs(backend, acc, names)
                 if bad >= 0 and not guard:  # replay since the checkpoint, guarded: exact
                     ts, acc = checkpoint
-                    for k_, args_ in pending:
-                        replay = model._compiled_fn("run", loss, optimizer, metrics, k_, True)
+                    for (k, tail), args_ in pending:
+                        replay = model._compiled_fn("run", loss, optimizer, metrics, k, True, tail)
                         ts, acc = replay(ts, acc, *args_)
                     batch_logs, bad = _host_logs(backend, acc, names)
                 elif not guard:
