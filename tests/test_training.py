@@ -701,3 +701,11 @@ def test_validation_split_holds_out_the_last_rows_as_keras(backend):
         mlp().fit(x, y, validation_split=1.5, verbose=0)
     with pytest.raises(ValueError, match="leaves no validation examples"):
         mlp().fit(x[:3], y[:3], validation_split=0.1, verbose=0)
+
+
+def test_evaluate_logs_in_keras_order_on_every_backend(backend):
+    x, y = blobs(32)
+    model = mlp()
+    model.fit(x, y, epochs=1, verbose=0)
+    assert list(model.evaluate(x, y)) == ["loss", "accuracy"]
+    assert list(model.history.history) == ["loss", "accuracy"]

@@ -67,8 +67,9 @@ class Sequential(combinators.Sequential):
     def named(self, name):
         if name == self.name:
             return self
-        clone = copy.copy(self)  # a snapshot that shares the arrays, not the training state
+        clone = copy.copy(self)  # a snapshot that shares the arrays, not the compiled state
         object.__setattr__(clone, "name", name)
+        clone._compiled, clone._lock = {}, threading.Lock()
         return clone
 
     # ----------------------------------------------------------------- building and params
@@ -318,7 +319,8 @@ class Sequential(combinators.Sequential):
             logs = step(params, state, x[i : i + size], y[i : i + size])
             part = {k: v * min(size, n - i) for k, v in logs.items()}
             totals = part if totals is None else {k: totals[k] + part[k] for k in part}
-        return {k: float(v) / n for k, v in (totals or {}).items()}
+        names = ("loss", loss.metric) if loss.metric else ("loss",)  # JAX returns sorted keys
+        return {k: float(totals[k]) / n for k in names} if totals else {}
 
     def fit(
         self,
