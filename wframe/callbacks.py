@@ -126,11 +126,15 @@ class ProgressBar(Callback):
             f"epoch {epoch + 1}/{self.params.get('epochs')}: {self._done}/"
             f"{self.params.get('steps')} steps, {seconds:.2f}s - {_fmt(logs or {})}"
         )
-        if self._bar is not None:
-            self._bar.set_postfix_str(_fmt(logs or {}), refresh=False)
-            self._bar.close()
-            self._bar = None
-        print(line, file=self._out(), flush=True)
+        if self._bar is None:
+            print(line, file=self._out(), flush=True)
+            return
+        # On a terminal the finished bar, with the epoch's logs (validation included) as its
+        # postfix, is the epoch's one line.
+        self._bar.update(self._done - self._bar.n)
+        self._bar.set_postfix_str(_fmt(logs or {}), refresh=True)
+        self._bar.close()
+        self._bar = None
 
     def on_train_end(self, logs=None):
         if self._bar is not None:
