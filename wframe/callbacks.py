@@ -114,11 +114,12 @@ class ProgressBar(Callback):
             )
 
     def on_train_batch_end(self, batch, logs=None):
-        done, self._done = batch + 1, batch + 1
-        if self._bar is not None:
-            self._bar.update(done - self._bar.n)
-            if logs:  # logs come with the counter they belong to, so the two agree
-                self._bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
+        self._done = batch + 1
+        if self._bar is not None and logs:
+            # Moved only with fresh logs (read at the refresh interval), so the counter and the
+            # running means it shows always belong to the same batch.
+            self._bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
+            self._bar.update(self._done - self._bar.n)
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self._start
