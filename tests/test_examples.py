@@ -13,7 +13,12 @@ import pytest
 import wframe as wf
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
-TARGETS = {"train_digits.py": 0.95, "cnn_digits.py": 0.97, "rnn_digits.py": 0.93}
+TARGETS = {
+    "train_digits.py": 0.95,
+    "cnn_digits.py": 0.97,
+    "rnn_digits.py": 0.93,
+    "residual_digits.py": 0.95,
+}
 
 
 @pytest.mark.parametrize("backend_name", ["numpy", "jax"])
