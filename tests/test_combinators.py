@@ -86,8 +86,9 @@ def test_hand_written_backprop_matches_jax_grad(jax):
         ours = model.value_and_grad(x.astype(np.float32), y)[1]
     model.to_backend("jax")
     theirs = model.value_and_grad(x.astype(np.float32), y)[1]
-    for (name, a), (_, b) in zip(flatten(ours), flatten(theirs), strict=True):
-        assert_close(a, b, rtol=1e-5, atol=1e-6), name
+    for (name, a), (their_name, b) in zip(flatten(ours), flatten(theirs), strict=True):
+        assert name == their_name  # the same order on both backends
+        assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_shared_layer_has_one_param_set_and_gradients_add(backend):

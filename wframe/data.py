@@ -69,13 +69,11 @@ def input_shape(shape: Any) -> Shape:
 
 def check_finite(a: Any, what: str, dtype: str | None = None) -> None:
     """Refuse NaN or inf in ``a``, and values that overflow ``dtype`` once cast."""
-    xp_kind = "host" if isinstance(a, np.ndarray) else "device"
-    if xp_kind == "host":
-        host = a
-        if not np.issubdtype(host.dtype, np.floating):
+    if isinstance(a, np.ndarray):
+        if not np.issubdtype(a.dtype, np.floating):
             return
-        ok = bool(np.isfinite(host).all())
-        top = float(np.abs(host).max()) if ok and host.size else 0.0
+        ok = bool(np.isfinite(a).all())
+        top = float(np.abs(a).max()) if ok and a.size else 0.0
     else:
         xp = backend_of(a).xp
         if not xp.isdtype(a.dtype, "real floating"):

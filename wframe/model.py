@@ -18,7 +18,7 @@ import numpy as np
 from wframe import data, training
 from wframe import losses as losses_mod
 from wframe import optimizers as optimizers_mod
-from wframe.backends import Backend, _resolve, get_backend, to_numpy, use_backend
+from wframe.backends import Backend, _resolve, get_backend, use_backend
 from wframe.callbacks import History
 from wframe.layers import combinators
 from wframe.random import array_key
@@ -158,8 +158,7 @@ class Sequential(combinators.Sequential):
         """
         target = _resolve(name)
         if self.built and target is not self._backend:
-            target.asarray(to_numpy(self.backend.xp.zeros((1,), dtype=self.backend.dtype(
-                self.dtype))), dtype=self.dtype)  # raises if the target lacks the dtype
+            target.asarray(np.zeros(1, self.dtype), dtype=self.dtype)  # raises if it lacks it
             if self.optimizer is not None:
                 training.check_optimizer(self.optimizer, target, moving=True)
             move = data.mover(target)
@@ -200,10 +199,8 @@ class Sequential(combinators.Sequential):
 
     def _widest(self) -> int:
         """Elements per example of the widest activation (sizes the default inference batch)."""
-        if "widest" not in self._compiled:
-            shapes = [self._shapes[1], *(row[2] for row in layer_rows(self))]
-            self._compiled["widest"] = max(math.prod(s[1:]) for s in shapes)
-        return self._compiled["widest"]
+        shapes = lambda: [self._shapes[1], *(row[2] for row in layer_rows(self))]  # noqa: E731
+        return self._cached(("widest",), lambda: max(math.prod(s[1:]) for s in shapes()))
 
     def _inputs(self, x: Any, what: str = "x", *, finite: bool = False) -> Array:
         if not self.built:
@@ -231,22 +228,20 @@ class Sequential(combinators.Sequential):
     def _choose_optimizer(self, optimizer: Any, *, force: bool = False) -> tuple:
         """``(optimizer, spec, opt_state)`` that ``optimizer`` asks for; commits nothing."""
         current = (self.optimizer, self._optimizer_spec, self.opt_state)
-        if optimizer is None:
-            if self.optimizer is not None:
-                return current
-            optimizer = "adam"
-        if isinstance(optimizer, str):
-            if optimizer.lower() == self._optimizer_spec and not force:
-                return current  # the same named optimizer keeps its state across fit calls
-            tx = optimizers_mod.get(optimizer)
-            spec = optimizer.lower()
+        if optimizer is None and self.optimizer is not None:
+            choice = current
+        elif isinstance(optimizer or "adam", str):
+            name = (optimizer or "adam").lower()
+            # The same named optimizer keeps its state across fit calls.
+            same = name == self._optimizer_spec and not force
+            choice = current if same else (optimizers_mod.get(name), name, None)
         elif optimizer is not self.optimizer or force:
-            tx, spec = optimizers_mod.get(optimizer), None
+            choice = (optimizers_mod.get(optimizer), None, None)
         else:
-            return current
+            choice = current
         if self.built:
-            training.check_optimizer(tx, self._backend)
-        return tx, spec, None
+            training.check_optimizer(choice[0], self._backend)
+        return choice
 
     def predict(self, x: Any, *, batch_size: int | None = None, verbose: int = 0) -> Array:
         """Outputs in inference mode, computed in batches, as an array of the model's backend.
@@ -385,8 +380,7 @@ class Sequential(combinators.Sequential):
         if validation is not None:  # checked and moved once, not at every epoch
             x_val = self._inputs(validation[0], "x_val", finite=True)
             validation = (x_val, self._labels(validation[1], x_val.shape[0], loss, "y_val"))
-        tx, spec, opt_state = self._choose_optimizer(optimizer)
-        training.check_optimizer(tx, self.backend)
+        tx, spec, opt_state = self._choose_optimizer(optimizer)  # built here: checked
         if opt_state is None:
             opt_state = tx.init(self._params)
             training.check_opt_state(opt_state, self.backend)

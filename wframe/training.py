@@ -89,9 +89,8 @@ def _core(layer, loss, optimizer, metrics, backend, guard: bool = True) -> Calla
         # nothing, so the weights left are those of the last finite step.
         total = value + sum(xp.sum(g) for g in tree_leaves(grads))
         ok = xp.isfinite(total) & allowed
-        # On JAX the two branches are computed and selected elementwise. Selecting the
-        # optimizer state costs a small step ~1.5x on XLA:CPU (measured), but keeps a skipped
-        # step exact, as optax.apply_if_finite does, and the same on every backend.
+        # On JAX both branches are computed and selected elementwise (fit runs unguarded and
+        # replays guarded instead, see fit; make_train_step has no later point to replay from).
 
         def apply(ts):
             params, opt_state = update(ts.params, grads, ts.opt_state)
@@ -284,9 +283,8 @@ def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, 
                 spec, chunk, start = (min(per_call, full - done), 0), rows, done
             else:
                 spec, chunk, start = (1, 0), last, 0
-            run = runners.get((spec, guard)) or runners.setdefault(
-                (spec, guard), model._compiled_fn("run", loss, optimizer, metrics, spec[0], guard,
-                                                  spec[1])
+            run = runners.get(spec) or runners.setdefault(
+                spec, model._compiled_fn("run", loss, optimizer, metrics, spec[0], guard, spec[1])
             )
             cb.batch_begin(done)
             args = (x, y, chunk, start, (step0 + done) % 2**31, key0, done == 0)

@@ -211,15 +211,13 @@ def _backend_for_type(a: Array) -> Backend:
         return _instance("jax")
     if array_api_compat.is_cupy_array(a):
         return _instance("cupy")
-    with _lock:
-        for name in list(_REGISTRY):
-            backend = _instances.get(name)
-            if backend is not None and getattr(backend, "array_type", None) is type(a):
-                return backend
-    # Any other array-API array (array_api_strict in the tests): the generic kernels of the
-    # base class on its own namespace.
     xp = array_namespace(a)
     with _lock:
+        for backend in _instances.values():  # a registered third-party backend's arrays
+            if backend.xp is xp:
+                return backend
+        # Any other array-API array (array_api_strict in the tests): the generic kernels of
+        # the base class on its own namespace.
         if id(xp) not in _generic:
             generic = Backend()
             generic.name, generic.xp = getattr(xp, "__name__", "array-api"), xp

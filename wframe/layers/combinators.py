@@ -20,8 +20,23 @@ from wframe.tree import tree_map
 _EMPTY: dict = {}
 
 
-def _add(a: Any, b: Any) -> Any:
-    return tree_map(lambda u, v: u + v, a, b)
+def _accumulate(grads: dict, name: str, g: Any) -> None:
+    """Add ``g`` to ``grads[name]``: a layer used twice gets the sum of its uses' gradients."""
+    if g:
+        grads[name] = tree_map(lambda u, v: u + v, grads[name], g) if name in grads else g
+
+
+def _call(child: Layer, i: int, params, state: dict, x, train: bool, key, vjp: bool):
+    """``child.apply`` on its part of ``params``/``state`` (updated in place in ``state``, a
+    container's own copy) with its key folded from the container's by position ``i``."""
+    k = fold_in(key, i) if key is not None and child.uses_key else None
+    y, s, back = child.apply(
+        params.get(child.name, _EMPTY), state.get(child.name, _EMPTY), x,
+        train=train, key=k, vjp=vjp,
+    )  # fmt: skip
+    if s:
+        state[child.name] = s
+    return y, back
 
 
 def _name_children(owner: str, layers: Any) -> tuple[Layer, ...]:
@@ -115,23 +130,12 @@ class Sequential(Layer):
         return params, state, shape
 
     def forward(self, params, state, x, *, train=False, key=None, vjp=True):
-        new_state = dict(state) if state else state
+        new_state = dict(state)
         backs = []
         for i, layer in enumerate(self.layers):
-            name = layer.name
-            k = fold_in(key, i) if key is not None and layer.uses_key else None
-            x, s, back = layer.apply(
-                params.get(name, _EMPTY),
-                new_state.get(name, _EMPTY),
-                x,
-                train=train,
-                key=k,
-                vjp=vjp,
-            )
-            if s:
-                new_state[name] = s
+            x, back = _call(layer, i, params, new_state, x, train, key, vjp)
             if vjp:
-                backs.append((name, back))
+                backs.append((layer.name, back))
         if not vjp:
             return x, new_state, None
 
@@ -140,8 +144,7 @@ class Sequential(Layer):
             for i in range(len(backs) - 1, -1, -1):
                 name, back = backs[i]
                 dy, g = back(dy, input_grad=input_grad or i > 0)
-                if g:
-                    grads[name] = _add(grads[name], g) if name in grads else g
+                _accumulate(grads, name, g)
             return dy, {name: grads[name] for name in params if name in grads}
 
         return x, new_state, backprop
@@ -255,20 +258,10 @@ class Concatenate(Layer):
         return params, state, out
 
     def forward(self, params, state, x, *, train=False, key=None, vjp=True):
-        new_state = dict(state) if state else state
+        new_state = dict(state)
         ys, backs = [], []
         for i, branch in enumerate(self.branches):
-            k = fold_in(key, i) if key is not None and branch.uses_key else None
-            y, s, back = branch.apply(
-                params.get(branch.name, _EMPTY),
-                new_state.get(branch.name, _EMPTY),
-                x,
-                train=train,
-                key=k,
-                vjp=vjp,
-            )
-            if s:
-                new_state[branch.name] = s
+            y, back = _call(branch, i, params, new_state, x, train, key, vjp)
             ys.append(y)
             backs.append((branch.name, back))
         xp = array_namespace(ys[0])
@@ -288,8 +281,7 @@ class Concatenate(Layer):
                 d, g = back(dy[tuple(index)], input_grad=input_grad)
                 if input_grad:
                     dx = d if dx is None else dx + d
-                if g:
-                    grads[name] = _add(grads[name], g) if name in grads else g
+                _accumulate(grads, name, g)
             return dx, {name: grads[name] for name in params if name in grads}
 
         return y, new_state, backprop
