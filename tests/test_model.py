@@ -228,20 +228,20 @@ def test_to_backend_moves_params_and_optimizer_state():
         model = mlp()
         model.fit(x, y, epochs=2, batch_size=16, optimizer="adam", verbose=0)
         before = model.predict(x)
-        state_class = type(model.opt_state[0])
+        state_class = type(model.opt_state)
         model.to_backend("jax")  # changes no default
         assert wf.get_backend().name == "numpy"
         assert model.backend.name == "jax" and wf.backend_of(model.params["dense_0"]["W"]) is (
             model.backend
         )
         assert_close(model.predict(x), before, rtol=1e-5, atol=1e-6)
-        assert int(wf.to_numpy(model.opt_state[0].count)) == 8
-        assert type(model.opt_state[0]) is state_class  # the same optimizer, the same state
+        assert int(wf.to_numpy(model.opt_state.count)) == 8
+        assert type(model.opt_state) is state_class  # the same optimizer, the same state
         model.fit(x, y, epochs=1, batch_size=16, verbose=0)  # continues the same Adam
-        assert int(wf.to_numpy(model.opt_state[0].count)) == 12
+        assert int(wf.to_numpy(model.opt_state.count)) == 12
         model.to_backend("numpy")
         model.fit(x, y, epochs=1, batch_size=16, verbose=0)  # and back
-        assert int(wf.to_numpy(model.opt_state[0].count)) == 16
+        assert int(wf.to_numpy(model.opt_state.count)) == 16
 
 
 # ---------------------------------------------------------------- errors (messages asserted)

@@ -1,5 +1,6 @@
 """wframe's optimizers against optax (100 float32 steps on NumPy and under jax.jit), state
-interchange and structure, the fused in-place NumPy path, and lookup by name."""
+interchange and structure, the fused in-place NumPy path, hyper-parameters injected in the
+state, and lookup by name."""
 
 from __future__ import annotations
 
@@ -63,8 +64,23 @@ CASES = {
         m.clip_by_global_norm(1.0), m.scale_by_adam(), m.scale_by_learning_rate(1e-2)
     ),
 }
+# inject_hyperparams of each kind: the hyper-parameters live in the state (optax's class differs).
+INJECTED = {
+    "inject_sgd": lambda m: m.inject_hyperparams(m.sgd)(0.1),
+    "inject_sgd_schedule_momentum": lambda m: m.inject_hyperparams(m.sgd)(
+        schedule, momentum=0.9, nesterov=True
+    ),
+    "inject_adam": lambda m: m.inject_hyperparams(m.adam)(1e-2),
+    "inject_adam_schedule_b1": lambda m: m.inject_hyperparams(m.adam)(schedule, b1=0.8),
+    "inject_adamw_schedules_mask": lambda m: m.inject_hyperparams(m.adamw, static_args="mask")(
+        schedule, weight_decay=decay_schedule, mask=matrices
+    ),
+    "inject_rmsprop_centered": lambda m: m.inject_hyperparams(m.rmsprop)(1e-2, centered=True),
+}
+CASES.update(INJECTED)
 NOT_FUSED = {"adam_nesterov", "adam_mu_float16", "sgd_accumulator_float16"}
-FUSED = [c for c in CASES if c.startswith(("sgd", "adam")) and c not in NOT_FUSED]
+FUSED = [c for c in CASES if c.startswith(("sgd", "adam", "inject_sgd", "inject_adam"))
+         and c not in NOT_FUSED]  # fmt: skip
 
 
 def _host_params():
@@ -192,7 +208,7 @@ def test_state_has_the_same_classes_on_numpy_and_jax(case):
     assert _structure(after_numpy) == _structure(after_jax) == _structure(on_numpy)
 
 
-@pytest.mark.parametrize("case", sorted(set(CASES) - {"clip_adam"}))
+@pytest.mark.parametrize("case", sorted(set(CASES) - {"clip_adam", *INJECTED}))
 def test_states_mirror_optax_structure(case):
     ours = CASES[case](opt).init(_host_params())
     theirs = CASES[case](optax).init(tree_map(jnp.asarray, _host_params()))
@@ -298,7 +314,7 @@ def test_fused_state_continues_under_the_pure_path_and_optax(case):
     _close(theirs, expected)
 
 
-@pytest.mark.parametrize("case", ["sgd", "sgd_nesterov", "adam", "adamw_mask"])
+@pytest.mark.parametrize("case", ["sgd", "sgd_nesterov", "adam", "adamw_mask", "inject_adam"])
 def test_fused_updates_in_place(case):
     tx = CASES[case](opt)
     params = tree_map(np.copy, _host_params())
@@ -335,8 +351,10 @@ def test_fused_returns_none_for_other_transformations():
         opt.sgd(0.1, momentum=0.9, accumulator_dtype=np.float64),
         object(),
     ]
+    others += [opt.get("rmsprop"), opt.inject_hyperparams(optax.adam)(1e-2)]
+    others += [opt.inject_hyperparams(opt.adam)(1e-2, nesterov=True)]
     assert [opt.fused(tx) for tx in others] == [None] * len(others)
-    assert callable(opt.fused(opt.get("adam")))
+    assert all(callable(opt.fused(opt.get(name))) for name in ("adam", "adamw", "sgd"))
 
 
 def test_fused_falls_back_to_the_pure_path_on_other_arrays():
@@ -353,6 +371,175 @@ def test_fused_falls_back_to_the_pure_path_on_other_arrays():
     state = tree_map(np.asarray, tx.init(tree_map(jnp.asarray, _host_params())))
     new, new_state = opt.fused(tx)(params, GRADS[0], state)
     assert new is not params and int(state[0].count) == 0 and int(new_state[0].count) == 1
+    _close(params, _host_params(), rtol=0, atol=0)
+
+
+# --- hyper-parameters in the state --------------------------------------------------------------
+
+
+def _leafwise(tree, convert):
+    # Every leaf converted, every container (optax's classes included) kept.
+    return jax.tree_util.tree_map(convert, tree)
+
+
+@pytest.mark.parametrize(
+    "make, scheduled",
+    [
+        (lambda m: m.inject_hyperparams(m.adam)(learning_rate=1e-2), False),
+        (lambda m: m.inject_hyperparams(m.sgd)(schedule, momentum=0.9), True),
+    ],
+    ids=["adam", "sgd_schedule"],
+)
+def test_inject_state_interchanges_with_optax(make, scheduled):
+    h = 4  # steps per stretch
+    expected, _ = _optax_run(make(optax), _host_params(), GRADS[: 2 * h])
+    p_mid, s_mid = _optax_run(make(optax), _host_params(), GRADS[:h])
+    # optax's state -> numpy -> wframe's update (eager, and under jax.jit from the jax state)
+    on_host = _leafwise(s_mid, np.asarray)
+    ours, our_state = _run(make(opt), _leafwise(p_mid, np.asarray), GRADS[h : 2 * h], state=on_host)
+    _close(ours, expected, rtol=1e-6, atol=1e-7)
+    assert type(our_state).__name__ == "InjectStatefulHyperparamsState"  # its class is kept
+    assert int(our_state.count) == 2 * h
+    jitted, _ = _run_jit(make(opt), p_mid, GRADS[h : 2 * h], state=s_mid)
+    _close(jitted, expected, rtol=1e-6, atol=1e-7)
+    # ... and back to optax's update, its schedules' own counts advanced
+    on_jax = _leafwise(our_state, jnp.asarray)
+    third, _ = _optax_run(make(optax), ours, GRADS[2 * h : 3 * h], on_jax)
+    _close(third, _optax_run(make(optax), _host_params(), GRADS[: 3 * h])[0], rtol=1e-6, atol=1e-7)
+    # wframe's own state -> jax -> optax's update (with no schedule: optax's update reads a
+    # schedule's count from its hyperparams_states field, which wframe's state has not)
+    w_mid, ws_mid = _run(make(opt), _host_params(), GRADS[:h])
+    assert type(ws_mid) is opt.InjectHyperparamsState
+    if not scheduled:
+        back, _ = _optax_run(make(optax), w_mid, GRADS[h : 2 * h], _leafwise(ws_mid, jnp.asarray))
+        _close(back, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_inject_stores_hyperparams_in_the_params_dtype():
+    for dtype in (np.float32, np.float64):
+        cast = lambda a, dtype=dtype: a.astype(dtype)  # noqa: E731
+        params = tree_map(cast, _host_params())
+        tx = opt.inject_hyperparams(opt.sgd)(1, momentum=0.5)  # an int: stored as a float
+        state = tx.init(params)
+        assert {k: v.dtype for k, v in state.hyperparams.items()} == {
+            "learning_rate": dtype, "momentum": dtype
+        }  # fmt: skip
+        updates, state = tx.update(tree_map(cast, GRADS[0]), state, params)
+        assert {u.dtype for u in tree_leaves(updates)} == {np.dtype(dtype)}  # no float64 upcast
+        assert {v.dtype for v in state.hyperparams.values()} == {np.dtype(dtype)}
+    mixed = {"a": np.ones(2, np.float16), "b": np.ones(2, np.float32)}
+    assert opt.get("sgd").init(mixed).hyperparams["learning_rate"].dtype == np.float32  # widest
+    given = opt.inject_hyperparams(opt.adam, hyperparam_dtype="float64")(1e-3)
+    assert given.init(_host_params()).hyperparams["learning_rate"].dtype == np.float64
+    # dtypes (types, hence callable) are passed as given, not taken for schedules
+    low = opt.inject_hyperparams(opt.adam)(1e-3, mu_dtype=np.float16).init(_host_params())
+    assert sorted(low.hyperparams) == ["b1", "b2", "eps", "eps_root", "learning_rate"]
+    assert {a.dtype for a in tree_leaves(low.inner_state[0].mu)} == {np.dtype(np.float16)}
+
+
+def test_changed_hyperparam_is_used_without_retracing():
+    tx = opt.get("sgd", momentum=0.9)
+    traces = []
+
+    @jax.jit
+    def step(params, state, g):
+        traces.append(1)
+        updates, state = tx.update(g, state, params)
+        return opt.apply_updates(params, updates), state
+
+    params = tree_map(jnp.asarray, _host_params())
+    state = tx.init(params)
+    params, state = step(params, state, tree_map(jnp.asarray, GRADS[0]))
+    state = opt.set_hyperparam(state, "learning_rate", 0.5)
+    params, state = step(params, state, tree_map(jnp.asarray, GRADS[1]))
+    assert len(traces) == 1
+    # the same two steps with plain SGD at 0.01 then 0.5 (same momentum buffer)
+    manual = _host_params()
+    trace = tree_map(np.zeros_like, manual)
+    for g, lr in ((GRADS[0], 0.01), (GRADS[1], 0.5)):
+        trace = tree_map(lambda t, g_: g_ + np.float32(0.9) * t, trace, g)
+        manual = tree_map(lambda p, t, lr=lr: p - np.float32(lr) * t, manual, trace)
+    _close(params, manual, rtol=1e-6, atol=1e-7)
+
+
+def test_get_and_set_hyperparam(backend):
+    params = tree_map(backend.asarray, _host_params())
+    tx = opt.chain(opt.clip_by_global_norm(10.0), opt.get("adam"))  # found inside a chain
+    state = tx.init(params)
+    assert opt.get_hyperparam(state, "learning_rate") == pytest.approx(1e-3)
+    new = opt.set_hyperparam(state, "learning_rate", 0.25)
+    assert opt.get_hyperparam(new, "learning_rate") == 0.25
+    assert opt.get_hyperparam(state, "learning_rate") == pytest.approx(1e-3)  # functional
+    old_lr, new_lr = state[1].hyperparams["learning_rate"], new[1].hyperparams["learning_rate"]
+    assert new_lr.dtype == old_lr.dtype and type(new_lr) is type(old_lr)
+    assert new[1].inner_state is state[1].inner_state and new[0] is state[0]
+    # the next update uses it: Adam's first step is -lr * sign(g)
+    updates, _ = tx.update(tree_map(backend.asarray, GRADS[0]), new, params)
+    _close(tree_map(backend.to_numpy, updates), tree_map(lambda g: -0.25 * np.sign(g), GRADS[0]))
+
+
+def test_hyperparam_errors_say_how_to_get_one():
+    plain = opt.adam(1e-3).init(_host_params())
+    for call in (
+        lambda: opt.get_hyperparam(plain, "learning_rate"),
+        lambda: opt.set_hyperparam(plain, "learning_rate", 0.1),
+    ):
+        with pytest.raises(ValueError, match="holds no injected hyper-parameters") as info:
+            call()
+        assert "wf.optimizers.inject_hyperparams(wf.optimizers.adam)" in str(info.value)
+        assert 'optimizer="adam"' in str(info.value)
+    with pytest.raises(
+        ValueError,
+        match=r"are \['b1', 'b2', 'eps', 'eps_root', 'learning_rate'\]; received "
+        r"name='momentum'",
+    ):
+        opt.get_hyperparam(opt.get("adam").init(_host_params()), "momentum")
+    with pytest.raises(ValueError, match="static_args must name parameters of adam"):
+        opt.inject_hyperparams(opt.adam, static_args="mask")
+
+
+def test_learning_rate_of_each_kind_of_optimizer():
+    params = _host_params()
+    const = lambda count: 0.5  # noqa: E731
+
+    def after(tx, steps):
+        return tx, _run(tx, params, GRADS[:steps])[1]
+
+    cases = [
+        (after(opt.get("adam"), 2), None, 1e-3),
+        (after(opt.inject_hyperparams(opt.sgd)(schedule), 3), None, schedule(3)),
+        (after(opt.inject_hyperparams(opt.sgd)(schedule), 3), 10, schedule(10)),
+        (after(opt.inject_hyperparams(opt.sgd)(const), 1), None, 0.5),
+        (after(opt.sgd(0.3, momentum=0.9), 2), 7, 0.3),
+        (after(opt.adam(schedule), 4), None, schedule(4)),
+        (after(opt.adamw(schedule), 4), 1, schedule(1)),
+        (after(opt.rmsprop(schedule, momentum=0.9), 2), None, schedule(2)),
+    ]
+    for (tx, state), count, expected in cases:
+        assert opt.learning_rate(tx, state, count) == pytest.approx(expected, rel=1e-6)
+    theirs = optax.inject_hyperparams(optax.sgd)(0.2)
+    state = theirs.init(tree_map(jnp.asarray, params))
+    assert opt.learning_rate(theirs, state) == pytest.approx(0.2)  # from optax's state
+    assert opt.learning_rate(optax.adam(1e-3), optax.adam(1e-3).init(params)) is None
+    hand_made = opt.chain(opt.scale_by_adam(), opt.scale_by_learning_rate(1e-2))
+    assert opt.learning_rate(hand_made, hand_made.init(params)) is None
+
+
+def test_fused_injected_falls_back_to_the_pure_path_on_other_arrays():
+    tx = opt.inject_hyperparams(opt.adam)(schedule)
+    expected, _ = _run(tx, _host_params(), GRADS[:3])
+    params = tree_map(jnp.asarray, _host_params())
+    state = tx.init(params)
+    for g in GRADS[:3]:
+        params, state = opt.fused(tx)(params, tree_map(jnp.asarray, g), state)
+    _close(params, expected)
+    assert int(state.count) == 3 and isinstance(state.count, jax.Array)
+    # a read-only count: nothing is written, the pure path runs
+    params = tree_map(np.copy, _host_params())
+    state = tx.init(params)
+    state.count.flags.writeable = False
+    new, new_state = opt.fused(tx)(params, GRADS[0], state)
+    assert new is not params and int(state.count) == 0 and int(new_state.count) == 1
     _close(params, _host_params(), rtol=0, atol=0)
 
 
@@ -374,6 +561,12 @@ def test_get_by_name_case_insensitive_with_keras_defaults():
     expected = tree_map(lambda x: -0.5 * x / np.sqrt(0.1 * x * x + 1e-8), g)
     _close(_first_update(opt.get("RMSprop", learning_rate=0.5), params), expected)
     assert opt.get("adam").update.__module__.startswith("wframe.optimizers")
+    state = opt.get("adamw", weight_decay=0.5).init(params)
+    assert type(state) is opt.InjectHyperparamsState
+    assert {k: float(v) for k, v in state.hyperparams.items()} == pytest.approx(
+        {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "eps_root": 0.0,
+         "weight_decay": 0.5}
+    )
 
 
 def test_get_passes_transformations_through():

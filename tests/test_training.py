@@ -94,7 +94,7 @@ def test_train_step_jitted_under_jax_retraces_outside_the_with_block(jax):
         inside, inside_logs = same_step(fresh(), x5, y5)  # 5 rows, traced inside
     with wf.use_backend("numpy"):  # ambient numpy: 5 rows force a retrace out here
         outside, outside_logs = step(fresh(), x5, y5)
-        assert step._cache_size() == 2
+        assert step.compiled._cache_size() == 2
     assert wf.backend_of(*(a for _, a in flatten(outside.params))).name == "jax"
     assert float(outside_logs["loss"]) == float(inside_logs["loss"])
     assert_trees_equal(outside.params, inside.params)
@@ -145,19 +145,19 @@ def test_to_backend_inside_a_numpy_block_moves_only_that_model(jax):
         assert run._cache_size() == 2  # full batches and the partial one, traced once each
         model.fit(x, y, epochs=1, batch_size=16, verbose=0)  # a second fit: no new trace
         assert runners(model) == [run] and run._cache_size() == 2
-        assert int(wf.to_numpy(model.opt_state[0].count)) == 4 * 5
+        assert int(wf.to_numpy(model.opt_state.count)) == 4 * 5
         assert wf.get_backend().name == "numpy"
 
         model.to_backend("numpy")
         assert {(type(a), a.dtype) for _, a in flatten(model.params)} == {
             (np.ndarray, np.dtype("float32"))
         }
-        count = model.opt_state[0].count
+        count = model.opt_state.count
         assert type(count) is np.ndarray and count.dtype == np.int32 and int(count) == 20
         mu = [a for name, a in flatten(model.opt_state) if "/mu/" in name]
         assert mu and {(type(a), a.dtype) for a in mu} == {(np.ndarray, np.dtype("float32"))}
         model.fit(x, y, epochs=1, batch_size=16, verbose=0)
-        assert int(model.opt_state[0].count) == 25
+        assert int(model.opt_state.count) == 25
     assert_trees_equal(other.params, other_params)  # untouched throughout
 
 
@@ -178,7 +178,7 @@ def test_float64_model_to_jax_without_x64_raises_before_moving(jax):
         }
         assert model.predict(x).dtype == np.float64  # still usable
         model.fit(x, y, epochs=1, batch_size=16, verbose=0)
-        assert int(model.opt_state[0].count) == 4
+        assert int(model.opt_state.count) == 4
 
 
 # ------------------------------------------------------------------------- 3. optax off JAX
@@ -656,7 +656,7 @@ def test_optimizer_state_and_runners_across_fits(backend):
     named = model.optimizer
     model.fit(x, y, epochs=2, batch_size=16, optimizer="adam", verbose=0)
     assert model.optimizer is named and runners(model) == [run]
-    assert int(wf.to_numpy(model.opt_state[0].count)) == 6  # the same Adam went on counting
+    assert int(wf.to_numpy(model.opt_state.count)) == 6  # the same Adam went on counting
     adam = wf.optimizers.adam(1e-2)  # another object: a new state and a new runner
     model.fit(x, y, epochs=1, batch_size=16, optimizer=adam, verbose=0)
     assert int(wf.to_numpy(model.opt_state[0].count)) == 2

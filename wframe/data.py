@@ -260,3 +260,29 @@ def mover(backend: Backend):
         return a
 
     return move
+
+
+def check_masks(new: Any, params: Any, backend: Backend) -> dict[str, Any]:
+    """Pruning masks checked against ``params`` (names, shapes, values 0/1) and moved to
+    ``backend`` in each param's dtype; ``None`` or ``{}`` gives ``{}``."""
+    if new is None:
+        return {}
+    if not isinstance(new, dict):
+        raise TypeError(
+            f"masks must be a dict {{'dense_0/W': array of 0 and 1}}, got {type(new).__name__}"
+        )
+    flat = dict(_dict_items(params))
+    out = {}
+    for name, mask in new.items():
+        if name not in flat:
+            raise ValueError(f"masks: the model has no param {name!r}; its params are {list(flat)}")
+        ref = flat[name]
+        host = np.asarray(to_numpy(mask) if hasattr(mask, "shape") else mask)
+        if host.shape != tuple(ref.shape):
+            raise ValueError(
+                f"masks: {name!r} must have the param's shape {tuple(ref.shape)}, got {host.shape}"
+            )
+        if not np.isin(host, (0, 1)).all():
+            raise ValueError(f"masks: {name!r} must hold only 0 and 1 (or booleans)")
+        out[name] = backend.asarray(host.astype(str(ref.dtype)))
+    return out

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from wframe import data, training
+from wframe import clipping, data, fitting, training
 from wframe import losses as losses_mod
 from wframe import optimizers as optimizers_mod
 from wframe.backends import Backend, _resolve, get_backend, use_backend
@@ -52,6 +52,7 @@ class Sequential(combinators.Sequential):
         self._optimizer_spec: str | None = None
         self._params: Params | None = None
         self._state: State = {}
+        self._masks: dict[str, Array] | None = None
         self._backend: Backend | None = None
         self._shapes: tuple[Shape, Shape] | None = None
         self._compiled: dict[tuple, Any] = {}
@@ -88,7 +89,7 @@ class Sequential(combinators.Sequential):
         self._params, self._state = tree_map(move, params), tree_map(move, state)
         self._backend, self._shapes = backend, (shape, tuple(out))
         self._compiled = {}
-        self.opt_state = None
+        self.opt_state = self._masks = None
         return self
 
     def init(self, key, in_shape, *, dtype="float32"):
@@ -135,6 +136,17 @@ class Sequential(combinators.Sequential):
         self._require_built()
         self._state = self._validated(new, self._state, "state")
 
+    @property
+    def masks(self) -> dict[str, Array] | None:
+        """Pruning masks ``{"dense_0/W": array of 0 and 1}`` (``None``: none): training keeps
+        the weights where a mask is 0 at exactly zero (see :mod:`wframe.pruning`)."""
+        return self._masks
+
+    @masks.setter
+    def masks(self, new: dict[str, Any] | None) -> None:
+        self._require_built()
+        self._masks = data.check_masks(new, self._params, self._backend) or None
+
     def _validated(self, new: Any, old: Any, what: str) -> Any:
         return reorder(data.check_tree(new, old, what, self._backend), old)
 
@@ -149,6 +161,7 @@ class Sequential(combinators.Sequential):
         self._params = reorder(ts.params, self._params)
         self._state = reorder(ts.state, self._state)
         self.opt_state = reorder(ts.opt_state, self.opt_state)
+        self._masks = ts.masks
 
     def to_backend(self, name: str | Backend) -> Sequential:
         """Move params, state and optimizer state to backend ``name``, keeping their dtypes.
@@ -164,6 +177,7 @@ class Sequential(combinators.Sequential):
             move = data.mover(target)
             self._params, self._state = tree_map(move, self._params), tree_map(move, self._state)
             self.opt_state = tree_map(move, self.opt_state)
+            self._masks = tree_map(move, self._masks)
         self._backend = target
         self._compiled = {}
         return self
@@ -179,7 +193,7 @@ class Sequential(combinators.Sequential):
                 stale = [k for k in self._compiled if k[0] == "run" and k[1:3] != args[:2]]
                 for k in stale:
                     del self._compiled[k]
-                fn = training.make_runner(self, *args)
+                fn = training.make_runner(self, *args[:-1], clip=args[-1])
             elif kind == "eval":
                 fn = training.make_eval_step(self, args[0], metrics=args[1])
             elif kind == "grad":
@@ -269,7 +283,8 @@ class Sequential(combinators.Sequential):
     def value_and_grad(
         self, x: Any, y: Any, *, loss: Any = None, key: Any = None
     ) -> tuple[Array, Grads]:
-        """Mean loss on ``(x, y)`` in training mode and its gradient w.r.t. every param.
+        """Mean loss on ``(x, y)`` in training mode (plus the layers' regularization penalty)
+        and its gradient w.r.t. every param.
 
         Args:
           x, y: inputs and labels.
@@ -285,8 +300,9 @@ class Sequential(combinators.Sequential):
         y = self._labels(y, x.shape[0], loss)
         if key is None and self.uses_key:
             key = array_key(self.seed, self._steps, self.backend)
-        value, grads, _, _ = self._compiled_fn("grad", loss)(self._params, self._state, x, y, key)
-        return value, reorder(grads, self._params)
+        fn = self._compiled_fn("grad", loss)
+        value, grads, _, _, penalty = fn(self._params, self._state, x, y, key)
+        return value + penalty, reorder(grads, self._params)
 
     def evaluate(
         self, x: Any, y: Any, *, batch_size: int | None = None, loss: Any = None,
@@ -334,6 +350,9 @@ class Sequential(combinators.Sequential):
         callbacks: list | None = None,
         initial_epoch: int = 0,
         steps_per_execution: int | str = 1,
+        clipnorm: float | None = None,
+        clipvalue: float | None = None,
+        global_clipnorm: float | None = None,
     ) -> History:
         """Train with mini-batches; returns the :class:`~wframe.callbacks.History`.
 
@@ -359,12 +378,19 @@ class Sequential(combinators.Sequential):
           initial_epoch: the epoch index to start at (for the logs and callbacks).
           steps_per_execution: train steps per compiled call (a ``lax.scan`` on JAX), or
             ``"epoch"`` for the whole epoch.
+          clipnorm, clipvalue, global_clipnorm: clip each parameter's gradient to this L2 norm,
+            each element to ``[-v, v]``, or all gradients together to this global norm (Keras'
+            names; at most one); the pre-clip global norm is logged as ``grad_norm``.
+
+        The logs hold ``loss`` (the data loss), the loss's metric, and ``penalty`` (the
+        layers' regularizers, added to the loss that is differentiated) when there are any.
         """
         options = data.fit_options(
             epochs=epochs, batch_size=batch_size, initial_epoch=initial_epoch, seed=seed,
             steps_per_execution=steps_per_execution, verbose=verbose, shuffle=shuffle,
             callbacks=callbacks,
         )  # fmt: skip
+        clip = clipping.options(clipnorm, clipvalue, global_clipnorm)
         # Everything is checked before anything is committed: a refused fit changes nothing.
         loss = losses_mod.get(loss) if loss is not None else self.loss
         validation = None if validation_data is None else data.pair(
@@ -386,7 +412,7 @@ class Sequential(combinators.Sequential):
             training.check_opt_state(opt_state, self.backend)
         self.loss, self.optimizer, self._optimizer_spec, self.opt_state = loss, tx, spec, opt_state
         training.warn_softmax_with_logits(self, self.loss)
-        self.history = training.fit(self, x, y, validation=validation, **options)
+        self.history = fitting.fit(self, x, y, validation=validation, clip=clip, **options)
         return self.history
 
     # ----------------------------------------------------------------- reporting

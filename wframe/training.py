@@ -1,45 +1,47 @@
-"""Pure train and eval steps, compiled once, and the fit loop that drives them.
+"""Pure train and eval steps, compiled once: the gradient (autodiff or hand-written), the
+regularizers' penalty, pruning masks, gradient clipping, the finite guard and the optimizer.
 
-The model holds the params; this module runs the loop. The backend of every compiled function
-is the backend of the model's arrays, never the ambient one, so a step behaves the same wherever
-it is called or retraced.
+The backend of every compiled function is the backend of the model's arrays, never the ambient
+one, so a step behaves the same wherever it is called or retraced. The loop that drives the
+steps is :mod:`wframe.fitting`.
 """
 
 from __future__ import annotations
 
-import math
-import time
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import numpy as np
-
+from wframe import clipping
 from wframe import losses as losses_mod
 from wframe import optimizers as optimizers_mod
+from wframe import regularizers as regularizers_mod
 from wframe.backends import Backend, backend_of
-from wframe.callbacks import CallbackList, History, ProgressBar
 from wframe.layers import combinators
-from wframe.random import array_key, fold_in, generator
-from wframe.tree import tree_leaves
+from wframe.tree import map_at, tree_leaves
 from wframe.types import Params, State
 
 
 class TrainState(NamedTuple):
-    """Everything a train step updates: the model's params and state, the optimizer's state."""
+    """Everything a train step updates: the model's params and state, the optimizer's state,
+    and the pruning masks it keeps (``{"dense_0/W": 0/1 array}``, ``None`` for none)."""
 
     params: Params
     state: State
     opt_state: Any
+    masks: dict[str, Any] | None = None
 
 
 def make_grad_fn(layer, loss: losses_mod.Loss) -> Callable:
-    """``(params, state, x, y, key) -> (loss, grads, new_state, pred)`` for any backend.
+    """``(params, state, x, y, key) -> (loss, grads, new_state, pred, penalty)`` on any backend.
 
-    The strategy follows the arrays: where their backend has autodiff (JAX) the gradient comes
-    from differentiating ``layer``'s forward (asked for no backprop closures); elsewhere from
-    the chain of hand-written ``backprop`` closures.
+    ``loss`` is the data loss, ``penalty`` the sum of ``layer``'s regularizers (0 without any)
+    and ``grads`` the gradient of their sum. The strategy follows the arrays: where their
+    backend has autodiff (JAX) the gradient comes from differentiating ``layer``'s forward
+    (asked for no backprop closures) plus the penalty; elsewhere from the chain of hand-written
+    ``backprop`` closures plus each penalty's closed-form gradient.
     """
+    terms = regularizers_mod.collect(layer)
 
     def grad_fn(params, state, x, y, key=None):
         backend = backend_of(x)
@@ -47,16 +49,19 @@ def make_grad_fn(layer, loss: losses_mod.Loss) -> Callable:
 
             def objective(p):
                 pred, new_state, _ = layer.apply(p, state, x, train=True, key=key, vjp=False)
-                return loss(pred, y)[0], (new_state, pred)
+                value, penalty = loss(pred, y)[0], regularizers_mod.penalty(p, terms)
+                return value + penalty, (value, penalty, new_state, pred)
 
-            (value, (new_state, pred)), grads = backend.value_and_grad(objective, has_aux=True)(
-                params
-            )
-            return value, grads, new_state, pred
+            (_, aux), grads = backend.value_and_grad(objective, has_aux=True)(params)
+            value, penalty, new_state, pred = aux
+            return value, grads, new_state, pred, penalty
         pred, new_state, backprop = layer.apply(params, state, x, train=True, key=key)
         value, dpred = loss(pred, y)
-        return value, backprop(dpred, input_grad=False)[1], new_state, pred
+        grads = backprop(dpred, input_grad=False)[1]
+        penalty = regularizers_mod.penalty(params, terms)
+        return value, regularizers_mod.add_grads(grads, params, terms), new_state, pred, penalty
 
+    grad_fn.penalized = bool(terms)
     return grad_fn
 
 
@@ -75,57 +80,102 @@ def _update_fn(optimizer, backend) -> Callable:
     return update
 
 
-def _core(layer, loss, optimizer, metrics, backend, guard: bool = True) -> Callable:
-    """``(ts, x, y, key, allowed) -> (ts, value, metric values, ok)`` with the finite guard
-    (without it, ``ok`` is still computed but a bad step is applied)."""
+def log_names(layer, loss: losses_mod.Loss, clip: clipping.Clip | None) -> tuple[str, ...]:
+    """The names a train step logs, in order: loss, its metric, penalty, grad_norm."""
+    extra = ("penalty",) if regularizers_mod.collect(layer) else ()
+    return ("loss", *((loss.metric,) if loss.metric else ()), *extra,
+            *(("grad_norm",) if clip else ()))  # fmt: skip
+
+
+def _masked(tree: Params, masks: dict[str, Any] | None) -> Params:
+    if not masks:
+        return tree
+    return map_at(tree, {name: (lambda a, m=m: a * m) for name, m in masks.items()})
+
+
+def _core(layer, loss, optimizer, metrics, backend, guard: bool = True, clip=None) -> Callable:
+    """``(ts, x, y, key, allowed) -> (ts, value, logged values, ok)`` with the finite guard
+    (without it, ``ok`` is still computed but a bad step is applied). The logged values follow
+    :func:`log_names` after the loss."""
     grad_fn = make_grad_fn(layer, loss)
     update = _update_fn(optimizer, backend)
     metric_fns = [losses_mod.METRICS[name] for name in metrics]
 
     def core(ts, x, y, key, allowed):
         xp = backend.xp
-        value, grads, new_state, pred = grad_fn(ts.params, ts.state, x, y, key)
+        value, grads, new_state, pred, penalty = grad_fn(ts.params, ts.state, x, y, key)
+        # Pruned weights get no gradient, so optimizer moments started at zero stay zero.
+        grads = _masked(grads, ts.masks)
+        logged = [fn(pred, y) for fn in metric_fns]
+        if grad_fn.penalized:
+            logged.append(penalty)
+        if clip is not None:
+            # The norm over the trainable params' gradients (all of them until freezing lands:
+            # the hook is which leaves ``grads`` holds), logged before clipping.
+            norm = clipping.global_norm(grads)
+            grads = clipping.apply(grads, clip, norm)
+            logged.append(norm)
+            total = value + penalty + norm
+        else:
+            total = value + penalty + sum(xp.sum(g) for g in tree_leaves(grads))
         # As optax.apply_if_finite: a step whose loss or gradients are not finite changes
         # nothing, so the weights left are those of the last finite step.
-        total = value + sum(xp.sum(g) for g in tree_leaves(grads))
         ok = xp.isfinite(total) & allowed
         # On JAX both branches are computed and selected elementwise (fit runs unguarded and
-        # replays guarded instead, see fit; make_train_step has no later point to replay from).
+        # replays guarded instead, see fitting; make_train_step has no later point to replay).
 
         def apply(ts):
             params, opt_state = update(ts.params, grads, ts.opt_state)
-            return TrainState(params, new_state, opt_state)
+            return TrainState(_masked(params, ts.masks), new_state, opt_state, ts.masks)
 
         ts = backend.cond(ok, apply, lambda ts: ts, ts) if guard else apply(ts)
-        return ts, value, [fn(pred, y) for fn in metric_fns], ok
+        return ts, value, logged, ok
 
     return core
 
 
-def make_train_step(model, loss: Any, optimizer: Any, *, metrics: tuple[str, ...] = ()):
+def make_train_step(
+    model, loss: Any, optimizer: Any, *, metrics: tuple[str, ...] = (),
+    clipnorm: float | None = None, clipvalue: float | None = None,
+    global_clipnorm: float | None = None,
+):  # fmt: skip
     """A pure ``step(train_state, x, y, key=None) -> (train_state, logs)``, compiled once.
 
     Args:
-      model: a built :class:`~wframe.Sequential` (its backend compiles the step).
+      model: a built :class:`~wframe.Sequential` (its backend compiles the step); its layers'
+        regularizers are added to the loss (``logs["penalty"]``).
       loss: a loss name or :class:`~wframe.losses.Loss`.
       optimizer: an optimizer name or ``(init, update)`` transformation (optax's on JAX).
       metrics: names from :data:`wframe.losses.METRICS` to log next to the loss.
+      clipnorm, clipvalue, global_clipnorm: gradient clipping as in ``fit`` (at most one);
+        ``logs["grad_norm"]`` is the pre-clip global norm.
 
     Returns:
-      The step. ``train_state`` is consumed: donated on JAX, updated in place on NumPy; keep
-      the returned one. A step whose loss or gradients are not finite returns the params
-      unchanged (``logs["loss"]`` shows the bad value).
+      The step. ``train_state`` is consumed (its ``masks`` excepted): donated on JAX, updated
+      in place on NumPy; keep the returned one. Its ``masks`` (a pruned model's
+      ``model.masks``) keep those weights at zero. A step whose loss or gradients are not
+      finite returns the params unchanged (``logs["loss"]`` shows the bad value).
     """
     loss = losses_mod.get(loss)
     optimizer = optimizers_mod.get(optimizer)
+    clip = clipping.options(clipnorm, clipvalue, global_clipnorm)
     backend = model.backend
-    core = _core(model, loss, optimizer, metrics, backend)
+    core = _core(model, loss, optimizer, metrics, backend, clip=clip)
+    names = (*metrics, *log_names(model, loss, clip)[1 + bool(loss.metric) :])
+
+    def pure(train_state, masks, x, y, key):
+        ts, value, values, _ = core(train_state._replace(masks=masks), x, y, key, True)
+        return ts._replace(masks=None), {"loss": value, **dict(zip(names, values, strict=True))}
+
+    compiled = backend.jit(pure, donate_argnums=(0,))
 
     def step(train_state, x, y, key=None):
-        ts, value, values, _ = core(train_state, x, y, key, True)
-        return ts, {"loss": value, **dict(zip(metrics, values, strict=True))}
+        # The masks are read, never donated: they stay the model's.
+        ts, logs = compiled(train_state._replace(masks=None), train_state.masks, x, y, key)
+        return ts._replace(masks=train_state.masks), logs
 
-    return backend.jit(step, donate_argnums=(0,))
+    step.compiled = compiled  # the backend's compiled function (for inspection)
+    return step
 
 
 def make_eval_step(model, loss, *, metrics: tuple[str, ...] = ()) -> Callable:
@@ -142,7 +192,7 @@ def make_eval_step(model, loss, *, metrics: tuple[str, ...] = ()) -> Callable:
 
 def make_runner(
     model, loss, optimizer, metrics: tuple[str, ...], steps: int, guard: bool = True,
-    tail: int = 0,
+    tail: int = 0, clip: clipping.Clip | None = None,
 ) -> Callable:
     """``run(ts, acc, x, y, order, start, first_step, key0, fresh) -> (ts, acc)``: ``steps``
     train steps on the batches ``order[start : start + steps]`` (rows of example indices),
@@ -157,7 +207,7 @@ def make_runner(
     batch of ``tail`` examples, all in the one compiled call.
     """
     backend = model.backend
-    core = _core(model, loss, optimizer, metrics, backend, guard)
+    core = _core(model, loss, optimizer, metrics, backend, guard, clip)
     stochastic = model.uses_key
     xp = backend.xp
     x_buffers: dict = {}  # the batch buffers NumPy reuses (per runner: one fit at a time)
@@ -209,130 +259,6 @@ def make_runner(
         return carry
 
     return backend.jit(run, donate_argnums=(0,))
-
-
-def _zero_acc(backend, dtype: str, n: int) -> tuple:
-    xp, dt = backend.xp, backend.dtype(dtype)
-    return tuple(xp.zeros((), dtype=dt) for _ in range(n + 1)), xp.asarray(-1, dtype=xp.int32)
-
-
-def _host_logs(backend, acc: tuple, names: tuple[str, ...]) -> tuple[dict[str, float], int]:
-    sums, bad = backend.to_host(acc)  # one transfer on JAX
-    sums = [float(s) for s in sums]
-    count = sums[-1]
-    totals = zip(names, sums[:-1], strict=True)
-    logs = {name: total / count if count else math.nan for name, total in totals}
-    return logs, int(bad)
-
-
-def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, callbacks,
-        initial_epoch, steps_per_execution) -> History:
-    """The loop behind :meth:`wframe.Sequential.fit`; arguments are already checked and ``x``,
-    ``y`` (and ``validation = (x_val, y_val)`` or ``None``) are on the model's backend."""
-    backend = model.backend
-    loss, optimizer = model.loss, model.optimizer
-    metrics = (loss.metric,) if loss.metric else ()
-    names = ("loss", *metrics)
-    n = x.shape[0]
-    full, rest = divmod(n, batch_size)
-    steps = full + (rest > 0)
-    per_call = full if steps_per_execution == "epoch" else min(steps_per_execution, full)
-    history = History()
-    cbs = [history, *(callbacks or [])]
-    if verbose:
-        cbs.append(ProgressBar(lines=verbose == 2))
-    cb = CallbackList(cbs, model, {"epochs": epochs, "steps": steps, "verbose": verbose})
-    model.stop_training = False
-    # Owned copies: the steps donate (JAX) or update in place (NumPy) what they are given,
-    # and the arrays the user holds must stay valid.
-    ts = backend.copy(TrainState(model.params, model.state, model.opt_state))
-    shuffle_seed = model.seed if seed is None else seed
-    # Neither is donated, so they are made once per model (eager device ops cost ~50 us each).
-    key0 = model._cached(("key0", shuffle_seed), lambda: array_key(shuffle_seed, 0, backend))
-    acc = model._cached(("acc", len(names)), lambda: _zero_acc(backend, model.dtype, len(names)))
-    # Only callbacks of the user's may read model.params between epochs: publish copies then.
-    publish = bool(callbacks)
-    runners: dict[tuple, Callable] = {}
-    # A step that is not finite must change nothing. NumPy branches on it for free; under jit
-    # that takes a select over the params and optimizer state, which doubles a small step's
-    # cost on XLA:CPU (measured). So JAX runs unguarded and, at each sync point, checks the
-    # first bad step: if there is one, it replays the calls since the last sync point, guarded,
-    # from a copy taken there. Same results, and the copy costs one call per sync point.
-    guard = not backend.has_autodiff
-    checkpoint = None if guard else (backend.copy(ts), acc)
-    pending: list = []
-    cb.on_train_begin()
-    epoch_logs: dict[str, float] = {}
-    for epoch in range(initial_epoch, epochs):
-        life = model._epochs  # the model's own epoch count: it alone picks the permutation
-        order = generator(fold_in(shuffle_seed, life)).permutation(n) if shuffle else np.arange(n)
-        order = order.astype(np.int32)
-        whole = steps_per_execution == "epoch" and rest > 0  # one call, the last batch in it
-        if whole:
-            flat = backend.asarray(order)
-        else:
-            rows = backend.asarray(order[: full * batch_size].reshape(full, batch_size))
-            last = backend.asarray(order[full * batch_size :].reshape(1, rest)) if rest else None
-        cb.on_epoch_begin(epoch)
-        step0, done, synced = model._steps, 0, time.perf_counter()
-        bad = -1
-        while done < steps and not model.stop_training:
-            if whole:
-                spec, chunk, start = (full, rest), flat, 0
-            elif done < full:
-                spec, chunk, start = (min(per_call, full - done), 0), rows, done
-            else:
-                spec, chunk, start = (1, 0), last, 0
-            run = runners.get(spec) or runners.setdefault(
-                spec, model._compiled_fn("run", loss, optimizer, metrics, spec[0], guard, spec[1])
-            )
-            cb.batch_begin(done)
-            args = (x, y, chunk, start, (step0 + done) % 2**31, key0, done == 0)
-            ts, acc = run(ts, acc, *args)
-            pending.append((spec, args))
-            done += spec[0] + (spec[1] > 0)
-            now = time.perf_counter()
-            batch_logs = None
-            if cb.needs_batch_logs or now - synced > 0.1 or done == steps:
-                batch_logs, bad = _host_logs(backend, acc, names)
-                if bad >= 0 and not guard:  # replay since the checkpoint, guarded: exact
-                    ts, acc = checkpoint
-                    for (k, tail), args_ in pending:
-                        replay = model._compiled_fn("run", loss, optimizer, metrics, k, True, tail)
-                        ts, acc = replay(ts, acc, *args_)
-                    batch_logs, bad = _host_logs(backend, acc, names)
-                elif not guard:
-                    checkpoint = (backend.copy(ts), acc)
-                pending = []
-                synced, epoch_logs = now, batch_logs
-            if bad >= 0:
-                break
-            cb.batch_end(done - 1, batch_logs)
-        model._steps = step0 + done
-        if bad >= 0:
-            warnings.warn(
-                f"fit: the loss or gradients became NaN or inf at step {bad + 1} (epoch "
-                f"{epoch + 1}, batch {bad - step0 + 1}); training stopped with the weights of the "
-                f"last finite step. Lower the learning rate, clip gradients or check the data.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            break
-        if done < steps:  # stop_training mid-epoch: the epoch is not complete
-            break
-        epoch_logs = dict(epoch_logs)  # read with the last batch: done == steps forces it
-        if publish and epoch < epochs - 1:  # copies: the next steps consume what they are given
-            model._publish(backend.copy(ts))
-        model._epochs += 1
-        if validation is not None:
-            val = model._evaluate(*validation, loss, max(batch_size, 256), ts.params, ts.state)
-            epoch_logs.update({f"val_{k}": v for k, v in val.items()})
-        cb.on_epoch_end(epoch, epoch_logs)
-        if model.stop_training:
-            break
-    model._publish(ts)
-    cb.on_train_end(epoch_logs)
-    return history
 
 
 def check_optimizer(optimizer: Any, backend: Backend, *, moving: bool = False) -> None:

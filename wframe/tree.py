@@ -80,7 +80,6 @@ def flatten(tree: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
         yield from flatten(v, f"{prefix}/{k}" if prefix else str(k))
 
 
-
 def reorder(tree: Any, like: Any) -> Any:
     """``tree`` with its dicts' keys in the order of ``like``'s (JAX returns sorted dicts)."""
     if isinstance(tree, dict) and isinstance(like, dict):
@@ -90,3 +89,21 @@ def reorder(tree: Any, like: Any) -> Any:
     if isinstance(tree, (tuple, list)) and isinstance(like, (tuple, list)):
         return type(tree)(reorder(t, s) for t, s in zip(tree, like, strict=True))
     return tree
+
+
+def map_at(tree: dict, fns: dict[str, Callable]) -> dict:
+    """``tree`` with ``fns["a/b/W"](leaf)`` at those flat names; only the dicts on the way
+    are copied, every other subtree is shared."""
+    if not fns:
+        return tree
+    out = dict(tree)
+    nested: dict[str, dict[str, Callable]] = {}
+    for name, fn in fns.items():
+        head, _, rest = name.partition("/")
+        if rest:
+            nested.setdefault(head, {})[rest] = fn
+        else:
+            out[head] = fn(out[head])
+    for head, sub in nested.items():
+        out[head] = map_at(out[head], sub)
+    return out

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from wframe import regularizers
 from wframe.types import Array, Key, Params, Shape, State
 
 
@@ -61,6 +62,19 @@ class Layer:
         """``(key, child)`` pairs of a container: ``params[key]`` holds the child's params, or
         ``params`` itself where ``key`` is ``None``; a plain layer has none."""
         return ()
+
+    def param_regularizers(self) -> dict[str, regularizers.Regularizer]:
+        """``{param name: Regularizer}``: the penalties on this layer's own params."""
+        return {}
+
+    def _regularizers(self, **fields: str) -> dict[str, regularizers.Regularizer]:
+        # {param: field}: the regularizers set in those fields, for param_regularizers.
+        return {p: r for p, f in fields.items() if (r := getattr(self, f)) is not None}
+
+    def _resolve_regularizers(self, *fields: str) -> None:
+        # In __post_init__: names become instances, and a bad one fails at construction.
+        for f in fields:
+            object.__setattr__(self, f, regularizers.get(getattr(self, f), f"{self.label}: {f}"))
 
     def init(self, key: Key, in_shape: Shape, *, dtype: str = "float32"):
         raise TypeError(f"{type(self).__name__} does not define init")

@@ -19,6 +19,7 @@ from wframe import activations, initializers
 from wframe.backends import array_namespace, backend_of
 from wframe.layers.base import Layer
 from wframe.random import split
+from wframe.regularizers import Regularizer
 
 _PADDINGS = ("valid", "same")
 
@@ -92,6 +93,8 @@ class Conv2D(Layer):
       use_bias: add the bias vector ``b``.
       kernel_init: initializer of ``W`` (Keras' fans for conv kernels); Glorot uniform.
       bias_init: initializer of ``b``.
+      kernel_regularizer, bias_regularizer: penalties on ``W`` and ``b`` (``"l1"``, ``"l2"``,
+        ``"l1_l2"`` or a :mod:`wframe.regularizers` instance), added to the training loss.
     """
 
     filters: int
@@ -103,6 +106,8 @@ class Conv2D(Layer):
     use_bias: bool = True
     kernel_init: str | Callable = "glorot_uniform"
     bias_init: str | Callable = "zeros"
+    kernel_regularizer: str | Regularizer | None = None
+    bias_regularizer: str | Regularizer | None = None
 
     kind = "conv2d"
 
@@ -115,6 +120,11 @@ class Conv2D(Layer):
         object.__setattr__(self, "_activation", activations.get(self.activation, self.label))
         initializers.get(self.kernel_init)
         initializers.get(self.bias_init)
+        self._resolve_regularizers("kernel_regularizer", "bias_regularizer")
+
+    def param_regularizers(self):
+        bias = {"b": "bias_regularizer"} if self.use_bias else {}
+        return self._regularizers(W="kernel_regularizer", **bias)
 
     def _geometry(self, in_hw):
         return _geometry(

@@ -9,6 +9,7 @@ from wframe import activations, initializers
 from wframe.backends import array_namespace
 from wframe.layers.base import Layer
 from wframe.random import split
+from wframe.regularizers import Regularizer
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class Dense(Layer):
       use_bias: add the bias vector ``b``.
       kernel_init: initializer of ``W`` (name or callable); Glorot uniform as in Keras.
       bias_init: initializer of ``b``.
+      kernel_regularizer, bias_regularizer: penalties on ``W`` and ``b`` (``"l1"``, ``"l2"``,
+        ``"l1_l2"`` or a :mod:`wframe.regularizers` instance), added to the training loss.
     """
 
     units: int
@@ -28,6 +31,8 @@ class Dense(Layer):
     use_bias: bool = True
     kernel_init: str | Callable = "glorot_uniform"
     bias_init: str | Callable = "zeros"
+    kernel_regularizer: str | Regularizer | None = None
+    bias_regularizer: str | Regularizer | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "units", self.positive_int("units", self.units))
@@ -35,6 +40,11 @@ class Dense(Layer):
         object.__setattr__(self, "_activation", activations.get(self.activation, self.label))
         initializers.get(self.kernel_init)
         initializers.get(self.bias_init)
+        self._resolve_regularizers("kernel_regularizer", "bias_regularizer")
+
+    def param_regularizers(self):
+        bias = {"b": "bias_regularizer"} if self.use_bias else {}
+        return self._regularizers(W="kernel_regularizer", **bias)
 
     def init(self, key, in_shape, *, dtype="float32"):
         self.expect_rank(in_shape, 2, "(batch, features)")

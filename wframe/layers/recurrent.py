@@ -23,6 +23,7 @@ from wframe import activations, initializers
 from wframe.backends import array_namespace, backend_of
 from wframe.layers.base import Layer
 from wframe.random import split
+from wframe.regularizers import Regularizer
 from wframe.types import Array, Key, Params, Shape, State
 
 Carry = tuple[Array, ...]
@@ -53,11 +54,16 @@ class _Recurrent(Layer):
     kernel_init: str | Callable = field(default="glorot_uniform", kw_only=True)
     recurrent_init: str | Callable = field(default="orthogonal", kw_only=True)
     bias_init: str | Callable = field(default="zeros", kw_only=True)
+    kernel_regularizer: str | Regularizer | None = field(default=None, kw_only=True)
+    recurrent_regularizer: str | Regularizer | None = field(default=None, kw_only=True)
+    bias_regularizer: str | Regularizer | None = field(default=None, kw_only=True)
 
     #: Gates concatenated in ``W_x``/``W_h``/``b`` (1, 4 or 3).
     gates = 1
     #: Arrays in the carry: ``(h,)``, or ``(h, c)`` for LSTM.
     carry_size = 1
+    #: Bias params besides ``b`` (GRU's ``b_h``), penalized by ``bias_regularizer`` too.
+    _extra_biases = ()
 
     @property
     def kind(self) -> str:
@@ -68,6 +74,13 @@ class _Recurrent(Layer):
         object.__setattr__(self, "units", self.positive_int("units", self.units))
         for init in (self.kernel_init, self.recurrent_init, self.bias_init):
             initializers.get(init)  # fail at construction on unknown names
+        self._resolve_regularizers(
+            "kernel_regularizer", "recurrent_regularizer", "bias_regularizer"
+        )
+
+    def param_regularizers(self):
+        biases = {b: "bias_regularizer" for b in ("b", *self._extra_biases)}
+        return self._regularizers(W_x="kernel_regularizer", W_h="recurrent_regularizer", **biases)
 
     # ----------------------------------------------------------------- params
     def init(self, key: Key, in_shape: Shape, *, dtype: str = "float32"):
@@ -235,6 +248,8 @@ class SimpleRNN(_Recurrent):
       kernel_init: initializer of ``W_x`` (features, units); Glorot uniform as in Keras.
       recurrent_init: initializer of ``W_h`` (units, units); orthogonal as in Keras.
       bias_init: initializer of ``b`` (units,).
+      kernel_regularizer, recurrent_regularizer, bias_regularizer: penalties on ``W_x``,
+        ``W_h`` and the biases (:mod:`wframe.regularizers`), added to the training loss.
 
     ``forward`` also takes ``initial_state=h0`` (batch, units), zeros by default.
     """
@@ -277,6 +292,8 @@ class LSTM(_Recurrent):
       kernel_init: initializer of ``W_x`` (features, 4 * units).
       recurrent_init: initializer of ``W_h`` (units, 4 * units).
       bias_init: initializer of ``b`` (4 * units,).
+      kernel_regularizer, recurrent_regularizer, bias_regularizer: penalties on ``W_x``,
+        ``W_h`` and the biases (:mod:`wframe.regularizers`), added to the training loss.
       unit_forget_bias: set the forget gate's bias to 1 at init (Keras's default), so the cell
         remembers by default early in training.
 
@@ -349,11 +366,14 @@ class GRU(_Recurrent):
       kernel_init: initializer of ``W_x`` (features, 3 * units).
       recurrent_init: initializer of ``W_h`` (units, 3 * units).
       bias_init: initializer of ``b`` and ``b_h`` (3 * units,) each.
+      kernel_regularizer, recurrent_regularizer, bias_regularizer: penalties on ``W_x``,
+        ``W_h`` and the biases (:mod:`wframe.regularizers`), added to the training loss.
 
     ``forward`` also takes ``initial_state=h0`` (batch, units), zeros by default.
     """
 
     gates = 3
+    _extra_biases = ("b_h",)
 
     def _extra_params(self, key, dtype):
         kb_h = split(key, 2)[1]

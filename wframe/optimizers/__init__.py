@@ -35,6 +35,13 @@ from wframe.optimizers.base import Schedule as Schedule
 from wframe.optimizers.fused import _FUSABLE as _FUSABLE
 from wframe.optimizers.fused import _groups as _groups
 from wframe.optimizers.fused import fused
+from wframe.optimizers.inject import (
+    InjectHyperparamsState,
+    get_hyperparam,
+    inject_hyperparams,
+    learning_rate,
+    set_hyperparam,
+)
 from wframe.optimizers.transforms import (
     add_decayed_weights,
     clip_by_global_norm,
@@ -48,10 +55,12 @@ from wframe.optimizers.transforms import (
 )
 
 __all__ = [
-    "AddDecayedWeightsState", "EmptyState", "GradientTransformation", "MaskedState",
-    "ScaleByAdamState", "ScaleByRStdDevState", "ScaleByRmsState", "ScaleByRmsWithCountState",
-    "ScaleByRStdDevWithCountState", "ScaleByScheduleState", "TraceState", "WeightDecaySchedule",
-    "adam", "adamw", "add_decayed_weights", "apply_updates", "chain", "clip_by_global_norm",
-    "fused", "get", "identity", "rmsprop", "scale", "scale_by_adam", "scale_by_learning_rate",
-    "scale_by_rms", "scale_by_schedule", "scale_by_stddev", "sgd", "trace",
+    "AddDecayedWeightsState", "EmptyState", "GradientTransformation", "InjectHyperparamsState",
+    "MaskedState", "ScaleByAdamState", "ScaleByRStdDevState", "ScaleByRmsState",
+    "ScaleByRmsWithCountState", "ScaleByRStdDevWithCountState", "ScaleByScheduleState",
+    "TraceState", "WeightDecaySchedule", "adam", "adamw", "add_decayed_weights", "apply_updates",
+    "chain", "clip_by_global_norm", "fused", "get", "get_hyperparam", "identity",
+    "inject_hyperparams", "learning_rate", "rmsprop", "scale", "scale_by_adam",
+    "scale_by_learning_rate", "scale_by_rms", "scale_by_schedule", "scale_by_stddev",
+    "set_hyperparam", "sgd", "trace",
 ]  # fmt: skip

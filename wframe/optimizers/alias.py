@@ -8,6 +8,7 @@ from typing import Any
 
 from wframe.optimizers.base import GradientTransformation, ScalarOrSchedule, chain, identity
 from wframe.optimizers.fused import _FUSABLE
+from wframe.optimizers.inject import _LEARNING_RATES, inject_hyperparams
 from wframe.optimizers.transforms import (
     add_decayed_weights,
     scale_by_adam,
@@ -39,6 +40,7 @@ def sgd(
     tx = chain(first, scale_by_learning_rate(learning_rate))
     if accumulator_dtype is None:
         _FUSABLE[tx.update] = ("sgd", (learning_rate, momentum, nesterov))
+    _LEARNING_RATES[tx.update] = (learning_rate, 1)
     return tx
 
 
@@ -67,6 +69,7 @@ def adam(
     )
     if mu_dtype is None and not nesterov:
         _FUSABLE[tx.update] = ("adam", (learning_rate, b1, b2, eps, eps_root, None, None))
+    _LEARNING_RATES[tx.update] = (learning_rate, 1)
     return tx
 
 
@@ -100,6 +103,7 @@ def adamw(
     if mu_dtype is None and not nesterov:
         hyper = (learning_rate, b1, b2, eps, eps_root, weight_decay, mask)
         _FUSABLE[tx.update] = ("adam", hyper)
+    _LEARNING_RATES[tx.update] = (learning_rate, 2)
     return tx
 
 
@@ -126,11 +130,13 @@ def rmsprop(
       ``chain(scale_by_rms or scale_by_stddev, scale_by_learning_rate, trace or identity)``.
     """
     scaler = scale_by_stddev if centered else scale_by_rms
-    return chain(
+    tx = chain(
         scaler(decay, eps, initial_scale, eps_in_sqrt, bias_correction),
         scale_by_learning_rate(learning_rate),
         identity() if momentum is None else trace(momentum, nesterov),
     )
+    _LEARNING_RATES[tx.update] = (learning_rate, 1)
+    return tx
 
 
 _FACTORIES = {"adam": adam, "adamw": adamw, "rmsprop": rmsprop, "sgd": sgd}
@@ -140,13 +146,18 @@ _DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "sgd": 0.01}  # as 
 def get(name_or_tx: str | GradientTransformation, **kwargs: Any) -> GradientTransformation:
     """Look up an optimizer by name (with Keras's default learning rates) or pass one through.
 
+    A named optimizer is made with :func:`inject_hyperparams`, so its learning rate (and its
+    other numeric arguments) live in its state, where callbacks such as
+    :class:`~wframe.callbacks.ReduceLROnPlateau` change them, as Keras'
+    ``compile(optimizer="adam")`` allows.
+
     Args:
       name_or_tx: ``"adam"``, ``"adamw"``, ``"rmsprop"`` or ``"sgd"`` (any case), or any object
         with callable ``init`` and ``update`` (e.g. an optax transformation).
-      **kwargs: arguments of the named factory, overriding the defaults.
+      **kwargs: arguments of the named factory (numbers or schedules), overriding the defaults.
 
     Returns:
-      The optimizer.
+      The optimizer: ``inject_hyperparams(factory)(learning_rate=default, **kwargs)`` for a name.
     """
     if isinstance(name_or_tx, str):
         name = name_or_tx.lower()
@@ -155,7 +166,7 @@ def get(name_or_tx: str | GradientTransformation, **kwargs: Any) -> GradientTran
                 f"Unknown optimizer {name_or_tx!r}. Expected one of {sorted(_FACTORIES)}."
             )
         kwargs.setdefault("learning_rate", _DEFAULT_LR[name])
-        return _FACTORIES[name](**kwargs)
+        return inject_hyperparams(_FACTORIES[name])(**kwargs)
     if callable(getattr(name_or_tx, "init", None)) and callable(
         getattr(name_or_tx, "update", None)
     ):

@@ -6,27 +6,35 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from wframe.backends import backend_of
+from wframe.backends import array_namespace, backend_of
 from wframe.optimizers.base import OptState, ScalarOrSchedule, apply_updates
+from wframe.optimizers.inject import _INJECTED, _lookup
 from wframe.tree import tree_map
 from wframe.types import Grads, Params
 
 # update function -> (kind, hyper-parameters) of the transformations fused() can run in place.
 _FUSABLE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# The factories' argument names of each kind's hyper-parameters, in order.
+_NAMES = {
+    "sgd": ("learning_rate", "momentum", "nesterov"),
+    "adam": ("learning_rate", "b1", "b2", "eps", "eps_root", "weight_decay", "mask"),
+}
 
 
 def fused(tx: Any) -> Callable[[Params, Grads, OptState], tuple[Params, OptState]] | None:
     """An in-place ``update`` + :func:`apply_updates` for a transformation made by :func:`sgd`,
-    :func:`adam` or :func:`adamw` (constant or scheduled learning rate and weight decay).
+    :func:`adam` or :func:`adamw` (constant or scheduled learning rate and weight decay), or by
+    :func:`inject_hyperparams` of one of them.
 
     The returned ``apply(params, grads, opt_state) -> (params, opt_state)`` overwrites the
     param and state leaves (and the step counts) and returns the same objects, when the backend
     of the arrays has in-place kernels (NumPy: :meth:`NumpyBackend.fusable` says which arrays
-    qualify). Otherwise it runs ``tx.update`` and :func:`apply_updates` and returns new trees,
-    leaving its inputs untouched. Results equal that pure path to float32 rounding, and the
-    state keeps its structure, classes and dtypes, so either path (or optax) can continue it.
-    The caller must own the buffers (arrays a user still holds are overwritten) and check the
-    gradients first where a step must be skippable: nothing is kept to undo one.
+    qualify); an injected state with a schedule comes back as a new tuple whose scheduled
+    hyper-parameters are new arrays. Otherwise it runs ``tx.update`` and :func:`apply_updates`
+    and returns new trees, leaving its inputs untouched. Results equal that pure path to float32
+    rounding, and the state keeps its structure, classes and dtypes, so either path (or optax)
+    can continue it. The caller must own the buffers (arrays a user still holds are overwritten)
+    and check the gradients first where a step must be skippable: nothing is kept to undo one.
 
     Args:
       tx: any transformation.
@@ -36,61 +44,115 @@ def fused(tx: Any) -> Callable[[Params, Grads, OptState], tuple[Params, OptState
       hand, optax objects, :func:`rmsprop`, ``nesterov`` Adam, a ``mu_dtype`` or
       ``accumulator_dtype``).
     """
-    try:
-        kind, hyper = _FUSABLE[tx.update]
-    except (AttributeError, KeyError, TypeError):
+    update = getattr(tx, "update", None)
+    found = _lookup(_FUSABLE, update)
+    injected = None if found is not None else _lookup(_INJECTED, update)
+    if found is None and injected is None:
         return None
 
     def pure(params, grads, opt_state):
         updates, opt_state = tx.update(grads, opt_state, params)
         return apply_updates(params, updates), opt_state
 
-    if kind == "sgd":
-        learning_rate, momentum, nesterov = hyper
+    if injected is not None:
+        return _injected(injected, pure)
+    kind, hyper = found
+    step = _STEPS[kind]
 
-        def apply(params, grads, opt_state):
-            first, lr_state = opt_state
-            trees = (params, grads) if momentum is None else (params, grads, first.trace)
-            groups = _groups(*trees)
-            backend = _inplace_backend(groups, [lr_state.count] if callable(learning_rate) else [])
-            if backend is None:
-                return pure(params, grads, opt_state)
-            lr = _host_value(backend, learning_rate, lr_state)
-            backend.sgd_inplace(groups, lr, momentum, nesterov)
-            return params, opt_state
-
-        return apply
-
-    learning_rate, b1, b2, eps, eps_root, weight_decay, mask = hyper
-    decoupled = weight_decay is not None  # adamw
-
-    def apply(params, grads, opt_state):  # adam and adamw
-        adam_state, lr_state = opt_state[0], opt_state[-1]
-        wd_state = opt_state[1] if decoupled else None
-        if mask is not None:
-            wd_state = wd_state.inner_state
-        counts = [adam_state.count]
-        if callable(learning_rate):
-            counts.append(lr_state.count)
-        if callable(weight_decay):
-            counts.append(wd_state.count)
-        groups = _groups(params, grads, adam_state.mu, adam_state.nu)
-        backend = _inplace_backend(groups, counts)
-        if backend is None:
+    def apply(params, grads, opt_state):
+        if step(hyper, params, grads, opt_state) is None:
             return pure(params, grads, opt_state)
-        if mask is not None:  # before any write, in case the mask raises
-            keep = [k for _, k in _groups(params, mask(params) if callable(mask) else mask)]
-        lr = _host_value(backend, learning_rate, lr_state)
-        wd = _host_value(backend, weight_decay, wd_state) if decoupled else 0.0
-        args = (backend.increment_inplace(adam_state.count), lr, b1, b2, eps, eps_root)
-        if mask is None:
-            backend.adam_inplace(groups, *args, wd)
-        else:  # masked weight decay: one kernel call with, one without
-            backend.adam_inplace([gr for gr, k in zip(groups, keep, strict=True) if k], *args, wd)
-            backend.adam_inplace([gr for gr, k in zip(groups, keep, strict=True) if not k], *args)
         return params, opt_state
 
     return apply
+
+
+def _injected(info: Any, pure: Callable) -> Callable | None:
+    # The inner transformation's kernel, with the hyper-parameters read on the host each step.
+    placeholders = dict.fromkeys((*info.numeric, *info.schedules), 0.0)
+    found = _lookup(_FUSABLE, info.factory(**info.other, **placeholders).update)
+    if found is None:
+        return None
+    kind, template = found
+    step = _STEPS[kind]
+    # (position in the kernel's hyper-parameters, name) of the stored and the scheduled ones
+    slots = [(i, k) for i, k in enumerate(_NAMES[kind]) if k in info.numeric]
+    timed = [(i, k, info.schedules[k]) for i, k in enumerate(_NAMES[kind]) if k in info.schedules]
+
+    def apply(params, grads, opt_state):
+        count, stored = opt_state.count, opt_state.hyperparams
+        backend = backend_of(count)
+        if not backend.fusable((), (count,)):  # before any host read (a device sync elsewhere)
+            return pure(params, grads, opt_state)
+        hyper = list(template)
+        try:
+            for i, k in slots:
+                hyper[i] = float(stored[k])
+        except KeyError:  # not this optimizer's state: the pure path says so
+            return pure(params, grads, opt_state)
+        scheduled = {}
+        for i, k, schedule in timed:  # in the stored dtype, as the pure path has it
+            value = schedule(count)
+            old = stored.get(k)
+            if hasattr(old, "dtype"):
+                value = array_namespace(count).asarray(value, dtype=old.dtype)
+            scheduled[k], hyper[i] = value, float(value)
+        if step(hyper, params, grads, opt_state.inner_state) is None:
+            return pure(params, grads, opt_state)
+        backend.increment_inplace(count)
+        if scheduled:
+            opt_state = opt_state._replace(hyperparams={**stored, **scheduled})
+        return params, opt_state
+
+    return apply
+
+
+def _sgd(hyper: Any, params, grads, opt_state) -> Any:
+    """SGD's step in place; the backend it ran on, or ``None`` (nothing written) if it cannot."""
+    learning_rate, momentum, nesterov = hyper
+    first, lr_state = opt_state
+    trees = (params, grads) if momentum is None else (params, grads, first.trace)
+    groups = _groups(*trees)
+    counts = [lr_state.count] if callable(learning_rate) else []
+    backend = _inplace_backend(groups, counts)
+    if backend is None:
+        return None
+    lr = _host_value(backend, learning_rate, lr_state)
+    backend.sgd_inplace(groups, lr, momentum, nesterov)
+    return backend
+
+
+def _adam(hyper: Any, params, grads, opt_state) -> Any:
+    """Adam's (and AdamW's) step in place, as :func:`_sgd`."""
+    learning_rate, b1, b2, eps, eps_root, weight_decay, mask = hyper
+    decoupled = weight_decay is not None  # adamw
+    adam_state, lr_state = opt_state[0], opt_state[-1]
+    wd_state = opt_state[1] if decoupled else None
+    if mask is not None:
+        wd_state = wd_state.inner_state
+    counts = [adam_state.count]
+    if callable(learning_rate):
+        counts.append(lr_state.count)
+    if callable(weight_decay):
+        counts.append(wd_state.count)
+    groups = _groups(params, grads, adam_state.mu, adam_state.nu)
+    backend = _inplace_backend(groups, counts)
+    if backend is None:
+        return None
+    if mask is not None:  # before any write, in case the mask raises
+        keep = [k for _, k in _groups(params, mask(params) if callable(mask) else mask)]
+    lr = _host_value(backend, learning_rate, lr_state)
+    wd = _host_value(backend, weight_decay, wd_state) if decoupled else 0.0
+    args = (backend.increment_inplace(adam_state.count), lr, b1, b2, eps, eps_root)
+    if mask is None:
+        backend.adam_inplace(groups, *args, wd)
+    else:  # masked weight decay: one kernel call with, one without
+        backend.adam_inplace([gr for gr, k in zip(groups, keep, strict=True) if k], *args, wd)
+        backend.adam_inplace([gr for gr, k in zip(groups, keep, strict=True) if not k], *args)
+    return backend
+
+
+_STEPS = {"sgd": _sgd, "adam": _adam}
 
 
 def _groups(*trees: Any) -> list:
@@ -107,7 +169,7 @@ def _groups(*trees: Any) -> list:
     return out
 
 
-def _inplace_backend(groups: list[tuple], counts: list) -> Any:
+def _inplace_backend(groups: list[tuple], counts: Any) -> Any:
     # The backend of the arrays if it has in-place kernels and they accept every array, else None.
     if not groups:
         return None

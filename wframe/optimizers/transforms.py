@@ -109,6 +109,9 @@ def scale_by_adam(
       A :class:`GradientTransformation` with :class:`ScaleByAdamState`.
     """
 
+    # The add is skipped for a literal eps_root of 0 only (an injected one is an array).
+    rooted = not (isinstance(eps_root, (int, float)) and eps_root == 0)
+
     def init_fn(params):
         mu, nu = _zeros_like(params, mu_dtype), _zeros_like(params)
         return ScaleByAdamState(count=_zero_count(params), mu=mu, nu=nu)
@@ -136,7 +139,7 @@ def scale_by_adam(
         def scaled(g, m, v):
             eps_t, root_t, *m_scales = get(m.dtype)
             xp = array_namespace(v)
-            den = xp.sqrt(v + root_t if eps_root else v) + eps_t
+            den = xp.sqrt(v + root_t if rooted else v) + eps_t
             num = m_scales[0] * m + m_scales[1] * g if nesterov else m_scales[0] * m
             return num / den
 

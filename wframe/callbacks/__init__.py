@@ -1,0 +1,40 @@
+"""Callbacks: code that ``fit`` calls at the start and end of training, epochs and batches.
+
+The hook names and signatures are Keras': ``on_epoch_end(self, epoch, logs=None)`` and so on;
+``self.model`` is the model being trained, and setting ``self.model.stop_training = True`` ends
+``fit`` after the current batch. Logs hold host floats. Per-batch logs cost a device sync on JAX,
+so ``fit`` reads them at every batch only when some callback overrides a batch hook
+(:attr:`Callback.needs_batch_logs`); otherwise it reads the running losses at the progress bar's
+refresh interval and at the end of each epoch.
+
+Between epochs callbacks may assign ``self.model.params``, ``state`` and ``opt_state`` (the
+model's current arrays at that point), and training goes on with what they assigned; those with
+:attr:`Callback.needs_weights` may do so after each batch too. That is how
+:class:`EarlyStopping` restores the best weights and how :class:`ReduceLROnPlateau` and
+:class:`LearningRateScheduler` change a learning rate kept in the optimizer state
+(:func:`wframe.optimizers.inject_hyperparams`; an optimizer given by name has one).
+
+One module per callback, as Keras': ``base`` (:class:`Callback`), ``callback_list``,
+``history``, ``progress``, ``terminate_on_nan``, ``monitor`` (what the two monitoring callbacks
+share), ``early_stopping``, ``reduce_lr_on_plateau``, ``learning_rate_scheduler``,
+``learning_rate_monitor``, ``csv_logger`` and ``lambda_callback``.
+"""
+
+from wframe.callbacks.base import Callback, Logs
+from wframe.callbacks.callback_list import CallbackList
+from wframe.callbacks.csv_logger import CSVLogger
+from wframe.callbacks.early_stopping import EarlyStopping
+from wframe.callbacks.history import History
+from wframe.callbacks.lambda_callback import LambdaCallback
+from wframe.callbacks.learning_rate_monitor import LearningRateMonitor
+from wframe.callbacks.learning_rate_scheduler import LearningRateScheduler
+from wframe.callbacks.monitor import MonitorCallback
+from wframe.callbacks.progress import ProgressBar
+from wframe.callbacks.reduce_lr_on_plateau import ReduceLROnPlateau
+from wframe.callbacks.terminate_on_nan import TerminateOnNaN
+
+__all__ = [
+    "CSVLogger", "Callback", "CallbackList", "EarlyStopping", "History", "LambdaCallback",
+    "LearningRateMonitor", "LearningRateScheduler", "Logs", "MonitorCallback", "ProgressBar",
+    "ReduceLROnPlateau", "TerminateOnNaN",
+]  # fmt: skip

@@ -1,0 +1,60 @@
+"""The :class:`Callback` base class: every hook Keras' ``fit`` calls, doing nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Logs = dict[str, float]
+
+
+class Callback:
+    """Base class: every hook does nothing; override the ones you need.
+
+    ``self.model`` is the model being trained and ``self.params`` holds ``epochs``, ``steps``
+    and ``verbose``. Between epochs (``on_epoch_begin``, ``on_epoch_end``) a callback may read
+    ``self.model.params``, ``state`` and ``opt_state`` (the current arrays) and assign new ones,
+    which training goes on with; ``self.model.optimizer`` is the optimizer, and
+    ``self.model.backend.copy(tree)`` makes an owned copy of arrays to keep.
+    """
+
+    model: Any = None
+    params: dict[str, Any] = {}
+    #: True for a callback that reads or assigns the model's arrays in ``on_train_batch_end``:
+    #: ``fit`` then publishes its live arrays to the model before each of those hooks (they are
+    #: training buffers: copy what you keep) and goes on with whatever the hooks assigned. It
+    #: costs a sync per call, so it is off by default.
+    needs_weights: bool = False
+
+    @property
+    def needs_batch_logs(self) -> bool:
+        """True when a batch hook is overridden: ``fit`` then syncs and reads logs every batch."""
+        return _overrides(
+            self, "on_train_batch_end", "on_batch_end", "on_train_batch_begin", "on_batch_begin"
+        )
+
+    def set_model(self, model: Any) -> None:
+        self.model = model
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        self.params = params
+
+    def on_train_begin(self, logs: Logs | None = None) -> None: ...
+    def on_train_end(self, logs: Logs | None = None) -> None: ...
+    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None: ...
+    def on_batch_begin(self, batch: int, logs: Logs | None = None) -> None: ...
+    def on_batch_end(self, batch: int, logs: Logs | None = None) -> None: ...
+
+    def on_train_batch_begin(self, batch: int, logs: Logs | None = None) -> None:
+        self.on_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch: int, logs: Logs | None = None) -> None:
+        self.on_batch_end(batch, logs)
+
+
+def _overrides(cb: Callback, *hooks: str) -> bool:
+    # A hook overridden in a subclass or set on the instance (LambdaCallback).
+    return any(
+        getattr(getattr(cb, hook), "__func__", None) is not getattr(Callback, hook)
+        for hook in hooks
+    )

@@ -1,0 +1,181 @@
+"""The fit loop: it drives the compiled runners of :mod:`wframe.training` over the epochs,
+reads the logs at sync points, replays a non-finite stretch guarded, and calls the callbacks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+
+from wframe.callbacks import CallbackList, History, ProgressBar
+from wframe.random import array_key, fold_in, generator
+from wframe.training import TrainState, log_names
+
+
+def _zero_acc(backend, dtype: str, n: int) -> tuple:
+    xp, dt = backend.xp, backend.dtype(dtype)
+    return tuple(xp.zeros((), dtype=dt) for _ in range(n + 1)), xp.asarray(-1, dtype=xp.int32)
+
+
+def _host_logs(backend, acc: tuple, names: tuple[str, ...]) -> tuple[dict[str, float], int]:
+    sums, bad = backend.to_host(acc)  # one transfer on JAX
+    sums = [float(s) for s in sums]
+    count = sums[-1]
+    totals = zip(names, sums[:-1], strict=True)
+    logs = {name: total / count if count else math.nan for name, total in totals}
+    return logs, int(bad)
+
+
+def _owned(model, backend) -> TrainState:
+    # Copies: the steps donate (JAX) or update in place (NumPy) what they are given, and the
+    # arrays the user (or a callback) holds must stay valid.
+    return backend.copy(TrainState(model.params, model.state, model.opt_state, model.masks))
+
+
+def _arrays(model) -> tuple:
+    return model._params, model._state, model.opt_state, model._masks
+
+
+def _changed(model, seen: tuple) -> bool:
+    """Whether a callback assigned the model's params, state, optimizer state or masks."""
+    return any(a is not b for a, b in zip(_arrays(model), seen, strict=True))
+
+
+def _resume(model, backend, guard: bool, acc: tuple) -> tuple:
+    """``(ts, checkpoint, seen)`` from the arrays a callback assigned to the model (copied)."""
+    ts = _owned(model, backend)
+    return ts, (None if guard else (backend.copy(ts), acc)), _arrays(model)
+
+
+def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, callbacks,
+        initial_epoch, steps_per_execution, clip=None) -> History:
+    """The loop behind :meth:`wframe.Sequential.fit`; arguments are already checked and ``x``,
+    ``y`` (and ``validation = (x_val, y_val)`` or ``None``) are on the model's backend.
+
+    Callbacks see the model's current arrays in ``on_epoch_end`` (and, for those with
+    ``needs_weights``, in ``on_train_batch_end``: the live training buffers), and whatever they
+    assign to ``model.params``/``state``/``opt_state``/``masks`` there is what training goes on
+    with.
+    """
+    backend = model.backend
+    loss, optimizer = model.loss, model.optimizer
+    metrics = (loss.metric,) if loss.metric else ()
+    names = log_names(model, loss, clip)
+    n = x.shape[0]
+    full, rest = divmod(n, batch_size)
+    steps = full + (rest > 0)
+    per_call = full if steps_per_execution == "epoch" else min(steps_per_execution, full)
+    history = History()
+    cbs = [history, *(callbacks or [])]
+    if verbose:
+        cbs.append(ProgressBar(lines=verbose == 2))
+    cb = CallbackList(cbs, model, {"epochs": epochs, "steps": steps, "verbose": verbose})
+    model.stop_training = False
+    cb.on_train_begin()  # before the arrays are taken: a callback may set them up here
+    ts = _owned(model, backend)
+    seen = _arrays(model)
+    weights = any(getattr(c, "needs_weights", False) for c in cbs)
+    each_batch = cb.needs_batch_logs or weights
+    shuffle_seed = model.seed if seed is None else seed
+    # Neither is donated, so they are made once per model (eager device ops cost ~50 us each).
+    key0 = model._cached(("key0", shuffle_seed), lambda: array_key(shuffle_seed, 0, backend))
+    acc = model._cached(("acc", len(names)), lambda: _zero_acc(backend, model.dtype, len(names)))
+    # Only callbacks of the user's may read model.params between epochs: publish copies then.
+    publish = bool(callbacks)
+    runners: dict[tuple, Callable] = {}
+
+    def runner(steps: int, tail: int, guarded: bool) -> Callable:
+        return model._compiled_fn("run", loss, optimizer, metrics, steps, guarded, tail, clip)
+
+    # A step that is not finite must change nothing. NumPy branches on it for free; under jit
+    # that takes a select over the params and optimizer state, which doubles a small step's
+    # cost on XLA:CPU (measured). So JAX runs unguarded and, at each sync point, checks the
+    # first bad step: if there is one, it replays the calls since the last sync point, guarded,
+    # from a copy taken there. Same results, and the copy costs one call per sync point.
+    guard = not backend.has_autodiff
+    checkpoint = None if guard else (backend.copy(ts), acc)
+    pending: list = []
+    epoch_logs: dict[str, float] = {}
+    for epoch in range(initial_epoch, epochs):
+        life = model._epochs  # the model's own epoch count: it alone picks the permutation
+        order = generator(fold_in(shuffle_seed, life)).permutation(n) if shuffle else np.arange(n)
+        order = order.astype(np.int32)
+        whole = steps_per_execution == "epoch" and rest > 0  # one call, the last batch in it
+        if whole:
+            flat = backend.asarray(order)
+        else:
+            rows = backend.asarray(order[: full * batch_size].reshape(full, batch_size))
+            last = backend.asarray(order[full * batch_size :].reshape(1, rest)) if rest else None
+        cb.on_epoch_begin(epoch)
+        if publish and _changed(model, seen):  # e.g. a new learning rate: go on with it
+            ts, checkpoint, seen = _resume(model, backend, guard, acc)
+        step0, done, synced = model._steps, 0, time.perf_counter()
+        bad = -1
+        while done < steps and not model.stop_training:
+            if whole:
+                spec, chunk, start = (full, rest), flat, 0
+            elif done < full:
+                spec, chunk, start = (min(per_call, full - done), 0), rows, done
+            else:
+                spec, chunk, start = (1, 0), last, 0
+            run = runners.get(spec) or runners.setdefault(spec, runner(*spec, guard))
+            cb.batch_begin(done)
+            args = (x, y, chunk, start, (step0 + done) % 2**31, key0, done == 0)
+            ts, acc = run(ts, acc, *args)
+            pending.append((spec, args))
+            done += spec[0] + (spec[1] > 0)
+            now = time.perf_counter()
+            batch_logs = None
+            if each_batch or now - synced > 0.1 or done == steps:
+                batch_logs, bad = _host_logs(backend, acc, names)
+                if bad >= 0 and not guard:  # replay since the checkpoint, guarded: exact
+                    ts, acc = checkpoint
+                    for (k, tail), args_ in pending:
+                        ts, acc = runner(k, tail, True)(ts, acc, *args_)
+                    batch_logs, bad = _host_logs(backend, acc, names)
+                elif not guard:
+                    checkpoint = (backend.copy(ts), acc)
+                pending = []
+                synced, epoch_logs = now, batch_logs
+            if bad >= 0:
+                break
+            if weights:  # the live buffers: a callback that keeps them must copy them
+                model._publish(ts)
+                seen = _arrays(model)
+            cb.batch_end(done - 1, batch_logs)
+            if weights and _changed(model, seen):
+                ts, checkpoint, seen = _resume(model, backend, guard, acc)
+        model._steps = step0 + done
+        if bad >= 0:
+            warnings.warn(
+                f"fit: the loss or gradients became NaN or inf at step {bad + 1} (epoch "
+                f"{epoch + 1}, batch {bad - step0 + 1}); training stopped with the weights of the "
+                f"last finite step. Lower the learning rate, clip gradients or check the data.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            break
+        if done < steps:  # stop_training mid-epoch: the epoch is not complete
+            break
+        epoch_logs = dict(epoch_logs)  # read with the last batch: done == steps forces it
+        if publish:  # copies: the next steps consume what they are given
+            model._publish(backend.copy(ts))
+            seen = _arrays(model)
+        model._epochs += 1
+        if validation is not None:
+            val = model._evaluate(*validation, loss, max(batch_size, 256), ts.params, ts.state)
+            epoch_logs.update({f"val_{k}": v for k, v in val.items()})
+        cb.on_epoch_end(epoch, epoch_logs)
+        if publish and _changed(model, seen):  # a callback set new arrays: go on with them
+            ts, checkpoint, seen = _resume(model, backend, guard, acc)
+        if model.stop_training:
+            break
+    model._publish(ts)
+    cb.on_train_end(epoch_logs)
+    return history
+
+
