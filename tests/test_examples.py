@@ -39,3 +39,56 @@ def test_example_reaches_its_accuracy(script, backend_name):
     match = re.search(rf"backend {backend_name}: test accuracy (\S+)", out.stdout)
     assert match, out.stdout
     assert float(match.group(1)) >= TARGETS[script]
+
+
+def _run_quick(script: str, backend_name: str) -> str:
+    """Run a claim-measuring example with ``--quick --seeds 1``; its stdout."""
+    pytest.importorskip("sklearn")
+    if backend_name not in wf.available():
+        pytest.skip(f"backend {backend_name!r} unavailable")
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), "--quick", "--seeds", "1"],
+        env={**os.environ, "WFRAME_BACKEND": backend_name},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"^\|:-+\|", out.stdout, re.MULTILINE), out.stdout  # a Markdown table
+    assert re.search(r'^- ".+": (holds|does not hold): ', out.stdout, re.MULTILINE), out.stdout
+    return out.stdout
+
+
+def _cells(stdout: str, *first: str) -> list[str]:
+    """The cells of the first table row whose leading cells are ``first``."""
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[: len(first)] == list(first):
+            return cells
+    raise AssertionError(f"no table row starting with {first} in:\n{stdout}")
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "jax"])
+def test_regularization_example_overfits_without_regularization(backend_name):
+    stdout = _run_quick("regularization_digits.py", backend_name)
+    gap = float(_cells(stdout, "none")[3].split()[0])  # train-test accuracy gap
+    assert gap > 0, stdout
+    assert stdout.count('\n- "') == 2, stdout  # a verdict per claim
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "jax"])
+def test_schedules_example_trains(backend_name):
+    stdout = _run_quick("schedules_digits.py", backend_name)
+    best = float(_cells(stdout, "Adam 1e-3")[3].split()[0])  # best validation accuracy
+    assert best > 0.9, stdout
+    assert stdout.count('\n- "') == 3, stdout
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "jax"])
+def test_prune_example_keeps_accuracy_at_half_sparsity(backend_name):
+    stdout = _run_quick("prune_digits.py", backend_name)
+    row = _cells(stdout, "MLP")  # the first MLP row: 50% sparsity
+    assert row[2] == "50%", stdout
+    assert float(row[6].split()[0]) > 0.8, stdout  # one-shot + fine-tune accuracy
+    assert stdout.count('\n- "') == 3, stdout

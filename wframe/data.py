@@ -208,6 +208,11 @@ def check_tree(new: Any, old: Any, what: str, backend: Backend) -> Any:
     return new
 
 
+def flat_names(tree: Any) -> list[str]:
+    """The flat names (``"block_0/dense_1/W"``) of a nested dict's values, in order."""
+    return [name for name, _ in _dict_items(tree)]
+
+
 def _dict_items(tree: Any, prefix: str = ""):
     """``(flat name, value)`` of a nested dict; anything that is not a dict is a value."""
     for k, v in tree.items():

@@ -1,16 +1,15 @@
 """The trainable model: a chain of layers plus its params, state and optimizer state.
 
 ``wf.Sequential`` is a :class:`wframe.layers.Sequential` (so it nests inside other chains) that
-also holds arrays. It runs no loop itself: data checks live in :mod:`wframe.data`, the loop in
-:mod:`wframe.training`, callbacks in :mod:`wframe.callbacks`, the table in :mod:`wframe.summary`.
-It never changes the process's default backend: its arrays know theirs.
+also holds arrays (:class:`wframe.model_arrays.Holder`: params, state, masks, freezing, files).
+This half is Keras' API over them. It runs no loop itself: data checks live in
+:mod:`wframe.data`, the steps in :mod:`wframe.training`, the loop in :mod:`wframe.fitting`,
+callbacks in :mod:`wframe.callbacks`, the table in :mod:`wframe.summary`.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-import threading
 from typing import Any
 
 import numpy as np
@@ -18,17 +17,15 @@ import numpy as np
 from wframe import clipping, data, fitting, training
 from wframe import losses as losses_mod
 from wframe import optimizers as optimizers_mod
-from wframe.backends import Backend, _resolve, get_backend, use_backend
 from wframe.callbacks import History
-from wframe.layers import combinators
+from wframe.model_arrays import Holder
 from wframe.random import array_key
 from wframe.summary import layer_rows
-from wframe.summary import summary as _summary
-from wframe.tree import reorder, tree_leaves, tree_map
-from wframe.types import Array, Grads, Params, Shape, State
+from wframe.tree import reorder
+from wframe.types import Array, Grads
 
 
-class Sequential(combinators.Sequential):
+class Sequential(Holder):
     """A chain of layers that trains: Keras' ``compile``/``fit``/``evaluate``/``predict``.
 
     Args:
@@ -39,148 +36,6 @@ class Sequential(combinators.Sequential):
       dtype: floating dtype of params and inputs, ``"float32"`` (default) or ``"float64"``.
       name: the model's name when it is nested inside another chain.
     """
-
-    def __init__(self, layers=(), *, seed: int = 0, dtype: str = "float32", name=None):
-        super().__init__(layers, name=name)
-        self.seed = data.as_int(seed, "Sequential: seed", minimum=0)
-        self.dtype = data.model_dtype(dtype)
-        self.loss: losses_mod.Loss = losses_mod.get("softmax_cross_entropy")
-        self.optimizer: Any = None
-        self.opt_state: Any = None
-        self.stop_training = False
-        self.history: History | None = None
-        self._optimizer_spec: str | None = None
-        self._params: Params | None = None
-        self._state: State = {}
-        self._masks: dict[str, Array] | None = None
-        self._backend: Backend | None = None
-        self._shapes: tuple[Shape, Shape] | None = None
-        self._compiled: dict[tuple, Any] = {}
-        self._lock = threading.Lock()
-        # Completed epochs and steps over the model's life: epoch e always shuffles the same
-        # way and step s always draws the same dropout masks, however fit calls are split.
-        self._epochs = self._steps = 0
-
-    # A model is a mutable object: equal only to itself (the layers compare by value).
-    __eq__ = object.__eq__
-    __hash__ = object.__hash__
-
-    def named(self, name):
-        if name == self.name:
-            return self
-        clone = copy.copy(self)  # a snapshot that shares the arrays, not the compiled state
-        object.__setattr__(clone, "name", name)
-        clone._compiled, clone._lock = {}, threading.Lock()
-        return clone
-
-    # ----------------------------------------------------------------- building and params
-    def build(self, input_shape: Shape) -> Sequential:
-        """Create params for inputs of ``input_shape`` such as ``(None, 64)``.
-
-        The params live on the active backend; later calls use that backend whatever is active
-        then (``to_backend`` moves them).
-        """
-        shape = data.input_shape(input_shape)
-        backend = self._backend or get_backend()
-        with use_backend(backend):
-            params, state, out = combinators.Sequential.init(self, self.seed, shape,
-                                                             dtype=self.dtype)
-        move = data.mover(backend)
-        self._params, self._state = tree_map(move, params), tree_map(move, state)
-        self._backend, self._shapes = backend, (shape, tuple(out))
-        self._compiled = {}
-        self.opt_state = self._masks = None
-        return self
-
-    def init(self, key, in_shape, *, dtype="float32"):
-        """As a layer inside another chain: this model's current params if it is built."""
-        if not self.built:
-            return super().init(key, in_shape, dtype=dtype)
-        if tuple(in_shape[1:]) != self._shapes[0][1:] or dtype != self.dtype:
-            raise ValueError(
-                f"{self.label} was built for inputs {self._shapes[0]} in {self.dtype}, but is "
-                f"used on inputs {tuple(in_shape)} in {dtype}; nest an unbuilt model instead"
-            )
-        own = tree_map(lambda a: self.backend.xp.asarray(a, copy=True), (self._params, self._state))
-        return (*own, self._shapes[1])
-
-    @property
-    def built(self) -> bool:
-        return self._params is not None
-
-    @property
-    def backend(self) -> Backend:
-        """The backend the model's arrays live on."""
-        self._require_built()
-        return self._backend
-
-    @property
-    def params(self) -> Params:
-        """``{"dense_0": {"W": ..., "b": ...}, ...}``: arrays of the model's backend."""
-        self._require_built()
-        return self._params
-
-    @params.setter
-    def params(self, new: Params) -> None:
-        self._require_built()
-        self._params = self._validated(new, self._params, "params")
-
-    @property
-    def state(self) -> State:
-        """Non-trainable layer state (e.g. BatchNorm running statistics)."""
-        self._require_built()
-        return self._state
-
-    @state.setter
-    def state(self, new: State) -> None:
-        self._require_built()
-        self._state = self._validated(new, self._state, "state")
-
-    @property
-    def masks(self) -> dict[str, Array] | None:
-        """Pruning masks ``{"dense_0/W": array of 0 and 1}`` (``None``: none): training keeps
-        the weights where a mask is 0 at exactly zero (see :mod:`wframe.pruning`)."""
-        return self._masks
-
-    @masks.setter
-    def masks(self, new: dict[str, Any] | None) -> None:
-        self._require_built()
-        self._masks = data.check_masks(new, self._params, self._backend) or None
-
-    def _validated(self, new: Any, old: Any, what: str) -> Any:
-        return reorder(data.check_tree(new, old, what, self._backend), old)
-
-    def _require_built(self) -> None:
-        if self._params is None:
-            raise RuntimeError(
-                "the model has no params yet: call model.build((None, features)) or pass it data"
-            )
-
-    def _publish(self, ts: training.TrainState) -> None:
-        """Expose a train state's arrays as the model's, in the model's key order."""
-        self._params = reorder(ts.params, self._params)
-        self._state = reorder(ts.state, self._state)
-        self.opt_state = reorder(ts.opt_state, self.opt_state)
-        self._masks = ts.masks
-
-    def to_backend(self, name: str | Backend) -> Sequential:
-        """Move params, state and optimizer state to backend ``name``, keeping their dtypes.
-
-        Changes no default: only this model moves. Raises before moving anything if the target
-        cannot hold the model's dtype or run its optimizer.
-        """
-        target = _resolve(name)
-        if self.built and target is not self._backend:
-            target.asarray(np.zeros(1, self.dtype), dtype=self.dtype)  # raises if it lacks it
-            if self.optimizer is not None:
-                training.check_optimizer(self.optimizer, target, moving=True)
-            move = data.mover(target)
-            self._params, self._state = tree_map(move, self._params), tree_map(move, self._state)
-            self.opt_state = tree_map(move, self.opt_state)
-            self._masks = tree_map(move, self._masks)
-        self._backend = target
-        self._compiled = {}
-        return self
 
     # ----------------------------------------------------------------- compiled functions
     def _compiled_fn(self, kind: str, *args: Any) -> Any:
@@ -408,19 +263,9 @@ class Sequential(combinators.Sequential):
             validation = (x_val, self._labels(validation[1], x_val.shape[0], loss, "y_val"))
         tx, spec, opt_state = self._choose_optimizer(optimizer)  # built here: checked
         if opt_state is None:
-            opt_state = tx.init(self._params)
+            opt_state = tx.init(self.trainable_params)
             training.check_opt_state(opt_state, self.backend)
         self.loss, self.optimizer, self._optimizer_spec, self.opt_state = loss, tx, spec, opt_state
         training.warn_softmax_with_logits(self, self.loss)
         self.history = fitting.fit(self, x, y, validation=validation, clip=clip, **options)
         return self.history
-
-    # ----------------------------------------------------------------- reporting
-    def count_params(self) -> int:
-        """Total number of parameters."""
-        return sum(math.prod(a.shape) for a in tree_leaves(self.params))
-
-    def summary(self, print_fn=print) -> str:
-        """Print (and return) a table of layers, output shapes and parameter counts."""
-        self._require_built()
-        return _summary(self, print_fn)

@@ -54,6 +54,8 @@ def summary(model: Any, print_fn: Callable[[str], Any] = print) -> str:
     line = "-" * (sum(widths) + 6)
     fmt = [f"{r[0]:<{widths[0]}}   {r[1]:<{widths[1]}}   {r[2]:>{widths[2]}}" for r in rows]
     state = _count(model.state)
+    trainable = _count(model.trainable_params)
+    frozen = model.count_params() - trainable
     text = "\n".join(
         [
             line,
@@ -63,6 +65,7 @@ def summary(model: Any, print_fn: Callable[[str], Any] = print) -> str:
             line,
             f"Total params: {model.count_params():,} ({model.dtype}, backend "
             f"{model.backend.name})" + (f"; non-trainable state: {state:,}" if state else ""),
+            f"Trainable params: {trainable:,}; frozen params: {frozen:,}",
             line,
         ]
     )

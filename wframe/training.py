@@ -18,7 +18,7 @@ from wframe import optimizers as optimizers_mod
 from wframe import regularizers as regularizers_mod
 from wframe.backends import Backend, backend_of
 from wframe.layers import combinators
-from wframe.tree import map_at, tree_leaves
+from wframe.tree import map_at, merge, split, tree_leaves
 from wframe.types import Params, State
 
 
@@ -32,34 +32,45 @@ class TrainState(NamedTuple):
     masks: dict[str, Any] | None = None
 
 
-def make_grad_fn(layer, loss: losses_mod.Loss) -> Callable:
+def make_grad_fn(layer, loss: losses_mod.Loss, frozen: frozenset[str] = frozenset()) -> Callable:
     """``(params, state, x, y, key) -> (loss, grads, new_state, pred, penalty)`` on any backend.
 
     ``loss`` is the data loss, ``penalty`` the sum of ``layer``'s regularizers (0 without any)
-    and ``grads`` the gradient of their sum. The strategy follows the arrays: where their
-    backend has autodiff (JAX) the gradient comes from differentiating ``layer``'s forward
-    (asked for no backprop closures) plus the penalty; elsewhere from the chain of hand-written
-    ``backprop`` closures plus each penalty's closed-form gradient.
+    and ``grads`` the gradient of their sum w.r.t. the params not named in ``frozen`` (flat
+    names; ``grads`` holds only those). The strategy follows the arrays: where their backend has
+    autodiff (JAX) only the trainable partition is differentiated, through ``layer``'s forward
+    (asked for no backprop closures) plus the penalty; elsewhere the hand-written ``backprop``
+    closures are asked only for the trainable params' gradients (a frozen body is not even
+    traversed backward), plus each penalty's closed-form gradient.
     """
     terms = regularizers_mod.collect(layer)
+    trained = {p: r for p, r in terms.items() if "/".join(p) not in frozen}
 
     def grad_fn(params, state, x, y, key=None):
         backend = backend_of(x)
+        fixed, need = None, None
+        if frozen:
+            need, fixed = split(params, frozen)  # (trainable, frozen) partitions
         if backend.has_autodiff:
 
-            def objective(p):
+            def objective(tp):
+                p = tp if fixed is None else merge(tp, fixed, params)
                 pred, new_state, _ = layer.apply(p, state, x, train=True, key=key, vjp=False)
                 value, penalty = loss(pred, y)[0], regularizers_mod.penalty(p, terms)
                 return value + penalty, (value, penalty, new_state, pred)
 
-            (_, aux), grads = backend.value_and_grad(objective, has_aux=True)(params)
+            grad = backend.value_and_grad(objective, has_aux=True)
+            (_, aux), grads = grad(params if need is None else need)
             value, penalty, new_state, pred = aux
             return value, grads, new_state, pred, penalty
         pred, new_state, backprop = layer.apply(params, state, x, train=True, key=key)
         value, dpred = loss(pred, y)
-        grads = backprop(dpred, input_grad=False)[1]
+        if need is None:
+            grads = backprop(dpred, input_grad=False)[1]
+        else:
+            grads = backprop(dpred, input_grad=False, need=need)[1]
         penalty = regularizers_mod.penalty(params, terms)
-        return value, regularizers_mod.add_grads(grads, params, terms), new_state, pred, penalty
+        return value, regularizers_mod.add_grads(grads, params, trained), new_state, pred, penalty
 
     grad_fn.penalized = bool(terms)
     return grad_fn
@@ -93,25 +104,29 @@ def _masked(tree: Params, masks: dict[str, Any] | None) -> Params:
     return map_at(tree, {name: (lambda a, m=m: a * m) for name, m in masks.items()})
 
 
-def _core(layer, loss, optimizer, metrics, backend, guard: bool = True, clip=None) -> Callable:
+def _core(layer, loss, optimizer, metrics, backend, guard: bool = True, clip=None,
+          frozen: frozenset[str] = frozenset()) -> Callable:  # fmt: skip
     """``(ts, x, y, key, allowed) -> (ts, value, logged values, ok)`` with the finite guard
     (without it, ``ok`` is still computed but a bad step is applied). The logged values follow
-    :func:`log_names` after the loss."""
-    grad_fn = make_grad_fn(layer, loss)
+    :func:`log_names` after the loss. The optimizer sees only the params not in ``frozen``."""
+    grad_fn = make_grad_fn(layer, loss, frozen)
     update = _update_fn(optimizer, backend)
     metric_fns = [losses_mod.METRICS[name] for name in metrics]
 
     def core(ts, x, y, key, allowed):
         xp = backend.xp
         value, grads, new_state, pred, penalty = grad_fn(ts.params, ts.state, x, y, key)
+        masks = ts.masks
+        if frozen and masks:
+            masks = {k: m for k, m in masks.items() if k not in frozen}
         # Pruned weights get no gradient, so optimizer moments started at zero stay zero.
-        grads = _masked(grads, ts.masks)
+        grads = _masked(grads, masks)
         logged = [fn(pred, y) for fn in metric_fns]
         if grad_fn.penalized:
             logged.append(penalty)
         if clip is not None:
-            # The norm over the trainable params' gradients (all of them until freezing lands:
-            # the hook is which leaves ``grads`` holds), logged before clipping.
+            # The norm over the trainable params' gradients (``grads`` holds only those),
+            # logged before clipping.
             norm = clipping.global_norm(grads)
             grads = clipping.apply(grads, clip, norm)
             logged.append(norm)
@@ -125,7 +140,12 @@ def _core(layer, loss, optimizer, metrics, backend, guard: bool = True, clip=Non
         # replays guarded instead, see fitting; make_train_step has no later point to replay).
 
         def apply(ts):
-            params, opt_state = update(ts.params, grads, ts.opt_state)
+            if frozen:  # frozen params: no update, no optimizer state
+                trainable, fixed = split(ts.params, frozen)
+                trainable, opt_state = update(trainable, grads, ts.opt_state)
+                params = merge(trainable, fixed, ts.params)
+            else:
+                params, opt_state = update(ts.params, grads, ts.opt_state)
             return TrainState(_masked(params, ts.masks), new_state, opt_state, ts.masks)
 
         ts = backend.cond(ok, apply, lambda ts: ts, ts) if guard else apply(ts)
@@ -160,7 +180,7 @@ def make_train_step(
     optimizer = optimizers_mod.get(optimizer)
     clip = clipping.options(clipnorm, clipvalue, global_clipnorm)
     backend = model.backend
-    core = _core(model, loss, optimizer, metrics, backend, clip=clip)
+    core = _core(model, loss, optimizer, metrics, backend, clip=clip, frozen=model.frozen)
     names = (*metrics, *log_names(model, loss, clip)[1 + bool(loss.metric) :])
 
     def pure(train_state, masks, x, y, key):
@@ -207,7 +227,7 @@ def make_runner(
     batch of ``tail`` examples, all in the one compiled call.
     """
     backend = model.backend
-    core = _core(model, loss, optimizer, metrics, backend, guard, clip)
+    core = _core(model, loss, optimizer, metrics, backend, guard, clip, model.frozen)
     stochastic = model.uses_key
     xp = backend.xp
     x_buffers: dict = {}  # the batch buffers NumPy reuses (per runner: one fit at a time)

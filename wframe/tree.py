@@ -107,3 +107,37 @@ def map_at(tree: dict, fns: dict[str, Callable]) -> dict:
     for head, sub in nested.items():
         out[head] = map_at(out[head], sub)
     return out
+
+
+def split(tree: dict, names: frozenset[str] | set[str], prefix: str = "") -> tuple[dict, dict]:
+    """``(rest, chosen)``: ``tree`` cut in two nested dicts by flat names (``chosen`` holds the
+    leaves named in ``names``); empty dicts are dropped. :func:`merge` puts them back."""
+    rest, chosen = {}, {}
+    for k, v in tree.items():
+        name = f"{prefix}/{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            r, c = split(v, names, name)
+            if r:
+                rest[k] = r
+            if c:
+                chosen[k] = c
+        elif name in names:
+            chosen[k] = v
+        else:
+            rest[k] = v
+    return rest, chosen
+
+
+def merge(a: dict, b: dict, like: dict) -> dict:
+    """The nested dicts ``a`` and ``b`` (disjoint leaves) as one, in ``like``'s key order."""
+    out = {}
+    for k, ref in like.items():
+        if isinstance(ref, dict):
+            sub = merge(a.get(k, {}), b.get(k, {}), ref)
+            if sub or k in a or k in b:
+                out[k] = sub
+        elif k in a:
+            out[k] = a[k]
+        elif k in b:
+            out[k] = b[k]
+    return out

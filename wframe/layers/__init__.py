@@ -7,6 +7,7 @@ from wframe.layers.core import Activation, Dropout, Flatten
 from wframe.layers.dense import Dense
 from wframe.layers.norm import BatchNorm, LayerNorm
 from wframe.layers.recurrent import GRU, LSTM, SimpleRNN
+from wframe.layers.registry import register
 
 __all__ = [
     "GRU",
@@ -26,4 +27,5 @@ __all__ = [
     "Residual",
     "Sequential",
     "SimpleRNN",
+    "register",
 ]

@@ -31,6 +31,11 @@ class Layer:
     not call ``backprop`` (inference, or JAX differentiating the forward itself), and the layer
     may then skip what only the backward needs and return ``None`` instead of ``backprop``.
     Callers go through :meth:`apply`, which passes ``vjp`` only to layers that take it.
+
+    Layers with ``selective_grads = True`` also take ``backprop(dy, input_grad, need=...)``:
+    ``need`` is ``None`` (every param's gradient) or a dict shaped like the layer's params
+    holding only the params whose gradients are wanted (``{}``: none, just ``dx``), so frozen
+    params cost no gradient computation; for other layers the caller drops what it does not need.
     The arithmetic runs on the backend of ``x`` (:func:`wframe.backends.backend_of`), never on
     the ambient one.
     """
@@ -39,6 +44,8 @@ class Layer:
     #: True for layers whose ``forward`` draws random numbers from ``key`` (Dropout): only they
     #: get a key, so deterministic models pay nothing for randomness.
     uses_key = False
+    #: True when ``backprop`` takes ``need`` (see above).
+    selective_grads = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

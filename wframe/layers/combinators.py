@@ -39,6 +39,25 @@ def _call(child: Layer, i: int, params, state: dict, x, train: bool, key, vjp: b
     return y, back
 
 
+def _back(child: Layer, back: Any, dy: Any, input_grad: bool, need: Any) -> tuple[Any, Any]:
+    """``child``'s backprop asked only for the gradients in ``need`` (its part of the parent's
+    ``need``; ``None``: all of them): passed on to a layer that takes it, else filtered."""
+    if need is None:
+        return back(dy, input_grad=input_grad)
+    if child.selective_grads:
+        return back(dy, input_grad=input_grad, need=need)
+    dx, grads = back(dy, input_grad=input_grad)
+    return dx, _only(grads, need)
+
+
+def _only(grads: dict, need: dict) -> dict:
+    out = {}
+    for k, v in grads.items():
+        if k in need:
+            out[k] = _only(v, need[k]) if isinstance(v, dict) else v
+    return out
+
+
 def _name_children(owner: str, layers: Any) -> tuple[Layer, ...]:
     """``layers`` with every instance named; the same instance twice gets the same name."""
     if isinstance(layers, Layer) or not isinstance(layers, Sequence):
@@ -97,6 +116,8 @@ class Sequential(Layer):
 
     layers: tuple[Layer, ...] = ()
 
+    selective_grads = True
+
     def __post_init__(self):
         object.__setattr__(self, "layers", _name_children(type(self).__name__, self.layers))
 
@@ -139,13 +160,22 @@ class Sequential(Layer):
         if not vjp:
             return x, new_state, None
 
-        def backprop(dy, input_grad=True):
+        def backprop(dy, input_grad=True, need=None):
             grads: dict[str, Any] = {}
-            for i in range(len(backs) - 1, -1, -1):
+            # Without an input gradient, nothing below the first layer whose grads are needed
+            # runs backward (a frozen body costs no backward pass at all).
+            stop = 0
+            if need is not None and not input_grad:
+                wanted = [i for i, (name, _) in enumerate(backs) if need.get(name)]
+                stop = wanted[0] if wanted else len(backs)
+            for i in range(len(backs) - 1, stop - 1, -1):
                 name, back = backs[i]
-                dy, g = back(dy, input_grad=input_grad or i > 0)
+                sub = None if need is None else need.get(name, _EMPTY)
+                dy, g = _back(self.layers[i], back, dy, input_grad or i > stop, sub)
                 _accumulate(grads, name, g)
-            return dy, {name: grads[name] for name in params if name in grads}
+            return (dy if input_grad else None), {
+                name: grads[name] for name in params if name in grads
+            }
 
         return x, new_state, backprop
 
@@ -159,6 +189,8 @@ class Residual(Layer):
     """
 
     layer: Layer
+
+    selective_grads = True
 
     def __post_init__(self):
         layer = self.layer
@@ -195,8 +227,8 @@ class Residual(Layer):
         if not vjp:
             return x + fx, new_state, None
 
-        def backprop(dy, input_grad=True):
-            dfx, grads = back(dy, input_grad=input_grad)
+        def backprop(dy, input_grad=True, need=None):
+            dfx, grads = _back(self.layer, back, dy, input_grad, need)
             return (dy + dfx if input_grad else None), grads
 
         return x + fx, new_state, backprop
@@ -214,6 +246,8 @@ class Concatenate(Layer):
 
     branches: tuple[Layer, ...] = ()
     axis: int = -1
+
+    selective_grads = True
 
     def __post_init__(self):
         object.__setattr__(self, "branches", _name_children(self.label, self.branches))
@@ -273,12 +307,13 @@ class Concatenate(Layer):
         for part in ys:
             bounds.append(bounds[-1] + part.shape[ax])
 
-        def backprop(dy, input_grad=True):
+        def backprop(dy, input_grad=True, need=None):
             dx, grads = None, {}
             for i, (name, back) in enumerate(backs):
                 index = [slice(None)] * dy.ndim
                 index[ax] = slice(bounds[i], bounds[i + 1])
-                d, g = back(dy[tuple(index)], input_grad=input_grad)
+                sub = None if need is None else need.get(name, _EMPTY)
+                d, g = _back(self.branches[i], back, dy[tuple(index)], input_grad, sub)
                 if input_grad:
                     dx = d if dx is None else dx + d
                 _accumulate(grads, name, g)

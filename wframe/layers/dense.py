@@ -34,6 +34,8 @@ class Dense(Layer):
     kernel_regularizer: str | Regularizer | None = None
     bias_regularizer: str | Regularizer | None = None
 
+    selective_grads = True
+
     def __post_init__(self):
         object.__setattr__(self, "units", self.positive_int("units", self.units))
         # Resolved once (and unknown names fail here, at construction), not on every call.
@@ -69,10 +71,12 @@ class Dense(Layer):
         if not vjp:
             return y, state, None
 
-        def backprop(dy, input_grad=True):
+        def backprop(dy, input_grad=True, need=None):
             dz = act_backprop(dy)
-            grads = {"W": xp.matmul(x.mT, dz)}
-            if self.use_bias:
+            grads = {}
+            if need is None or "W" in need:
+                grads["W"] = xp.matmul(x.mT, dz)
+            if self.use_bias and (need is None or "b" in need):
                 grads["b"] = xp.sum(dz, axis=0)
             return (xp.matmul(dz, W.mT) if input_grad else None), grads
 

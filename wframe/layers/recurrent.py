@@ -62,6 +62,7 @@ class _Recurrent(Layer):
     gates = 1
     #: Arrays in the carry: ``(h,)``, or ``(h, c)`` for LSTM.
     carry_size = 1
+    selective_grads = True  # (a frozen layer computes only dx)
     #: Bias params besides ``b`` (GRU's ``b_h``), penalized by ``bias_regularizer`` too.
     _extra_biases = ()
 
@@ -208,7 +209,7 @@ class _Recurrent(Layer):
             return y, state, None
         cache = outs
 
-        def backprop(dy, input_grad=True):
+        def backprop(dy, input_grad=True, need=None):
             dcarry = tuple(xp.zeros_like(c) for c in carry0)
             dzx, drec = [None] * steps, [None] * steps
             for t in range(steps - 1, -1, -1):
@@ -223,12 +224,18 @@ class _Recurrent(Layer):
             dz2 = xp.reshape(xp.permute_dims(xp.stack(dzx, axis=0), (1, 0, 2)), (-1, n))
             drec_all = xp.stack(drec, axis=0)  # (time, batch, n)
             h_prev = xp.concat([carry0[0][None, ...], _cols(cache[:-1, ...], 0, units)], axis=0)
-            grads = {
-                "W_x": xp.matmul(xp.reshape(x, (-1, n_in)).mT, dz2),
-                "W_h": xp.matmul(xp.reshape(h_prev, (-1, units)).mT, xp.reshape(drec_all, (-1, n))),
-                "b": xp.sum(dz2, axis=0),
-                **self._extra_grads(drec_all),
-            }
+            grads = {}
+            if need is None or need:  # a frozen layer needs only dx
+                grads = {
+                    "W_x": xp.matmul(xp.reshape(x, (-1, n_in)).mT, dz2),
+                    "W_h": xp.matmul(
+                        xp.reshape(h_prev, (-1, units)).mT, xp.reshape(drec_all, (-1, n))
+                    ),
+                    "b": xp.sum(dz2, axis=0),
+                    **self._extra_grads(drec_all),
+                }
+                if need is not None:
+                    grads = {k: g for k, g in grads.items() if k in need}
             dx = None
             if input_grad:
                 dx = xp.reshape(xp.matmul(dz2, params["W_x"].mT), (batch, steps, n_in))

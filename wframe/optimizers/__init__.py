@@ -42,6 +42,7 @@ from wframe.optimizers.inject import (
     learning_rate,
     set_hyperparam,
 )
+from wframe.optimizers.partition import MultiTransformState, partition
 from wframe.optimizers.transforms import (
     add_decayed_weights,
     clip_by_global_norm,
@@ -56,11 +57,11 @@ from wframe.optimizers.transforms import (
 
 __all__ = [
     "AddDecayedWeightsState", "EmptyState", "GradientTransformation", "InjectHyperparamsState",
-    "MaskedState", "ScaleByAdamState", "ScaleByRStdDevState", "ScaleByRmsState",
-    "ScaleByRmsWithCountState", "ScaleByRStdDevWithCountState", "ScaleByScheduleState",
-    "TraceState", "WeightDecaySchedule", "adam", "adamw", "add_decayed_weights", "apply_updates",
-    "chain", "clip_by_global_norm", "fused", "get", "get_hyperparam", "identity",
-    "inject_hyperparams", "learning_rate", "rmsprop", "scale", "scale_by_adam",
-    "scale_by_learning_rate", "scale_by_rms", "scale_by_schedule", "scale_by_stddev",
-    "set_hyperparam", "sgd", "trace",
+    "MaskedState", "MultiTransformState", "ScaleByAdamState", "ScaleByRStdDevState",
+    "ScaleByRmsState", "ScaleByRmsWithCountState", "ScaleByRStdDevWithCountState",
+    "ScaleByScheduleState", "TraceState", "WeightDecaySchedule", "adam", "adamw",
+    "add_decayed_weights", "apply_updates", "chain", "clip_by_global_norm", "fused", "get",
+    "get_hyperparam", "identity", "inject_hyperparams", "learning_rate", "partition", "rmsprop",
+    "scale", "scale_by_adam", "scale_by_learning_rate", "scale_by_rms", "scale_by_schedule",
+    "scale_by_stddev", "set_hyperparam", "sgd", "trace",
 ]  # fmt: skip
