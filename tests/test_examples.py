@@ -92,3 +92,11 @@ def test_prune_example_keeps_accuracy_at_half_sparsity(backend_name):
     assert row[2] == "50%", stdout
     assert float(row[6].split()[0]) > 0.8, stdout  # one-shot + fine-tune accuracy
     assert stdout.count('\n- "') == 3, stdout
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "jax"])
+def test_transfer_example_trains_a_head_on_the_pretrained_body(backend_name):
+    stdout = _run_quick("transfer_digits.py", backend_name)
+    frozen = float(_cells(stdout, "(a) frozen body + new head")[1].split()[0])  # test accuracy
+    assert frozen > 0.7, stdout
+    assert stdout.count('\n- "') == 2, stdout  # a verdict per transfer mode, (a) and (b)

@@ -194,3 +194,19 @@ def test_partition_errors_name_the_param():
     opt = wf.optimizers.partition({"a": wf.optimizers.sgd(0.1)}, lambda name: "b")
     with pytest.raises(ValueError, match=r"'dense_0/W' has label 'b', which has no optimizer"):
         opt.init(g)
+
+
+def test_pruning_zeroes_moments_inside_partitions_and_trainable_parts(backend):
+    x, y = _data()
+    opt = wf.optimizers.partition({"a": wf.optimizers.adam(1e-2), "b": wf.optimizers.adam(1e-3)},
+                                  {"head": "b", "*": "a"})  # fmt: skip
+    model = _model().build((None, 6)).freeze("body/dense_0")
+    model.fit(x, y, epochs=1, batch_size=16, optimizer=opt, verbose=0)
+    wf.pruning.prune(model, 0.5, include=["body/dense_1/W", "head/W"])
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    for label, inner in model.opt_state.inner_states.items():
+        for name, mask in model.masks.items():
+            for moment in (inner[0].mu, inner[0].nu):
+                leaf = dict(flatten(moment)).get(name)
+                if leaf is not None:
+                    assert not np.any(wf.to_numpy(leaf)[wf.to_numpy(mask) == 0]), (label, name)

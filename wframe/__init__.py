@@ -7,16 +7,21 @@ from wframe import (
     activations,
     backends,
     callbacks,
+    checkpoint,
     clipping,
     data,
     initializers,
+    io,
     layers,
     losses,
     optimizers,
     pruning,
     random,
     regularizers,
+    saving,
     schedules,
+    transfer,
+    weights,
 )
 from wframe.backends import (
     BackendUnavailableError,
@@ -28,32 +33,42 @@ from wframe.backends import (
     use_backend,
 )
 from wframe.callbacks import History
+from wframe.io import WeightsFileError
 from wframe.model import Sequential
+from wframe.saving import load_model, save_model
 from wframe.training import TrainState, make_train_step
 
 __all__ = [
     "BackendUnavailableError",
     "History",
     "Sequential",
+    "WeightsFileError",
     "TrainState",
     "activations",
     "available",
     "backend_of",
     "backends",
     "callbacks",
+    "checkpoint",
     "clipping",
     "data",
     "get_backend",
     "initializers",
+    "io",
     "layers",
+    "load_model",
     "losses",
     "make_train_step",
     "optimizers",
     "pruning",
     "random",
     "regularizers",
+    "save_model",
+    "saving",
     "schedules",
     "set_backend",
     "to_numpy",
+    "transfer",
     "use_backend",
+    "weights",
 ]

@@ -76,6 +76,10 @@ def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, 
     cb = CallbackList(cbs, model, {"epochs": epochs, "steps": steps, "verbose": verbose})
     model.stop_training = False
     cb.on_train_begin()  # before the arrays are taken: a callback may set them up here
+    # A callback that restored a backup (BackupAndRestore) sets where training stopped: the
+    # epoch to go on with and how many of its batches were done. That wins over initial_epoch.
+    resume, model._resume_at = model._resume_at, None
+    initial_epoch, skip = resume if resume is not None else (initial_epoch, 0)
     ts = _owned(model, backend)
     seen = _arrays(model)
     weights = any(getattr(c, "needs_weights", False) for c in cbs)
@@ -113,7 +117,8 @@ def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, 
         cb.on_epoch_begin(epoch)
         if publish and _changed(model, seen):  # e.g. a new learning rate: go on with it
             ts, checkpoint, seen = _resume(model, backend, guard, acc)
-        step0, done, synced = model._steps, 0, time.perf_counter()
+        first, skip = skip, 0  # batches of this epoch done before a restored backup
+        step0, done, synced = model._steps - first, first, time.perf_counter()
         bad = -1
         while done < steps and not model.stop_training:
             if whole:
@@ -124,10 +129,11 @@ def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, 
                 spec, chunk, start = (1, 0), last, 0
             run = runners.get(spec) or runners.setdefault(spec, runner(*spec, guard))
             cb.batch_begin(done)
-            args = (x, y, chunk, start, (step0 + done) % 2**31, key0, done == 0)
+            args = (x, y, chunk, start, (step0 + done) % 2**31, key0, done == first)
             ts, acc = run(ts, acc, *args)
             pending.append((spec, args))
             done += spec[0] + (spec[1] > 0)
+            model._steps = step0 + done  # current in the batch hooks (checkpoints record it)
             now = time.perf_counter()
             batch_logs = None
             if each_batch or now - synced > 0.1 or done == steps:

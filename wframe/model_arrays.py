@@ -49,6 +49,8 @@ class Holder(combinators.Sequential):
         # Completed epochs and steps over the model's life: epoch e always shuffles the same
         # way and step s always draws the same dropout masks, however fit calls are split.
         self._epochs = self._steps = 0
+        # (epoch, batches done in it) where a restored backup stopped: fit goes on from there.
+        self._resume_at: tuple[int, int] | None = None
 
     # A model is a mutable object: equal only to itself (the layers compare by value).
     __eq__ = object.__eq__
@@ -210,17 +212,17 @@ class Holder(combinators.Sequential):
     # ----------------------------------------------------------------- files
     def save_weights(self, path: str) -> None:
         """Write params and state to a safetensors file, atomically
-        (:func:`wframe.io.save_weights`)."""
-        from wframe import io
+        (:func:`wframe.weights.save_weights`)."""
+        from wframe import weights
 
-        io.save_weights(self, path)
+        weights.save_weights(self, path)
 
     def load_weights(self, path: str, **options: Any) -> Holder:
-        """Load params and state by name, all checked first (:func:`wframe.io.load_weights`:
+        """Load params and state by name, all checked first (:func:`wframe.weights.load_weights`:
         ``strict``, ``skip_mismatch``, ``rename``, ``dtype``, ``allow_nonfinite``)."""
-        from wframe import io
+        from wframe import weights
 
-        io.load_weights(self, path, **options)
+        weights.load_weights(self, path, **options)
         return self
 
     def load_checkpoint(self, path: str) -> Holder:

@@ -251,12 +251,18 @@ def _zeroer(mask: Array) -> Callable[[Array], Array]:
 
 
 def _zero_moments(tree: Any, params: Any, masks: dict[str, Array]) -> Any:
-    """``tree`` (an optimizer state) with the masked entries of every dict shaped like
-    ``params`` (optax's ``mu``, ``nu``, ``trace``, ...) zeroed; everything else is kept."""
+    """``tree`` (an optimizer state) with the masked entries of every dict that is part of the
+    ``params`` tree (optax's ``mu``, ``nu``, ``trace``, ..., also for a trainable partition or
+    a :func:`~wframe.optimizers.partition` group) zeroed; everything else is kept."""
     if isinstance(tree, dict):
-        if tree.keys() != params.keys():
-            return {k: _zero_moments(v, params, masks) for k, v in tree.items()}
         leaves = dict(flatten(tree))
+        # A part of the params tree (all of it, the trainable partition, a partition group)
+        shaped = leaves and all(
+            tuple(getattr(a, "shape", ())) == tuple(getattr(_at(params, n), "shape", (None,)))
+            for n, a in leaves.items()
+        )
+        if not shaped:
+            return {k: _zero_moments(v, params, masks) for k, v in tree.items()}
         # Entries that are not arrays of the param's shape (optax's MaskedNode) are left alone.
         fns = {name: _zeroer(m) for name, m in masks.items()
                if tuple(getattr(leaves.get(name), "shape", ())) == tuple(m.shape)}  # fmt: skip
@@ -265,6 +271,14 @@ def _zero_moments(tree: Any, params: Any, masks: dict[str, Array]) -> Any:
         return type(tree)(*(_zero_moments(v, params, masks) for v in tree))
     if isinstance(tree, (tuple, list)):
         return type(tree)(_zero_moments(v, params, masks) for v in tree)
+    return tree
+
+
+def _at(tree: Any, name: str) -> Any:
+    for key in name.split("/"):
+        if not isinstance(tree, dict) or key not in tree:
+            return None
+        tree = tree[key]
     return tree
 
 

@@ -17,9 +17,11 @@ model's current arrays at that point), and training goes on with what they assig
 One module per callback, as Keras': ``base`` (:class:`Callback`), ``callback_list``,
 ``history``, ``progress``, ``terminate_on_nan``, ``monitor`` (what the two monitoring callbacks
 share), ``early_stopping``, ``reduce_lr_on_plateau``, ``learning_rate_scheduler``,
-``learning_rate_monitor``, ``csv_logger`` and ``lambda_callback``.
+``learning_rate_monitor``, ``csv_logger``, ``lambda_callback``, ``model_checkpoint`` and
+``backup_and_restore`` (these two write files through :mod:`wframe.checkpoint`).
 """
 
+from wframe.callbacks.backup_and_restore import BackupAndRestore
 from wframe.callbacks.base import Callback, Logs
 from wframe.callbacks.callback_list import CallbackList
 from wframe.callbacks.csv_logger import CSVLogger
@@ -28,13 +30,14 @@ from wframe.callbacks.history import History
 from wframe.callbacks.lambda_callback import LambdaCallback
 from wframe.callbacks.learning_rate_monitor import LearningRateMonitor
 from wframe.callbacks.learning_rate_scheduler import LearningRateScheduler
+from wframe.callbacks.model_checkpoint import ModelCheckpoint
 from wframe.callbacks.monitor import MonitorCallback
 from wframe.callbacks.progress import ProgressBar
 from wframe.callbacks.reduce_lr_on_plateau import ReduceLROnPlateau
 from wframe.callbacks.terminate_on_nan import TerminateOnNaN
 
 __all__ = [
-    "CSVLogger", "Callback", "CallbackList", "EarlyStopping", "History", "LambdaCallback",
-    "LearningRateMonitor", "LearningRateScheduler", "Logs", "MonitorCallback", "ProgressBar",
-    "ReduceLROnPlateau", "TerminateOnNaN",
+    "BackupAndRestore", "CSVLogger", "Callback", "CallbackList", "EarlyStopping", "History",
+    "LambdaCallback", "LearningRateMonitor", "LearningRateScheduler", "Logs", "ModelCheckpoint",
+    "MonitorCallback", "ProgressBar", "ReduceLROnPlateau", "TerminateOnNaN",
 ]  # fmt: skip

@@ -1,0 +1,228 @@
+"""Training checkpoints: everything ``fit`` needs to go on exactly where it stopped, in one file.
+
+A checkpoint is one safetensors file (written atomically by :func:`wframe.io.write_safetensors`)
+holding the params, the layer state, the pruning masks and every leaf of the optimizer state,
+with the model's life counters (``model._epochs``, ``model._steps``) and seed in its metadata.
+Those counters and the seed are the whole random position of training: epoch ``e`` of a model's
+life always shuffles the same way and step ``s`` always draws the same dropout masks, so a model
+that loads a checkpoint and fits on continues bit for bit as if it had never stopped.
+
+Tensor names extend :mod:`wframe.io`'s weights files, so ``model.load_weights`` and
+``wf.load_model`` read a checkpoint too (they ignore the optimizer state): params under their
+flat names (``"dense_0/W"``), state under ``"@state/"``, masks under ``"@mask/"`` (booleans), and
+the optimizer state under ``"@opt/"`` plus the leaf's path in the optimizer's own structure,
+NamedTuple field names included (``"@opt/inner_state/0/mu/dense_0/W"`` for a named ``adam``).
+Python numbers in the optimizer state are stored as 0-d arrays and come back as the type the
+optimizer's ``init`` gives. The metadata holds ``format`` (``"wframe.checkpoint"``),
+``format_version``, ``epochs``, ``steps``, ``seed``, ``optimizer`` (the name it was given by, or
+empty), ``opt_state`` (``"present"``/``"absent"``), ``frozen`` (JSON list), ``dtype``,
+``input_shape`` (JSON), ``backend`` and, where the model can be described, ``config`` (as
+:mod:`wframe.saving` writes it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, NoReturn
+
+import numpy as np
+
+from wframe import data, io, training
+from wframe import optimizers as optimizers_mod
+from wframe.tree import flatten, split, tree_map
+
+FORMAT = "wframe.checkpoint"
+VERSION = "1"
+PARAMS, STATE, MASKS, OPT = "", io.STATE_PREFIX, io.MASK_PREFIX, "@opt/"
+#: metadata entries :func:`save` writes itself (``extra`` may not use these names)
+RESERVED = ("format", "format_version", "epochs", "steps", "seed", "optimizer", "opt_state",
+            "frozen", "dtype", "input_shape", "backend", "config")  # fmt: skip
+
+
+def save(model: Any, path: str | os.PathLike, *, extra: dict[str, str] | None = None) -> None:
+    """Write ``model``'s params, state, masks, optimizer state and counters to ``path``.
+
+    Args:
+      model: a built :class:`~wframe.Sequential`.
+      path: the file to write (replaced atomically: a crash leaves the old file or the new one).
+      extra: more string metadata to store (e.g. where a callback stood); read back by
+        :func:`load`, which returns the whole metadata.
+    """
+    model._require_built()
+    clash = sorted(set(extra or {}) & set(RESERVED))
+    if clash:
+        raise ValueError(f"checkpoint.save: extra may not use the reserved names {clash}")
+    host = model.backend.to_host((model.params, model.state, model.masks, model.opt_state))
+    params, state, masks, opt_state = host
+    masks = {name: m != 0 for name, m in (masks or {}).items()}  # booleans, as io writes them
+    tensors: dict[str, np.ndarray] = {}
+    for prefix, tree in ((PARAMS, params), (STATE, state), (MASKS, masks)):
+        for name, a in flatten(tree):
+            if name.startswith("@"):
+                raise ValueError(f"checkpoint.save: the name {name!r} starts with '@', kept for "
+                                 "the file's namespaces; rename the layer")  # fmt: skip
+            tensors[prefix + name] = np.asarray(a, order="C")
+    for name, leaf in flatten(opt_state):
+        a = np.asarray(leaf)  # Python numbers become 0-d arrays
+        if a.dtype.kind not in "biuf":
+            raise TypeError(
+                f"checkpoint.save: optimizer state leaf '{name}' is a {type(leaf).__name__} "
+                f"of dtype {a.dtype}; only numeric arrays and Python numbers can be stored"
+            )
+        tensors[OPT + name] = np.asarray(a, order="C")
+    metadata = {
+        "format": FORMAT,
+        "format_version": VERSION,
+        "epochs": str(model._epochs),
+        "steps": str(model._steps),
+        "seed": str(model.seed),
+        "optimizer": model._optimizer_spec or "",
+        "opt_state": "absent" if model.opt_state is None else "present",
+        "frozen": json.dumps(sorted(getattr(model, "_frozen", ()))),
+        "dtype": model.dtype,
+        "input_shape": json.dumps(list(model._shapes[0])),
+        "backend": model.backend.name,
+        **_config(model),
+        **(extra or {}),
+    }
+    io.write_safetensors(path, tensors, metadata)
+
+
+def _config(model: Any) -> dict[str, str]:
+    """``{"config": JSON}`` as weights files have it, or ``{}`` for a model with a layer that a
+    file cannot describe (a checkpoint needs no config: it loads into a model built in code)."""
+    try:
+        from wframe import saving
+    except ModuleNotFoundError as e:  # pragma: no cover - saving ships with io
+        if e.name != "wframe.saving":
+            raise
+        return {}
+    try:
+        return {"config": json.dumps(saving.model_config(model))}
+    except saving.ConfigError:
+        return {}
+
+
+def load(model: Any, path: str | os.PathLike) -> dict[str, str]:
+    """Restore what :func:`save` wrote into ``model``; returns the file's metadata.
+
+    Params, state and masks are checked against the model's (names, shapes, dtypes) and the
+    optimizer state against the template ``model.optimizer.init(trainable params)``, leaf by
+    leaf (the frozen set is the checkpoint's: the optimizer state is made for the others);
+    every problem is reported in one :class:`~wframe.io.WeightsFileError`, and then nothing in
+    the model has changed. The arrays land on the model's backend, whichever backend saved them.
+
+    Besides the arrays, the model gets the checkpoint's counters (``_epochs``, ``_steps``) and
+    ``seed``, which pick the shuffles and dropout masks of the next ``fit``. An unbuilt model is
+    built for the input shape the checkpoint records. A model without an optimizer gets the one
+    the checkpoint names (an optimizer given by name); for an optimizer given as an object, call
+    ``model.compile(optimizer=...)`` with the same optimizer first.
+
+    Raises:
+      wframe.io.WeightsFileError: the file is not a valid checkpoint or does not fit the model.
+    """
+    path = os.fspath(path)
+    tensors, meta = io.read_safetensors(path)
+    if meta.get("format") != FORMAT:
+        found = meta.get("format")
+        _fail(path, f"it is not a wframe checkpoint (metadata format={found!r}, expected "
+                    f"{FORMAT!r}); a weights file loads with model.load_weights")  # fmt: skip
+    if meta.get("format_version") != VERSION:
+        _fail(path, f"checkpoint format version {meta.get('format_version')!r}; this wframe "
+                    f"reads version {VERSION!r}")  # fmt: skip
+    try:
+        counters = [int(meta[k]) for k in ("epochs", "steps", "seed")]
+        frozen = frozenset(json.loads(meta.get("frozen", "[]")))
+    except (KeyError, ValueError, TypeError) as e:
+        _fail(path, f"bad or missing metadata entry: {e!r}")
+    saved = dict(vars(model))  # building and choosing an optimizer are undone on failure
+    try:
+        _restore(model, path, tensors, meta, frozen)
+    except BaseException:
+        vars(model).clear()
+        vars(model).update(saved)
+        raise
+    model._epochs, model._steps, model.seed = counters
+    return dict(meta)
+
+
+def _fail(path: str, *problems: str, label: str = "") -> NoReturn:
+    heading = f"cannot load checkpoint {path!r}{f' into {label}' if label else ''}:"
+    raise io.WeightsFileError("\n  ".join([heading, *problems]), path, problems)
+
+
+def _restore(model: Any, path: str, tensors: dict, meta: dict, frozen: frozenset) -> None:
+    """Check everything against ``model``, then set its arrays and optimizer (not counters)."""
+    if not model.built:
+        try:
+            shape = tuple(json.loads(meta["input_shape"]))
+        except (KeyError, ValueError, TypeError) as e:
+            _fail(path, f"the model is not built and the metadata has no valid input_shape ({e!r})")
+        model.build(shape)
+    backend = model.backend
+    problems: list[str] = []
+    used: set[str] = set()
+
+    def take(name: str, ref: Any, what: str) -> Any:
+        """The stored array ``name`` checked against the template leaf ``ref``."""
+        a = tensors.get(name)
+        if a is None:
+            problems.append(f"missing {what} {name!r}")
+            return ref
+        used.add(name)
+        if not hasattr(ref, "shape"):  # a Python number in an optimizer state
+            if a.shape != ():
+                problems.append(f"{what} {name!r}: expected a scalar, got shape {a.shape}")
+                return ref
+            return type(ref)(a.item())
+        want = (tuple(ref.shape), np.dtype(str(ref.dtype)))
+        if (a.shape, a.dtype) != want:
+            problems.append(f"{what} {name!r}: expected shape {want[0]} and dtype {want[1]}, "
+                            f"got shape {a.shape} and dtype {a.dtype}")  # fmt: skip
+            return ref
+        return backend.asarray(a)
+
+    def fill(template: Any, prefix: str, what: str) -> Any:
+        leaves = iter([take(prefix + name, ref, what) for name, ref in flatten(template)])
+        return tree_map(lambda _: next(leaves), template)
+
+    params = fill(model.params, PARAMS, "param")
+    state = fill(model.state, STATE, "state")
+    stored = {k[len(MASKS) :]: a for k, a in tensors.items() if k.startswith(MASKS)}
+    used.update(MASKS + k for k in stored)
+    masks = None
+    try:
+        masks = data.check_masks(stored, model.params, backend) or None
+    except (TypeError, ValueError) as e:
+        problems.append(str(e))
+
+    unknown = sorted(frozen - {name for name, _ in flatten(model.params)})
+    if unknown:
+        problems.append(f"frozen params the model does not have: {unknown}")
+        used.update(k for k in tensors if k.startswith(OPT))  # no template to check them on
+    elif frozen and not hasattr(model, "_set_frozen"):
+        problems.append("the checkpoint has frozen params, but this model cannot freeze")
+    optimizer, spec, opt_state = model.optimizer, model._optimizer_spec, None
+    if meta.get("opt_state") == "present" and not unknown:
+        if optimizer is None:
+            spec = meta.get("optimizer") or None
+            if spec is None:
+                _fail(path, "it holds the state of an optimizer given as an object, which the "
+                            "file cannot rebuild: call model.compile(optimizer=...) with that "
+                            "optimizer before loading", label=model.label)  # fmt: skip
+            optimizer = optimizers_mod.get(spec)
+        training.check_optimizer(optimizer, backend)
+        template = optimizer.init(split(model.params, frozen)[0] if frozen else model.params)
+        training.check_opt_state(template, backend)
+        opt_state = fill(template, OPT, "optimizer state")
+    unexpected = sorted(k for k in tensors if k not in used)
+    if unexpected:
+        problems.append(f"unexpected tensors {unexpected}")
+    if problems:
+        _fail(path, *problems, label=model.label)
+    # Everything is checked: commit it all (plain assignments, which cannot fail halfway).
+    if hasattr(model, "_set_frozen"):
+        model._set_frozen(frozen)  # resets the optimizer state, set below
+    model._params, model._state, model._masks = params, state, masks
+    model.optimizer, model._optimizer_spec, model.opt_state = optimizer, spec, opt_state
