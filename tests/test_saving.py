@@ -506,3 +506,26 @@ def test_a_user_layer_round_trips_and_an_unregistered_one_is_named(
         WeightsFileError, match=r"unknown layer class 'Twice'.*wf\.layers\.register"
     ):
         load_model(path)
+
+
+def test_a_config_larger_than_its_weights_is_refused_before_allocating(tmp_path):
+    import json
+    import tracemalloc
+
+    from wframe import io
+
+    model = wf.Sequential([wf.layers.Dense(4), wf.layers.Dense(3)]).build((None, 5))
+    wf.save_model(model, tmp_path / "m.safetensors")
+    tensors, meta = io.read_safetensors(tmp_path / "m.safetensors")
+    config = json.loads(meta["config"])
+    config["config"]["layers"][0]["config"]["units"] = 10**9  # 4 GB of float32 if built
+    hostile = {**meta, "config": json.dumps(config)}
+    io.write_safetensors(tmp_path / "h.safetensors", tensors, hostile)
+    tracemalloc.start()
+    try:
+        with pytest.raises(WeightsFileError, match=r"asks for sizes \(units=1000000000\) larger "
+                           r"than the 39 values the file holds"):  # fmt: skip
+            wf.load_model(tmp_path / "h.safetensors")
+        assert tracemalloc.get_traced_memory()[1] < 10_000_000
+    finally:
+        tracemalloc.stop()

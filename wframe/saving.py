@@ -305,7 +305,7 @@ def load_model(path: str) -> Any:
     """
     from wframe import io, weights
 
-    _, metadata = io.read_safetensors(path)
+    tensors, metadata = io.read_safetensors(path)
     raw = metadata.get("config")
     try:
         config = None if raw is None else json.loads(raw)
@@ -315,6 +315,15 @@ def load_model(path: str) -> Any:
         raise io.WeightsFileError(
             f"{path}: the file has no model config (it holds weights only); build the model in "
             "code and call model.load_weights(path)"
+        )
+    # Building allocates the layers' arrays: a config whose sizes exceed every array the file
+    # holds (Dense(units=10**9) with a few kB of weights) is refused before anything is made.
+    limit = max(sum(a.size for a in tensors.values()), 1)
+    too_big = [f"{k}={v}" for k, v in _ints(config) if v > limit] if tensors else []
+    if too_big:
+        raise io.WeightsFileError(
+            f"{path}: the model config asks for sizes ({', '.join(too_big[:5])}) larger than the "
+            f"{limit} values the file holds; it does not describe these weights"
         )
     try:
         model = model_from_config(config)
@@ -326,3 +335,16 @@ def load_model(path: str) -> Any:
         )
     weights.load_weights(model, path)
     return model
+
+
+def _ints(tree: Any, key: str = ""):
+    """``(field, int)`` pairs anywhere in a config, but the seed (it sizes nothing)."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            if k != "seed":
+                yield from _ints(v, k)
+    elif isinstance(tree, (list, tuple)):
+        for v in tree:
+            yield from _ints(v, key)
+    elif isinstance(tree, int) and not isinstance(tree, bool):
+        yield key, tree
