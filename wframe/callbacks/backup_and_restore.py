@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 
 from wframe.callbacks.base import Callback
-from wframe.callbacks.model_checkpoint import check_save_freq
+from wframe.callbacks.save_freq import EveryNSteps, check_save_freq
 
 
-class BackupAndRestore(Callback):
+class BackupAndRestore(EveryNSteps, Callback):
     """Back up the training state as training goes, and resume from it after an interruption,
     as Keras 3's.
 
@@ -48,12 +48,6 @@ class BackupAndRestore(Callback):
         self.delete_checkpoint = delete_checkpoint
         self.path = os.path.join(self.backup_dir, self.filename)
         self.needs_weights = self.save_freq != "epoch"
-        self._epoch = 0
-        self._mark: int | None = None  # save_freq multiples of the step count saved for
-
-    @property
-    def needs_batch_logs(self) -> bool:
-        return self.save_freq != "epoch"
 
     def on_train_begin(self, logs=None):
         from wframe import checkpoint
@@ -65,16 +59,10 @@ class BackupAndRestore(Callback):
         self._mark = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        if self._mark is None and self.save_freq != "epoch":
-            self._mark = self.model._steps // self.save_freq
+        self._start_epoch(epoch)
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.save_freq == "epoch":
-            return
-        mark = self.model._steps // self.save_freq
-        if mark > self._mark:
-            self._mark = mark
+        if self._due():
             self._save(self._epoch, batch + 1)
 
     def on_epoch_end(self, epoch, logs=None):

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from wframe.callbacks.monitor import MonitorCallback
+from wframe.callbacks.save_freq import EveryNSteps, check_save_freq
 
 
-def check_save_freq(save_freq: Any, who: str) -> str | int:
-    """``"epoch"`` or an int >= 1, else a ValueError naming ``who``."""
-    if save_freq == "epoch":
-        return "epoch"
-    if isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1:
-        raise ValueError(
-            f"{who}: save_freq must be 'epoch' or an integer >= 1 (a number of batches). "
-            f"Received: save_freq={save_freq!r}"
-        )
-    return save_freq
-
-
-class ModelCheckpoint(MonitorCallback):
+class ModelCheckpoint(EveryNSteps, MonitorCallback):
     """Save the model or its weights during training, as Keras 3's.
 
     ``filepath`` is formatted with ``str.format``: ``{epoch}`` is the 1-based epoch (Keras'
@@ -98,26 +86,15 @@ class ModelCheckpoint(MonitorCallback):
         self._epoch = 0
         self._mark: int | None = None  # save_freq multiples of the step count saved for
 
-    @property
-    def needs_batch_logs(self) -> bool:
-        return self.save_freq != "epoch"  # the batch hook does nothing otherwise: no syncs
-
     def on_train_begin(self, logs=None):
         self._warned = False
         self._mark = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        if self._mark is None and self.save_freq != "epoch":
-            # Here, not in on_train_begin: a BackupAndRestore may set the counters there.
-            self._mark = self.model._steps // self.save_freq
+        self._start_epoch(epoch)
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.save_freq == "epoch":
-            return
-        mark = self.model._steps // self.save_freq  # steps done, the batches of this call in
-        if mark > self._mark:
-            self._mark = mark
+        if self._due():
             self._save(self._epoch, batch, logs)
 
     def on_epoch_end(self, epoch, logs=None):
