@@ -11,6 +11,7 @@ from wframe import (
     clipping,
     data,
     initializers,
+    inspect,
     io,
     layers,
     losses,
@@ -21,6 +22,7 @@ from wframe import (
     saving,
     schedules,
     transfer,
+    viz,
     weights,
 )
 from wframe.backends import (
@@ -54,6 +56,7 @@ __all__ = [
     "data",
     "get_backend",
     "initializers",
+    "inspect",
     "io",
     "layers",
     "load_model",
@@ -70,5 +73,6 @@ __all__ = [
     "to_numpy",
     "transfer",
     "use_backend",
+    "viz",
     "weights",
 ]
