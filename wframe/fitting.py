@@ -12,22 +12,43 @@ from collections.abc import Callable
 import numpy as np
 
 from wframe.callbacks import CallbackList, History, ProgressBar
+from wframe.callbacks.base import _overrides
 from wframe.random import array_key, fold_in, generator
 from wframe.training import TrainState, log_names
 
 
-def _zero_acc(backend, dtype: str, n: int) -> tuple:
+def _zero_acc(backend, dtype: str, n: int, stats: int = 0) -> tuple:
     xp, dt = backend.xp, backend.dtype(dtype)
-    return tuple(xp.zeros((), dtype=dt) for _ in range(n + 1)), xp.asarray(-1, dtype=xp.int32)
+    sums = [xp.zeros((), dtype=dt) for _ in range(n + 1)]
+    if stats:  # the statistics' vector, before the count
+        sums.insert(n, xp.zeros((stats,), dtype=dt))
+    return tuple(sums), xp.asarray(-1, dtype=xp.int32)
 
 
-def _host_logs(backend, acc: tuple, names: tuple[str, ...]) -> tuple[dict[str, float], int]:
+def _host_logs(backend, acc: tuple, names: tuple[str, ...]) -> tuple[dict[str, float], int, list]:
+    """The epoch's running means of ``names`` (the first sums), the first bad step and every
+    sum as a host float (the last one the example count)."""
     sums, bad = backend.to_host(acc)  # one transfer on JAX
+    if len(sums) > len(names) + 1:  # spread the statistics' vector
+        sums = (*sums[:-2], *sums[-2], sums[-1])
     sums = [float(s) for s in sums]
     count = sums[-1]
-    totals = zip(names, sums[:-1], strict=True)
+    totals = zip(names, sums[: len(names)], strict=True)
     logs = {name: total / count if count else math.nan for name, total in totals}
-    return logs, int(bad)
+    return logs, int(bad), sums
+
+
+def _call_stats(now: list, before: list, names: tuple[str, ...]) -> dict[str, float]:
+    """Each statistic's mean over the steps of the call just run: the difference of two
+    readings of the running sums (``names`` are the last ones before the count) over the
+    examples in between; with no finite step in between, only the non-finite ones."""
+    count = now[-1] - before[-1]
+    out = {}
+    first = len(now) - 1 - len(names)
+    for name, a, b in zip(names, now[first:-1], before[first:-1], strict=True):
+        if count or not math.isfinite(a - b):
+            out[name] = (a - b) / count if count else a - b
+    return out
 
 
 def _owned(model, backend) -> TrainState:
@@ -59,7 +80,10 @@ def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, 
     Callbacks see the model's current arrays in ``on_epoch_end`` (and, for those with
     ``needs_weights``, in ``on_train_batch_end``: the live training buffers), and whatever they
     assign to ``model.params``/``state``/``opt_state``/``masks`` there is what training goes on
-    with.
+    with. When a callback has ``needs_grad_stats``, the runners log per-parameter statistics
+    too (:func:`wframe.grad_stats.grad_stats`), every call is read, and the callbacks overriding
+    ``on_grad_stats`` get each call's means (the difference of two readings of the running
+    sums); they stay out of the logs.
     """
     backend = model.backend
     loss, optimizer = model.loss, model.optimizer
@@ -83,17 +107,28 @@ def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, 
     ts = _owned(model, backend)
     seen = _arrays(model)
     weights = any(getattr(c, "needs_weights", False) for c in cbs)
-    each_batch = cb.needs_batch_logs or weights
+    # Per-parameter statistics are compiled in only when a callback asks for them; they go to
+    # the callbacks' on_grad_stats, one reading per compiled call, never into the logs.
+    stats = any(getattr(c, "needs_grad_stats", False) for c in cbs)
+    stat_names = log_names(model, loss, clip, stats=True)[len(names) :] if stats else ()
+    stat_cbs = [c for c in cb.callbacks if _overrides(c, "on_grad_stats")] if stats else []
+    each_batch = cb.needs_batch_logs or weights or stats
     shuffle_seed = model.seed if seed is None else seed
     # Neither is donated, so they are made once per model (eager device ops cost ~50 us each).
     key0 = model._cached(("key0", shuffle_seed), lambda: array_key(shuffle_seed, 0, backend))
-    acc = model._cached(("acc", len(names)), lambda: _zero_acc(backend, model.dtype, len(names)))
+    width = len(names) + len(stat_names)
+    acc = model._cached(
+        ("acc", len(names), len(stat_names)),
+        lambda: _zero_acc(backend, model.dtype, len(names), len(stat_names)),
+    )
     # Only callbacks of the user's may read model.params between epochs: publish copies then.
     publish = bool(callbacks)
     runners: dict[tuple, Callable] = {}
 
     def runner(steps: int, tail: int, guarded: bool) -> Callable:
-        return model._compiled_fn("run", loss, optimizer, metrics, steps, guarded, tail, clip)
+        return model._compiled_fn(
+            "run", loss, optimizer, metrics, steps, guarded, tail, stats, clip
+        )
 
     # A step that is not finite must change nothing. NumPy branches on it for free; under jit
     # that takes a select over the params and optimizer state, which doubles a small step's
@@ -119,7 +154,7 @@ def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, 
             ts, checkpoint, seen = _resume(model, backend, guard, acc)
         first, skip = skip, 0  # batches of this epoch done before a restored backup
         step0, done, synced = model._steps - first, first, time.perf_counter()
-        bad = -1
+        bad, before = -1, [0.0] * (width + 1)  # the sums the epoch's first call starts from
         while done < steps and not model.stop_training:
             if whole:
                 spec, chunk, start = (full, rest), flat, 0
@@ -137,16 +172,20 @@ def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, 
             now = time.perf_counter()
             batch_logs = None
             if each_batch or now - synced > 0.1 or done == steps:
-                batch_logs, bad = _host_logs(backend, acc, names)
+                batch_logs, bad, sums = _host_logs(backend, acc, names)
                 if bad >= 0 and not guard:  # replay since the checkpoint, guarded: exact
                     ts, acc = checkpoint
                     for (k, tail), args_ in pending:
                         ts, acc = runner(k, tail, True)(ts, acc, *args_)
-                    batch_logs, bad = _host_logs(backend, acc, names)
+                    batch_logs, bad, sums = _host_logs(backend, acc, names)
                 elif not guard:
                     checkpoint = (backend.copy(ts), acc)
                 pending = []
                 synced, epoch_logs = now, batch_logs
+                if stats:  # synced at every call: this reading minus the last is this call
+                    reading, before = _call_stats(sums, before, stat_names), sums
+                    for c in stat_cbs if reading else ():
+                        c.on_grad_stats(step0 + done, dict(reading))
             if bad >= 0:
                 break
             if weights:  # the live buffers: a callback that keeps them must copy them

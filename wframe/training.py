@@ -17,6 +17,14 @@ from wframe import losses as losses_mod
 from wframe import optimizers as optimizers_mod
 from wframe import regularizers as regularizers_mod
 from wframe.backends import Backend, backend_of
+from wframe.grad_stats import (
+    GradStats,
+    dead_fraction,
+    grad_stats,
+    leaf_norm,
+    path_get,
+    update_ratios,
+)
 from wframe.layers import combinators
 from wframe.tree import map_at, merge, split, tree_leaves
 from wframe.types import Params, State
@@ -91,11 +99,14 @@ def _update_fn(optimizer, backend) -> Callable:
     return update
 
 
-def log_names(layer, loss: losses_mod.Loss, clip: clipping.Clip | None) -> tuple[str, ...]:
-    """The names a train step logs, in order: loss, its metric, penalty, grad_norm."""
+def log_names(layer, loss: losses_mod.Loss, clip: clipping.Clip | None, stats: bool = False
+              ) -> tuple[str, ...]:  # fmt: skip
+    """The names a train step logs, in order: loss, its metric, penalty, grad_norm, and with
+    ``stats`` the per-parameter statistics (:attr:`GradStats.names`)."""
     extra = ("penalty",) if regularizers_mod.collect(layer) else ()
     return ("loss", *((loss.metric,) if loss.metric else ()), *extra,
-            *(("grad_norm",) if clip else ()))  # fmt: skip
+            *(("grad_norm",) if clip else ()),
+            *(grad_stats(layer).names if stats else ()))  # fmt: skip
 
 
 def _masked(tree: Params, masks: dict[str, Any] | None) -> Params:
@@ -105,10 +116,14 @@ def _masked(tree: Params, masks: dict[str, Any] | None) -> Params:
 
 
 def _core(layer, loss, optimizer, metrics, backend, guard: bool = True, clip=None,
-          frozen: frozenset[str] = frozenset()) -> Callable:  # fmt: skip
+          frozen: frozenset[str] = frozenset(), stats: GradStats | None = None
+          ) -> Callable:  # fmt: skip
     """``(ts, x, y, key, allowed) -> (ts, value, logged values, ok)`` with the finite guard
     (without it, ``ok`` is still computed but a bad step is applied). The logged values follow
-    :func:`log_names` after the loss. The optimizer sees only the params not in ``frozen``."""
+    :func:`log_names` after the loss. The optimizer sees only the params not in ``frozen``.
+    With ``stats`` (which names at least one param) the values end with a vector of those
+    statistics: each gradient's norm (before clipping), each update's ratio to its param and
+    each ReLU layer's dead fraction."""
     grad_fn = make_grad_fn(layer, loss, frozen)
     update = _update_fn(optimizer, backend)
     metric_fns = [losses_mod.METRICS[name] for name in metrics]
@@ -122,6 +137,11 @@ def _core(layer, loss, optimizer, metrics, backend, guard: bool = True, clip=Non
         # Pruned weights get no gradient, so optimizer moments started at zero stay zero.
         grads = _masked(grads, masks)
         logged = [fn(pred, y) for fn in metric_fns]
+        if stats is not None:
+            norms = xp.stack([leaf_norm(path_get(grads, p)) for p in stats.params])
+            dead = [dead_fraction(grads, path, have) for path, have in stats.relu]
+            # Copies: NumPy's fused optimizers update the params in place.
+            before = [xp.asarray(path_get(ts.params, p), copy=True) for p in stats.params]
         if grad_fn.penalized:
             logged.append(penalty)
         if clip is not None:
@@ -149,6 +169,9 @@ def _core(layer, loss, optimizer, metrics, backend, guard: bool = True, clip=Non
             return TrainState(_masked(params, ts.masks), new_state, opt_state, ts.masks)
 
         ts = backend.cond(ok, apply, lambda ts: ts, ts) if guard else apply(ts)
+        if stats is not None:  # one vector: one accumulator, not one per statistic
+            ratios = update_ratios(before, [path_get(ts.params, p) for p in stats.params])
+            logged.append(xp.concat([norms, ratios, *([xp.stack(dead)] if dead else [])]))
         return ts, value, logged, ok
 
     return core
@@ -212,7 +235,7 @@ def make_eval_step(model, loss, *, metrics: tuple[str, ...] = ()) -> Callable:
 
 def make_runner(
     model, loss, optimizer, metrics: tuple[str, ...], steps: int, guard: bool = True,
-    tail: int = 0, clip: clipping.Clip | None = None,
+    tail: int = 0, stats: bool = False, clip: clipping.Clip | None = None,
 ) -> Callable:
     """``run(ts, acc, x, y, order, start, first_step, key0, fresh) -> (ts, acc)``: ``steps``
     train steps on the batches ``order[start : start + steps]`` (rows of example indices),
@@ -225,9 +248,17 @@ def make_runner(
     that and replays the call guarded only when ``bad`` says so. With ``tail > 0`` the call is a
     whole epoch: ``order`` is the flat permutation, cut into ``steps`` full batches and a last
     batch of ``tail`` examples, all in the one compiled call.
+
+    With ``stats`` the step also logs :func:`grad_stats`' per-parameter statistics (their
+    names end :func:`log_names`), summed in ``acc`` as the losses are but in one vector, the
+    last entry of ``sums`` before the count; the first non-finite step adds its non-finite
+    statistics too, so that a reading names the params that broke. Without it none of that is
+    traced.
     """
     backend = model.backend
-    core = _core(model, loss, optimizer, metrics, backend, guard, clip, model.frozen)
+    spec = grad_stats(model) if stats else None
+    spec = spec if spec and spec.params else None  # every param frozen: nothing to measure
+    core = _core(model, loss, optimizer, metrics, backend, guard, clip, model.frozen, spec)
     stochastic = model.uses_key
     xp = backend.xp
     x_buffers: dict = {}  # the batch buffers NumPy reuses (per runner: one fit at a time)
@@ -253,7 +284,12 @@ def make_runner(
             return (*sums, acc[0][-1] + size), acc[1]
 
         def skip(acc):  # record the first non-finite step
-            return acc[0], xp.where(acc[1] < 0, xp.asarray(step, dtype=xp.int32), acc[1])
+            first, sums = acc[1] < 0, acc[0]
+            if spec is not None:
+                v = values[-1]
+                poisoned = sums[-2] + xp.where(first & ~xp.isfinite(v), v, xp.zeros_like(v))
+                sums = (*sums[:-2], poisoned, sums[-1])
+            return sums, xp.where(first, xp.asarray(step, dtype=xp.int32), acc[1])
 
         return (ts, backend.cond(ok, add, skip, (sums, bad))), None
 

@@ -17,8 +17,14 @@ model's current arrays at that point), and training goes on with what they assig
 One module per callback, as Keras': ``base`` (:class:`Callback`), ``callback_list``,
 ``history``, ``progress``, ``terminate_on_nan``, ``monitor`` (what the two monitoring callbacks
 share), ``early_stopping``, ``reduce_lr_on_plateau``, ``learning_rate_scheduler``,
-``learning_rate_monitor``, ``csv_logger``, ``lambda_callback``, ``model_checkpoint`` and
-``backup_and_restore`` (these two write files through :mod:`wframe.checkpoint`).
+``learning_rate_monitor``, ``gradient_monitor``, ``csv_logger``, ``tensorboard``,
+``lambda_callback``, ``model_checkpoint`` and ``backup_and_restore`` (these two write files
+through :mod:`wframe.checkpoint`).
+
+Per-parameter gradient statistics travel apart from the logs: a callback with
+:attr:`Callback.needs_grad_stats` makes ``fit`` compile them into the train step, and every
+callback overriding :meth:`Callback.on_grad_stats` gets them after each compiled call
+(:class:`GradientMonitor`, :class:`TensorBoard`).
 """
 
 from wframe.callbacks.backup_and_restore import BackupAndRestore
@@ -26,6 +32,7 @@ from wframe.callbacks.base import Callback, Logs
 from wframe.callbacks.callback_list import CallbackList
 from wframe.callbacks.csv_logger import CSVLogger
 from wframe.callbacks.early_stopping import EarlyStopping
+from wframe.callbacks.gradient_monitor import GradientMonitor
 from wframe.callbacks.history import History
 from wframe.callbacks.lambda_callback import LambdaCallback
 from wframe.callbacks.learning_rate_monitor import LearningRateMonitor
@@ -34,10 +41,12 @@ from wframe.callbacks.model_checkpoint import ModelCheckpoint
 from wframe.callbacks.monitor import MonitorCallback
 from wframe.callbacks.progress import ProgressBar
 from wframe.callbacks.reduce_lr_on_plateau import ReduceLROnPlateau
+from wframe.callbacks.tensorboard import TensorBoard
 from wframe.callbacks.terminate_on_nan import TerminateOnNaN
 
 __all__ = [
-    "BackupAndRestore", "CSVLogger", "Callback", "CallbackList", "EarlyStopping", "History",
-    "LambdaCallback", "LearningRateMonitor", "LearningRateScheduler", "Logs", "ModelCheckpoint",
-    "MonitorCallback", "ProgressBar", "ReduceLROnPlateau", "TerminateOnNaN",
+    "BackupAndRestore", "CSVLogger", "Callback", "CallbackList", "EarlyStopping",
+    "GradientMonitor", "History", "LambdaCallback", "LearningRateMonitor",
+    "LearningRateScheduler", "Logs", "ModelCheckpoint", "MonitorCallback", "ProgressBar",
+    "ReduceLROnPlateau", "TensorBoard", "TerminateOnNaN",
 ]  # fmt: skip

@@ -24,6 +24,10 @@ class Callback:
     #: training buffers: copy what you keep) and goes on with whatever the hooks assigned. It
     #: costs a sync per call, so it is off by default.
     needs_weights: bool = False
+    #: True for a callback that wants per-parameter gradient statistics (:meth:`on_grad_stats`):
+    #: ``fit`` then compiles them into the train step and syncs after every compiled call.
+    #: Off by default: without such a callback the step computes none of them.
+    needs_grad_stats: bool = False
 
     @property
     def needs_batch_logs(self) -> bool:
@@ -44,6 +48,18 @@ class Callback:
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None: ...
     def on_batch_begin(self, batch: int, logs: Logs | None = None) -> None: ...
     def on_batch_end(self, batch: int, logs: Logs | None = None) -> None: ...
+
+    def on_grad_stats(self, step: int, stats: Logs) -> None:
+        """Per-parameter statistics of the compiled call just run, when some callback has
+        :attr:`needs_grad_stats` (every callback overriding this hook gets them then).
+
+        Called after each compiled call (``fit(steps_per_execution=k)``: one call per ``k``
+        steps, or per epoch), before ``on_train_batch_end``. ``step`` is the number of
+        optimizer steps the model has taken after the call; ``stats`` maps
+        ``grad_norm/<param>``, ``update_ratio/<param>`` and ``dead_relu/<layer>`` to their
+        mean over the call's finite steps (see :class:`GradientMonitor`). They are not in the
+        batch or epoch logs.
+        """
 
     def on_train_batch_begin(self, batch: int, logs: Logs | None = None) -> None:
         self.on_batch_begin(batch, logs)
