@@ -51,10 +51,11 @@ def _call_stats(now: list, before: list, names: tuple[str, ...]) -> dict[str, fl
     return out
 
 
-def _owned(model, backend) -> TrainState:
+def _owned(model, backend, strategy=None) -> TrainState:
     # Copies: the steps donate (JAX) or update in place (NumPy) what they are given, and the
     # arrays the user (or a callback) holds must stay valid.
-    return backend.copy(TrainState(model.params, model.state, model.opt_state, model.masks))
+    ts = backend.copy(TrainState(model.params, model.state, model.opt_state, model.masks))
+    return ts if strategy is None else strategy.replicate(ts)
 
 
 def _arrays(model) -> tuple:
@@ -66,14 +67,14 @@ def _changed(model, seen: tuple) -> bool:
     return any(a is not b for a, b in zip(_arrays(model), seen, strict=True))
 
 
-def _resume(model, backend, guard: bool, acc: tuple) -> tuple:
+def _resume(model, backend, guard: bool, acc: tuple, strategy=None) -> tuple:
     """``(ts, checkpoint, seen)`` from the arrays a callback assigned to the model (copied)."""
-    ts = _owned(model, backend)
+    ts = _owned(model, backend, strategy)
     return ts, (None if guard else (backend.copy(ts), acc)), _arrays(model)
 
 
 def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, callbacks,
-        initial_epoch, steps_per_execution, clip=None) -> History:
+        initial_epoch, steps_per_execution, clip=None, strategy=None) -> History:
     """The loop behind :meth:`wframe.Sequential.fit`; arguments are already checked and ``x``,
     ``y`` (and ``validation = (x_val, y_val)`` or ``None``) are on the model's backend.
 
@@ -104,7 +105,9 @@ def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, 
     # epoch to go on with and how many of its batches were done. That wins over initial_epoch.
     resume, model._resume_at = model._resume_at, None
     initial_epoch, skip = resume if resume is not None else (initial_epoch, 0)
-    ts = _owned(model, backend)
+    ts = _owned(model, backend, strategy)
+    if strategy is not None:  # the data on every device; each step shards its batch
+        x, y = strategy.replicate((x, y))
     seen = _arrays(model)
     weights = any(getattr(c, "needs_weights", False) for c in cbs)
     # Per-parameter statistics are compiled in only when a callback asks for them; they go to
@@ -127,7 +130,7 @@ def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, 
 
     def runner(steps: int, tail: int, guarded: bool) -> Callable:
         return model._compiled_fn(
-            "run", loss, optimizer, metrics, steps, guarded, tail, stats, clip
+            "run", loss, optimizer, metrics, steps, guarded, tail, stats, clip, strategy
         )
 
     # A step that is not finite must change nothing. NumPy branches on it for free; under jit
@@ -151,7 +154,7 @@ def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, 
             last = backend.asarray(order[full * batch_size :].reshape(1, rest)) if rest else None
         cb.on_epoch_begin(epoch)
         if publish and _changed(model, seen):  # e.g. a new learning rate: go on with it
-            ts, checkpoint, seen = _resume(model, backend, guard, acc)
+            ts, checkpoint, seen = _resume(model, backend, guard, acc, strategy)
         first, skip = skip, 0  # batches of this epoch done before a restored backup
         step0, done, synced = model._steps - first, first, time.perf_counter()
         bad, before = -1, [0.0] * (width + 1)  # the sums the epoch's first call starts from
@@ -193,7 +196,7 @@ def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, 
                 seen = _arrays(model)
             cb.batch_end(done - 1, batch_logs)
             if weights and _changed(model, seen):
-                ts, checkpoint, seen = _resume(model, backend, guard, acc)
+                ts, checkpoint, seen = _resume(model, backend, guard, acc, strategy)
         model._steps = step0 + done
         if bad >= 0:
             warnings.warn(
@@ -216,7 +219,7 @@ def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, 
             epoch_logs.update({f"val_{k}": v for k, v in val.items()})
         cb.on_epoch_end(epoch, epoch_logs)
         if publish and _changed(model, seen):  # a callback set new arrays: go on with them
-            ts, checkpoint, seen = _resume(model, backend, guard, acc)
+            ts, checkpoint, seen = _resume(model, backend, guard, acc, strategy)
         if model.stop_training:
             break
     model._publish(ts)

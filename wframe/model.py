@@ -48,7 +48,7 @@ class Sequential(Holder):
                 stale = [k for k in self._compiled if k[0] == "run" and k[1:3] != args[:2]]
                 for k in stale:
                     del self._compiled[k]
-                fn = training.make_runner(self, *args[:-1], clip=args[-1])
+                fn = training.make_runner(self, *args[:-2], clip=args[-2], strategy=args[-1])
             elif kind == "eval":
                 fn = training.make_eval_step(self, args[0], metrics=args[1])
             elif kind == "grad":
@@ -208,6 +208,7 @@ class Sequential(Holder):
         clipnorm: float | None = None,
         clipvalue: float | None = None,
         global_clipnorm: float | None = None,
+        strategy: Any = None,
     ) -> History:
         """Train with mini-batches; returns the :class:`~wframe.callbacks.History`.
 
@@ -236,6 +237,8 @@ class Sequential(Holder):
           clipnorm, clipvalue, global_clipnorm: clip each parameter's gradient to this L2 norm,
             each element to ``[-v, v]``, or all gradients together to this global norm (Keras'
             names; at most one); the pre-clip global norm is logged as ``grad_norm``.
+          strategy: :class:`wframe.distributed.DataParallel` to shard each batch over several
+            JAX devices (every batch must divide over them).
 
         The logs hold ``loss`` (the data loss), the loss's metric, and ``penalty`` (the
         layers' regularizers, added to the loss that is differentiated) when there are any.
@@ -246,6 +249,11 @@ class Sequential(Holder):
             callbacks=callbacks,
         )  # fmt: skip
         clip = clipping.options(clipnorm, clipvalue, global_clipnorm)
+        if strategy is not None and not hasattr(strategy, "shard_batch"):
+            raise TypeError(
+                "fit: strategy must be a wf.distributed.DataParallel, got "
+                f"{type(strategy).__name__}"
+            )
         # Everything is checked before anything is committed: a refused fit changes nothing.
         loss = losses_mod.get(loss) if loss is not None else self.loss
         validation = None if validation_data is None else data.pair(
@@ -267,5 +275,8 @@ class Sequential(Holder):
             training.check_opt_state(opt_state, self.backend)
         self.loss, self.optimizer, self._optimizer_spec, self.opt_state = loss, tx, spec, opt_state
         training.warn_softmax_with_logits(self, self.loss)
-        self.history = fitting.fit(self, x, y, validation=validation, clip=clip, **options)
+        if strategy is not None:
+            strategy.check(self, options["batch_size"], n)
+        self.history = fitting.fit(self, x, y, validation=validation, clip=clip,
+                                   strategy=strategy, **options)  # fmt: skip
         return self.history

@@ -235,7 +235,7 @@ def make_eval_step(model, loss, *, metrics: tuple[str, ...] = ()) -> Callable:
 
 def make_runner(
     model, loss, optimizer, metrics: tuple[str, ...], steps: int, guard: bool = True,
-    tail: int = 0, stats: bool = False, clip: clipping.Clip | None = None,
+    tail: int = 0, stats: bool = False, clip: clipping.Clip | None = None, strategy: Any = None,
 ) -> Callable:
     """``run(ts, acc, x, y, order, start, first_step, key0, fresh) -> (ts, acc)``: ``steps``
     train steps on the batches ``order[start : start + steps]`` (rows of example indices),
@@ -253,7 +253,8 @@ def make_runner(
     names end :func:`log_names`), summed in ``acc`` as the losses are but in one vector, the
     last entry of ``sums`` before the count; the first non-finite step adds its non-finite
     statistics too, so that a reading names the params that broke. Without it none of that is
-    traced.
+    traced. With a ``strategy`` (:class:`wframe.distributed.DataParallel`) each gathered batch
+    is sharded over its devices and the train state kept replicated.
     """
     backend = model.backend
     spec = grad_stats(model) if stats else None
@@ -270,6 +271,8 @@ def make_runner(
         # Into buffers reused from step to step where the backend can (NumPy); nothing holds
         # a batch past its step.
         xb, yb = backend.gather(x, idx, x_buffers), backend.gather(y, idx, y_buffers)
+        if strategy is not None:
+            xb, yb = strategy.shard_batch(xb), strategy.shard_batch(yb)
         step = first_step + i
         key = None
         if stochastic:
@@ -312,6 +315,8 @@ def make_runner(
             carry = backend.scan(body, carry, xp.arange(steps, dtype=xp.int32))[0]
         if tail:
             carry = one(carry, 0, x, y, last, 0, first_step + steps, key0)[0]
+        if strategy is not None:
+            carry = (strategy.keep_replicated(carry[0]), carry[1])
         return carry
 
     return backend.jit(run, donate_argnums=(0,))

@@ -1,0 +1,83 @@
+"""Run by tests/test_distributed.py in a fresh process with 4 forced CPU devices: data-parallel
+fit against single-device fit; prints one JSON line of results."""
+
+import json
+import os
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+
+import numpy as np  # noqa: E402
+
+import wframe as wf  # noqa: E402
+from wframe.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D  # noqa: E402
+
+
+def mlp():
+    return wf.Sequential([Dense(16, activation="relu"), Dropout(0.3), Dense(3)], seed=2)
+
+
+def cnn():
+    return wf.Sequential([Conv2D(4, 3, activation="relu"), MaxPool2D(), Flatten(), Dropout(0.2),
+                          Dense(3)], seed=3)  # fmt: skip
+
+
+def diff(a, b):
+    return max(float(np.abs(np.asarray(a.params[k][n]) - np.asarray(b.params[k][n])).max())
+               for k in a.params for n in a.params[k])  # fmt: skip
+
+
+rng = np.random.default_rng(0)
+data = {
+    "mlp": (rng.standard_normal((80, 6)).astype(np.float32), rng.integers(0, 3, 80)),
+    "cnn": (rng.standard_normal((80, 8, 8, 1)).astype(np.float32), rng.integers(0, 3, 80)),
+}
+out = {}
+with wf.use_backend("jax"):
+    import jax
+
+    out["devices"] = len(jax.devices())
+    dp = wf.distributed.DataParallel()
+    for name, make in (("mlp", mlp), ("cnn", cnn)):
+        x, y = data[name]
+        for opt in ("sgd", "adam"):
+            for spe in (1, "epoch"):
+                single, multi = make(), make()
+                # 80 examples, batch 16: 5 steps an epoch, 20 steps in 4 epochs
+                hs = single.fit(x, y, epochs=4, batch_size=16, optimizer=opt, verbose=0,
+                                steps_per_execution=spe)  # fmt: skip
+                hm = multi.fit(x, y, epochs=4, batch_size=16, optimizer=opt, verbose=0,
+                               steps_per_execution=spe, strategy=dp)  # fmt: skip
+                out[f"{name}/{opt}/{spe}"] = {
+                    "max_diff": diff(single, multi),
+                    "loss": [hs.history["loss"][-1], hm.history["loss"][-1]],
+                    "replicated": all(a.sharding.is_fully_replicated and
+                                      len(a.sharding.device_set) == 4
+                                      for sub in multi.params.values() for a in sub.values()),
+                }  # fmt: skip
+    # XLA inserted the gradient all-reduce: the compiled step is partitioned
+    from wframe.training import TrainState
+
+    b = multi.backend
+    run = [fn for key, fn in multi._compiled.items() if key[0] == "run"][0]
+    acc = [v for key, v in multi._compiled.items() if key[0] == "acc"][0]
+    key0 = [v for key, v in multi._compiled.items() if key[0] == "key0"][0]
+    ts = dp.replicate(b.copy(TrainState(multi.params, multi.state, multi.opt_state, None)))
+    order = b.asarray(np.arange(80, dtype=np.int32).reshape(5, 16))
+    xy = dp.replicate((b.asarray(x), b.asarray(y)))
+    text = run.lower(ts, acc, *xy, order, 0, 0, key0, True).compile().as_text()
+    out["all_reduce"] = "all-reduce" in text
+    from sklearn.datasets import load_digits
+
+    dx, dy = load_digits(return_X_y=True)
+    dx, dy = (dx[:1796] / 16).astype(np.float32), dy[:1796]  # 1796 = 56 * 32 + 4: all divide
+    accs = []
+    for strategy in (None, dp):
+        model = wf.Sequential([Dense(64, activation="relu"), Dense(10)], seed=0)
+        model.fit(dx, dy, epochs=3, batch_size=32, verbose=0, strategy=strategy)
+        accs.append(model.evaluate(dx, dy)["accuracy"])
+    out["digits_accuracy"] = accs
+    try:
+        multi.fit(x[:78], y[:78], epochs=1, batch_size=16, verbose=0, strategy=dp)
+    except ValueError as e:
+        out["indivisible"] = str(e)
+print(json.dumps(out))

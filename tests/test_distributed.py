@@ -1,0 +1,67 @@
+"""Data parallelism on JAX: a fresh process with 4 forced CPU devices trains with
+wf.distributed.DataParallel and must equal single-device training."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import wframe as wf
+
+SCRIPT = Path(__file__).parent / "_dp_script.py"
+
+
+@pytest.fixture(scope="module")
+def results():
+    if "jax" not in wf.available():
+        pytest.skip("jax unavailable")
+    pytest.importorskip("sklearn")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, str(SCRIPT)], env=env, capture_output=True,
+                         text=True, timeout=300, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("spe", ["1", "epoch"])
+def test_twenty_data_parallel_steps_equal_single_device(results, model, optimizer, spe):
+    run = results[f"{model}/{optimizer}/{spe}"]
+    assert results["devices"] == 4
+    assert run["max_diff"] < 1e-5  # with Dropout: the masks are the single-device ones
+    np.testing.assert_allclose(run["loss"][0], run["loss"][1], rtol=1e-5)
+    assert run["replicated"]  # params whole on each of the 4 devices
+
+
+def test_the_step_is_partitioned_by_xla(results):
+    assert results["all_reduce"]  # the gradient all-reduce XLA inserted
+
+
+def test_digits_epoch_reaches_the_same_accuracy(results):
+    single, multi = results["digits_accuracy"]
+    assert abs(single - multi) < 1e-6 and single > 0.85
+
+
+def test_batches_that_do_not_divide_are_refused(results):
+    assert results["indivisible"].startswith(
+        "fit: with 4 devices every batch must divide evenly over them, but the last batch of 14 "
+        "examples (78 % 16) do not"
+    )
+
+
+def test_data_parallel_needs_a_jax_model(jax):
+    x, y = np.zeros((8, 2), np.float32), np.zeros(8, int)
+    with wf.use_backend("numpy"):
+        model = wf.Sequential([wf.layers.Dense(2)])
+        with pytest.raises(ValueError, match="needs a model on the jax backend, but it lives on "
+                           "'numpy'"):  # fmt: skip
+            model.fit(x, y, verbose=0, strategy=wf.distributed.DataParallel())
+    with pytest.raises(TypeError, match="strategy must be a wf.distributed.DataParallel"):
+        model.fit(x, y, verbose=0, strategy="mirrored")

@@ -1,0 +1,78 @@
+"""Past one device, on JAX's own machinery: :class:`DataParallel` shards each batch over a
+``jax.sharding.Mesh`` and keeps params and optimizer state replicated; the train step is the
+same compiled function, and XLA inserts the gradient all-reduce (GSPMD).
+
+``model.fit(x, y, strategy=wf.distributed.DataParallel())`` on a model of the jax backend.
+Every batch must divide evenly over the devices (the last partial batch included): a batch that
+does not is refused before training with the sizes that would work, rather than padded. The
+dropout masks are those of single-device training (they hash global element indices), so a
+data-parallel run equals the single-device run on the full batch to float32 rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+class DataParallel:
+    """Data parallelism over ``devices`` (default: all of JAX's) along a mesh axis ``"data"``.
+
+    Args:
+      devices: the JAX devices to use, e.g. ``jax.devices()[:4]``.
+    """
+
+    axis = "data"
+
+    def __init__(self, devices: Sequence[Any] | None = None):
+        import jax
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        devices = list(jax.devices() if devices is None else devices)
+        if not devices:
+            raise ValueError("DataParallel: devices is empty; pass JAX devices or None for all")
+        self.devices = devices
+        self.mesh = Mesh(np.array(devices), (self.axis,))
+        self._jax = jax
+        self._batch = NamedSharding(self.mesh, PartitionSpec(self.axis))
+        self._replicated = NamedSharding(self.mesh, PartitionSpec())
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.devices)
+
+    def __repr__(self) -> str:
+        return f"DataParallel({self.num_devices} devices: {self.devices[0].platform})"
+
+    def check(self, model: Any, batch_size: int, n: int) -> None:
+        """Refuse a model off JAX, or batches (``batch_size``, and the last one of ``n``
+        examples) that do not divide over the devices."""
+        if not model.backend.has_autodiff or model.backend.name != "jax":
+            raise ValueError(
+                f"fit: strategy={self!r} needs a model on the jax backend, but it lives on "
+                f"'{model.backend.name}'; move it with model.to_backend('jax')"
+            )
+        d, rest = self.num_devices, n % batch_size
+        bad = [f"batch_size={batch_size}"] if batch_size % d else []
+        if rest % d:
+            bad.append(f"the last batch of {rest} examples ({n} % {batch_size})")
+        if bad:
+            raise ValueError(
+                f"fit: with {d} devices every batch must divide evenly over them, but "
+                f"{' and '.join(bad)} do not; use a batch_size and a number of examples that "
+                f"are multiples of {d} (e.g. x[: {n - n % d}]), or fewer devices"
+            )
+
+    def replicate(self, tree: Any) -> Any:
+        """``tree`` copied to every device (params, state, optimizer state, data)."""
+        return self._jax.device_put(tree, self._replicated)
+
+    def shard_batch(self, x: Any) -> Any:
+        """Inside the compiled step: ``x`` split along its first axis over the devices."""
+        return self._jax.lax.with_sharding_constraint(x, self._batch)
+
+    def keep_replicated(self, tree: Any) -> Any:
+        """Inside the compiled step: ``tree`` kept whole on every device."""
+        return self._jax.lax.with_sharding_constraint(tree, self._replicated)
