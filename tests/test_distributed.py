@@ -65,3 +65,46 @@ def test_data_parallel_needs_a_jax_model(jax):
             model.fit(x, y, verbose=0, strategy=wf.distributed.DataParallel())
     with pytest.raises(TypeError, match="strategy must be a wf.distributed.DataParallel"):
         model.fit(x, y, verbose=0, strategy="mirrored")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_on_loopback_train_as_one_device(jax):
+    """jax.distributed over 127.0.0.1: 2 processes x 2 CPU devices, 20 data-parallel steps,
+    equal to single-process training; both processes always reaped."""
+    pytest.importorskip("jax")
+    script = Path(__file__).parent / "_mh_script.py"
+    port = str(_free_port())
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    procs = [subprocess.Popen([sys.executable, str(script), port, str(i)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]  # fmt: skip
+    try:
+        outs = [p.communicate(timeout=180) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-2000:]
+    runs = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert [r["processes"] for r in runs] == [2, 2] and runs[0]["devices"] == 4
+    assert [r["writer"] for r in runs] == [True, False]
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((80, 6)).astype(np.float32), rng.integers(0, 3, 80)
+    with wf.use_backend("jax"):
+        model = wf.Sequential([wf.layers.Dense(16, activation="relu"), wf.layers.Dropout(0.3),
+                               wf.layers.Dense(3)], seed=2)  # fmt: skip
+        model.fit(x, y, epochs=4, batch_size=16, optimizer="adam", verbose=0)
+    for run in runs:
+        for name, value in run["params"].items():
+            layer, param = name.split("/")
+            np.testing.assert_allclose(value, np.asarray(model.params[layer][param]), rtol=1e-5,
+                                       atol=1e-6)  # fmt: skip

@@ -66,8 +66,18 @@ class DataParallel:
             )
 
     def replicate(self, tree: Any) -> Any:
-        """``tree`` copied to every device (params, state, optimizer state, data)."""
-        return self._jax.device_put(tree, self._replicated)
+        """``tree`` copied to every device (params, state, optimizer state, data). With several
+        processes each one must pass the same values (same seed, same data); each places its
+        own devices' copies."""
+        jax = self._jax
+        if jax.process_count() == 1:
+            return jax.device_put(tree, self._replicated)
+
+        def place(a):
+            host = np.asarray(a)  # this process's copy (replicated arrays are whole here)
+            return jax.make_array_from_callback(host.shape, self._replicated, lambda i: host[i])
+
+        return jax.tree.map(place, tree)
 
     def shard_batch(self, x: Any) -> Any:
         """Inside the compiled step: ``x`` split along its first axis over the devices."""
@@ -76,3 +86,35 @@ class DataParallel:
     def keep_replicated(self, tree: Any) -> Any:
         """Inside the compiled step: ``tree`` kept whole on every device."""
         return self._jax.lax.with_sharding_constraint(tree, self._replicated)
+
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None, **kwargs: Any) -> None:
+    """Join a multi-process JAX run: :func:`jax.distributed.initialize`, before any JAX array.
+
+    Arguments left ``None`` come from ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and
+    ``JAX_PROCESS_ID`` when set, else JAX detects them (SLURM, Open MPI, Kubernetes, ...).
+    On CPU the processes' collectives go through gloo. Then ``DataParallel()`` spans every
+    process's devices; each process runs the same script on the same data and seed.
+    """
+    import os
+
+    import jax
+
+    env = os.environ
+    coordinator_address = coordinator_address or env.get("JAX_COORDINATOR_ADDRESS")
+    if num_processes is None and "JAX_NUM_PROCESSES" in env:
+        num_processes = int(env["JAX_NUM_PROCESSES"])
+    if process_id is None and "JAX_PROCESS_ID" in env:
+        process_id = int(env["JAX_PROCESS_ID"])
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id, **kwargs)
+
+
+def is_writer() -> bool:
+    """True in the process that writes files (process 0; the only one without JAX's
+    multi-process run)."""
+    import sys
+
+    jax = sys.modules.get("jax")
+    return jax is None or jax.process_index() == 0

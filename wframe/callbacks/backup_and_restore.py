@@ -83,8 +83,10 @@ class BackupAndRestore(EveryNSteps, Callback):
 
     def _save(self, epoch: int, batch: int) -> None:
         """Back up the model, to resume at batch ``batch`` of epoch ``epoch`` (fit's index)."""
-        from wframe import checkpoint
+        from wframe import checkpoint, distributed
 
+        if not distributed.is_writer():  # one writer in a multi-process run: process 0
+            return
         os.makedirs(self.backup_dir, exist_ok=True)
         extra = {"resume_epoch": str(epoch), "resume_batch": str(batch)}
         checkpoint.save(self.model, self.path, extra=extra)

@@ -137,11 +137,13 @@ class ModelCheckpoint(EveryNSteps, MonitorCallback):
         return False
 
     def _save(self, epoch: int, batch: int | None, logs: dict | None) -> None:
-        from wframe import checkpoint, weights  # imported late: they import the model's deps
+        from wframe import checkpoint, distributed, weights  # late: they import the model's deps
 
         logs = logs or {}
         path = self._path(epoch, batch, logs)
         if not self._should_save(epoch, logs, path):
+            return
+        if not distributed.is_writer():  # one writer in a multi-process run: process 0
             return
         if os.path.isdir(path):
             raise IsADirectoryError(
