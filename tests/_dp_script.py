@@ -66,6 +66,22 @@ with wf.use_backend("jax"):
     xy = dp.replicate((b.asarray(x), b.asarray(y)))
     text = run.lower(ts, acc, *xy, order, 0, 0, key0, True).compile().as_text()
     out["all_reduce"] = "all-reduce" in text
+    from jax.sharding import PartitionSpec as P
+
+    mp = wf.distributed.ModelParallel((2, 2), {"dense_0/W": P(None, "model")})
+    x, y = data["mlp"]
+    single, multi = mlp(), mlp()
+    single.fit(x, y, epochs=4, batch_size=16, optimizer="adam", verbose=0)
+    multi.fit(x, y, epochs=4, batch_size=16, optimizer="adam", verbose=0, strategy=mp)
+    w = multi.params["dense_0"]["W"]
+    out["model_parallel"] = {"max_diff": diff(single, multi), "split": not
+                             w.sharding.is_fully_replicated}  # fmt: skip
+    try:
+        wf.distributed.ModelParallel((2, 2), {"dense_*/W": P(None, "model")}).place(
+            wf.TrainState(multi.params, multi.state, multi.opt_state))
+    except ValueError as e:
+        out["bad_rule"] = str(e)
+
     from sklearn.datasets import load_digits
 
     dx, dy = load_digits(return_X_y=True)

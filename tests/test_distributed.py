@@ -108,3 +108,12 @@ def test_two_processes_on_loopback_train_as_one_device(jax):
             layer, param = name.split("/")
             np.testing.assert_allclose(value, np.asarray(model.params[layer][param]), rtol=1e-5,
                                        atol=1e-6)  # fmt: skip
+
+
+def test_a_two_by_two_data_by_model_mesh_gives_the_same_result(results):
+    run = results["model_parallel"]
+    assert run["split"] and run["max_diff"] < 1e-5  # dense_0/W split over "model"
+    assert results["bad_rule"].startswith(
+        "ModelParallel: rule P(None, 'model') for 'dense_1/W' splits axis 1 in 2, but the param "
+        "has shape (16, 3)"
+    )

@@ -84,8 +84,89 @@ class DataParallel:
         return self._jax.lax.with_sharding_constraint(x, self._batch)
 
     def keep_replicated(self, tree: Any) -> Any:
-        """Inside the compiled step: ``tree`` kept whole on every device."""
+        """Inside the compiled step: the train state kept as placed (whole on every device)."""
         return self._jax.lax.with_sharding_constraint(tree, self._replicated)
+
+    def place(self, ts: Any) -> Any:
+        """The train state on the mesh (replicated here; :class:`ModelParallel` splits)."""
+        return self.replicate(ts)
+
+
+class ModelParallel(DataParallel):
+    """Data and model parallelism on a 2-D mesh ``("data", "model")`` of ``mesh_shape``: each
+    batch split along ``"data"``, and the params whose flat names match ``rules`` split as the
+    rule's ``PartitionSpec`` says, e.g. ``{"dense_*/W": P(None, "model")}`` (Dense/Conv kernels
+    along their output axis). The GSPMD way: shardings on the params, XLA inserts the
+    collectives. Params matching no rule, the state and the optimizer state start replicated.
+
+    Args:
+      mesh_shape: ``(data, model)`` device counts; their product must be the device count.
+      rules: ``{glob on flat param names: PartitionSpec}``; the first match wins.
+      devices: the devices (default all of JAX's).
+    """
+
+    def __init__(self, mesh_shape: tuple[int, int], rules: dict[str, Any],
+                 devices: Sequence[Any] | None = None):  # fmt: skip
+        import jax
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        super().__init__(devices)
+        data, model = mesh_shape
+        if data * model != len(self.devices):
+            raise ValueError(
+                f"ModelParallel: mesh_shape {tuple(mesh_shape)} needs {data * model} devices, "
+                f"there are {len(self.devices)}"
+            )
+        self.mesh = Mesh(np.array(self.devices).reshape(data, model), (self.axis, "model"))
+        self.rules = dict(rules)
+        self._jax = jax
+        self._named = lambda spec: NamedSharding(self.mesh, spec)
+        self._batch = self._named(PartitionSpec(self.axis))
+        self._replicated = self._named(PartitionSpec())
+        self._data_devices = data
+
+    @property
+    def num_devices(self) -> int:  # batches divide along the data axis only
+        return self._data_devices
+
+    def __repr__(self) -> str:
+        return f"ModelParallel(mesh {dict(self.mesh.shape)}, {len(self.rules)} rules)"
+
+    def _spec(self, name: str) -> Any:
+        import fnmatch
+
+        for pattern, spec in self.rules.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                return spec
+        return None
+
+    def _shardings(self, params: Any) -> Any:
+        from wframe.tree import flatten, map_at
+
+        specs = {n: self._spec(n) for n, _ in flatten(params)}
+        return map_at(params, {n: (lambda _, s=s: self._named(s) if s is not None
+                                   else self._replicated) for n, s in specs.items()})
+
+    def place(self, ts: Any) -> Any:
+        from wframe.tree import flatten
+
+        for name, a in flatten(ts.params):
+            spec = self._spec(name)
+            for axis, part in enumerate(spec or ()):
+                names = () if part is None else part if isinstance(part, tuple) else (part,)
+                n = int(np.prod([self.mesh.shape[p] for p in names]))
+                if axis >= a.ndim or a.shape[axis] % n:
+                    raise ValueError(
+                        f"ModelParallel: rule {spec} for {name!r} splits axis {axis} in {n}, "
+                        f"but the param has shape {tuple(a.shape)}; change the rule or the size"
+                    )
+        placed = self.replicate(ts)
+        params = self._jax.device_put(placed.params, self._shardings(placed.params))
+        return placed._replace(params=params)
+
+    def keep_replicated(self, ts: Any) -> Any:
+        constrain = self._jax.lax.with_sharding_constraint
+        return ts._replace(params=constrain(ts.params, self._shardings(ts.params)))
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,

@@ -55,7 +55,7 @@ def _owned(model, backend, strategy=None) -> TrainState:
     # Copies: the steps donate (JAX) or update in place (NumPy) what they are given, and the
     # arrays the user (or a callback) holds must stay valid.
     ts = backend.copy(TrainState(model.params, model.state, model.opt_state, model.masks))
-    return ts if strategy is None else strategy.replicate(ts)
+    return ts if strategy is None else strategy.place(ts)
 
 
 def _arrays(model) -> tuple:
