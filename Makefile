@@ -22,8 +22,7 @@ test: $(VENV)/.installed-jax,examples,viz,test
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed-jax,examples,bench
-	$(PY) benchmarks/bench_fit.py
-	$(PY) benchmarks/bench_mlp.py
+	$(PY) -m wframe bench --out benchmarks/results
 
 lint: $(VENV)/.installed-jax,examples,viz,test
 	$(PY) -m ruff check wframe tests benchmarks examples

@@ -27,7 +27,7 @@ import sys
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: Subcommand names, in ``--help`` order; each is the module ``wframe.cli.<name>``.
-COMMANDS: tuple[str, ...] = ("doctor", "parity", "summary")
+COMMANDS: tuple[str, ...] = ("doctor", "parity", "summary", "bench")
 
 
 def _prog() -> str:
