@@ -10,7 +10,7 @@ from wframe.activations import relu
 from wframe.backends import backend_of
 from wframe.layers.conv import Conv2D
 from wframe.layers.dense import Dense
-from wframe.tree import flatten
+from wframe.tree import flatten, path_get
 
 
 class GradStats(NamedTuple):
@@ -43,12 +43,6 @@ def grad_stats(model) -> GradStats:
 
     walk(model, ())
     return GradStats(tuple(tuple(n.split("/")) for n in trainable), tuple(relu_layers))
-
-
-def path_get(tree: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        tree = tree[key]
-    return tree
 
 
 def leaf_norm(a: Any) -> Any:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wframe.backends import array_namespace
+from wframe.tree import path_get
 from wframe.types import Array
 
 
@@ -123,15 +124,9 @@ def collect(layer: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], R
     return out
 
 
-def _get(tree: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        tree = tree[key]
-    return tree
-
-
 def penalty(params: Any, terms: dict[tuple[str, ...], Regularizer]) -> Any:
     """The sum of ``terms``' penalties on ``params`` (0 as a plain float when there are none)."""
-    return sum(reg(_get(params, path)) for path, reg in terms.items())
+    return sum(reg(path_get(params, path)) for path, reg in terms.items())
 
 
 def add_grads(grads: Any, params: Any, terms: dict[tuple[str, ...], Regularizer]) -> Any:
@@ -143,7 +138,7 @@ def add_grads(grads: Any, params: Any, terms: dict[tuple[str, ...], Regularizer]
         node = out
         for key in path[:-1]:
             node = node[key]
-        node[path[-1]] = node[path[-1]] + reg.grad(_get(params, path))
+        node[path[-1]] = node[path[-1]] + reg.grad(path_get(params, path))
     return out
 
 

@@ -22,11 +22,10 @@ from wframe.grad_stats import (
     dead_fraction,
     grad_stats,
     leaf_norm,
-    path_get,
     update_ratios,
 )
 from wframe.layers import combinators
-from wframe.tree import map_at, merge, split, tree_leaves
+from wframe.tree import map_at, merge, path_get, split, tree_leaves
 from wframe.types import Params, State
 
 

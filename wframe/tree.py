@@ -91,6 +91,13 @@ def reorder(tree: Any, like: Any) -> Any:
     return tree
 
 
+def path_get(tree: Any, path: tuple[str, ...]) -> Any:
+    """The subtree of nested dicts at ``path`` (``("block_0", "dense_1", "W")``)."""
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
 def map_at(tree: dict, fns: dict[str, Callable]) -> dict:
     """``tree`` with ``fns["a/b/W"](leaf)`` at those flat names; only the dicts on the way
     are copied, every other subtree is shared."""
