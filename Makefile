@@ -19,6 +19,7 @@ demo: $(VENV)/.installed-examples
 
 test: $(VENV)/.installed-jax,examples,viz,test
 	$(PY) -m ruff check wframe tests benchmarks examples
+	$(PY) -m ruff format --check wframe tests benchmarks examples
 	$(PY) -m pytest -q -n 2
 
 bench: $(VENV)/.installed-jax,examples,bench
@@ -26,6 +27,7 @@ bench: $(VENV)/.installed-jax,examples,bench
 
 lint: $(VENV)/.installed-jax,examples,viz,test
 	$(PY) -m ruff check wframe tests benchmarks examples
+	$(PY) -m ruff format --check wframe tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -20,8 +20,14 @@ import wframe as wf
 
 
 def make(frozen: bool) -> wf.Sequential:
-    model = wf.Sequential([wf.layers.Dense(1024, activation="relu"),
-                           wf.layers.Dense(1024, activation="relu"), wf.layers.Dense(10)], seed=0)
+    model = wf.Sequential(
+        [
+            wf.layers.Dense(1024, activation="relu"),
+            wf.layers.Dense(1024, activation="relu"),
+            wf.layers.Dense(10),
+        ],
+        seed=0,
+    )
     model.build((None, 784))
     return model.freeze(["dense_0", "dense_1"]) if frozen else model
 
@@ -39,8 +45,9 @@ def main() -> None:
         with wf.use_backend(backend):
             for frozen in (False, True):
                 model = make(frozen)
-                model.fit(x, y, epochs=1, batch_size=256, optimizer=wf.optimizers.sgd(0.01),
-                          verbose=0)  # fmt: skip
+                model.fit(
+                    x, y, epochs=1, batch_size=256, optimizer=wf.optimizers.sgd(0.01), verbose=0
+                )
                 rows[(backend, frozen)] = (model, [])
     for _ in range(args.rounds):
         for (_backend, _frozen), (model, times) in rows.items():

@@ -23,9 +23,15 @@ POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 def make(policy: str, width: int) -> wf.Sequential:
-    return wf.Sequential([wf.layers.Dense(width, activation="relu"),
-                          wf.layers.Dense(width, activation="relu"), wf.layers.Dense(10)],
-                         seed=0, dtype=policy)  # fmt: skip
+    return wf.Sequential(
+        [
+            wf.layers.Dense(width, activation="relu"),
+            wf.layers.Dense(width, activation="relu"),
+            wf.layers.Dense(10),
+        ],
+        seed=0,
+        dtype=policy,
+    )
 
 
 def main() -> None:

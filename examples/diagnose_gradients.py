@@ -75,14 +75,23 @@ def train(name: str, args, x, y) -> dict:
     with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
         warnings.simplefilter("always")
         history = model.fit(
-            x, y, epochs=args.epochs, batch_size=args.batch_size, verbose=0,
-            optimizer=wf.optimizers.sgd(args.lr, momentum=0.9), callbacks=[monitor],
-        )  # fmt: skip
+            x,
+            y,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            verbose=0,
+            optimizer=wf.optimizers.sgd(args.lr, momentum=0.9),
+            callbacks=[monitor],
+        )
     stopped = [str(w.message) for w in caught if str(w.message).startswith("fit:")]
     return {
-        "name": name, "activation": activation, "history": history, "monitor": monitor,
-        "stopped": stopped, "seconds": time.perf_counter() - start,
-    }  # fmt: skip
+        "name": name,
+        "activation": activation,
+        "history": history,
+        "monitor": monitor,
+        "stopped": stopped,
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def layer_table(run: dict) -> str:
@@ -157,8 +166,10 @@ def main() -> None:
     n = 2048  # --quick runs the first epochs of the full run
     args.epochs = args.epochs or (2 if args.quick else 10)
     x, y = task(n, args.seed)
-    print(f"backend {wf.get_backend().name}: {DEPTH} hidden layers of {WIDTH}, {n} examples, "
-          f"{args.epochs} epochs, SGD lr {args.lr} momentum 0.9\n")  # fmt: skip
+    print(
+        f"backend {wf.get_backend().name}: {DEPTH} hidden layers of {WIDTH}, {n} examples, "
+        f"{args.epochs} epochs, SGD lr {args.lr} momentum 0.9\n"
+    )
 
     results = []
     for name in CONFIGS:
@@ -171,14 +182,18 @@ def main() -> None:
             print(f"- plot: {path}")
         print()
 
-    print("| configuration | grad norm dense_0 / last, step 1 | train accuracy | warnings | "
-          "verdict |\n|:--|--:|--:|:--|:--|")  # fmt: skip
+    print(
+        "| configuration | grad norm dense_0 / last, step 1 | train accuracy | warnings | "
+        "verdict |\n|:--|--:|--:|:--|:--|"
+    )
     for run, s in results:
         kinds = sorted({m.split(" ")[1] for m in run["monitor"].messages})
         if run["stopped"]:
             kinds.append("diverged (NaN)")
-        print(f"| {run['name']} | {s['ratio']:.3g} | {s['accuracy']:.3f} | "
-              f"{', '.join(kinds) or '-'} | {s['verdict']} |")  # fmt: skip
+        print(
+            f"| {run['name']} | {s['ratio']:.3g} | {s['accuracy']:.3f} | "
+            f"{', '.join(kinds) or '-'} | {s['verdict']} |"
+        )
     print()
     for run, s in results:
         print(f"verdict {run['name']}: {s['verdict']}")

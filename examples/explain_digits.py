@@ -29,8 +29,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="5 epochs instead of 30 (~5 s)")
     parser.add_argument("--steps", type=int, default=64, help="integration steps (default 64)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="explain_digits.png",
-                        help="image grid(s) to write, if matplotlib is there")  # fmt: skip
+    parser.add_argument(
+        "--out", default="explain_digits.png", help="image grid(s) to write, if matplotlib is there"
+    )
     return parser.parse_args()
 
 
@@ -85,8 +86,14 @@ def main() -> None:
     )
     model = make_model(args.seed)
     model.build((None, 64))
-    model.fit(x_train, y_train, epochs=5 if args.quick else 30, batch_size=32,
-              optimizer=wf.optimizers.adam(1e-3), verbose=0)  # fmt: skip
+    model.fit(
+        x_train,
+        y_train,
+        epochs=5 if args.quick else 30,
+        batch_size=32,
+        optimizer=wf.optimizers.adam(1e-3),
+        verbose=0,
+    )
     accuracy = model.evaluate(x_test, y_test)["accuracy"]
     print(f"backend {model.backend.name}: test accuracy {accuracy:.4f}")
 
@@ -97,16 +104,19 @@ def main() -> None:
     print(f"\ncompleteness gaps, {len(x_test)} test digits, {args.steps} steps:")
     ig = None
     for method in ("riemann_trapezoid", "gausslegendre"):
-        attr, delta = explain.integrated_gradients(model, x_test, target=pred, steps=args.steps,
-                                                   method=method)  # fmt: skip
+        attr, delta = explain.integrated_gradients(
+            model, x_test, target=pred, steps=args.steps, method=method
+        )
         print(f"  {method:>17}: {relative_gaps(wf.to_numpy(delta), change)}")
         ig = wf.to_numpy(attr) if ig is None else ig
 
     # The figure: a few digits, integrated gradients and SmoothGrad times the input.
     shown = np.array([np.flatnonzero(y_test == c)[0] for c in range(SHOWN)])
     smooth = wf.to_numpy(explain.smoothgrad(model, x_test[shown], target=pred[shown]))
-    maps = {"integrated_gradients": ig[shown].reshape(-1, 8, 8),
-            "smoothgrad_x_input": (smooth * x_test[shown]).reshape(-1, 8, 8)}  # fmt: skip
+    maps = {
+        "integrated_gradients": ig[shown].reshape(-1, 8, 8),
+        "smoothgrad_x_input": (smooth * x_test[shown]).reshape(-1, 8, 8),
+    }
     titles = [f"label {y_test[i]}, predicted {pred[i]}" for i in shown]
     save_figures(args.out, x_test[shown].reshape(-1, 8, 8), maps, titles)
 
@@ -117,21 +127,30 @@ def main() -> None:
     norms = np.linalg.norm(wf.to_numpy(model.params["dense_0"]["W"]), axis=1)
     intensity = np.abs(x_train).mean(axis=0)
     live = (x_train != 0).any(axis=0)  # the others are 0 in every training image
-    print(f"\n{64 - live.sum()} of 64 pixels are 0 in every training image: mean |IG| at most "
-          f"{importance[~live].max(initial=0):.2e} there, but their kernel rows get no gradient "
-          f"and keep their initial norms ({norms[~live].mean() if (~live).any() else 0:.2f} on "
-          f"average, vs {norms[live].mean():.2f} for the other pixels)")  # fmt: skip
+    print(
+        f"\n{64 - live.sum()} of 64 pixels are 0 in every training image: mean |IG| at most "
+        f"{importance[~live].max(initial=0):.2e} there, but their kernel rows get no gradient "
+        f"and keep their initial norms ({norms[~live].mean() if (~live).any() else 0:.2f} on "
+        f"average, vs {norms[live].mean():.2f} for the other pixels)"
+    )
     print(f"Spearman rank correlation of mean |IG| with, over the {live.sum()} pixels that vary:")
     rho = {}
-    proxies = {"kernel row norm": norms, "row norm x mean intensity": norms * intensity,
-               "mean intensity alone": intensity}  # fmt: skip
+    proxies = {
+        "kernel row norm": norms,
+        "row norm x mean intensity": norms * intensity,
+        "mean intensity alone": intensity,
+    }
     for name, proxy in proxies.items():
         rho[name] = spearmanr(importance[live], proxy[live]).statistic
         print(f"  {name:>26}: {rho[name]:+.3f}")
     for name in ("kernel row norm", "row norm x mean intensity"):
-        print(verdict(f"mean |IG| ranks the pixels as the {name} does (Spearman > 0.5)",
-                      rho[name] > 0.5, f"rho {rho[name]:+.3f} (mean intensity alone: "
-                      f"{rho['mean intensity alone']:+.3f})"))  # fmt: skip
+        print(
+            verdict(
+                f"mean |IG| ranks the pixels as the {name} does (Spearman > 0.5)",
+                rho[name] > 0.5,
+                f"rho {rho[name]:+.3f} (mean intensity alone: {rho['mean intensity alone']:+.3f})",
+            )
+        )
     print(f"\ntotal {time.perf_counter() - start:.1f} s")
 
 

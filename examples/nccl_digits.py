@@ -61,8 +61,11 @@ def main() -> float:
             strategy=strategy,
         )
         accuracy = model.evaluate(share(x_test), share(y_test), strategy=strategy)["accuracy"]
-        checksum = sum(float(np.abs(wf.to_numpy(a)).sum()) for layer in model.params.values()
-                       for a in layer.values())  # fmt: skip
+        checksum = sum(
+            float(np.abs(wf.to_numpy(a)).sum())
+            for layer in model.params.values()
+            for a in layer.values()
+        )
     writes = wf.distributed.is_writer()  # checkpoints: rank 0 only
     print(f"rank {rank}: params checksum {checksum:.6f}, writes files {writes}", flush=True)
     if rank == 0:

@@ -54,8 +54,11 @@ HALF_CYCLE_EPOCHS = 5
 ADAM_PEAKS = (0.01, 0.1)  # part 3: 10x and 100x Adam's default 1e-3
 SPIKE = 2.0
 # --quick runs only what each verdict needs: these schedules, optimizers and Adam peaks.
-QUICK = {"schedules": ("constant", "triangular"), "optimizers": ("SGD 0.1", "Adam 1e-3"),
-         "peaks": (0.1,)}  # fmt: skip
+QUICK = {
+    "schedules": ("constant", "triangular"),
+    "optimizers": ("SGD 0.1", "Adam 1e-3"),
+    "peaks": (0.1,),
+}
 
 
 def schedule_configs(steps_per_epoch: int, epochs: int) -> dict:
@@ -184,26 +187,43 @@ def reached(runs: list[dict], name: str, key: str, fmt: str) -> str:
 
 def speed_table(runs: list[dict]) -> str:
     target = f"{TARGET:.0%}"
-    headers = ["optimizer, learning rate", f"epochs to val acc >= {target}",
-               f"seconds to {target}", "best val acc", "final val acc"]  # fmt: skip
+    headers = [
+        "optimizer, learning rate",
+        f"epochs to val acc >= {target}",
+        f"seconds to {target}",
+        "best val acc",
+        "final val acc",
+    ]
     rows = [
-        [name, reached(runs, name, "epochs_to", ".1f"), reached(runs, name, "seconds_to", ".2f"),
-         mean_std(column(runs, name, "best")), mean_std(column(runs, name, "final"))]
-        for name in runs[0] if isinstance(name, str)
-    ]  # fmt: skip
+        [
+            name,
+            reached(runs, name, "epochs_to", ".1f"),
+            reached(runs, name, "seconds_to", ".2f"),
+            mean_std(column(runs, name, "best")),
+            mean_std(column(runs, name, "final")),
+        ]
+        for name in runs[0]
+        if isinstance(name, str)
+    ]
     return table(headers, rows)
 
 
 def stability_table(runs: list[dict]) -> str:
-    headers = ["Adam, cosine decay", "largest batch loss",
-               f"batches > {SPIKE:g}x the first batch's loss", "final val acc"]  # fmt: skip
+    headers = [
+        "Adam, cosine decay",
+        "largest batch loss",
+        f"batches > {SPIKE:g}x the first batch's loss",
+        "final val acc",
+    ]
     rows = [
-        [f"peak {peak:g}, " + (f"{WARMUP_EPOCHS}-epoch warmup" if warm else "no warmup"),
-         mean_std(column(runs, (peak, warm), "max_loss")),
-         mean_std(column(runs, (peak, warm), "spikes"), ".1f"),
-         mean_std(column(runs, (peak, warm), "final"))]
+        [
+            f"peak {peak:g}, " + (f"{WARMUP_EPOCHS}-epoch warmup" if warm else "no warmup"),
+            mean_std(column(runs, (peak, warm), "max_loss")),
+            mean_std(column(runs, (peak, warm), "spikes"), ".1f"),
+            mean_std(column(runs, (peak, warm), "final")),
+        ]
         for peak, warm in (key for key in runs[0] if isinstance(key, tuple))
-    ]  # fmt: skip
+    ]
     return table(headers, rows)
 
 
@@ -247,8 +267,10 @@ def adam_verdict(runs: list[dict], epochs: int) -> str:
     # Never reaching the target counts as epochs + 1 and as the whole run's seconds: lower bounds.
     def to_target(name, key):
         censored = {"epochs": lambda r: epochs + 1, "seconds": lambda r: r[name]["seconds"]}[key]
-        return [r[name][f"{key}_to"] if r[name][f"{key}_to"] == r[name][f"{key}_to"]
-                else censored(r) for r in runs]  # fmt: skip
+        return [
+            r[name][f"{key}_to"] if r[name][f"{key}_to"] == r[name][f"{key}_to"] else censored(r)
+            for r in runs
+        ]
 
     def lead(name, key):  # per seed: how much sooner Adam reached the target than `name`
         adam, other = to_target("Adam 1e-3", key), to_target(name, key)
@@ -276,9 +298,11 @@ def main() -> None:
     epochs = QUICK_EPOCHS if args.quick else EPOCHS
     stability_epochs = QUICK_STABILITY_EPOCHS if args.quick else STABILITY_EPOCHS
     x, y = digits()
-    print(f"backend {wf.get_backend().name}: MLP 64-128-64-10, 80/20 split of the digits, "
-          f"batch {BATCH_SIZE}, {epochs} epochs ({stability_epochs} for stability), "
-          f"{args.seeds} seed(s)")  # fmt: skip
+    print(
+        f"backend {wf.get_backend().name}: MLP 64-128-64-10, 80/20 split of the digits, "
+        f"batch {BATCH_SIZE}, {epochs} epochs ({stability_epochs} for stability), "
+        f"{args.seeds} seed(s)"
+    )
     start = time.perf_counter()
     runs = [measure(seed, args.quick, x, y) for seed in range(args.seeds)]
     print(f"\n{speed_table(runs)}\n")
@@ -288,10 +312,14 @@ def main() -> None:
     )
     print(f"\n{stability_table(runs)}\n")
     first = mean_std(column(runs, next(k for k in runs[0] if isinstance(k, tuple)), "first_loss"))
-    print(f"first batch's loss (the untrained network): {first}; {stability_epochs} epochs of "
-          f"{math.ceil(len(x) * 0.8 / BATCH_SIZE)} batches")  # fmt: skip
-    print(f"mean ± std over {args.seeds} seed(s) (seed = split and initial weights); "
-          f"{time.perf_counter() - start:.1f} s")  # fmt: skip
+    print(
+        f"first batch's loss (the untrained network): {first}; {stability_epochs} epochs of "
+        f"{math.ceil(len(x) * 0.8 / BATCH_SIZE)} batches"
+    )
+    print(
+        f"mean ± std over {args.seeds} seed(s) (seed = split and initial weights); "
+        f"{time.perf_counter() - start:.1f} s"
+    )
     print(cyclical_verdict(runs))
     print(warmup_verdict(runs))
     print(adam_verdict(runs, epochs))

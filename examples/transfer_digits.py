@@ -54,8 +54,12 @@ EPOCHS, QUICK_EPOCHS = 60, 30  # on the 100 images, the same for (a), (b) and (c
 BATCH_SIZE = 20
 PRETRAIN_LR = 3e-3  # cnn_digits.py's
 HEAD_LR, BODY_LR = 3e-3, 3e-4
-METHODS = {"frozen": "(a) frozen body + new head", "tuned": "(b) fine-tune, body lr / 10",
-           "scratch": "(c) scratch", "random": "(d) control: frozen random body"}  # fmt: skip
+METHODS = {
+    "frozen": "(a) frozen body + new head",
+    "tuned": "(b) fine-tune, body lr / 10",
+    "scratch": "(c) scratch",
+    "random": "(d) control: frozen random body",
+}
 
 
 def five_way(seed: int) -> wf.Sequential:
@@ -70,8 +74,14 @@ def pretrain(seed: int, x: np.ndarray, y: np.ndarray, epochs: int, folder: str):
         x, y, test_size=0.2, random_state=seed, stratify=y
     )
     model = five_way(seed)
-    model.fit(x_train, y_train, epochs=epochs, batch_size=32,
-              optimizer=wf.optimizers.adam(PRETRAIN_LR), verbose=0)  # fmt: skip
+    model.fit(
+        x_train,
+        y_train,
+        epochs=epochs,
+        batch_size=32,
+        optimizer=wf.optimizers.adam(PRETRAIN_LR),
+        verbose=0,
+    )
     path = os.path.join(folder, f"pretrained_{seed}.safetensors")
     wf.save_model(model, path)
     return path, model.evaluate(x_test, y_test)["accuracy"]
@@ -88,8 +98,15 @@ def sample(seed: int, y: np.ndarray) -> np.ndarray:
 def train(model, optimizer, data, epochs: int) -> dict:
     x_train, y_train, x_test, y_test = data
     clock = EpochClock()
-    model.fit(x_train, y_train, epochs=epochs, batch_size=BATCH_SIZE, optimizer=optimizer,
-              verbose=0, callbacks=[clock])  # fmt: skip
+    model.fit(
+        x_train,
+        y_train,
+        epochs=epochs,
+        batch_size=BATCH_SIZE,
+        optimizer=optimizer,
+        verbose=0,
+        callbacks=[clock],
+    )
     return {
         "test": model.evaluate(x_test, y_test)["accuracy"],
         "train": model.evaluate(x_train, y_train)["accuracy"],
@@ -149,10 +166,15 @@ def main() -> None:
         return [r[method][field] for r in runs]
 
     rows = [
-        [label, mean_std(col(m, "test")), mean_std(col(m, "train")), str(epochs),
-         mean_std(col(m, "seconds"), ".2f")]
+        [
+            label,
+            mean_std(col(m, "test")),
+            mean_std(col(m, "train")),
+            str(epochs),
+            mean_std(col(m, "seconds"), ".2f"),
+        ]
         for m, label in METHODS.items()
-    ]  # fmt: skip
+    ]
     print()
     print(table(["model", "test acc", "train acc", "epochs", "seconds"], rows))
     print()
@@ -181,8 +203,13 @@ def main() -> None:
             f"{METHODS[m][:3]} minus (c), paired per seed: {gain(m, 'scratch')} points "
             f"({int((diffs > 0).sum())} of {len(diffs)} seeds above zero)"
         )
-        print(verdict(f"transfer beats scratch {METHODS[m][:3]}", holds,
-                      detail if holds else f"{detail}; why: {why}"))  # fmt: skip
+        print(
+            verdict(
+                f"transfer beats scratch {METHODS[m][:3]}",
+                holds,
+                detail if holds else f"{detail}; why: {why}",
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -17,13 +17,17 @@ def mlp():
 
 
 def cnn():
-    return wf.Sequential([Conv2D(4, 3, activation="relu"), MaxPool2D(), Flatten(), Dropout(0.2),
-                          Dense(3)], seed=3)  # fmt: skip
+    return wf.Sequential(
+        [Conv2D(4, 3, activation="relu"), MaxPool2D(), Flatten(), Dropout(0.2), Dense(3)], seed=3
+    )
 
 
 def diff(a, b):
-    return max(float(np.abs(np.asarray(a.params[k][n]) - np.asarray(b.params[k][n])).max())
-               for k in a.params for n in a.params[k])  # fmt: skip
+    return max(
+        float(np.abs(np.asarray(a.params[k][n]) - np.asarray(b.params[k][n])).max())
+        for k in a.params
+        for n in a.params[k]
+    )
 
 
 rng = np.random.default_rng(0)
@@ -43,17 +47,28 @@ with wf.use_backend("jax"):
             for spe in (1, "epoch"):
                 single, multi = make(), make()
                 # 80 examples, batch 16: 5 steps an epoch, 20 steps in 4 epochs
-                hs = single.fit(x, y, epochs=4, batch_size=16, optimizer=opt, verbose=0,
-                                steps_per_execution=spe)  # fmt: skip
-                hm = multi.fit(x, y, epochs=4, batch_size=16, optimizer=opt, verbose=0,
-                               steps_per_execution=spe, strategy=dp)  # fmt: skip
+                hs = single.fit(
+                    x, y, epochs=4, batch_size=16, optimizer=opt, verbose=0, steps_per_execution=spe
+                )
+                hm = multi.fit(
+                    x,
+                    y,
+                    epochs=4,
+                    batch_size=16,
+                    optimizer=opt,
+                    verbose=0,
+                    steps_per_execution=spe,
+                    strategy=dp,
+                )
                 out[f"{name}/{opt}/{spe}"] = {
                     "max_diff": diff(single, multi),
                     "loss": [hs.history["loss"][-1], hm.history["loss"][-1]],
-                    "replicated": all(a.sharding.is_fully_replicated and
-                                      len(a.sharding.device_set) == 4
-                                      for sub in multi.params.values() for a in sub.values()),
-                }  # fmt: skip
+                    "replicated": all(
+                        a.sharding.is_fully_replicated and len(a.sharding.device_set) == 4
+                        for sub in multi.params.values()
+                        for a in sub.values()
+                    ),
+                }
                 trained[name] = multi
     # XLA inserted the gradient all-reduce: the compiled step is partitioned
     from wframe.training import TrainState
@@ -75,11 +90,14 @@ with wf.use_backend("jax"):
     single.fit(x, y, epochs=4, batch_size=16, optimizer="adam", verbose=0)
     multi.fit(x, y, epochs=4, batch_size=16, optimizer="adam", verbose=0, strategy=mp)
     w = multi.params["dense_0"]["W"]
-    out["model_parallel"] = {"max_diff": diff(single, multi), "split": not
-                             w.sharding.is_fully_replicated}  # fmt: skip
+    out["model_parallel"] = {
+        "max_diff": diff(single, multi),
+        "split": not w.sharding.is_fully_replicated,
+    }
     try:
         wf.distributed.ModelParallel((2, 2), {"dense_*/W": P(None, "model")}).place(
-            wf.TrainState(multi.params, multi.state, multi.opt_state))
+            wf.TrainState(multi.params, multi.state, multi.opt_state)
+        )
     except ValueError as e:
         out["bad_rule"] = str(e)
 
@@ -98,21 +116,35 @@ with wf.use_backend("jax"):
 
     single, multi = mlp(), mlp()
     hs = single.fit(x, y, epochs=2, batch_size=16, verbose=0, validation_data=(xq, yq))
-    hm = multi.fit(x, y, epochs=2, batch_size=16, verbose=0, validation_data=(xq, yq),
-                   strategy=dp)  # fmt: skip
+    hm = multi.fit(x, y, epochs=2, batch_size=16, verbose=0, validation_data=(xq, yq), strategy=dp)
     own = mlp()  # per-process data in one process: the batches fed per call, the same run
-    ho = own.fit(x, y, epochs=2, batch_size=16, verbose=0,
-                 strategy=wf.distributed.DataParallel(per_process_data=True))  # fmt: skip
+    ho = own.fit(
+        x,
+        y,
+        epochs=2,
+        batch_size=16,
+        verbose=0,
+        strategy=wf.distributed.DataParallel(per_process_data=True),
+    )
     out["inference"] = {
         "history_keys": sorted(hm.history),
-        "history": max(abs(a - b) for k in hs.history
-                       for a, b in zip(hs.history[k], hm.history[k], strict=True)),
+        "history": max(
+            abs(a - b)
+            for k in hs.history
+            for a, b in zip(hs.history[k], hm.history[k], strict=True)
+        ),
         "mlp": gap(multi, xq, yq, dp),
         "cnn": gap(trained["cnn"], cq, yq, dp),
         "model_parallel": gap(multi, xq, yq, mp),
-        "per_process": max(diff(own, single), *(abs(a - b) for k in ho.history for a, b in
-                                                zip(hs.history[k], ho.history[k], strict=True))),
-    }  # fmt: skip
+        "per_process": max(
+            diff(own, single),
+            *(
+                abs(a - b)
+                for k in ho.history
+                for a, b in zip(hs.history[k], ho.history[k], strict=True)
+            ),
+        ),
+    }
 
     from sklearn.datasets import load_digits
 

@@ -38,8 +38,13 @@ static inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f
 static inline double __longlong_as_double(long long i) { double d; memcpy(&d, &i, 8); return d; }
 extern "C" void wf_grid(unsigned block, unsigned grid) { blockIdx.x = block; gridDim.x = grid; }
 """
-_CTYPES = {np.int64: ctypes.c_longlong, np.int32: ctypes.c_int, np.uint32: ctypes.c_uint,
-           np.float32: ctypes.c_float, np.float64: ctypes.c_double}  # fmt: skip
+_CTYPES = {
+    np.int64: ctypes.c_longlong,
+    np.int32: ctypes.c_int,
+    np.uint32: ctypes.c_uint,
+    np.float32: ctypes.c_float,
+    np.float64: ctypes.c_double,
+}
 _PARAM_TYPES = {"long long": np.int64, "int": np.int32, "unsigned int": np.uint32}
 
 
@@ -93,8 +98,14 @@ def build(folder):
         return run
 
     fake = types.SimpleNamespace(
-        ndarray=np.ndarray, empty=np.empty, empty_like=np.empty_like, asarray=np.asarray,
-        ascontiguousarray=np.ascontiguousarray, sum=np.sum, stack=np.stack, uint32=np.uint32,
+        ndarray=np.ndarray,
+        empty=np.empty,
+        empty_like=np.empty_like,
+        asarray=np.asarray,
+        ascontiguousarray=np.ascontiguousarray,
+        sum=np.sum,
+        stack=np.stack,
+        uint32=np.uint32,
         int32=np.int32,
-    )  # fmt: skip
+    )
     return fake, kernel

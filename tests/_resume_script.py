@@ -54,8 +54,9 @@ def train(workdir, save_freq, callbacks=True):
         wf.callbacks.BackupAndRestore(os.path.join(workdir, "backup"), save_freq=save_freq),
         KillOnce(os.path.join(workdir, "killed")),
     ]
-    history = model.fit(x, y, epochs=EPOCHS, batch_size=8, verbose=0,
-                        callbacks=cbs if callbacks else None)  # fmt: skip
+    history = model.fit(
+        x, y, epochs=EPOCHS, batch_size=8, verbose=0, callbacks=cbs if callbacks else None
+    )
     return model, history
 
 
@@ -67,5 +68,8 @@ if __name__ == "__main__":
     workdir, freq = sys.argv[1], sys.argv[2]
     with wf.use_backend("numpy"):
         model, history = train(workdir, freq if freq == "epoch" else int(freq))
-    np.savez(os.path.join(workdir, "final.npz"), epochs_run=len(history.history["loss"]),
-             **params_dict(model))  # fmt: skip
+    np.savez(
+        os.path.join(workdir, "final.npz"),
+        epochs_run=len(history.history["loss"]),
+        **params_dict(model),
+    )

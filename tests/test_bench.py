@@ -19,10 +19,27 @@ from wframe.bench.timing import Row, Timer, ratio
 from wframe.bench.workloads import TARGETS, WORKLOADS, get
 
 RECORD_KEYS = {
-    "workload", "mode", "runner", "impl", "backend", "median_ms", "min_ms", "max_ms", "round_ms",
-    "cold_ms", "ratio", "ratio_min", "ratio_max", "ref", "samples_per_s", "gflops",
-    "peak_fraction", "memory", "loss0", "loss0_rel_diff",
-}  # fmt: skip
+    "workload",
+    "mode",
+    "runner",
+    "impl",
+    "backend",
+    "median_ms",
+    "min_ms",
+    "max_ms",
+    "round_ms",
+    "cold_ms",
+    "ratio",
+    "ratio_min",
+    "ratio_max",
+    "ref",
+    "samples_per_s",
+    "gflops",
+    "peak_fraction",
+    "memory",
+    "loss0",
+    "loss0_rel_diff",
+}
 
 
 def test_quick_run_writes_records_table_and_environment(tmp_path):
@@ -30,14 +47,21 @@ def test_quick_run_writes_records_table_and_environment(tmp_path):
     args = ["--quick", "--workloads", "mlp_small,cnn", "--backends", "numpy"]
     out = subprocess.run(
         [sys.executable, "-m", "wframe.bench", *args, "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     doc = json.loads((tmp_path / "bench.json").read_text())
     records = doc["records"]
     assert {(r["workload"], r["mode"]) for r in records} == {
-        ("mlp_small", "step"), ("mlp_small", "epoch"), ("cnn", "step"), ("cnn", "epoch"),
-    }  # fmt: skip
+        ("mlp_small", "step"),
+        ("mlp_small", "epoch"),
+        ("cnn", "step"),
+        ("cnn", "epoch"),
+    }
     for r in records:
         assert RECORD_KEYS <= set(r), RECORD_KEYS - set(r)
         assert r["min_ms"] <= r["median_ms"] <= r["max_ms"]
@@ -66,18 +90,36 @@ def test_quick_scaling_table_runs_each_device_count_in_its_own_process(tmp_path)
         pytest.skip("the scaling table needs jax")
     env = {k: v for k, v in os.environ.items() if k not in ("WFRAME_BACKEND", "XLA_FLAGS")}
     out = subprocess.run(
-        [sys.executable, "-m", "wframe.bench", "--quick", "--workloads", "scaling", "--rounds",
-         "1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=180, env=env,
+        [
+            sys.executable,
+            "-m",
+            "wframe.bench",
+            "--quick",
+            "--workloads",
+            "scaling",
+            "--rounds",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     doc = json.loads((tmp_path / "bench.json").read_text())
     recs = doc["scaling"]["records"]
     assert doc["records"] == [] and doc["scaling"]["workload"] == "mlp_large"
     assert [(r["devices"], r["runner"]) for r in recs] == [
-        (1, "off"), (1, "DataParallel(1)"), (2, "off"), (2, "DataParallel(2)"), (4, "off"),
+        (1, "off"),
+        (1, "DataParallel(1)"),
+        (2, "off"),
+        (2, "DataParallel(2)"),
+        (4, "off"),
         (4, "DataParallel(4)"),
-    ]  # fmt: skip
+    ]
     assert all(r["steps_per_s"] > 0 and r["platform"].startswith("cpu") for r in recs)
     assert all((r["ratio"] is None) == (r["runner"] == "off") for r in recs)
     target = doc["scaling"]["target"]
@@ -120,8 +162,15 @@ def fake_row(clock, log, label, durations, ref=None):
 
 def test_rows_interleave_in_rotating_rounds_and_report_round_medians():
     clock, log, notes = FakeClock(), [], []
-    timer = Timer(rounds=3, chunk_s=0.375, max_reps=10, pause_s=0.5, settle_below_s=0.0,
-                  clock=clock, sleep=clock.sleep)  # fmt: skip
+    timer = Timer(
+        rounds=3,
+        chunk_s=0.375,
+        max_reps=10,
+        pause_s=0.5,
+        settle_below_s=0.0,
+        clock=clock,
+        sleep=clock.sleep,
+    )
     # Durations in s (binary fractions, so the fake clock is exact). a: cold 2, three warm calls
     # of 0.125 (reps = 0.375 / 0.125 = 3), then its three rounds of 3 calls.
     a = [2.0, 0.125, 0.125, 0.125, 0.125, 0.25, 0.125, 0.25, 0.25, 0.5, 0.125, 0.125, 0.125]
@@ -150,8 +199,9 @@ def test_rows_interleave_in_rotating_rounds_and_report_round_medians():
 
 def test_a_row_too_slow_to_repeat_sits_out_the_rounds():
     clock, log, notes = FakeClock(), [], []
-    timer = Timer(rounds=2, chunk_s=0.25, pause_s=0.0, max_call_s=1.0, clock=clock,
-                  sleep=clock.sleep)  # fmt: skip
+    timer = Timer(
+        rounds=2, chunk_s=0.25, pause_s=0.0, max_call_s=1.0, clock=clock, sleep=clock.sleep
+    )
     rows = [
         fake_row(clock, log, "fast", [0.5, 0.25]),
         fake_row(clock, log, "cold", [4.0]),  # not called again after its cold call

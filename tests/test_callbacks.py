@@ -141,9 +141,14 @@ def test_early_stopping_restores_the_best_epochs_weights(backend):
     snapshots = Snapshots()
     stop = EarlyStopping(monitor="score", patience=2, restore_best_weights=True)
     history = model.fit(
-        x, y, epochs=10, batch_size=16, optimizer="sgd", verbose=0,
+        x,
+        y,
+        epochs=10,
+        batch_size=16,
+        optimizer="sgd",
+        verbose=0,
         callbacks=[scripted([3.0, 1.0, 2.0, 2.5, 0.5, 0.1]), snapshots, stop],
-    )  # fmt: skip
+    )
     assert history.epoch == [0, 1, 2, 3] and stop.stopped_epoch == 3
     assert stop.best_epoch == 1 and stop.best == 1.0
     assert_trees_equal(model.params, snapshots.kept[1])
@@ -152,9 +157,14 @@ def test_early_stopping_restores_the_best_epochs_weights(backend):
     # without restoring, the last epoch's weights stay
     model, snapshots = tiny(), Snapshots()
     model.fit(
-        x, y, epochs=10, batch_size=16, optimizer="sgd", verbose=0,
+        x,
+        y,
+        epochs=10,
+        batch_size=16,
+        optimizer="sgd",
+        verbose=0,
         callbacks=[scripted([3.0, 1.0, 2.0, 2.5]), snapshots, EarlyStopping("score", patience=2)],
-    )  # fmt: skip
+    )
     assert_trees_equal(model.params, snapshots.kept[3])
 
 
@@ -199,12 +209,18 @@ def test_reduce_lr_on_plateau_changes_the_rate_fit_uses(backend):
     model, snapshots = tiny(), Snapshots()
     reduce = ReduceLROnPlateau(monitor="score", factor=0.0, patience=0)  # to 0: no more steps
     history = model.fit(
-        x, y, epochs=4, batch_size=16, optimizer="sgd", verbose=0,
+        x,
+        y,
+        epochs=4,
+        batch_size=16,
+        optimizer="sgd",
+        verbose=0,
         callbacks=[scripted([2.0, 1.0, 1.5, 1.5]), snapshots, reduce],
-    )  # fmt: skip
+    )
     assert history.history["learning_rate"] == pytest.approx([0.01, 0.01, 0.01, 0.0])
-    assert not np.array_equal(host(snapshots.kept[2])["dense_0/W"],
-                              host(snapshots.kept[1])["dense_0/W"])  # fmt: skip
+    assert not np.array_equal(
+        host(snapshots.kept[2])["dense_0/W"], host(snapshots.kept[1])["dense_0/W"]
+    )
     assert_trees_equal(snapshots.kept[3], snapshots.kept[2])  # epoch 3 ran at rate 0
     assert learning_rate(model.optimizer, model.opt_state) == 0.0
 
@@ -213,8 +229,15 @@ def test_reduce_lr_on_plateau_needs_an_injected_learning_rate(backend):
     x, y = data()
     model = tiny()
     with pytest.raises(ValueError, match="holds no injected hyper-parameters") as info:
-        model.fit(x, y, epochs=2, batch_size=16, optimizer=wf.optimizers.sgd(0.1), verbose=0,
-                  callbacks=[ReduceLROnPlateau(monitor="loss")])  # fmt: skip
+        model.fit(
+            x,
+            y,
+            epochs=2,
+            batch_size=16,
+            optimizer=wf.optimizers.sgd(0.1),
+            verbose=0,
+            callbacks=[ReduceLROnPlateau(monitor="loss")],
+        )
     assert 'optimizer="adam"' in str(info.value)
 
 
@@ -236,20 +259,34 @@ def test_learning_rate_scheduler_rates_appear_in_history_and_are_used(backend):
     model, snapshots = tiny(), Snapshots()
     rates = [0.05, 0.0, 0.0, 0.02]
     history = model.fit(
-        x, y, epochs=4, batch_size=16, optimizer="sgd", verbose=0,
+        x,
+        y,
+        epochs=4,
+        batch_size=16,
+        optimizer="sgd",
+        verbose=0,
         callbacks=[LearningRateScheduler(lambda epoch, lr: rates[epoch]), snapshots],
-    )  # fmt: skip
+    )
     assert history.history["learning_rate"] == pytest.approx(rates)
     assert_trees_equal(snapshots.kept[1], snapshots.kept[0])  # rate 0: no change
     assert_trees_equal(snapshots.kept[2], snapshots.kept[0])
-    assert not np.array_equal(host(snapshots.kept[3])["dense_0/W"],
-                              host(snapshots.kept[2])["dense_0/W"])  # fmt: skip
+    assert not np.array_equal(
+        host(snapshots.kept[3])["dense_0/W"], host(snapshots.kept[2])["dense_0/W"]
+    )
     assert get_hyperparam(model.opt_state, "learning_rate") == pytest.approx(0.02)
     # the first epoch's step is plain SGD at 0.05: one full batch, no shuffle
     model = tiny()
     initial = host(model.build((None, 4)).params)
-    model.fit(x[:16], y[:16], epochs=1, batch_size=16, optimizer="sgd", shuffle=False, verbose=0,
-              callbacks=[LearningRateScheduler(lambda epoch, lr: 0.05)])  # fmt: skip
+    model.fit(
+        x[:16],
+        y[:16],
+        epochs=1,
+        batch_size=16,
+        optimizer="sgd",
+        shuffle=False,
+        verbose=0,
+        callbacks=[LearningRateScheduler(lambda epoch, lr: 0.05)],
+    )
     _, grads = tiny().value_and_grad(x[:16], y[:16])
     expected = {name: initial[name] - np.float32(0.05) * g for name, g in host(grads).items()}
     for name, value in host(model.params).items():
@@ -260,8 +297,11 @@ def test_learning_rate_scheduler_bad_output_and_scheduled_rates():
     model = built("sgd")
     with pytest.raises(ValueError, match="should be a float. Got: 'fast'"):
         drive(LearningRateScheduler(lambda epoch, lr: "fast"), model, [0.0])
-    scheduled = tiny().build((None, 4)).compile(optimizer=wf.optimizers.get(
-        "sgd", learning_rate=lambda count: 0.1 / (1 + count)))  # fmt: skip
+    scheduled = (
+        tiny()
+        .build((None, 4))
+        .compile(optimizer=wf.optimizers.get("sgd", learning_rate=lambda count: 0.1 / (1 + count)))
+    )
     scheduled.opt_state = scheduled.optimizer.init(scheduled.params)
     for cb in (LearningRateScheduler(lambda epoch, lr: lr), ReduceLROnPlateau()):
         with pytest.raises(TypeError, match="made with a schedule for it"):
@@ -281,9 +321,15 @@ def test_csv_logger_writes_flushes_and_appends(backend, tmp_path):
     reader = LambdaCallback(on_epoch_end=lambda epoch, logs: rows_seen.append(len(read_rows(path))))
     model = tiny()
     history = model.fit(
-        x, y, epochs=3, batch_size=16, optimizer="sgd", validation_data=(x, y), verbose=0,
+        x,
+        y,
+        epochs=3,
+        batch_size=16,
+        optimizer="sgd",
+        validation_data=(x, y),
+        verbose=0,
         callbacks=[CSVLogger(path), reader],
-    )  # fmt: skip
+    )
     assert rows_seen == [2, 3, 4]  # header + one row per finished epoch, read during training
     rows = read_rows(path)
     assert rows[0] == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
@@ -292,8 +338,16 @@ def test_csv_logger_writes_flushes_and_appends(backend, tmp_path):
         for key, cell in zip(rows[0][1:], row[1:], strict=True):
             assert float(cell) == history.history[key][epoch]
     # append: resumed, one header
-    model.fit(x, y, epochs=5, initial_epoch=3, batch_size=16, validation_data=(x, y), verbose=0,
-              callbacks=[CSVLogger(path, append=True)])  # fmt: skip
+    model.fit(
+        x,
+        y,
+        epochs=5,
+        initial_epoch=3,
+        batch_size=16,
+        validation_data=(x, y),
+        verbose=0,
+        callbacks=[CSVLogger(path, append=True)],
+    )
     rows = read_rows(path)
     assert [row[0] for row in rows] == ["epoch", "0", "1", "2", "3", "4"]
     # append=False overwrites
@@ -313,9 +367,11 @@ def test_csv_logger_resumes_a_files_columns_and_leaves_out_new_keys(tmp_path):
     cb.on_epoch_end(2, {"loss": 0.0625, "accuracy": 0.5})  # warned once; val_loss missing: NA
     cb.on_train_end()
     assert read_rows(path, ";") == [
-        ["epoch", "val_loss", "loss"], ["0", "0.5", "0.25"], ["1", "0.375", "0.125"],
+        ["epoch", "val_loss", "loss"],
+        ["0", "0.5", "0.25"],
+        ["1", "0.375", "0.125"],
         ["2", "NA", "0.0625"],
-    ]  # fmt: skip
+    ]
     assert cb.csv_file.closed
 
 
@@ -337,10 +393,14 @@ def test_lambda_callback_hooks_are_called(backend):
     batches = [e for b in (0, 1) for e in (("batch_begin", b), ("batch_end", b, names))]
     assert calls == [
         ("train_begin", None),
-        ("epoch_begin", 0), *batches, ("epoch_end", 0, ["accuracy", "loss"]),
-        ("epoch_begin", 1), *batches, ("epoch_end", 1, ["accuracy", "loss"]),
+        ("epoch_begin", 0),
+        *batches,
+        ("epoch_end", 0, ["accuracy", "loss"]),
+        ("epoch_begin", 1),
+        *batches,
+        ("epoch_end", 1, ["accuracy", "loss"]),
         ("train_end",),
-    ]  # fmt: skip
+    ]
     assert cb.label == "mine"
     # other hooks through kwargs (Keras' older on_batch_end alias)
     seen = []
@@ -355,8 +415,9 @@ def test_learning_rate_monitor_per_epoch(backend):
     x, y = data()
     monitor = LearningRateMonitor()
     schedule = LearningRateScheduler(lambda epoch, lr: 0.1 / (epoch + 1))
-    history = tiny().fit(x, y, epochs=3, batch_size=16, optimizer="sgd", verbose=0,
-                         callbacks=[schedule, monitor])  # fmt: skip
+    history = tiny().fit(
+        x, y, epochs=3, batch_size=16, optimizer="sgd", verbose=0, callbacks=[schedule, monitor]
+    )
     assert history.history["learning_rate"] == pytest.approx([0.1, 0.05, 0.1 / 3])
     assert monitor.values == pytest.approx([0.1, 0.05, 0.1 / 3])
     assert monitor.steps == [3, 6, 9]  # the next update's index at each epoch's end
@@ -372,9 +433,15 @@ def test_learning_rate_monitor_per_step(backend, steps_per_execution):
 
     monitor = LearningRateMonitor(interval="step")
     history = tiny().fit(
-        x, y, epochs=2, batch_size=16, optimizer=wf.optimizers.sgd(schedule), verbose=0,
-        steps_per_execution=steps_per_execution, callbacks=[monitor],
-    )  # fmt: skip
+        x,
+        y,
+        epochs=2,
+        batch_size=16,
+        optimizer=wf.optimizers.sgd(schedule),
+        verbose=0,
+        steps_per_execution=steps_per_execution,
+        callbacks=[monitor],
+    )
     expected = [0.1 / (1.0 + step) for step in range(6)]
     assert monitor.steps == list(range(6))
     assert monitor.values == pytest.approx(expected)
@@ -388,15 +455,21 @@ def test_learning_rate_monitor_with_an_injected_rate_and_an_unknown_one():
     reduce = ReduceLROnPlateau(monitor="score", factor=0.5, patience=0)
     with wf.use_backend("numpy"):
         history = tiny().fit(
-            x, y, epochs=3, batch_size=16, optimizer="adam", verbose=0,
+            x,
+            y,
+            epochs=3,
+            batch_size=16,
+            optimizer="adam",
+            verbose=0,
             callbacks=[scripted([1.0, 2.0, 3.0]), reduce, monitor],
-        )  # fmt: skip
+        )
         assert history.steps["learning_rate"] == pytest.approx([1e-3] * 6 + [5e-4] * 3)
         hand_made = wf.optimizers.chain(wf.optimizers.scale(-0.1))
         other = LearningRateMonitor()
         with pytest.warns(UserWarning, match="learning rate of this optimizer is unknown"):
-            history = tiny().fit(x, y, epochs=2, batch_size=16, optimizer=hand_made, verbose=0,
-                                 callbacks=[other])  # fmt: skip
+            history = tiny().fit(
+                x, y, epochs=2, batch_size=16, optimizer=hand_made, verbose=0, callbacks=[other]
+            )
         assert "learning_rate" not in history.history and other.values == []
 
 
@@ -407,9 +480,14 @@ def test_a_changed_learning_rate_does_not_retrace(jax):
         model = tiny()
         reduce = ReduceLROnPlateau(monitor="score", factor=0.5, patience=0)
         history = model.fit(
-            x, y, epochs=4, batch_size=16, optimizer="adam", verbose=0,
+            x,
+            y,
+            epochs=4,
+            batch_size=16,
+            optimizer="adam",
+            verbose=0,
             callbacks=[scripted([1.0, 2.0, 3.0, 4.0]), reduce],
-        )  # fmt: skip
+        )
     assert history.history["learning_rate"] == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4])
     runners = [fn for key, fn in model._compiled.items() if key[0] == "run"]
     assert [run._cache_size() for run in runners] == [1]  # the rate is an array argument
@@ -448,8 +526,11 @@ def test_history_comes_after_the_users_callbacks_and_is_reachable(backend):
     first, second = History(), History()
     listed = CallbackList([first, cb, wf.callbacks.ProgressBar(), second], model, {})
     assert [type(c).__name__ for c in listed.callbacks] == [
-        "LambdaCallback", "History", "History", "ProgressBar"
-    ]  # fmt: skip
+        "LambdaCallback",
+        "History",
+        "History",
+        "ProgressBar",
+    ]
     assert listed.history is first and model.history is first
     assert not listed.needs_weights and not wf.callbacks.Callback.needs_weights
 

@@ -30,8 +30,11 @@ def data(n=64, features=6, classes=3):
 
 
 def mlp(seed=0, norm=False, first=16):
-    layers = [wf.layers.Dense(first, activation="relu"), wf.layers.Dropout(0.25),
-              wf.layers.Dense(3)]  # fmt: skip
+    layers = [
+        wf.layers.Dense(first, activation="relu"),
+        wf.layers.Dropout(0.25),
+        wf.layers.Dense(3),
+    ]
     if norm:
         layers.insert(1, wf.layers.BatchNorm())
     return wf.Sequential(layers, seed=seed)
@@ -78,8 +81,12 @@ def test_round_trip_restores_everything(backend, tmp_path):
     other = mlp(seed=9, norm=True)  # another seed: the checkpoint's comes back too
     other.compile(optimizer="adam")
     assert other.load_checkpoint(path) is other
-    for a, b in [(model.params, other.params), (model.state, other.state),
-                 (model.masks, other.masks), (model.opt_state, other.opt_state)]:  # fmt: skip
+    for a, b in [
+        (model.params, other.params),
+        (model.state, other.state),
+        (model.masks, other.masks),
+        (model.opt_state, other.opt_state),
+    ]:
         assert_trees_equal(a, b)
     assert type(other.opt_state) is type(model.opt_state)
     assert (other._epochs, other._steps, other.seed) == (2, 8, 0)
@@ -166,8 +173,9 @@ def test_a_bad_checkpoint_changes_nothing(on_numpy, tmp_path):
 def test_an_optimizer_object_must_be_compiled_first(on_numpy, tmp_path):
     x, y = data()
     model = mlp()
-    model.fit(x, y, epochs=1, batch_size=16, optimizer=wf.optimizers.sgd(0.1, momentum=0.9),
-              verbose=0)  # fmt: skip
+    model.fit(
+        x, y, epochs=1, batch_size=16, optimizer=wf.optimizers.sgd(0.1, momentum=0.9), verbose=0
+    )
     checkpoint.save(model, tmp_path / "ck.safetensors")
     fresh = mlp()
     with pytest.raises(io.WeightsFileError, match=r"model\.compile\(optimizer=\.\.\.\)"):
@@ -210,10 +218,12 @@ def test_model_checkpoint_names_files_from_epoch_and_logs(on_numpy, tmp_path):
     model = mlp()
     pattern = str(tmp_path / "sub" / "m-{epoch:02d}-{val_loss:.3f}.safetensors")
     cb = wf.callbacks.ModelCheckpoint(pattern)
-    history = model.fit(x, y, epochs=3, batch_size=16, validation_data=(x[:16], y[:16]),
-                        callbacks=[cb], verbose=0)  # fmt: skip
-    expected = [f"m-{e + 1:02d}-{v:.3f}.safetensors"
-                for e, v in enumerate(history.history["val_loss"])]  # fmt: skip
+    history = model.fit(
+        x, y, epochs=3, batch_size=16, validation_data=(x[:16], y[:16]), callbacks=[cb], verbose=0
+    )
+    expected = [
+        f"m-{e + 1:02d}-{v:.3f}.safetensors" for e, v in enumerate(history.history["val_loss"])
+    ]
     assert sorted(os.listdir(tmp_path / "sub")) == expected
     for epoch, name in enumerate(expected, 1):
         assert io.read_safetensors(tmp_path / "sub" / name)[1]["epochs"] == str(epoch)
@@ -237,21 +247,24 @@ def scripted(name, values):
         ("score", "max", None, [0.5, 0.4, 0.7, 0.7, 0.9], [1, 3, 5]),
     ],
 )
-def test_save_best_only_writes_improving_epochs(on_numpy, tmp_path, monitor, mode, threshold,
-                                               values, saved):  # fmt: skip
+def test_save_best_only_writes_improving_epochs(
+    on_numpy, tmp_path, monitor, mode, threshold, values, saved
+):
     x, y = data()
-    cb = wf.callbacks.ModelCheckpoint(str(tmp_path / "b-{epoch}.safetensors"), monitor=monitor,
-                                      mode=mode, save_best_only=True,
-                                      initial_value_threshold=threshold)  # fmt: skip
-    mlp().fit(x, y, epochs=5, batch_size=32, callbacks=[scripted(monitor, values), cb],
-              verbose=0)  # fmt: skip
+    cb = wf.callbacks.ModelCheckpoint(
+        str(tmp_path / "b-{epoch}.safetensors"),
+        monitor=monitor,
+        mode=mode,
+        save_best_only=True,
+        initial_value_threshold=threshold,
+    )
+    mlp().fit(x, y, epochs=5, batch_size=32, callbacks=[scripted(monitor, values), cb], verbose=0)
     assert sorted(os.listdir(tmp_path)) == [f"b-{e}.safetensors" for e in saved]
 
 
 def test_a_missing_monitor_warns_once_and_saves(on_numpy, tmp_path):
     x, y = data()
-    cb = wf.callbacks.ModelCheckpoint(str(tmp_path / "b-{epoch}.safetensors"),
-                                      save_best_only=True)  # fmt: skip
+    cb = wf.callbacks.ModelCheckpoint(str(tmp_path / "b-{epoch}.safetensors"), save_best_only=True)
     with pytest.warns(UserWarning, match=r"`val_loss` which is not available.*loss") as record:
         mlp().fit(x, y, epochs=3, batch_size=32, callbacks=[cb], verbose=0)
     assert len(record) == 1  # as Keras 3, nothing to compare: every epoch is saved
@@ -273,17 +286,20 @@ def test_keep_last_deletes_only_its_own_older_files(on_numpy, tmp_path):
             wf.callbacks.ModelCheckpoint("k.safetensors", keep_last=bad)
 
 
-@pytest.mark.parametrize(("per_call", "files"), [(1, {"s-1-3": 3, "s-2-2": 6}),
-                                                 (2, {"s-1-4": 4, "s-2-2": 6})])  # fmt: skip
+@pytest.mark.parametrize(
+    ("per_call", "files"), [(1, {"s-1-3": 3, "s-2-2": 6}), (2, {"s-1-4": 4, "s-2-2": 6})]
+)
 def test_save_freq_counts_training_steps(on_numpy, tmp_path, per_call, files):
     x, y = data()  # 64 examples in batches of 16: 4 steps an epoch
-    cb = wf.callbacks.ModelCheckpoint(str(tmp_path / "s-{epoch}-{batch}.safetensors"),
-                                      save_freq=3)  # fmt: skip
+    cb = wf.callbacks.ModelCheckpoint(str(tmp_path / "s-{epoch}-{batch}.safetensors"), save_freq=3)
     assert cb.needs_weights
-    mlp().fit(x, y, epochs=2, batch_size=16, steps_per_execution=per_call, callbacks=[cb],
-              verbose=0)  # fmt: skip
-    found = {n.removesuffix(".safetensors"): int(io.read_safetensors(tmp_path / n)[1]["steps"])
-             for n in os.listdir(tmp_path)}  # fmt: skip
+    mlp().fit(
+        x, y, epochs=2, batch_size=16, steps_per_execution=per_call, callbacks=[cb], verbose=0
+    )
+    found = {
+        n.removesuffix(".safetensors"): int(io.read_safetensors(tmp_path / n)[1]["steps"])
+        for n in os.listdir(tmp_path)
+    }
     assert found == files
     for bad in (0, "batch", 2.0):
         with pytest.raises(ValueError, match="save_freq"):
@@ -305,8 +321,9 @@ def test_a_batch_checkpoint_holds_the_arrays_after_that_step(on_numpy, tmp_path)
 
 def test_save_weights_only_writes_a_weights_file(on_numpy, tmp_path):
     x, y = data()
-    cb = wf.callbacks.ModelCheckpoint(str(tmp_path / "w-{epoch}.safetensors"),
-                                      save_weights_only=True)  # fmt: skip
+    cb = wf.callbacks.ModelCheckpoint(
+        str(tmp_path / "w-{epoch}.safetensors"), save_weights_only=True
+    )
     model = mlp()
     model.fit(x, y, epochs=2, batch_size=32, callbacks=[cb], verbose=0)
     tensors, _ = io.read_safetensors(tmp_path / "w-2.safetensors")
@@ -379,13 +396,17 @@ def test_a_backup_within_an_epoch_resumes_at_its_batch(backend, tmp_path, per_ca
     assert where == [2, done, 16 + done]
     model = mlp()
     # A ModelCheckpoint before the backup counts from the restored step, not from 0.
-    saver = wf.callbacks.ModelCheckpoint(str(tmp_path / "s-{epoch}-{batch}.safetensors"),
-                                         save_freq=3)  # fmt: skip
+    saver = wf.callbacks.ModelCheckpoint(
+        str(tmp_path / "s-{epoch}-{batch}.safetensors"), save_freq=3
+    )
     history = model.fit(x, y, callbacks=[saver, backup], **options)
     assert len(history.history["loss"]) == 2
     if per_call == 1:  # steps 24, 27 and 30: epoch 3 batch 8, epoch 4 batches 3 and 6
-        assert sorted(os.listdir(tmp_path)) == ["s-3-8.safetensors", "s-4-3.safetensors",
-                                                "s-4-6.safetensors"]  # fmt: skip
+        assert sorted(os.listdir(tmp_path)) == [
+            "s-3-8.safetensors",
+            "s-4-3.safetensors",
+            "s-4-6.safetensors",
+        ]
     assert_trees_equal(straight.params, model.params, 0.0 if backend.name == "numpy" else 1e-6)
     assert model._steps == straight._steps == 32
 

@@ -24,8 +24,11 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("WFRAME_BACKEND", "JAX_ENABLE_X64")}
     return subprocess.run(
         [sys.executable, "-m", "wframe", *args],
-        capture_output=True, text=True, timeout=TIMEOUT, env=env,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=env,
+    )
 
 
 # ----------------------------------------------------------------------------- help

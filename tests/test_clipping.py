@@ -63,8 +63,15 @@ def test_fit_logs_pre_clip_norm_and_steps_by_the_clipped_gradient(backend):
     _, grads = model.value_and_grad(x, y)
     norm = float(clipping.global_norm(grads))
     lr, bound = 0.1, norm / 4
-    hist = model.fit(x, y, epochs=1, batch_size=16, optimizer=wf.optimizers.sgd(lr),
-                     global_clipnorm=bound, verbose=0)  # fmt: skip
+    hist = model.fit(
+        x,
+        y,
+        epochs=1,
+        batch_size=16,
+        optimizer=wf.optimizers.sgd(lr),
+        global_clipnorm=bound,
+        verbose=0,
+    )
     assert list(hist.history) == ["loss", "accuracy", "grad_norm"]
     assert_close(hist.history["grad_norm"][0], norm, rtol=1e-5)
     after = _host(model.params)
@@ -99,8 +106,16 @@ def test_lstm_with_large_learning_rate_diverges_unclipped_and_trains_clipped(bac
         model = wf.Sequential([LSTM(16), Dense(1)], seed=1)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            hist = model.fit(x, y, epochs=10, batch_size=32, optimizer=wf.optimizers.sgd(1.0),
-                             loss="mse", global_clipnorm=clip, verbose=0)  # fmt: skip
+            hist = model.fit(
+                x,
+                y,
+                epochs=10,
+                batch_size=32,
+                optimizer=wf.optimizers.sgd(1.0),
+                loss="mse",
+                global_clipnorm=clip,
+                verbose=0,
+            )
         runs[clip] = (hist.history["loss"], [str(w.message) for w in caught])
     loss, messages = runs[None]
     assert loss[0] > 1e6 and len(loss) < 10
@@ -116,8 +131,11 @@ def test_lstm_with_large_learning_rate_diverges_unclipped_and_trains_clipped(bac
         ({"clipnorm": 0.0}, r"fit: clipnorm must be a finite number > 0, got 0.0"),
         ({"clipvalue": -1}, r"fit: clipvalue must be a finite number > 0, got -1"),
         ({"global_clipnorm": float("inf")}, r"global_clipnorm must be a finite number > 0"),
-        ({"clipnorm": 1.0, "clipvalue": 1.0}, r"only one of clipnorm, clipvalue and "
-         r"global_clipnorm can be set \(as Keras\), got clipnorm=1.0, clipvalue=1.0"),
+        (
+            {"clipnorm": 1.0, "clipvalue": 1.0},
+            r"only one of clipnorm, clipvalue and "
+            r"global_clipnorm can be set \(as Keras\), got clipnorm=1.0, clipvalue=1.0",
+        ),
     ],
 )
 def test_bad_clipping_is_refused_before_training(kwargs, match):

@@ -37,13 +37,21 @@ def test_nested_names_shapes_and_flat_names(backend):
     model = _nested("float32").build((None, 4))
     names = [name for name, _ in flatten(model.params)]
     assert names == [
-        "dense_0/W", "dense_0/b",
-        "block_0/dense_0/W", "block_0/dense_0/b", "block_0/dense_1/W", "block_0/dense_1/b",
-        "residual_0/W", "residual_0/b",
-        "concatenate_0/dense_0/W", "concatenate_0/dense_0/b",
-        "concatenate_0/sequential_0/dense_0/W", "concatenate_0/sequential_0/dense_0/b",
-        "dense_1/W", "dense_1/b",
-    ]  # fmt: skip
+        "dense_0/W",
+        "dense_0/b",
+        "block_0/dense_0/W",
+        "block_0/dense_0/b",
+        "block_0/dense_1/W",
+        "block_0/dense_1/b",
+        "residual_0/W",
+        "residual_0/b",
+        "concatenate_0/dense_0/W",
+        "concatenate_0/dense_0/b",
+        "concatenate_0/sequential_0/dense_0/W",
+        "concatenate_0/sequential_0/dense_0/b",
+        "dense_1/W",
+        "dense_1/b",
+    ]
     assert model.params["concatenate_0"]["dense_0"]["W"].shape == (4, 3)
     assert model.params["dense_1"]["W"].shape == (5, 3)
     text = model.summary(print_fn=lambda s: None)
@@ -60,6 +68,7 @@ def test_nested_gradients_match_finite_differences(backend):
         start = tree_map(wf.to_numpy, model.params)
         _, grads = model.value_and_grad(x, y)
         for name, value in flatten(start):
+
             def f(v, name=name):
                 params = tree_map(lambda a: a.copy(), start)
                 node = params

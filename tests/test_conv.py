@@ -54,9 +54,14 @@ def _conv_case(strides, padding, dilation, use_bias, activation, dtype="float64"
     that no finite-difference step crosses it.
     """
     layer = Conv2D(
-        4, (3, 2), strides=strides, padding=padding, dilation_rate=dilation,
-        activation=activation, use_bias=use_bias,
-    )  # fmt: skip
+        4,
+        (3, 2),
+        strides=strides,
+        padding=padding,
+        dilation_rate=dilation,
+        activation=activation,
+        use_bias=use_bias,
+    )
     with wf.use_backend("numpy"):
         params, _, out_shape = layer.init(0, (None, *IN_SHAPE[1:]), dtype=dtype)
     params = _host_params(params)
@@ -66,8 +71,14 @@ def _conv_case(strides, padding, dilation, use_bias, activation, dtype="float64"
             params["b"] = (rng.standard_normal(4) * 0.5).astype(dtype)
         x = rng.standard_normal(IN_SHAPE).astype(dtype)
         with wf.use_backend("numpy"):
-            z = Conv2D(4, (3, 2), strides=strides, padding=padding, dilation_rate=dilation,
-                       use_bias=use_bias).forward(params, {}, x)[0]  # fmt: skip
+            z = Conv2D(
+                4,
+                (3, 2),
+                strides=strides,
+                padding=padding,
+                dilation_rate=dilation,
+                use_bias=use_bias,
+            ).forward(params, {}, x)[0]
         if activation != "relu" or np.abs(z).min() > 1e-4:
             break
     dy = rng.standard_normal(z.shape).astype(dtype)
@@ -336,8 +347,13 @@ def test_layer_names_and_hyper_parameters_as_keras():
         [Conv2D(2, 3), MaxPool2D(), Conv2D(2, 1), AvgPool2D(), GlobalAvgPool2D(), Dense(2)]
     )
     assert [layer.name for layer in model.layers] == [
-        "conv2d_0", "max_pool2d_0", "conv2d_1", "avg_pool2d_0", "global_avg_pool2d_0", "dense_0",
-    ]  # fmt: skip
+        "conv2d_0",
+        "max_pool2d_0",
+        "conv2d_1",
+        "avg_pool2d_0",
+        "global_avg_pool2d_0",
+        "dense_0",
+    ]
     layer = Conv2D(8, 3)
     assert (layer.kernel_size, layer.strides, layer.dilation_rate) == ((3, 3), (1, 1), (1, 1))
     assert (layer.padding, layer.use_bias, layer.activation) == ("valid", True, None)

@@ -204,8 +204,9 @@ def _host_fused(cp, tx, steps, dtype, pred, device_scalars=False):
         def sgd_inplace(self, groups, lr, momentum=None, nesterov=False):
             cupy_ops.sgd(cp, groups, pred, lr, momentum, nesterov)
 
-        def rmsprop_inplace(self, groups, lr, decay, eps, eps_in_sqrt, momentum=None,
-                            nesterov=False):  # fmt: skip
+        def rmsprop_inplace(
+            self, groups, lr, decay, eps, eps_in_sqrt, momentum=None, nesterov=False
+        ):
             cupy_ops.rmsprop(cp, groups, pred, lr, decay, eps, eps_in_sqrt, momentum, nesterov)
 
     HostBackend.device_scalars = device_scalars
@@ -407,8 +408,9 @@ def test_gpu_guard_skips_in_place_updates_on_the_device(cb):
     before, state = cb.to_host(params), tx.init(params)
     apply = opt.fused(tx)
     bad = cb.xp.asarray(False)
-    params, state = cb.cond(bad, lambda: apply(params, tree_map(cb.asarray, _grads(0)), state),
-                            lambda: (params, state))  # fmt: skip
+    params, state = cb.cond(
+        bad, lambda: apply(params, tree_map(cb.asarray, _grads(0)), state), lambda: (params, state)
+    )
     tree_map(_exact, cb.to_host(params), before)
     assert int(state[0].count) == 0
 

@@ -27,8 +27,14 @@ def results():
         pytest.skip("jax unavailable")
     pytest.importorskip("sklearn")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    out = subprocess.run([sys.executable, str(SCRIPT)], env=env, capture_output=True,
-                         text=True, timeout=300, check=False)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -73,8 +79,9 @@ def test_data_parallel_needs_a_jax_model(jax):
     x, y = np.zeros((8, 2), np.float32), np.zeros(8, int)
     with wf.use_backend("numpy"):
         model = wf.Sequential([wf.layers.Dense(2)])
-        with pytest.raises(ValueError, match="needs a model on the jax backend, but it lives on "
-                           "'numpy'"):  # fmt: skip
+        with pytest.raises(
+            ValueError, match="needs a model on the jax backend, but it lives on 'numpy'"
+        ):
             model.fit(x, y, verbose=0, strategy=wf.distributed.DataParallel())
     with pytest.raises(TypeError, match="strategy must be a wf.distributed.DataParallel"):
         model.fit(x, y, verbose=0, strategy="mirrored")
@@ -108,8 +115,9 @@ def concatenated_fit(make, xs, ys, *, batch_size, epochs, **kwargs):
 def assert_params(params, model, rtol=1e-5, atol=1e-6):
     for name, value in params.items():
         layer, param = name.split("/")
-        np.testing.assert_allclose(value, np.asarray(model.params[layer][param]), rtol=rtol,
-                                   atol=atol)  # fmt: skip
+        np.testing.assert_allclose(
+            value, np.asarray(model.params[layer][param]), rtol=rtol, atol=atol
+        )
 
 
 def test_two_processes_on_loopback_train_as_one_device(jax):
@@ -120,9 +128,16 @@ def test_two_processes_on_loopback_train_as_one_device(jax):
     script = Path(__file__).parent / "_mh_script.py"
     port = str(_free_port())
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    procs = [subprocess.Popen([sys.executable, str(script), port, str(i)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), port, str(i)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     try:
         outs = [p.communicate(timeout=240) for p in procs]
     finally:
@@ -140,15 +155,24 @@ def test_two_processes_on_loopback_train_as_one_device(jax):
     xv, yv = rng.standard_normal((17, 6)).astype(np.float32), rng.integers(0, 3, 17)
 
     def mlp():
-        return wf.Sequential([wf.layers.Dense(16, activation="relu"), wf.layers.Dropout(0.3),
-                              wf.layers.Dense(3)], seed=2)  # fmt: skip
+        return wf.Sequential(
+            [wf.layers.Dense(16, activation="relu"), wf.layers.Dropout(0.3), wf.layers.Dense(3)],
+            seed=2,
+        )
 
     with wf.use_backend("jax"):
         model = mlp()
         model.fit(x, y, epochs=4, batch_size=16, optimizer="adam", verbose=0)
         pred, scores = np.asarray(model.predict(xv)), model.evaluate(xv, yv)
-        own, history = concatenated_fit(mlp, [x[:40], x[40:]], [y[:40], y[40:]], batch_size=12,
-                                        epochs=3, optimizer="adam", validation_data=(xv, yv))
+        own, history = concatenated_fit(
+            mlp,
+            [x[:40], x[40:]],
+            [y[:40], y[40:]],
+            batch_size=12,
+            epochs=3,
+            optimizer="adam",
+            validation_data=(xv, yv),
+        )
         own_pred, own_scores = np.asarray(own.predict(xv)), own.evaluate(xv, yv)
     for run in runs:
         assert_params(run["params"], model)
@@ -207,17 +231,30 @@ def test_nccl_data_parallel_on_two_tcp_ranks_equals_one_process(monkeypatch):
         strategy = None
         try:
             strategy = wf.distributed.NcclDataParallel(
-                wf.distributed.TcpComm(r, 2, "127.0.0.1", port, timeout=60))
+                wf.distributed.TcpComm(r, 2, "127.0.0.1", port, timeout=60)
+            )
             mine, val = slice(40 * r, 40 * r + 40), slice(10 * r, 10 + 7 * r)
             with wf.use_backend("numpy"):
                 model = _dense(seed=2 + 97 * r)  # rank 1's own weights: the broadcast wins
-                h = model.fit(x[mine], y[mine], seed=2, verbose=0, strategy=strategy,
-                              validation_data=(xv[val], yv[val]), **fit)  # fmt: skip
+                h = model.fit(
+                    x[mine],
+                    y[mine],
+                    seed=2,
+                    verbose=0,
+                    strategy=strategy,
+                    validation_data=(xv[val], yv[val]),
+                    **fit,
+                )
                 out[r]["history"], out[r]["params"] = h.history, model.params
                 out[r]["evaluate"] = model.evaluate(xv[val], yv[val], strategy=strategy)
                 try:
-                    model.fit(x[: 38 + 2 * r], y[: 38 + 2 * r], batch_size=12, verbose=0,
-                              strategy=strategy)  # fmt: skip
+                    model.fit(
+                        x[: 38 + 2 * r],
+                        y[: 38 + 2 * r],
+                        batch_size=12,
+                        verbose=0,
+                        strategy=strategy,
+                    )
                 except ValueError as e:
                     out[r]["unequal"] = str(e)
         except BaseException as e:  # noqa: BLE001 - re-raised in the test's thread
@@ -236,8 +273,9 @@ def test_nccl_data_parallel_on_two_tcp_ranks_equals_one_process(monkeypatch):
         if "error" in o:
             raise o["error"]
     with wf.use_backend("numpy"):
-        ref, history = concatenated_fit(_dense, [x[:40], x[40:]], [y[:40], y[40:]],
-                                        validation_data=(xv, yv), **fit)  # fmt: skip
+        ref, history = concatenated_fit(
+            _dense, [x[:40], x[40:]], [y[:40], y[40:]], validation_data=(xv, yv), **fit
+        )
         scores = ref.evaluate(xv, yv)
     assert sorted(history) == ["accuracy", "grad_norm", "loss", "val_accuracy", "val_loss"]
     for o in out:
@@ -264,8 +302,9 @@ def test_nccl_data_parallel_refuses_jax_models_and_odd_batches(jax, monkeypatch)
         a, b = _dense(), _dense()
         a.fit(x, y, verbose=0, batch_size=4, strategy=one)
         b.fit(x, y, verbose=0, batch_size=4)
-        assert_params({f"{k}/{n}": v for k, d in a.params.items() for n, v in d.items()}, b,
-                      rtol=0, atol=0)  # fmt: skip
+        assert_params(
+            {f"{k}/{n}": v for k, d in a.params.items() for n, v in d.items()}, b, rtol=0, atol=0
+        )
 
 
 def test_launch_runs_the_example_on_two_cpu_ranks_and_stops_a_failed_run(tmp_path):
@@ -275,9 +314,23 @@ def test_launch_runs_the_example_on_two_cpu_ranks_and_stops_a_failed_run(tmp_pat
     # Buffered output: each rank's lines reach the shared pipe whole (one write per flush).
     env = {k: v for k, v in os.environ.items() if k not in ("WFRAME_BACKEND", "PYTHONUNBUFFERED")}
     launch = [sys.executable, "-m", "wframe.distributed.launch", "--nproc", "2"]
-    out = subprocess.run([*launch, str(EXAMPLES / "nccl_digits.py"), "--comm", "tcp",
-                          "--epochs", "4", "--verbose", "0"], env=env, capture_output=True,
-                         text=True, timeout=180, check=False)  # fmt: skip
+    out = subprocess.run(
+        [
+            *launch,
+            str(EXAMPLES / "nccl_digits.py"),
+            "--comm",
+            "tcp",
+            "--epochs",
+            "4",
+            "--verbose",
+            "0",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     sums = sorted(re.findall(r"rank (\d): params checksum (\S+), writes files (\w+)", out.stdout))
     assert [(r, w) for r, _, w in sums] == [("0", "True"), ("1", "False")]
@@ -285,21 +338,29 @@ def test_launch_runs_the_example_on_two_cpu_ranks_and_stops_a_failed_run(tmp_pat
     accuracy = float(re.search(r"2 ranks \(numpy\): test accuracy (\S+)", out.stdout).group(1))
     assert accuracy > 0.9
     script = tmp_path / "fails.py"
-    script.write_text("import os, sys, time\n"
-                      "e = os.environ\n"
-                      "line = ' '.join(e[k] for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR'))\n"
-                      "sys.stdout.write(line + '\\n')\n"  # one write: the lines do not mix
-                      "sys.stdout.flush()\n"
-                      f"ready = {str(tmp_path / 'ready')!r}\n"
-                      "if e['RANK'] == '0':\n"
-                      "    open(ready, 'w').close()\n"
-                      "    time.sleep(60)\n"
-                      "while not os.path.exists(ready):\n"  # rank 1 fails once rank 0 has written
-                      "    time.sleep(0.05)\n"
-                      "sys.exit(3)\n")  # fmt: skip
+    script.write_text(
+        "import os, sys, time\n"
+        "e = os.environ\n"
+        "line = ' '.join(e[k] for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR'))\n"
+        "sys.stdout.write(line + '\\n')\n"  # one write: the lines do not mix
+        "sys.stdout.flush()\n"
+        f"ready = {str(tmp_path / 'ready')!r}\n"
+        "if e['RANK'] == '0':\n"
+        "    open(ready, 'w').close()\n"
+        "    time.sleep(60)\n"
+        "while not os.path.exists(ready):\n"  # rank 1 fails once rank 0 has written
+        "    time.sleep(0.05)\n"
+        "sys.exit(3)\n"
+    )
     started = time.monotonic()
-    out = subprocess.run([*launch, "--grace", "1", str(script)], env=env, capture_output=True,
-                         text=True, timeout=60, check=False)  # fmt: skip
+    out = subprocess.run(
+        [*launch, "--grace", "1", str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 3 and time.monotonic() - started < 30
     assert sorted(line.split()[:2] for line in out.stdout.splitlines()) == [["0", "2"], ["1", "2"]]
 
@@ -318,9 +379,23 @@ def test_nccl_example_on_two_gpus():
     if not cupy.cuda.nccl_enabled:
         pytest.skip("cupy was built without NCCL")
     env = {k: v for k, v in os.environ.items() if k not in ("WFRAME_BACKEND", "PYTHONUNBUFFERED")}
-    out = subprocess.run([sys.executable, "-m", "wframe.distributed.launch", "--nproc", "2",
-                          str(EXAMPLES / "nccl_digits.py"), "--verbose", "0"], env=env,
-                         capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wframe.distributed.launch",
+            "--nproc",
+            "2",
+            str(EXAMPLES / "nccl_digits.py"),
+            "--verbose",
+            "0",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     sums = re.findall(r"rank (\d): params checksum (\S+)", out.stdout)
     assert len(sums) == 2 and sums[0][1] == sums[1][1]

@@ -202,10 +202,15 @@ def _blobs(n=48, features=5, classes=3, seed=0):
 
 def _dropout_model():
     return wf.Sequential(
-        [Dense(16, activation="relu"), Dropout(0.5), Dense(16, activation="tanh"), Dropout(0.2),
-         Dense(3)],
+        [
+            Dense(16, activation="relu"),
+            Dropout(0.5),
+            Dense(16, activation="tanh"),
+            Dropout(0.2),
+            Dense(3),
+        ],
         seed=0,
-    )  # fmt: skip
+    )
 
 
 def test_fit_with_dropout_is_the_same_run_on_numpy_and_jax(jax):

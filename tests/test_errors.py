@@ -72,22 +72,38 @@ def test_model_without_layers_says_so(backend):
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda m, x, y: m.evaluate(x, y, batch_size=-1),
-         r"evaluate: batch_size must be an int >= 1, got -1"),
-        (lambda m, x, y: m.predict(x, batch_size=0),
-         r"predict: batch_size must be an int >= 1, got 0"),
+        (
+            lambda m, x, y: m.evaluate(x, y, batch_size=-1),
+            r"evaluate: batch_size must be an int >= 1, got -1",
+        ),
+        (
+            lambda m, x, y: m.predict(x, batch_size=0),
+            r"predict: batch_size must be an int >= 1, got 0",
+        ),
         (lambda m, x, y: m.fit(x, y, epochs=-1, verbose=0), r"fit: epochs must be an int >= 0"),
-        (lambda m, x, y: m.fit(x, y, initial_epoch=-2, verbose=0),
-         r"fit: initial_epoch must be an int >= 0, got -2"),
-        (lambda m, x, y: m.fit(x, y, steps_per_execution=0, verbose=0),
-         r"fit: steps_per_execution \('epoch' or an int\) must be an int >= 1, got 0"),
+        (
+            lambda m, x, y: m.fit(x, y, initial_epoch=-2, verbose=0),
+            r"fit: initial_epoch must be an int >= 0, got -2",
+        ),
+        (
+            lambda m, x, y: m.fit(x, y, steps_per_execution=0, verbose=0),
+            r"fit: steps_per_execution \('epoch' or an int\) must be an int >= 1, got 0",
+        ),
         (lambda m, x, y: m.fit(x, y, seed=-1, verbose=0), r"fit: seed must be an int >= 0"),
         (lambda m, x, y: m.fit(x, y, verbose=3), r"fit: verbose must be 0, 1 or 2, got 3"),
         (lambda m, x, y: m.fit(x[:0], y[:0], verbose=0), r"fit: x has no examples"),
     ],
-    ids=["evaluate-batch", "predict-batch", "epochs", "initial-epoch", "steps-per-execution",
-         "seed", "verbose", "empty"],
-)  # fmt: skip
+    ids=[
+        "evaluate-batch",
+        "predict-batch",
+        "epochs",
+        "initial-epoch",
+        "steps-per-execution",
+        "seed",
+        "verbose",
+        "empty",
+    ],
+)
 def test_bad_numbers_raise_value_errors_naming_the_argument(backend, call, message):
     x, y = blobs(8)
     with pytest.raises(ValueError, match=message):
@@ -101,11 +117,13 @@ def test_bad_numbers_raise_value_errors_naming_the_argument(backend, call, messa
         ({"batch_size": "32"}, r"fit: batch_size must be an int >= 1, got str '32'"),
         ({"batch_size": True}, r"fit: batch_size must be an int >= 1, got bool True"),
         ({"epochs": 2.0}, r"fit: epochs must be an int >= 0, got float 2.0"),
-        ({"steps_per_execution": "epochs"},
-         r"steps_per_execution \('epoch' or an int\) must be an int >= 1, got str 'epochs'"),
+        (
+            {"steps_per_execution": "epochs"},
+            r"steps_per_execution \('epoch' or an int\) must be an int >= 1, got str 'epochs'",
+        ),
     ],
     ids=["float", "str", "bool", "epochs-float", "spe-str"],
-)  # fmt: skip
+)
 def test_non_integers_raise_type_errors(backend, kwargs, message):
     x, y = blobs(8)
     with pytest.raises(TypeError, match=message):
@@ -160,15 +178,19 @@ def test_numpy_function_as_activation_explains_the_contract():
 @pytest.mark.parametrize(
     ("shape", "error", "message"),
     [
-        (64, TypeError, r"input_shape must be a tuple with the batch axis first, e\.g\. "
-                        r"\(None, 64\) for 64 features, got int 64"),
+        (
+            64,
+            TypeError,
+            r"input_shape must be a tuple with the batch axis first, e\.g\. "
+            r"\(None, 64\) for 64 features, got int 64",
+        ),
         (np.int64(64), TypeError, r"e\.g\. \(None, 64\)"),
         ("64", TypeError, r"got str '64'"),
         ((None,), ValueError, r"at least one more, e\.g\. \(None, 64\); got \(None,\)"),
         ((None, 0), ValueError, r"input_shape\[1\] must be an int >= 1, got 0"),
     ],
     ids=["int", "numpy-int", "str", "no-features", "zero"],
-)  # fmt: skip
+)
 def test_build_needs_a_shape_with_a_batch_axis(backend, shape, error, message):
     with pytest.raises(error, match=message):
         mlp().build(shape)
@@ -357,8 +379,11 @@ def test_params_setter_refuses_wrong_dtype_names_and_types(backend):
         model.state = {"x": backend.xp.zeros(2)}
     assert model.params is params  # every refusal left the params alone
     assert [name for name, _ in flatten(model.params)] == [
-        "dense_0/W", "dense_0/b", "dense_1/W", "dense_1/b"
-    ]  # fmt: skip
+        "dense_0/W",
+        "dense_0/b",
+        "dense_1/W",
+        "dense_1/b",
+    ]
 
 
 def test_unbuilt_model_says_how_to_build(backend):
@@ -380,8 +405,11 @@ def test_residual_whose_layer_changes_the_shape(backend):
         r"to \(None, 2\); y = x \+ f\(x\) needs f to keep the shape",
     ):
         wf.Sequential([Residual([Dense(4), Dense(2)])]).build((None, 4))
-    with pytest.raises(ValueError, match=r"wrapped Conv2D maps .*\(None, 5, 5, 1\) to "
-                                         r"\(None, 3, 3, 1\)"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"wrapped Conv2D maps .*\(None, 5, 5, 1\) to "
+        r"\(None, 3, 3, 1\)",
+    ):
         wf.Sequential([Residual(Conv2D(1, 3))]).build((None, 5, 5, 1))
     with pytest.raises(TypeError, match="Residual wraps a wframe Layer or a list of them, got int"):
         Residual(3)

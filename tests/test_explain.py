@@ -31,20 +31,22 @@ def linear(features=5):
 
 def mlp(activation="tanh", seed=0):
     model = wf.Sequential(
-        [wf.layers.Dense(16, activation=activation), wf.layers.Dense(8, activation=activation),
-         wf.layers.Dense(3)],
+        [
+            wf.layers.Dense(16, activation=activation),
+            wf.layers.Dense(8, activation=activation),
+            wf.layers.Dense(3),
+        ],
         seed=seed,
-    )  # fmt: skip
+    )
     return model.build((None, 6))
 
 
 def conv():
     layers = wf.layers
     model = wf.Sequential(
-        [layers.Conv2D(3, 3, padding="same", activation="tanh"), layers.Flatten(),
-         layers.Dense(4)],
+        [layers.Conv2D(3, 3, padding="same", activation="tanh"), layers.Flatten(), layers.Dense(4)],
         seed=1,
-    )  # fmt: skip
+    )
     return model.build((None, 6, 5, 2))
 
 
@@ -56,9 +58,12 @@ def digits_net():
     """The MLP of examples/train_digits.py."""
     dense = wf.layers.Dense
     return wf.Sequential(
-        [dense(128, activation="relu", kernel_init="he_normal"),
-         dense(64, activation="relu", kernel_init="he_normal"), dense(10)],
-    )  # fmt: skip
+        [
+            dense(128, activation="relu", kernel_init="he_normal"),
+            dense(64, activation="relu", kernel_init="he_normal"),
+            dense(10),
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +89,9 @@ def test_linear_model_closed_forms(backend):
         attr, delta = explain.integrated_gradients(model, x, base, t, method=method)
         np.testing.assert_allclose(host(attr), expected, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(host(delta), 0, atol=1e-5)
-    np.testing.assert_allclose(host(explain.gradient_x_input(model, x, t)), W[:, t].T * x,
-                               rtol=1e-6, atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        host(explain.gradient_x_input(model, x, t)), W[:, t].T * x, rtol=1e-6, atol=1e-6
+    )
     np.testing.assert_allclose(host(explain.smoothgrad(model, x, t)), W[:, t].T, rtol=1e-5)
     exact = explain.shapley_sampling(model, x, base, t)  # 5 features: exact enumeration
     sampled = explain.shapley_sampling(model, x, base, t, exact=False, n_permutations=3)
@@ -209,9 +215,13 @@ def test_integrated_gradients_match_captum(backend, method):
     t = np.array([0, 1, 2, 0, 1, 2])
     ig = captum.IntegratedGradients(_torch_mlp(model))
     theirs, their_delta = ig.attribute(
-        torch.tensor(x), torch.tensor(base[None]), target=torch.tensor(t), n_steps=32,
-        method=method, return_convergence_delta=True,
-    )  # fmt: skip
+        torch.tensor(x),
+        torch.tensor(base[None]),
+        target=torch.tensor(t),
+        n_steps=32,
+        method=method,
+        return_convergence_delta=True,
+    )
     attr, delta = explain.integrated_gradients(model, x, base, t, steps=32, method=method)
     # captum's trapezoid weights sum to 1 - 1/n (step 1/n, ends halved) where ours sum to 1.
     scale = 31 / 32 if method == "riemann_trapezoid" else 1.0
@@ -239,9 +249,12 @@ def test_occlusion_matches_captum(backend):
     t = np.array([3, 0, 1])
     for window, stride, base in (((2, 2), (1, 1), 0.0), ((3, 2), (2, 1), 0.5)):
         theirs = captum.Occlusion(twin).attribute(
-            torch.tensor(x), sliding_window_shapes=(*window, 2), strides=(*stride, 2),
-            baselines=base, target=torch.tensor(t),
-        )  # fmt: skip
+            torch.tensor(x),
+            sliding_window_shapes=(*window, 2),
+            strides=(*stride, 2),
+            baselines=base,
+            target=torch.tensor(t),
+        )
         ours = explain.occlusion(model, x, t, window=window, stride=stride, baseline=base)
         np.testing.assert_allclose(host(ours), theirs.double().numpy(), rtol=1e-4, atol=1e-5)
 
@@ -305,11 +318,19 @@ def test_example_runs_quick_on_numpy(tmp_path):
     pytest.importorskip("sklearn")
     pytest.importorskip("scipy")
     out = subprocess.run(
-        [sys.executable, str(EXAMPLES / "explain_digits.py"), "--quick",
-         "--out", str(tmp_path / "attr.png")],
-        env={**os.environ, "WFRAME_BACKEND": "numpy"}, capture_output=True, text=True,
-        timeout=120, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(EXAMPLES / "explain_digits.py"),
+            "--quick",
+            "--out",
+            str(tmp_path / "attr.png"),
+        ],
+        env={**os.environ, "WFRAME_BACKEND": "numpy"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     gaps = re.findall(r"(riemann_trapezoid|gausslegendre): median \S+, max (\S+)", out.stdout)
     assert len(gaps) == 2 and all(float(g) < 0.01 for _, g in gaps), out.stdout

@@ -20,8 +20,9 @@ def _data(n=48):
 
 
 def _model(extra=()):
-    body = Sequential([Dense(12, activation="relu"), *extra, Dense(12, activation="tanh")],
-                      name="body")  # fmt: skip
+    body = Sequential(
+        [Dense(12, activation="relu"), *extra, Dense(12, activation="tanh")], name="body"
+    )
     return wf.Sequential([body, Dropout(0.1), Dense(3, name="head")], seed=1)
 
 
@@ -34,8 +35,16 @@ def test_frozen_params_stay_bit_identical_and_get_no_optimizer_state(backend, sp
     x, y = _data()
     model = _model().build((None, 6)).freeze("body/*")
     before = _host(model.params)
-    model.fit(x, y, epochs=3, batch_size=16, optimizer=wf.optimizers.adamw(1e-2, weight_decay=0.5),
-              global_clipnorm=0.5, steps_per_execution=spe, verbose=0)  # fmt: skip
+    model.fit(
+        x,
+        y,
+        epochs=3,
+        batch_size=16,
+        optimizer=wf.optimizers.adamw(1e-2, weight_decay=0.5),
+        global_clipnorm=0.5,
+        steps_per_execution=spe,
+        verbose=0,
+    )
     after = _host(model.params)
     for name in before:
         same = np.array_equal(before[name], after[name])
@@ -52,8 +61,16 @@ def test_clip_norm_covers_trainable_params_only(backend):
     _, grads = model.value_and_grad(x, y)  # the dropout key of the next fit step
     head = np.sqrt(sum((wf.to_numpy(g) ** 2).sum() for _, g in flatten(grads["head"])))
     model.freeze(["body"])
-    hist = model.fit(x, y, epochs=1, batch_size=16, optimizer=wf.optimizers.sgd(0.1),
-                     global_clipnorm=1e-3, shuffle=False, verbose=0)  # fmt: skip
+    hist = model.fit(
+        x,
+        y,
+        epochs=1,
+        batch_size=16,
+        optimizer=wf.optimizers.sgd(0.1),
+        global_clipnorm=1e-3,
+        shuffle=False,
+        verbose=0,
+    )
     assert_close(hist.history["grad_norm"][0], head, rtol=1e-5)
 
 
@@ -89,8 +106,11 @@ def test_a_frozen_body_is_not_traversed_backward_on_numpy():
         p = model.params
         _, _, back = model.apply(p, {}, wf.backends.get_backend().asarray(x), train=True)
         need = {"dense_1": {"W": True, "b": True}}
-        _, g = back(wf.backends.get_backend().asarray(np.ones((16, 3), np.float32)),
-                    input_grad=False, need=need)  # fmt: skip
+        _, g = back(
+            wf.backends.get_backend().asarray(np.ones((16, 3), np.float32)),
+            input_grad=False,
+            need=need,
+        )
         assert set(g) == {"dense_1"}
 
 
@@ -112,8 +132,12 @@ def test_make_train_step_with_frozen_params(backend):
     sgd = wf.optimizers.sgd(0.1)
     step = wf.make_train_step(model, "softmax_cross_entropy", sgd)
     ts = wf.TrainState(backend.copy(model.params), model.state, sgd.init(model.trainable_params))
-    ts, _ = step(ts, backend.asarray(x), backend.asarray(y, dtype="int32"),
-                 wf.random.array_key(0, 0, backend))  # fmt: skip
+    ts, _ = step(
+        ts,
+        backend.asarray(x),
+        backend.asarray(y, dtype="int32"),
+        wf.random.array_key(0, 0, backend),
+    )
     new, old = _host(ts.params), _host(model.params)
     assert all(np.array_equal(new[n], old[n]) == n.startswith("body/") for n in old)
 
@@ -136,8 +160,11 @@ def test_bad_freeze_requests_are_refused():
     with pytest.raises(RuntimeError, match="no params yet"):
         model.freeze("body")
     model.build((None, 6))
-    with pytest.raises(ValueError, match=r"freeze: 'bdy' names no parameter of the model; its "
-                       r"parameters are \['body/dense_0/W'"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"freeze: 'bdy' names no parameter of the model; its "
+        r"parameters are \['body/dense_0/W'",
+    ):
         model.freeze("bdy")
     with pytest.raises(TypeError, match="freeze: expected a name, a glob or a list"):
         model.freeze(3)
@@ -157,10 +184,14 @@ def test_partition_gives_each_group_its_optimizer(backend):
         assert np.array_equal(before[name], after[name]) == (not name.startswith("head/"))
     assert list(model.opt_state.inner_states) == ["body", "head"]
     # labels as a function of the flat name, and a lower body rate really applies
-    fn = wf.optimizers.partition({"slow": wf.optimizers.sgd(1e-3), "fast": wf.optimizers.sgd(1e-1)},
-                                 lambda name: "fast" if name.startswith("head") else "slow")
-    g = {"body": {"dense_0": {"W": backend.asarray(np.ones((2, 2), np.float32))}},
-         "head": {"W": backend.asarray(np.ones(2, np.float32))}}  # fmt: skip
+    fn = wf.optimizers.partition(
+        {"slow": wf.optimizers.sgd(1e-3), "fast": wf.optimizers.sgd(1e-1)},
+        lambda name: "fast" if name.startswith("head") else "slow",
+    )
+    g = {
+        "body": {"dense_0": {"W": backend.asarray(np.ones((2, 2), np.float32))}},
+        "head": {"W": backend.asarray(np.ones(2, np.float32))},
+    }
     updates, _ = fn.update(g, fn.init(g), g)
     assert_close(updates["body"]["dense_0"]["W"], np.full((2, 2), -1e-3), rtol=1e-6)
     assert_close(updates["head"]["W"], np.full(2, -0.1), rtol=1e-6)
@@ -171,12 +202,16 @@ def test_partition_matches_optax_multi_transform(jax):
     x, y = _data()
     runs = []
     for opt in (
-        wf.optimizers.partition({"a": wf.optimizers.sgd(0.05), "b": wf.optimizers.adam(1e-2)},
-                                {"head": "b", "*": "a"}),
-        optax.multi_transform({"a": optax.sgd(0.05), "b": optax.adam(1e-2)},
-                              lambda p: {k: jax.tree.map(lambda _, k=k: "b" if k == "head" else "a",
-                                                         v) for k, v in p.items()}),
-    ):  # fmt: skip
+        wf.optimizers.partition(
+            {"a": wf.optimizers.sgd(0.05), "b": wf.optimizers.adam(1e-2)}, {"head": "b", "*": "a"}
+        ),
+        optax.multi_transform(
+            {"a": optax.sgd(0.05), "b": optax.adam(1e-2)},
+            lambda p: {
+                k: jax.tree.map(lambda _, k=k: "b" if k == "head" else "a", v) for k, v in p.items()
+            },
+        ),
+    ):
         with wf.use_backend("jax"):
             model = _model().build((None, 6))
             model.fit(x, y, epochs=2, batch_size=16, optimizer=opt, verbose=0)
@@ -188,8 +223,11 @@ def test_partition_matches_optax_multi_transform(jax):
 def test_partition_errors_name_the_param():
     g = {"dense_0": {"W": np.ones(2, np.float32)}}
     opt = wf.optimizers.partition({"a": wf.optimizers.sgd(0.1)}, {"head*": "a"})
-    with pytest.raises(ValueError, match=r"no pattern of \['head\*'\] matches the param "
-                       r"'dense_0/W'"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"no pattern of \['head\*'\] matches the param "
+        r"'dense_0/W'",
+    ):
         opt.init(g)
     opt = wf.optimizers.partition({"a": wf.optimizers.sgd(0.1)}, lambda name: "b")
     with pytest.raises(ValueError, match=r"'dense_0/W' has label 'b', which has no optimizer"):
@@ -198,8 +236,9 @@ def test_partition_errors_name_the_param():
 
 def test_pruning_zeroes_moments_inside_partitions_and_trainable_parts(backend):
     x, y = _data()
-    opt = wf.optimizers.partition({"a": wf.optimizers.adam(1e-2), "b": wf.optimizers.adam(1e-3)},
-                                  {"head": "b", "*": "a"})  # fmt: skip
+    opt = wf.optimizers.partition(
+        {"a": wf.optimizers.adam(1e-2), "b": wf.optimizers.adam(1e-3)}, {"head": "b", "*": "a"}
+    )
     model = _model().build((None, 6)).freeze("body/dense_0")
     model.fit(x, y, epochs=1, batch_size=16, optimizer=opt, verbose=0)
     wf.pruning.prune(model, 0.5, include=["body/dense_1/W", "head/W"])

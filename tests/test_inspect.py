@@ -28,8 +28,11 @@ def test_weight_stats_numbers_match_numpy(backend):
     lines = []
     rows = weight_stats(model, print_fn=lines.append)
     assert [r["name"] for r in rows] == ["dense_0/W", "dense_0/b", "dense_1/W"]
-    params = {"dense_0/W": model.params["dense_0"]["W"], "dense_0/b": model.params["dense_0"]["b"],
-              "dense_1/W": model.params["dense_1"]["W"]}  # fmt: skip
+    params = {
+        "dense_0/W": model.params["dense_0"]["W"],
+        "dense_0/b": model.params["dense_0"]["b"],
+        "dense_1/W": model.params["dense_1"]["W"],
+    }
     for row in rows:
         a = np.asarray(wf.to_numpy(params[row["name"]]), dtype=np.float64)
         assert row["shape"] == a.shape and row["size"] == a.size
@@ -92,9 +95,14 @@ def test_parametrized_initializers_give_their_actual_std(init, expected):
 def test_conv_recurrent_norm_and_custom_initializers():
     custom = lambda key, shape, dtype="float32": wf.initializers.zeros(key, shape, dtype)  # noqa: E731
     conv = wf.Sequential(
-        [L.Conv2D(64, 3, kernel_init="he_normal"), L.BatchNorm(), L.Flatten(),
-         L.Dense(4, kernel_init=custom)], seed=0
-    ).build((None, 12, 12, 32))  # fmt: skip
+        [
+            L.Conv2D(64, 3, kernel_init="he_normal"),
+            L.BatchNorm(),
+            L.Flatten(),
+            L.Dense(4, kernel_init=custom),
+        ],
+        seed=0,
+    ).build((None, 12, 12, 32))
     stds = expected_std(conv)
     assert stds["conv2d_0/W"] == pytest.approx(math.sqrt(2 / (3 * 3 * 32)))  # receptive field
     assert stds["batch_norm_0/gamma"] == 0.0 and stds["batch_norm_0/beta"] == 0.0

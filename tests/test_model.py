@@ -307,8 +307,9 @@ def test_params_of_another_backend_are_refused():
         jax_params = mlp().build((None, 5)).params
         jax_x = wf.get_backend().asarray(x)
     with pytest.raises(
-        TypeError, match=r"params 'dense_0/W' is an array of backend 'jax', but the model lives "
-        r"on 'numpy'.*model.to_backend\('jax'\)"
+        TypeError,
+        match=r"params 'dense_0/W' is an array of backend 'jax', but the model lives "
+        r"on 'numpy'.*model.to_backend\('jax'\)",
     ):
         model.params = jax_params
     with pytest.raises(TypeError, match=r"x is an array of backend 'jax' but the model lives on"):

@@ -59,8 +59,12 @@ def hand_stats(x, y, batch_size):
         g = {n: np.array(wf.to_numpy(a), dtype=np.float64) for n, a in flatten(grads)}
         stats = {f"grad_norm/{n}": np.linalg.norm(g[n]) for n in params}
         # SGD: ‖Δp‖ = lr·‖g‖
-        stats.update({f"update_ratio/{n}": LR * np.linalg.norm(g[n]) / np.linalg.norm(p)
-                      for n, p in params.items()})  # fmt: skip
+        stats.update(
+            {
+                f"update_ratio/{n}": LR * np.linalg.norm(g[n]) / np.linalg.norm(p)
+                for n, p in params.items()
+            }
+        )
         z = xb @ params["dense_0/W"] + params["dense_0/b"]
         stats["dead_relu/dense_0"] = np.mean(np.all(z <= 0, axis=0))
         per_step.append((len(xb), stats))
@@ -82,22 +86,31 @@ def call_means(per_step, sizes):
     return out
 
 
-@pytest.mark.parametrize(
-    ("spe", "calls"), [(1, [1, 1, 1, 1, 1]), (3, [3, 1, 1]), ("epoch", [5])]
-)
+@pytest.mark.parametrize(("spe", "calls"), [(1, [1, 1, 1, 1, 1]), (3, [3, 1, 1]), ("epoch", [5])])
 def test_statistics_equal_hand_computations(backend, spe, calls):
     # 52 examples in batches of 12: four full batches and one of 4.
     x, y = data(52)
     model = with_dead_unit(relu_net())
     monitor = GradientMonitor()
     history = model.fit(
-        x, y, epochs=1, batch_size=12, shuffle=False, optimizer=wf.optimizers.sgd(LR),
-        verbose=0, callbacks=[monitor], steps_per_execution=spe,
-    )  # fmt: skip
+        x,
+        y,
+        epochs=1,
+        batch_size=12,
+        shuffle=False,
+        optimizer=wf.optimizers.sgd(LR),
+        verbose=0,
+        callbacks=[monitor],
+        steps_per_execution=spe,
+    )
     expected = call_means(hand_stats(x, y, 12), calls)
     assert history.steps["step"] == monitor.steps == list(np.cumsum(calls))
-    names = [f"{kind}/dense_{i}/{p}" for kind in ("grad_norm", "update_ratio")
-             for i in (0, 1) for p in ("W", "b")] + ["dead_relu/dense_0"]  # fmt: skip
+    names = [
+        f"{kind}/dense_{i}/{p}"
+        for kind in ("grad_norm", "update_ratio")
+        for i in (0, 1)
+        for p in ("W", "b")
+    ] + ["dead_relu/dense_0"]
     assert list(monitor.values) == names
     for name in names:
         got = history.steps[name]
@@ -114,9 +127,14 @@ def test_a_zero_param_moving_has_update_ratio_one(backend):
     x, y = data(12)
     model = relu_net()  # zero biases
     history = model.fit(
-        x, y, epochs=1, batch_size=12, optimizer=wf.optimizers.sgd(0.1), verbose=0,
+        x,
+        y,
+        epochs=1,
+        batch_size=12,
+        optimizer=wf.optimizers.sgd(0.1),
+        verbose=0,
         callbacks=[GradientMonitor()],
-    )  # fmt: skip
+    )
     assert history.steps["update_ratio/dense_0/b"] == [pytest.approx(1.0)]
     assert 0 < history.steps["update_ratio/dense_0/W"][0] < 0.1
 
@@ -126,9 +144,15 @@ def test_every_n_steps_records_at_the_first_call_reaching_each_multiple(spe, eve
     x, y = data(8 if spe == 2 else 7)
     monitor = GradientMonitor(every=every)
     history = relu_net().fit(
-        x, y, epochs=1, batch_size=1, optimizer="sgd", verbose=0, callbacks=[monitor],
+        x,
+        y,
+        epochs=1,
+        batch_size=1,
+        optimizer="sgd",
+        verbose=0,
+        callbacks=[monitor],
         steps_per_execution=spe,
-    )  # fmt: skip
+    )
     assert monitor.steps == history.steps["step"] == steps
     assert all(len(v) == len(steps) for v in monitor.values.values())
 
@@ -139,9 +163,11 @@ def test_frozen_params_are_skipped(backend):
     monitor = GradientMonitor()
     model.fit(x, y, epochs=1, batch_size=12, verbose=0, callbacks=[monitor])
     assert list(monitor.values) == [
-        "grad_norm/dense_1/W", "grad_norm/dense_1/b", "update_ratio/dense_1/W",
+        "grad_norm/dense_1/W",
+        "grad_norm/dense_1/b",
+        "update_ratio/dense_1/W",
         "update_ratio/dense_1/b",
-    ]  # fmt: skip
+    ]
 
 
 def test_conv2d_dead_units_and_nested_names(backend):
@@ -191,9 +217,14 @@ def test_exploding_gradients_warn_once(backend):
     x, y = data(12)
     with pytest.warns(RuntimeWarning) as record:
         linear_net().fit(
-            x * 1e5, y, epochs=2, batch_size=3, optimizer=wf.optimizers.sgd(1e-12), verbose=0,
+            x * 1e5,
+            y,
+            epochs=2,
+            batch_size=3,
+            optimizer=wf.optimizers.sgd(1e-12),
+            verbose=0,
             callbacks=[GradientMonitor()],
-        )  # fmt: skip
+        )
     (message,) = messages(record, "exploding")
     assert "dense_0/W" in message and "dense_0/b" not in message
 
@@ -206,9 +237,16 @@ def test_non_finite_gradients_are_named_in_the_call_that_broke(backend, spe):
     model = relu_net()
     with np.errstate(all="ignore"), pytest.warns(RuntimeWarning) as record:
         model.fit(
-            x, y, epochs=1, batch_size=12, shuffle=False, optimizer=wf.optimizers.sgd(0.1),
-            verbose=0, callbacks=[monitor], steps_per_execution=spe,
-        )  # fmt: skip
+            x,
+            y,
+            epochs=1,
+            batch_size=12,
+            shuffle=False,
+            optimizer=wf.optimizers.sgd(0.1),
+            verbose=0,
+            callbacks=[monitor],
+            steps_per_execution=spe,
+        )
     assert messages(record, "NaN or inf at step 4")  # fit's own
     (message,) = messages(record, "exploding")
     assert "at step 4" in message and "dense_0/W" in message and "dense_1/b" in message
@@ -225,9 +263,14 @@ def test_stats_stay_out_of_the_logs_other_callbacks_see():
     seen = []
     spy = LambdaCallback(on_batch_end=lambda b, logs: seen.append(dict(logs or {})))
     history = relu_net().fit(
-        x, y, epochs=2, batch_size=6, verbose=0, callbacks=[GradientMonitor(), spy],
+        x,
+        y,
+        epochs=2,
+        batch_size=6,
+        verbose=0,
+        callbacks=[GradientMonitor(), spy],
         validation_data=(x, y),
-    )  # fmt: skip
+    )
     assert seen and all(sorted(logs) == ["accuracy", "loss"] for logs in seen)
     assert sorted(history.history) == ["accuracy", "loss", "val_accuracy", "val_loss"]
 
@@ -269,8 +312,11 @@ def test_diagnose_gradients_example_runs_quick(tmp_path):
     out = subprocess.run(
         [sys.executable, str(script), "--quick", "--plots", str(tmp_path)],
         env={**os.environ, "WFRAME_BACKEND": "numpy"},
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     verdicts = dict(re.findall(r"^verdict (.+?): (\w+)$", out.stdout, re.MULTILINE))
     assert verdicts == {
@@ -296,8 +342,9 @@ def test_measuring_changes_no_weight(backend, spe):
     trained = []
     for callbacks in ([], [GradientMonitor()]):
         model = relu_net()
-        model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=callbacks,
-                  steps_per_execution=spe)  # fmt: skip
+        model.fit(
+            x, y, epochs=2, batch_size=16, verbose=0, callbacks=callbacks, steps_per_execution=spe
+        )
         trained.append({n: np.array(wf.to_numpy(a)) for n, a in flatten(model.params)})
     for name, a in trained[0].items():
         np.testing.assert_array_equal(trained[1][name], a, err_msg=name)

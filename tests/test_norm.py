@@ -192,8 +192,16 @@ def test_batch_norm_matches_torch(case):
         torch.from_numpy(state["mean"].copy()),
         torch.from_numpy(state["var"].copy()),
     )
-    ty = F.batch_norm(tx, run_mean, run_var, weight, bias, training=True,
-                      momentum=1 - layer.momentum, eps=layer.epsilon)  # fmt: skip
+    ty = F.batch_norm(
+        tx,
+        run_mean,
+        run_var,
+        weight,
+        bias,
+        training=True,
+        momentum=1 - layer.momentum,
+        eps=layer.epsilon,
+    )
     ty.backward(_to_torch_layout(dy, axis))
     assert_close(y_train, np.moveaxis(ty.detach().numpy(), 1, axis), rtol=1e-5, atol=1e-5)
     assert_close(dx, np.moveaxis(tx.grad.numpy(), 1, axis), rtol=1e-5, atol=1e-5)
@@ -204,9 +212,15 @@ def test_batch_norm_matches_torch(case):
     unbiased = (run_var.numpy() - m * state["var"]) / (1 - m)
     assert_close(new_state["var"], m * state["var"] + (1 - m) * unbiased * (n - 1) / n, rtol=1e-5)
 
-    ty_eval = F.batch_norm(_to_torch_layout(x, axis), torch.from_numpy(state["mean"]),
-                           torch.from_numpy(state["var"]), weight, bias, training=False,
-                           eps=layer.epsilon)  # fmt: skip
+    ty_eval = F.batch_norm(
+        _to_torch_layout(x, axis),
+        torch.from_numpy(state["mean"]),
+        torch.from_numpy(state["var"]),
+        weight,
+        bias,
+        training=False,
+        eps=layer.epsilon,
+    )
     assert_close(y_eval, np.moveaxis(ty_eval.numpy(), 1, axis), rtol=1e-5, atol=1e-5)
 
 

@@ -79,8 +79,11 @@ INJECTED = {
 }
 CASES.update(INJECTED)
 NOT_FUSED = {"adam_nesterov", "adam_mu_float16", "sgd_accumulator_float16"}
-FUSED = [c for c in CASES if c.startswith(("sgd", "adam", "inject_sgd", "inject_adam"))
-         and c not in NOT_FUSED]  # fmt: skip
+FUSED = [
+    c
+    for c in CASES
+    if c.startswith(("sgd", "adam", "inject_sgd", "inject_adam")) and c not in NOT_FUSED
+]
 
 
 def _host_params():
@@ -423,8 +426,9 @@ def test_inject_stores_hyperparams_in_the_params_dtype():
         tx = opt.inject_hyperparams(opt.sgd)(1, momentum=0.5)  # an int: stored as a float
         state = tx.init(params)
         assert {k: v.dtype for k, v in state.hyperparams.items()} == {
-            "learning_rate": dtype, "momentum": dtype
-        }  # fmt: skip
+            "learning_rate": dtype,
+            "momentum": dtype,
+        }
         updates, state = tx.update(tree_map(cast, GRADS[0]), state, params)
         assert {u.dtype for u in tree_leaves(updates)} == {np.dtype(dtype)}  # no float64 upcast
         assert {v.dtype for v in state.hyperparams.values()} == {np.dtype(dtype)}
@@ -565,8 +569,14 @@ def test_get_by_name_case_insensitive_with_keras_defaults():
     state = opt.get("adamw", weight_decay=0.5).init(params)
     assert type(state) is opt.InjectHyperparamsState
     assert {k: float(v) for k, v in state.hyperparams.items()} == pytest.approx(
-        {"learning_rate": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "eps_root": 0.0,
-         "weight_decay": 0.5}
+        {
+            "learning_rate": 1e-3,
+            "b1": 0.9,
+            "b2": 0.999,
+            "eps": 1e-8,
+            "eps_root": 0.0,
+            "weight_decay": 0.5,
+        }
     )
 
 

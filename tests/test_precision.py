@@ -55,7 +55,11 @@ class Probe(Layer):
 def test_policy_names():
     bf = precision.get("mixed_bfloat16")
     assert (bf.param_dtype, bf.compute_dtype, bf.loss_scale, bf.mixed) == (
-        "float32", "bfloat16", None, True)  # fmt: skip
+        "float32",
+        "bfloat16",
+        None,
+        True,
+    )
     fp = precision.get("Mixed_Float16")
     assert (fp.name, fp.param_dtype, fp.compute_dtype) == ("mixed_float16", "float32", "float16")
     # Keras 3 LossScaleOptimizer's defaults; jmp's floor.
@@ -105,12 +109,25 @@ def test_backend_without_bfloat16_is_refused():
 
 @pytest.mark.parametrize("policy", MIXED)
 def test_layers_compute_in_the_compute_dtype(backend, policy):
-    model = wf.Sequential([Dense(8, activation="relu"), Probe(), BatchNorm(), Probe(),
-                           LayerNorm(), Probe(), Dense(3)], dtype=policy)  # fmt: skip
+    model = wf.Sequential(
+        [
+            Dense(8, activation="relu"),
+            Probe(),
+            BatchNorm(),
+            Probe(),
+            LayerNorm(),
+            Probe(),
+            Dense(3),
+        ],
+        dtype=policy,
+    )
     x, y = data()
     model.build((None, 6))
-    assert (model.dtype, model.compute_dtype, model.policy.name) == ("float32", COMPUTE[policy],
-                                                                     policy)  # fmt: skip
+    assert (model.dtype, model.compute_dtype, model.policy.name) == (
+        "float32",
+        COMPUTE[policy],
+        policy,
+    )
     assert {str(a.dtype) for a in tree_leaves(model.params)} == {"float32"}
     SEEN.clear()
     out = model.predict(x)
@@ -144,9 +161,17 @@ def test_params_state_and_optimizer_state_stay_float32(backend, policy):
 
 def _grads(backend_name, policy, x, y):
     with wf.use_backend(backend_name):
-        model = wf.Sequential([Dense(16, activation="relu", use_bias=False), BatchNorm(),
-                               Dense(12, activation="tanh"), LayerNorm(), Dense(4)],
-                              seed=3, dtype=policy)  # fmt: skip
+        model = wf.Sequential(
+            [
+                Dense(16, activation="relu", use_bias=False),
+                BatchNorm(),
+                Dense(12, activation="tanh"),
+                LayerNorm(),
+                Dense(4),
+            ],
+            seed=3,
+            dtype=policy,
+        )
         loss, grads = model.value_and_grad(x, y)
         return float(loss), host(grads)
 
@@ -180,8 +205,11 @@ def test_numpy_backprop_matches_jax_grad(jax, policy):
 
 
 def _fp16_model(loss_scale, seed=0):
-    return wf.Sequential([Dense(8, activation="relu"), Dense(3)], seed=seed,
-                         dtype=Policy("mixed_float16", loss_scale=loss_scale))  # fmt: skip
+    return wf.Sequential(
+        [Dense(8, activation="relu"), Dense(3)],
+        seed=seed,
+        dtype=Policy("mixed_float16", loss_scale=loss_scale),
+    )
 
 
 def test_overflowing_step_is_skipped_and_halves_the_scale(backend):
@@ -221,8 +249,16 @@ def test_scale_doubles_after_period_finite_steps(backend):
     assert (float(model.loss_scale.scale), int(model.loss_scale.counter)) == (64.0, 0)
     scale = DynamicLossScale(initial=4.0, period=3)
     state = scale.init(backend)
-    for finite, expected in [(True, (4, 1)), (False, (2, 0)), (True, (2, 1)), (True, (2, 2)),
-                             (True, (4, 0)), (False, (2, 0)), (False, (1, 0)), (False, (1, 0))]:
+    for finite, expected in [
+        (True, (4, 1)),
+        (False, (2, 0)),
+        (True, (2, 1)),
+        (True, (2, 2)),
+        (True, (4, 0)),
+        (False, (2, 0)),
+        (False, (1, 0)),
+        (False, (1, 0)),
+    ]:
         state = scale.adjust(state, backend.asarray(finite))
         assert (float(state.scale), int(state.counter)) == expected
 
@@ -242,8 +278,10 @@ class Spike(Layer):
 def test_non_finite_gradients_at_the_minimum_scale_stop_fit():
     # Not an overflow of the scaling (NumPy: the backward is the layer's own, which lies).
     with wf.use_backend("numpy"):
-        model = wf.Sequential([Dense(4), Spike(), Dense(3)],
-                              dtype=Policy("mixed_float16", loss_scale=DynamicLossScale(4.0)))
+        model = wf.Sequential(
+            [Dense(4), Spike(), Dense(3)],
+            dtype=Policy("mixed_float16", loss_scale=DynamicLossScale(4.0)),
+        )
         x, y = data(n=64)
         with pytest.warns(RuntimeWarning, match="NaN or inf at step 3"):
             model.fit(x, y, epochs=1, batch_size=16, verbose=0)
@@ -268,8 +306,15 @@ def test_digits_converge_like_float32(backend, digits):
     for policy in ("float32", *MIXED):
         model = wf.Sequential([Dense(32, activation="relu"), Dense(10)], seed=0, dtype=policy)
         # 20 full batches per epoch, run as one compiled call on JAX.
-        model.fit(x, y, epochs=12, batch_size=64, optimizer=wf.optimizers.adam(1e-2), verbose=0,
-                  steps_per_execution="epoch")  # fmt: skip
+        model.fit(
+            x,
+            y,
+            epochs=12,
+            batch_size=64,
+            optimizer=wf.optimizers.adam(1e-2),
+            verbose=0,
+            steps_per_execution="epoch",
+        )
         accuracy[policy] = model.evaluate(x_test, y_test)["accuracy"]
     assert accuracy["float32"] > 0.93, accuracy
     for policy in MIXED:
@@ -281,8 +326,9 @@ def test_digits_converge_like_float32(backend, digits):
 
 def test_mixed_weights_load_into_a_float32_model(backend, tmp_path):
     x, y = data()
-    mixed = wf.Sequential([Dense(8, activation="relu"), BatchNorm(), Dense(3)],
-                          dtype="mixed_bfloat16")  # fmt: skip
+    mixed = wf.Sequential(
+        [Dense(8, activation="relu"), BatchNorm(), Dense(3)], dtype="mixed_bfloat16"
+    )
     mixed.fit(x, y, epochs=1, batch_size=16, verbose=0)
     mixed.save_weights(tmp_path / "w.safetensors")
     plain = wf.Sequential([Dense(8, activation="relu"), BatchNorm(), Dense(3)])
@@ -292,8 +338,9 @@ def test_mixed_weights_load_into_a_float32_model(backend, tmp_path):
         a, b = host(tree_a), host(tree_b)
         assert all(a[k].dtype == np.float32 and np.array_equal(a[k], b[k]) for k in a)
     # The float32 model computes what the bfloat16 one approximates.
-    np.testing.assert_allclose(wf.to_numpy(plain.predict(x)), wf.to_numpy(mixed.predict(x)),
-                               rtol=0.05, atol=0.05)  # fmt: skip
+    np.testing.assert_allclose(
+        wf.to_numpy(plain.predict(x)), wf.to_numpy(mixed.predict(x)), rtol=0.05, atol=0.05
+    )
     # The whole-model file keeps the policy.
     wf.save_model(mixed, str(tmp_path / "m.safetensors"))
     again = wf.load_model(str(tmp_path / "m.safetensors"))
@@ -313,5 +360,6 @@ def test_checkpoint_keeps_the_loss_scale(backend, tmp_path):
     plain = wf.Sequential([Dense(8, activation="relu"), Dense(3)])
     plain.load_checkpoint(tmp_path / "c.safetensors")
     assert plain.loss_scale is None
-    np.testing.assert_array_equal(wf.to_numpy(plain.params["dense_1"]["W"]),
-                                  wf.to_numpy(model.params["dense_1"]["W"]))  # fmt: skip
+    np.testing.assert_array_equal(
+        wf.to_numpy(plain.params["dense_1"]["W"]), wf.to_numpy(model.params["dense_1"]["W"])
+    )

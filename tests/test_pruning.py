@@ -145,8 +145,9 @@ def test_make_train_step_with_masks(backend):
     adam = wf.optimizers.adam(0.05)
     step = wf.make_train_step(model, "softmax_cross_entropy", adam)
     # The step consumes (donates on JAX) the whole state, masks included: pass copies.
-    ts = backend.copy(wf.TrainState(model.params, model.state, adam.init(model.params),
-                                    model.masks))  # fmt: skip
+    ts = backend.copy(
+        wf.TrainState(model.params, model.state, adam.init(model.params), model.masks)
+    )
     x, y = data()
     xb, yb = backend.asarray(x), backend.asarray(y, dtype="int32")
     for _ in range(5):
@@ -173,8 +174,9 @@ def test_prune_zeroes_moments_in_any_nesting_of_the_optimizer_state(backend):
     ones = lambda tree: tree_map(lambda a: a + 1, tree)  # noqa: E731
     adam_state = ones(wf.optimizers.scale_by_adam().init(model.params))
     trace = wf.optimizers.TraceState(trace=backend.copy(adam_state.mu))
-    model.opt_state = Wrapped(adam_state.count, {"learning_rate": backend.asarray(0.1)},
-                              [trace, {"extra": adam_state}])  # fmt: skip
+    model.opt_state = Wrapped(
+        adam_state.count, {"learning_rate": backend.asarray(0.1)}, [trace, {"extra": adam_state}]
+    )
     prune(model, 0.5)
     state, masks = host(model.opt_state), host(model.masks)
     assert float(state["hyperparams/learning_rate"]) == pytest.approx(0.1)
@@ -208,8 +210,14 @@ def test_schedule_follows_the_polynomial(backend, per_call, steps):
     schedule = PruningSchedule(0.8, 0.1, begin_step=3, end_step=27, frequency=4)
     record = Sparsities()
     model = mlp()
-    model.fit(*data(48), epochs=5, batch_size=8, verbose=0, steps_per_execution=per_call,
-              callbacks=[schedule, record])  # fmt: skip
+    model.fit(
+        *data(48),
+        epochs=5,
+        batch_size=8,
+        verbose=0,
+        steps_per_execution=per_call,
+        callbacks=[schedule, record],
+    )
     assert [t for t, _ in schedule.pruned] == steps
     formula = [0.8 + (0.1 - 0.8) * (1 - (min(t, 27) - 3) / 24) ** 3 for t in steps]
     np.testing.assert_allclose([s for _, s in schedule.pruned], formula, rtol=1e-12)
@@ -237,11 +245,21 @@ def test_sparsity_report(backend):
     rows = sparsity_report(model, print_fn=lines.append)
     names = ["dense_0/W", "dense_0/b", "dense_1/W", "dense_1/b", "total"]
     assert [r["name"] for r in rows] == names
-    assert rows[0] == {"name": "dense_0/W", "shape": (8, 16), "size": 128, "nonzero": 32,
-                       "sparsity": 0.75}  # fmt: skip
+    assert rows[0] == {
+        "name": "dense_0/W",
+        "shape": (8, 16),
+        "size": 128,
+        "nonzero": 32,
+        "sparsity": 0.75,
+    }
     assert rows[2]["nonzero"] == 12 and rows[3]["sparsity"] == 1.0  # biases start at zero
-    assert rows[-1] == {"name": "total", "shape": None, "size": 195, "nonzero": 44,
-                        "sparsity": 1 - 44 / 195}  # fmt: skip
+    assert rows[-1] == {
+        "name": "total",
+        "shape": None,
+        "size": 195,
+        "nonzero": 44,
+        "sparsity": 1 - 44 / 195,
+    }
     assert "dense_0/W" in lines[0] and "75.00%" in lines[0] and "total" in lines[0]
 
 
@@ -307,8 +325,13 @@ def test_numpy_and_jax_prune_and_train_the_same(jax):
     for name in ("numpy", "jax"):
         with wf.use_backend(name):
             model = prune(mlp(seed=3).build((None, 8)), 0.7)
-            model.fit(*data(), epochs=3, batch_size=8, verbose=0, callbacks=[
-                PruningSchedule(0.9, 0.7, begin_step=8, end_step=16, frequency=4)])  # fmt: skip
+            model.fit(
+                *data(),
+                epochs=3,
+                batch_size=8,
+                verbose=0,
+                callbacks=[PruningSchedule(0.9, 0.7, begin_step=8, end_step=16, frequency=4)],
+            )
             results.append((host(model.params), host(model.masks)))
     (p_np, m_np), (p_jax, m_jax) = results
     for name in m_np:

@@ -52,7 +52,9 @@ def test_names_defaults_and_keras_factors():
 
 def test_every_weight_layer_takes_regularizers():
     assert set(Dense(2, kernel_regularizer="l2", bias_regularizer="l1").param_regularizers()) == {
-        "W", "b"}  # fmt: skip
+        "W",
+        "b",
+    }
     assert set(Dense(2, use_bias=False, bias_regularizer="l1").param_regularizers()) == set()
     assert set(Conv2D(2, 3, kernel_regularizer="l2").param_regularizers()) == {"W"}
     lstm = LSTM(4, kernel_regularizer="l2", recurrent_regularizer="l1", bias_regularizer="l2")
@@ -72,12 +74,17 @@ def test_penalty_collects_nested_and_shared_layers():
 def _regularized_model(dtype="float64"):
     return wf.Sequential(
         [
-            Dense(6, activation="tanh", kernel_regularizer=R.l1_l2(l1=0.01, l2=0.02),
-                  bias_regularizer=R.l2(0.3)),
+            Dense(
+                6,
+                activation="tanh",
+                kernel_regularizer=R.l1_l2(l1=0.01, l2=0.02),
+                bias_regularizer=R.l2(0.3),
+            ),
             Dense(3, kernel_regularizer=R.l2(0.05)),
         ],
-        seed=2, dtype=dtype,
-    )  # fmt: skip
+        seed=2,
+        dtype=dtype,
+    )
 
 
 def test_loss_plus_penalty_gradient_matches_finite_differences():
@@ -119,8 +126,7 @@ def test_numpy_and_jax_train_the_same_with_penalties(jax):
         assert_close(runs["numpy"][0][key], runs["jax"][0][key], rtol=1e-4)
     for layer in runs["numpy"][1]:
         for p in runs["numpy"][1][layer]:
-            assert_close(runs["numpy"][1][layer][p], runs["jax"][1][layer][p], rtol=1e-4,
-                         atol=1e-6)
+            assert_close(runs["numpy"][1][layer][p], runs["jax"][1][layer][p], rtol=1e-4, atol=1e-6)
 
 
 def test_penalty_logged_separately_and_equal_to_closed_form(backend):
@@ -142,8 +148,10 @@ def test_conv_and_recurrent_penalties_train(backend):
     img = rng.standard_normal((8, 6, 6, 1)).astype(np.float32)
     seq = rng.standard_normal((8, 5, 3)).astype(np.float32)
     y = rng.integers(0, 2, 8)
-    for x, first in ((img, Conv2D(2, 3, kernel_regularizer="l2")),
-                     (seq, LSTM(4, kernel_regularizer="l2", recurrent_regularizer="l2"))):
+    for x, first in (
+        (img, Conv2D(2, 3, kernel_regularizer="l2")),
+        (seq, LSTM(4, kernel_regularizer="l2", recurrent_regularizer="l2")),
+    ):
         model = wf.Sequential([first, Flatten(), Dense(2)])
         hist = model.fit(x, y, epochs=2, batch_size=4, verbose=0)
         assert hist.history["penalty"][1] < hist.history["penalty"][0]
@@ -157,8 +165,7 @@ def test_sgd_with_l2_in_the_loss_equals_decoupled_decay(backend):
     a = wf.Sequential([Dense(3, kernel_regularizer=R.l2(lam), bias_regularizer=R.l2(lam))])
     b = wf.Sequential([Dense(3)])
     a.fit(x, y, epochs=2, batch_size=16, optimizer=wf.optimizers.sgd(lr), verbose=0)
-    decayed = wf.optimizers.chain(wf.optimizers.add_decayed_weights(2 * lam),
-                                  wf.optimizers.sgd(lr))
+    decayed = wf.optimizers.chain(wf.optimizers.add_decayed_weights(2 * lam), wf.optimizers.sgd(lr))
     b.fit(x, y, epochs=2, batch_size=16, optimizer=decayed, verbose=0)
     assert_close(a.params["dense_0"]["W"], b.params["dense_0"]["W"], rtol=1e-5, atol=1e-7)
 
@@ -166,8 +173,11 @@ def test_sgd_with_l2_in_the_loss_equals_decoupled_decay(backend):
 @pytest.mark.parametrize(
     ("make", "match"),
     [
-        (lambda: Dense(3, kernel_regularizer="l3"), r"Dense: kernel_regularizer: unknown "
-         r"regularizer 'l3'; expected one of 'l1', 'l2', 'l1_l2'"),
+        (
+            lambda: Dense(3, kernel_regularizer="l3"),
+            r"Dense: kernel_regularizer: unknown "
+            r"regularizer 'l3'; expected one of 'l1', 'l2', 'l1_l2'",
+        ),
         (lambda: R.l2(-0.1), r"L2: l2 must be >= 0 \(a negative penalty"),
         (lambda: R.l1(float("nan")), r"L1: l1 must be a finite number >= 0, got nan"),
         (lambda: LSTM(3, recurrent_regularizer=0.1), r"LSTM: recurrent_regularizer: unknown"),

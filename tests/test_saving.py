@@ -110,11 +110,26 @@ def assert_trees_equal(a, b, *, ordered=True):
 EVERY_LAYER = [
     Layer(),
     Dense(4),
-    Dense(7, activation="relu", use_bias=False, kernel_init="he_normal", bias_init="ones",
-          kernel_regularizer="l2", bias_regularizer=L1(0.5), name="head"),
+    Dense(
+        7,
+        activation="relu",
+        use_bias=False,
+        kernel_init="he_normal",
+        bias_init="ones",
+        kernel_regularizer="l2",
+        bias_regularizer=L1(0.5),
+        name="head",
+    ),
     Conv2D(3, 5),
-    Conv2D(2, (3, 1), strides=(2, 1), padding="same", dilation_rate=2, activation="tanh",
-           kernel_regularizer=l1_l2(0.1, 0.2)),
+    Conv2D(
+        2,
+        (3, 1),
+        strides=(2, 1),
+        padding="same",
+        dilation_rate=2,
+        activation="tanh",
+        kernel_regularizer=l1_l2(0.1, 0.2),
+    ),
     MaxPool2D(),
     MaxPool2D((3, 2), strides=1, padding="same"),
     AvgPool2D(3, strides=(1, 2)),
@@ -127,15 +142,14 @@ EVERY_LAYER = [
     BatchNorm(momentum=0.9, epsilon=1e-5, axis=1, center=False, scale=False),
     LayerNorm(epsilon=1e-3),
     SimpleRNN(4, "relu", return_sequences=True),
-    LSTM(3, unit_forget_bias=False, recurrent_init="glorot_normal",
-         recurrent_regularizer="l1"),
+    LSTM(3, unit_forget_bias=False, recurrent_init="glorot_normal", recurrent_regularizer="l1"),
     GRU(2, return_sequences=True, bias_regularizer="l1_l2"),
     Sequential([Dense(3), Dropout(0.1), Dense(2)]),
     Sequential([Sequential([Dense(3), Dense(3)], name="block"), Dense(1)]),
     Residual(Dense(4)),
     Residual([Dense(4, activation="relu"), Dense(4)]),
     Concatenate([Dense(2), Sequential([Dense(3), Dense(1)])], axis=-1),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("layer", EVERY_LAYER, ids=lambda la: type(la).__name__)
@@ -150,9 +164,8 @@ def test_every_builtin_layer_round_trips_to_an_equal_layer(layer):
 
 def test_every_exported_layer_class_is_registered_and_tested():
     exported = {
-        getattr(wf.layers, n) for n in wf.layers.__all__
-        if isinstance(getattr(wf.layers, n), type)
-    }  # fmt: skip
+        getattr(wf.layers, n) for n in wf.layers.__all__ if isinstance(getattr(wf.layers, n), type)
+    }
     assert exported == {type(layer) for layer in EVERY_LAYER}
     for cls in exported:
         assert registry.lookup(registry.name_of(cls)) is cls
@@ -165,12 +178,16 @@ def test_config_format():
     assert config == {
         "class": "Dense",
         "config": {
-            "name": "out", "units": 10, "activation": "relu", "use_bias": True,
-            "kernel_init": "glorot_uniform", "bias_init": "zeros",
+            "name": "out",
+            "units": 10,
+            "activation": "relu",
+            "use_bias": True,
+            "kernel_init": "glorot_uniform",
+            "bias_init": "zeros",
             "kernel_regularizer": {"class": "L2", "config": {"l1": 0.0, "l2": 0.01}},
             "bias_regularizer": None,
         },
-    }  # fmt: skip
+    }
     conv = layer_config(Conv2D(2, 3))["config"]
     assert conv["kernel_size"] == [3, 3] and conv["strides"] == [1, 1]
 
@@ -262,9 +279,14 @@ def test_unknown_option_and_bad_values():
     nested["config"]["layers"][1]["class"] = "Denze"
     with pytest.raises(ConfigError, match=r"config\.layers\[1\]: unknown layer class 'Denze'"):
         layer_from_config(nested)
-    for bad in ([], {"config": {}}, {"class": 3}, {"class": "Dense", "config": [], "x": 1},
-                {"class": "Dense", "config": {"units": 2, "activation": {"foo": 1}}},
-                {"class": "Sequential", "config": {"layers": [{"same_as": 0}]}}):  # fmt: skip
+    for bad in (
+        [],
+        {"config": {}},
+        {"class": 3},
+        {"class": "Dense", "config": [], "x": 1},
+        {"class": "Dense", "config": {"units": 2, "activation": {"foo": 1}}},
+        {"class": "Sequential", "config": {"layers": [{"same_as": 0}]}},
+    ):
         with pytest.raises(ConfigError):
             layer_from_config(bad)
     with pytest.raises(ConfigError, match="'Sequential' is not a model class"):
@@ -333,10 +355,18 @@ def test_unregistered_user_layer_is_refused_at_save():
 # ----------------------------------------------------------------------------- model files
 def cnn_lstm(seed=0):
     """BatchNorm, Dropout, Conv2D and LSTM (via the user layer Rows), and a user param layer."""
-    return wf.Sequential([
-        Conv2D(4, 3, padding="same", activation="relu"), BatchNorm(momentum=0.5),
-        Dropout(0.25), Rows(), LSTM(5), Scale(0.5), Dense(3),
-    ], seed=seed)  # fmt: skip
+    return wf.Sequential(
+        [
+            Conv2D(4, 3, padding="same", activation="relu"),
+            BatchNorm(momentum=0.5),
+            Dropout(0.25),
+            Rows(),
+            LSTM(5),
+            Scale(0.5),
+            Dense(3),
+        ],
+        seed=seed,
+    )
 
 
 def images(n=32, seed=0):
@@ -393,11 +423,17 @@ def test_a_file_from_one_backend_loads_on_another(jax, tmp_path, source, target)
 def test_nested_containers_and_a_shared_layer_through_a_file(backend, tmp_path):
     shared = Dense(6, activation="relu")
     inner = wf.Sequential([Dense(6), LayerNorm()], seed=4, name="inner")
-    model = wf.Sequential([
-        Dense(6), shared, Residual([shared, Dense(6)]), shared,
-        Concatenate([Sequential([Dense(2), Dropout(0.5)]), inner, Dense(3)]),
-        Dense(2, kernel_regularizer="l2"),
-    ], seed=1)  # fmt: skip
+    model = wf.Sequential(
+        [
+            Dense(6),
+            shared,
+            Residual([shared, Dense(6)]),
+            shared,
+            Concatenate([Sequential([Dense(2), Dropout(0.5)]), inner, Dense(3)]),
+            Dense(2, kernel_regularizer="l2"),
+        ],
+        seed=1,
+    )
     x = np.random.default_rng(0).normal(size=(16, 5)).astype(np.float32)
     model.fit(x, np.arange(16) % 2, epochs=1, batch_size=4, verbose=0)
     save_model(model, tmp_path / "m.safetensors")
@@ -523,8 +559,11 @@ def test_a_config_larger_than_its_weights_is_refused_before_allocating(tmp_path)
     io.write_safetensors(tmp_path / "h.safetensors", tensors, hostile)
     tracemalloc.start()
     try:
-        with pytest.raises(WeightsFileError, match=r"asks for sizes \(units=1000000000\) larger "
-                           r"than the 39 values the file holds"):  # fmt: skip
+        with pytest.raises(
+            WeightsFileError,
+            match=r"asks for sizes \(units=1000000000\) larger "
+            r"than the 39 values the file holds",
+        ):
             wf.load_model(tmp_path / "h.safetensors")
         assert tracemalloc.get_traced_memory()[1] < 10_000_000
     finally:

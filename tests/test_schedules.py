@@ -36,8 +36,11 @@ def test_constant(backend):
 def test_polynomial_and_linear(backend):
     s = sch.polynomial_schedule(1.0, 0.01, 2, 100, transition_begin=5)
     # (1 - 0.01) * (1 - t/100)**2 + 0.01, t = count - 5 clipped to [0, 100]
-    _check(backend, s, {0: 1.0, 5: 1.0, 6: 0.99 * 0.99**2 + 0.01, 55: 0.99 * 0.25 + 0.01,
-                        105: 0.01, 200: 0.01})  # fmt: skip
+    _check(
+        backend,
+        s,
+        {0: 1.0, 5: 1.0, 6: 0.99 * 0.99**2 + 0.01, 55: 0.99 * 0.25 + 0.01, 105: 0.01, 200: 0.01},
+    )
     s = sch.linear_schedule(0.1, 1.0, 20, transition_begin=10)
     _check(backend, s, {0: 0.1, 10: 0.1, 15: 0.325, 20: 0.55, 30: 1.0, 99: 1.0})
     # optax: transition_steps <= 0 holds init_value; a negative transition_begin counts as 0
@@ -81,16 +84,43 @@ def test_warmup_schedules(backend):
     s = sch.warmup_exponential_decay_schedule(
         0.0, 1.0, 10, 5, 0.8, transition_begin=3, staircase=True, end_value=0.3
     )
-    _check(backend, s, {0: 0.0, 5: 0.5, 10: 1.0, 13: 1.0, 17: 1.0, 18: 0.8, 23: 0.64,
-                        28: 0.8**3, 33: 0.8**4, 38: 0.8**5, 43: 0.3, 90: 0.3})  # fmt: skip
+    _check(
+        backend,
+        s,
+        {
+            0: 0.0,
+            5: 0.5,
+            10: 1.0,
+            13: 1.0,
+            17: 1.0,
+            18: 0.8,
+            23: 0.64,
+            28: 0.8**3,
+            33: 0.8**4,
+            38: 0.8**5,
+            43: 0.3,
+            90: 0.3,
+        },
+    )
 
 
 def test_piecewise_interpolate(backend):
     s = sch.piecewise_interpolate_schedule("linear", 1.0, {4: 0.1, 8: 0.01})
     _check(backend, s, {0: 1.0, 2: 0.55, 4: 0.1, 6: 0.0505, 8: 0.001, 10: 0.001})
     s = sch.piecewise_interpolate_schedule("cosine", 1.0, {4: 0.1, 8: 0.01})
-    _check(backend, s, {0: 1.0, 1: 0.1 + 0.45 * (math.cos(math.pi / 4) + 1), 2: 0.55, 4: 0.1,
-                        6: 0.0505, 8: 0.001, 10: 0.001})  # fmt: skip
+    _check(
+        backend,
+        s,
+        {
+            0: 1.0,
+            1: 0.1 + 0.45 * (math.cos(math.pi / 4) + 1),
+            2: 0.55,
+            4: 0.1,
+            6: 0.0505,
+            8: 0.001,
+            10: 0.001,
+        },
+    )
     _check(backend, sch.piecewise_interpolate_schedule("linear", 0.7), {0: 0.7, 9: 0.7})
 
 
@@ -100,8 +130,20 @@ def test_onecycle(backend):
     _check(backend, s, {0: 0.04, 15: 0.52, 30: 1.0, 65: (1.0 + end) / 2, 100: end, 200: end})
     s = sch.linear_onecycle_schedule(100, 1.0)
     end = 0.04 / 1e4  # peak / div_factor / final_div_factor
-    _check(backend, s, {0: 0.04, 15: 0.52, 30: 1.0, 50: 1.0 - 0.96 * 20 / 55, 85: 0.04,
-                        90: 0.04 + (end - 0.04) / 3, 100: end, 200: end})  # fmt: skip
+    _check(
+        backend,
+        s,
+        {
+            0: 0.04,
+            15: 0.52,
+            30: 1.0,
+            50: 1.0 - 0.96 * 20 / 55,
+            85: 0.04,
+            90: 0.04 + (end - 0.04) / 3,
+            100: end,
+            200: end,
+        },
+    )
 
 
 def test_join_schedules(backend):
@@ -116,10 +158,18 @@ def test_join_schedules(backend):
     [
         ("triangular", {0: 0.1, 2: 0.55, 4: 1.0, 6: 0.55, 8: 0.1, 12: 1.0, 20: 1.0}),
         ("triangular2", {0: 0.1, 2: 0.55, 4: 1.0, 8: 0.1, 12: 0.55, 16: 0.1, 20: 0.325}),
-        ("exp_range", {0: 0.1, 2: 0.1 + 0.45 * 0.9**2, 4: 0.1 + 0.9 * 0.9**4, 8: 0.1,
-                       12: 0.1 + 0.9 * 0.9**12}),
+        (
+            "exp_range",
+            {
+                0: 0.1,
+                2: 0.1 + 0.45 * 0.9**2,
+                4: 0.1 + 0.9 * 0.9**4,
+                8: 0.1,
+                12: 0.1 + 0.9 * 0.9**12,
+            },
+        ),
     ],
-)  # fmt: skip
+)
 def test_cyclical(backend, mode, expected):
     # base 0.1, max 1.0, step_size 4: base at 0, max at 4, base at 8, peak again at 12
     _check(backend, sch.cyclical_schedule(0.1, 1.0, 4, mode=mode, gamma=0.9), expected)
@@ -147,9 +197,7 @@ CASES = {
     # An integer power: jitted optax gives NaN at the end of a fractional one (see below).
     "polynomial_negative_begin": lambda m: m.polynomial_schedule(1.0, 0.1, 3, 20, -3),
     "linear": lambda m: m.linear_schedule(0.1, 1.0, 20, 10),
-    "piecewise_constant": lambda m: m.piecewise_constant_schedule(
-        1.0, {10: 0.5, 30: 0.1, 20: 2.0}
-    ),
+    "piecewise_constant": lambda m: m.piecewise_constant_schedule(1.0, {10: 0.5, 30: 0.1, 20: 2.0}),
     "piecewise_constant_none": lambda m: m.piecewise_constant_schedule(0.3),
     "exponential": lambda m: m.exponential_decay(1.0, 10, 0.5, transition_begin=5),
     "exponential_staircase": lambda m: m.exponential_decay(1.0, 10, 0.5, 5, staircase=True),
@@ -178,10 +226,14 @@ CASES = {
     "cosine_onecycle_custom": lambda m: m.cosine_onecycle_schedule(40, 0.5, 0.25, 10.0, 100.0),
     "linear_onecycle": lambda m: m.linear_onecycle_schedule(50, 1.0),
     "join": lambda m: m.join_schedules(
-        [m.linear_schedule(0.0, 1.0, 10), m.cosine_decay_schedule(1.0, 20),
-         m.constant_schedule(0.01)], [10, 30],
+        [
+            m.linear_schedule(0.0, 1.0, 10),
+            m.cosine_decay_schedule(1.0, 20),
+            m.constant_schedule(0.01),
+        ],
+        [10, 30],
     ),
-}  # fmt: skip
+}
 COUNTS = np.arange(61, dtype=np.int32)  # past every transition above
 
 
@@ -345,8 +397,11 @@ def test_get():
     assert float(sch.get(3)(0)) == 3.0
     s = sch.get("cosine_decay_schedule", init_value=1.0, decay_steps=10)
     assert float(s(5)) == pytest.approx(0.5)
-    with pytest.raises(ValueError, match=r"Unknown schedule 'cosine'\. Expected one of \["
-                       r"'constant_schedule', 'cosine_decay_schedule'"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"Unknown schedule 'cosine'\. Expected one of \["
+        r"'constant_schedule', 'cosine_decay_schedule'",
+    ):
         sch.get("cosine")
     with pytest.raises(TypeError, match="name, a number or a callable"):
         sch.get(True)
@@ -355,36 +410,54 @@ def test_get():
 
 
 BAD = [
-    (lambda: sch.cyclical_schedule(0.1, 1.0, 0), r"cyclical_schedule: expected step_size > 0\. "
-     r"Received: step_size=0\."),
-    (lambda: sch.cyclical_schedule(0.1, 1.0, 4, mode="sine"),
-     r"mode in \('triangular', 'triangular2', 'exp_range'\)\. Received: mode='sine'"),
+    (
+        lambda: sch.cyclical_schedule(0.1, 1.0, 0),
+        r"cyclical_schedule: expected step_size > 0\. "
+        r"Received: step_size=0\.",
+    ),
+    (
+        lambda: sch.cyclical_schedule(0.1, 1.0, 4, mode="sine"),
+        r"mode in \('triangular', 'triangular2', 'exp_range'\)\. Received: mode='sine'",
+    ),
     (lambda: sch.cyclical_schedule(0.1, 1.0, 4, "exp_range", -0.5), "gamma >= 0.*gamma=-0.5"),
     (lambda: sch.cosine_decay_schedule(1.0, 0), "cosine_decay_schedule: .*decay_steps=0"),
     (lambda: sch.cosine_decay_schedule(1.0, -3), "decay_steps > 0.*decay_steps=-3"),
-    (lambda: sch.warmup_cosine_decay_schedule(0.0, 1.0, 10, 10),
-     "warmup_cosine_decay_schedule: expected decay_steps > warmup_steps"),
-    (lambda: sch.join_schedules([sch.constant_schedule(1.0)] * 3, [10, 5]),
-     r"join_schedules: expected strictly increasing boundaries\. Received: boundaries=\[10, 5\]"),
+    (
+        lambda: sch.warmup_cosine_decay_schedule(0.0, 1.0, 10, 10),
+        "warmup_cosine_decay_schedule: expected decay_steps > warmup_steps",
+    ),
+    (
+        lambda: sch.join_schedules([sch.constant_schedule(1.0)] * 3, [10, 5]),
+        r"join_schedules: expected strictly increasing boundaries\. Received: boundaries=\[10, 5\]",
+    ),
     (lambda: sch.join_schedules([sch.constant_schedule(1.0)] * 3, [5, 5]), "strictly increasing"),
-    (lambda: sch.join_schedules([sch.constant_schedule(1.0)] * 2, [5, 6]),
-     r"len\(boundaries\) == len\(schedules\) - 1"),
+    (
+        lambda: sch.join_schedules([sch.constant_schedule(1.0)] * 2, [5, 6]),
+        r"len\(boundaries\) == len\(schedules\) - 1",
+    ),
     (lambda: sch.join_schedules([], []), "non-empty sequence of callables"),
     (lambda: sch.join_schedules([0.1, 0.2], [5]), "non-empty sequence of callables"),
-    (lambda: sch.piecewise_constant_schedule(1.0, {5: -0.1}),
-     r"piecewise_constant_schedule: expected scales >= 0\. Received: boundaries_and_scales="),
+    (
+        lambda: sch.piecewise_constant_schedule(1.0, {5: -0.1}),
+        r"piecewise_constant_schedule: expected scales >= 0\. Received: boundaries_and_scales=",
+    ),
     (lambda: sch.piecewise_interpolate_schedule("linear", 1.0, {5: -1.0}), "scales >= 0"),
-    (lambda: sch.piecewise_interpolate_schedule("cubic", 1.0),
-     "piecewise_interpolate_schedule: expected 'cosine' or 'linear'.*'cubic'"),
+    (
+        lambda: sch.piecewise_interpolate_schedule("cubic", 1.0),
+        "piecewise_interpolate_schedule: expected 'cosine' or 'linear'.*'cubic'",
+    ),
     (lambda: sch.exponential_decay(1.0, 10, -0.5), "exponential_decay: .*decay_rate=-0.5"),
     (lambda: sch.polynomial_schedule(1.0, 0.0, -1.0, 10), "polynomial_schedule: .*power=-1.0"),
     (lambda: sch.cosine_onecycle_schedule(0, 1.0), "cosine_onecycle_schedule: .*steps=0"),
     (lambda: sch.cosine_onecycle_schedule(10, 1.0, pct_start=1.0), "0 <= pct_start < 1"),
     (lambda: sch.linear_onecycle_schedule(-5, 1.0), "linear_onecycle_schedule: .*=-5"),
-    (lambda: sch.linear_onecycle_schedule(1, 1.0), r"linear_onecycle_schedule: .*Received: "
-     r"transition_steps=1, pct_start=0\.3, pct_final=0\.85"),
+    (
+        lambda: sch.linear_onecycle_schedule(1, 1.0),
+        r"linear_onecycle_schedule: .*Received: "
+        r"transition_steps=1, pct_start=0\.3, pct_final=0\.85",
+    ),
     (lambda: sch.linear_onecycle_schedule(100, 1.0, 0.9, 0.5), "pct_final=0.5"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("make, match", BAD, ids=[str(i) for i in range(len(BAD))])

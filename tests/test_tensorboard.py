@@ -41,17 +41,23 @@ def data(n=40, seed=0):
 
 
 def model():
-    return wf.Sequential(
-        [wf.layers.Dense(8, activation="relu"), wf.layers.Dense(3)], seed=0
-    ).build((None, 4))
+    return wf.Sequential([wf.layers.Dense(8, activation="relu"), wf.layers.Dense(3)], seed=0).build(
+        (None, 4)
+    )
 
 
 def test_epoch_scalars_learning_rate_and_histograms(backend, tmp_path):
     x, y = data()
     history = model().fit(
-        x, y, epochs=3, batch_size=10, optimizer=wf.optimizers.sgd(0.05), verbose=0,
-        validation_data=(x[:20], y[:20]), callbacks=[TensorBoard(tmp_path, histogram_freq=2)],
-    )  # fmt: skip
+        x,
+        y,
+        epochs=3,
+        batch_size=10,
+        optimizer=wf.optimizers.sgd(0.05),
+        verbose=0,
+        validation_data=(x[:20], y[:20]),
+        callbacks=[TensorBoard(tmp_path, histogram_freq=2)],
+    )
     train, train_hist = read_events(tmp_path / "train")
     val, val_hist = read_events(tmp_path / "validation")
     assert set(train) == {"epoch_loss", "epoch_accuracy", "epoch_learning_rate"}
@@ -61,8 +67,11 @@ def test_epoch_scalars_learning_rate_and_histograms(backend, tmp_path):
         np.testing.assert_allclose([v for _, v in got], history.history[key], rtol=1e-6)
         got = val[f"epoch_{key}"]
         np.testing.assert_allclose([v for _, v in got], history.history[f"val_{key}"], rtol=1e-6)
-    assert train["epoch_learning_rate"] == [(0, pytest.approx(0.05)), (1, pytest.approx(0.05)),
-                                            (2, pytest.approx(0.05))]  # fmt: skip
+    assert train["epoch_learning_rate"] == [
+        (0, pytest.approx(0.05)),
+        (1, pytest.approx(0.05)),
+        (2, pytest.approx(0.05)),
+    ]
     # histogram_freq=2: epochs 0 and 2, every param; nothing about gradients without a monitor
     assert train_hist == {f"dense_{i}/{p}/histogram" for i in (0, 1) for p in ("W", "b")}
     assert val_hist == set()
@@ -72,17 +81,23 @@ def test_gradient_statistics_and_batch_scalars(backend, tmp_path):
     x, y = data()
     monitor = GradientMonitor()
     history = model().fit(
-        x, y, epochs=2, batch_size=10, optimizer="sgd", verbose=0,
+        x,
+        y,
+        epochs=2,
+        batch_size=10,
+        optimizer="sgd",
+        verbose=0,
         callbacks=[monitor, TensorBoard(tmp_path, histogram_freq=0, update_freq="batch")],
-    )  # fmt: skip
+    )
     train, hist = read_events(tmp_path / "train")
     assert hist == set()
     assert [s for s, _ in train["batch_loss"]] == list(range(1, 9))
     assert train["batch_loss"][3][1] == pytest.approx(history.history["loss"][0], rel=1e-6)
     got = train["grad_norm/dense_0/W"]
     assert [s for s, _ in got] == history.steps["step"] == list(range(1, 9))
-    np.testing.assert_allclose([v for _, v in got], monitor.values["grad_norm/dense_0/W"],
-                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        [v for _, v in got], monitor.values["grad_norm/dense_0/W"], rtol=1e-6
+    )
     assert {"update_ratio/dense_1/b", "dead_relu/dense_0"} <= set(train)
 
 

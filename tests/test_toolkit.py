@@ -46,10 +46,23 @@ def test_everything_composes_with_steps_per_execution_and_matches_jax(jax, spe):
     for name in ("numpy", "jax"):
         with wf.use_backend(name):
             model = wf.Sequential(
-                [Dense(16, activation="relu", kernel_regularizer=wf.regularizers.l2(1e-3)),
-                 Dropout(0.2), Dense(3, kernel_regularizer="l1")], seed=4)  # fmt: skip
-            hist = model.fit(x, y, epochs=3, batch_size=16, optimizer=wf.optimizers.adam(lr),
-                             clipnorm=0.5, steps_per_execution=spe, verbose=0)  # fmt: skip
+                [
+                    Dense(16, activation="relu", kernel_regularizer=wf.regularizers.l2(1e-3)),
+                    Dropout(0.2),
+                    Dense(3, kernel_regularizer="l1"),
+                ],
+                seed=4,
+            )
+            hist = model.fit(
+                x,
+                y,
+                epochs=3,
+                batch_size=16,
+                optimizer=wf.optimizers.adam(lr),
+                clipnorm=0.5,
+                steps_per_execution=spe,
+                verbose=0,
+            )
             runs[name] = hist.history, model.params
     (h_np, p_np), (h_jax, p_jax) = runs["numpy"], runs["jax"]
     assert list(h_np) == ["loss", "accuracy", "penalty", "grad_norm"]
@@ -58,9 +71,15 @@ def test_everything_composes_with_steps_per_execution_and_matches_jax(jax, spe):
     assert_close(p_np["dense_1"]["W"], p_jax["dense_1"]["W"], rtol=1e-4, atol=1e-6)
     with wf.use_backend("numpy"):
         model = wf.Sequential(
-            [Dense(16, activation="relu", kernel_regularizer=wf.regularizers.l2(1e-3)),
-             Dropout(0.2), Dense(3, kernel_regularizer="l1")], seed=4)  # fmt: skip
-        ref = model.fit(x, y, epochs=3, batch_size=16, optimizer=wf.optimizers.adam(lr),
-                        clipnorm=0.5, verbose=0)  # fmt: skip
+            [
+                Dense(16, activation="relu", kernel_regularizer=wf.regularizers.l2(1e-3)),
+                Dropout(0.2),
+                Dense(3, kernel_regularizer="l1"),
+            ],
+            seed=4,
+        )
+        ref = model.fit(
+            x, y, epochs=3, batch_size=16, optimizer=wf.optimizers.adam(lr), clipnorm=0.5, verbose=0
+        )
     for key in h_np:
         assert_close(h_np[key], ref.history[key], rtol=1e-5)

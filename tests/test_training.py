@@ -281,15 +281,25 @@ def test_divergence_in_the_first_epoch_keeps_the_weights_before_the_bad_step(bac
         pytest.warns(RuntimeWarning, match=r"NaN or inf at step 3 \(epoch 1, batch 3\)"),
     ):
         history = model.fit(
-            poisoned, y, epochs=3, batch_size=16, shuffle=False,
-            optimizer=wf.optimizers.sgd(0.1), verbose=0,
-        )  # fmt: skip
+            poisoned,
+            y,
+            epochs=3,
+            batch_size=16,
+            shuffle=False,
+            optimizer=wf.optimizers.sgd(0.1),
+            verbose=0,
+        )
     assert history.epoch == [] and history.history == {}
     replay = mlp()  # the two finite steps, and nothing else
     replay.fit(
-        x[:32], y[:32], epochs=1, batch_size=16, shuffle=False,
-        optimizer=wf.optimizers.sgd(0.1), verbose=0,
-    )  # fmt: skip
+        x[:32],
+        y[:32],
+        epochs=1,
+        batch_size=16,
+        shuffle=False,
+        optimizer=wf.optimizers.sgd(0.1),
+        verbose=0,
+    )
     for _, a in flatten(model.params):
         assert np.isfinite(wf.to_numpy(a)).all()
     assert_trees_close(model.params, replay.params, rtol=1e-6)
@@ -314,9 +324,15 @@ def test_divergence_after_completed_epochs_keeps_them():
         model = mlp()
         with pytest.warns(RuntimeWarning, match=r"at step 9 \(epoch 3, batch 1\)") as record:
             history = model.fit(
-                x, y, epochs=5, batch_size=16, loss=FlakyLoss(), optimizer="adam",
-                callbacks=[CountEpochs()], verbose=0,
-            )  # fmt: skip
+                x,
+                y,
+                epochs=5,
+                batch_size=16,
+                loss=FlakyLoss(),
+                optimizer="adam",
+                callbacks=[CountEpochs()],
+                verbose=0,
+            )
         assert len(record) == 1
         assert history.epoch == [0, 1] and len(history.history["loss"]) == 2
         assert completed[0] == 2
@@ -355,9 +371,14 @@ def test_steps_per_execution_does_not_change_the_result(backend):
     for spe in (1, 3, "epoch"):
         model = mlp()
         history = model.fit(
-            x, y, epochs=2, batch_size=16, optimizer=wf.optimizers.sgd(0.1),
-            steps_per_execution=spe, verbose=0,
-        )  # fmt: skip
+            x,
+            y,
+            epochs=2,
+            batch_size=16,
+            optimizer=wf.optimizers.sgd(0.1),
+            steps_per_execution=spe,
+            verbose=0,
+        )
         results[spe] = (history.history, model.params)
     for spe in (3, "epoch"):
         assert_trees_close(results[spe][1], results[1][1], rtol=1e-5)
@@ -488,24 +509,40 @@ def test_callback_hooks_run_in_keras_order_with_float_logs(backend):
     x, y = blobs(48)  # 3 batches of 16
     model, recorder, alias = mlp(), Recorder(), OnBatchEnd()
     history = model.fit(
-        x, y, epochs=2, batch_size=16, optimizer="sgd", validation_data=(x, y),
-        callbacks=[recorder, alias], verbose=0,
-    )  # fmt: skip
+        x,
+        y,
+        epochs=2,
+        batch_size=16,
+        optimizer="sgd",
+        validation_data=(x, y),
+        callbacks=[recorder, alias],
+        verbose=0,
+    )
     batches = [("batch_end", i) for i in range(3)]
     assert recorder.events == [
         ("train_begin",),
-        ("epoch_begin", 0), *batches, ("epoch_end", 0),
-        ("epoch_begin", 1), *batches, ("epoch_end", 1),
+        ("epoch_begin", 0),
+        *batches,
+        ("epoch_end", 0),
+        ("epoch_begin", 1),
+        *batches,
+        ("epoch_end", 1),
         ("train_end",),
-    ]  # fmt: skip
+    ]
     assert all(m is model for m in recorder.models)
-    batch_logs = [logs for event, logs in zip(recorder.events, recorder.logs, strict=True)
-                  if event[0] == "batch_end"]  # fmt: skip
+    batch_logs = [
+        logs
+        for event, logs in zip(recorder.events, recorder.logs, strict=True)
+        if event[0] == "batch_end"
+    ]
     assert len(batch_logs) == 6  # every batch, since a batch hook is overridden
     for logs in batch_logs:
         assert set(logs) == {"loss", "accuracy"} and all(type(v) is float for v in logs.values())
-    epoch_logs = [logs for event, logs in zip(recorder.events, recorder.logs, strict=True)
-                  if event[0] == "epoch_end"]  # fmt: skip
+    epoch_logs = [
+        logs
+        for event, logs in zip(recorder.events, recorder.logs, strict=True)
+        if event[0] == "epoch_end"
+    ]
     for logs in epoch_logs:
         assert set(logs) == {"loss", "accuracy", "val_loss", "val_accuracy"}
         assert all(type(v) is float for v in logs.values())
@@ -560,9 +597,14 @@ def test_progress_bar_prints_one_line_per_epoch_off_a_terminal(backend):
     out = io.StringIO()
     model = mlp()
     history = model.fit(
-        x, y, epochs=3, batch_size=16, optimizer="sgd",
-        callbacks=[wf.callbacks.ProgressBar(file=out)], verbose=0,
-    )  # fmt: skip
+        x,
+        y,
+        epochs=3,
+        batch_size=16,
+        optimizer="sgd",
+        callbacks=[wf.callbacks.ProgressBar(file=out)],
+        verbose=0,
+    )
     lines = out.getvalue().splitlines()
     assert len(lines) == 3
     for epoch, (line, loss) in enumerate(zip(lines, history.history["loss"], strict=True)):
@@ -679,9 +721,14 @@ def test_divergence_is_exact_whatever_the_steps_per_execution(backend):
         model = mlp()
         with np.errstate(all="ignore"), pytest.warns(RuntimeWarning, match="at step 5"):
             history = model.fit(
-                x, y, epochs=3, batch_size=16, optimizer=wf.optimizers.sgd(1e3),
-                steps_per_execution=spe, verbose=0,
-            )  # fmt: skip
+                x,
+                y,
+                epochs=3,
+                batch_size=16,
+                optimizer=wf.optimizers.sgd(1e3),
+                steps_per_execution=spe,
+                verbose=0,
+            )
         assert history.epoch == [] and model._steps == 5
         results[spe] = host(model.params)
     for spe in (3, "epoch"):
@@ -693,8 +740,9 @@ def test_divergence_is_exact_whatever_the_steps_per_execution(backend):
 def test_validation_split_holds_out_the_last_rows_as_keras(backend):
     x, y = blobs(50)
     split = mlp().fit(x, y, epochs=2, batch_size=8, validation_split=0.2, verbose=0)
-    explicit = mlp().fit(x[:40], y[:40], epochs=2, batch_size=8, validation_data=(x[40:], y[40:]),
-                         verbose=0)  # ceil(50 * 0.8) = 40 rows train, as Keras
+    explicit = mlp().fit(
+        x[:40], y[:40], epochs=2, batch_size=8, validation_data=(x[40:], y[40:]), verbose=0
+    )  # ceil(50 * 0.8) = 40 rows train, as Keras
     for key in ("loss", "val_loss", "val_accuracy"):
         np.testing.assert_allclose(split.history[key], explicit.history[key], rtol=1e-6)
     with pytest.raises(ValueError, match=r"validation_split must be a number in \[0, 1\)"):

@@ -18,7 +18,7 @@ from wframe.layers import (
     LayerNorm,
     MaxPool2D,
     SimpleRNN,
-)  # fmt: skip
+)
 from wframe.optimizers import GradientTransformation, sgd
 from wframe.tree import flatten, tree_map
 
@@ -48,13 +48,28 @@ def _mlp():
 
 def _cnn():
     twin = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(4, 6, 3), nn.Flatten(), nn.BatchNorm1d(24), nn.Linear(24, 5),
-    )  # fmt: skip
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3),
+        nn.Flatten(),
+        nn.BatchNorm1d(24),
+        nn.Linear(24, 5),
+    )
     model = wf.Sequential(
-        [Conv2D(4, 3, padding="same"), BatchNorm(epsilon=1e-5), Activation("relu"), MaxPool2D(2),
-         Conv2D(6, 3), Flatten(), BatchNorm(epsilon=1e-5), Dense(5)], seed=1,
-    )  # fmt: skip
+        [
+            Conv2D(4, 3, padding="same"),
+            BatchNorm(epsilon=1e-5),
+            Activation("relu"),
+            MaxPool2D(2),
+            Conv2D(6, 3),
+            Flatten(),
+            BatchNorm(epsilon=1e-5),
+            Dense(5),
+        ],
+        seed=1,
+    )
     twin.train()
     with torch.no_grad():  # non-trivial running statistics
         for i in range(3):
@@ -63,14 +78,20 @@ def _cnn():
 
 
 def _rnn(kind):
-    torch_cls, wf_cls = {"lstm": (nn.LSTM, LSTM), "gru": (nn.GRU, GRU),
-                         "rnn": (nn.RNN, SimpleRNN)}[kind]  # fmt: skip
+    torch_cls, wf_cls = {"lstm": (nn.LSTM, LSTM), "gru": (nn.GRU, GRU), "rnn": (nn.RNN, SimpleRNN)}[
+        kind
+    ]
     twin = _Recurrent(torch_cls(5, 8, batch_first=True))
     return twin, wf.Sequential([wf_cls(8), Dense(3)], seed=1), (None, 7, 5)
 
 
-TWINS = {"mlp": _mlp, "cnn": _cnn, "lstm": lambda: _rnn("lstm"), "gru": lambda: _rnn("gru"),
-         "rnn": lambda: _rnn("rnn")}  # fmt: skip
+TWINS = {
+    "mlp": _mlp,
+    "cnn": _cnn,
+    "lstm": lambda: _rnn("lstm"),
+    "gru": lambda: _rnn("gru"),
+    "rnn": lambda: _rnn("rnn"),
+}
 
 
 def _torch_out(twin, x):
@@ -162,8 +183,11 @@ def test_unmappable_module_names_both_sides_and_assigns_nothing():
     sd = {"0.weight": np.zeros((4, 3, 3), "float32"), "1.weight": np.zeros((2, 4), "float32")}
     with pytest.raises(ValueError, match=r"torch module '0'.*weight \(4, 3, 3\).*'dense_0'"):
         transfer.from_torch(model, sd)
-    sd = {"0.weight": np.ones((4, 3), "float32"), "0.bias": np.ones(4, "float32"),
-          "1.weight": np.ones((2, 5), "float32")}  # fmt: skip
+    sd = {
+        "0.weight": np.ones((4, 3), "float32"),
+        "0.bias": np.ones(4, "float32"),
+        "1.weight": np.ones((2, 5), "float32"),
+    }
     with pytest.raises(ValueError, match=r"'1' \(Linear: weight \(2, 5\)\).*'dense_1'.*W"):
         transfer.from_torch(model, sd)
     assert all(np.array_equal(before[k], v) for k, v in _flat(model.params).items())
@@ -202,8 +226,7 @@ def test_mapping_overrides_order_and_skips():
     np.testing.assert_allclose(model.predict(x), _torch_out(twin, x), atol=1e-5)
     with pytest.raises(ValueError, match="mapping '2': 'dense_9' names a missing"):
         transfer.from_torch(model, sd, {"2": "dense_9"})
-    report = transfer.from_torch(model, {k: v for k, v in sd.items() if k[0] == "0"},
-                                 strict=False)  # fmt: skip
+    report = transfer.from_torch(model, {k: v for k, v in sd.items() if k[0] == "0"}, strict=False)
     assert report.missing == ["dense_1"]
 
 
@@ -309,13 +332,23 @@ def test_containers_round_trip_and_unbuilt_models_are_refused():
     layers = [inner, wf.layers.Residual(Dense(4)), Flatten(), Dense(2)]
     model = wf.Sequential(layers, seed=1).build((None, 3))
     sd = transfer.to_torch_state_dict(model)
-    assert list(sd) == ["0.0.weight", "0.0.bias", "0.2.weight", "0.2.bias", "1.weight",
-                        "1.bias", "3.weight", "3.bias"]  # fmt: skip
+    assert list(sd) == [
+        "0.0.weight",
+        "0.0.bias",
+        "0.2.weight",
+        "0.2.bias",
+        "1.weight",
+        "1.bias",
+        "3.weight",
+        "3.bias",
+    ]
     other = wf.Sequential(layers, seed=2).build((None, 3))
     report = transfer.from_torch(other, sd)
     assert [row[2] for row in report.loaded[:3]] == [
-        "sequential_0/dense_0/W", "sequential_0/dense_0/b", "sequential_0/dense_1/W",
-    ]  # fmt: skip
+        "sequential_0/dense_0/W",
+        "sequential_0/dense_0/b",
+        "sequential_0/dense_1/W",
+    ]
     np.testing.assert_array_equal(other.predict(np.ones((2, 3))), model.predict(np.ones((2, 3))))
     unbuilt = wf.Sequential([Dense(2)])
     for call in (

@@ -34,8 +34,9 @@ def _cnn(cin=3, filters=5):
 def _history(grads=True):
     h = History()
     for e, (loss, acc) in enumerate([(1.2, 0.4), (0.9, 0.6), (0.7, 0.7)]):
-        h.on_epoch_end(e, {"loss": loss, "accuracy": acc, "val_loss": loss + 0.1,
-                           "val_accuracy": acc - 0.1})  # fmt: skip
+        h.on_epoch_end(
+            e, {"loss": loss, "accuracy": acc, "val_loss": loss + 0.1, "val_accuracy": acc - 0.1}
+        )
     if grads:
         h.steps["grad_norm/dense_0/W"] = list(np.linspace(1.0, 0.1, 12))
         h.steps["grad_norm/dense_1/W"] = list(np.linspace(2.0, 0.5, 12))

@@ -39,8 +39,20 @@ VERSION = "1"
 PARAMS, STATE, MASKS, OPT = "", io.STATE_PREFIX, io.MASK_PREFIX, "@opt/"
 SCALE = "@loss_scale/"
 #: metadata entries :func:`save` writes itself (``extra`` may not use these names)
-RESERVED = ("format", "format_version", "epochs", "steps", "seed", "optimizer", "opt_state",
-            "frozen", "dtype", "input_shape", "backend", "config")  # fmt: skip
+RESERVED = (
+    "format",
+    "format_version",
+    "epochs",
+    "steps",
+    "seed",
+    "optimizer",
+    "opt_state",
+    "frozen",
+    "dtype",
+    "input_shape",
+    "backend",
+    "config",
+)
 
 
 def save(model: Any, path: str | os.PathLike, *, extra: dict[str, str] | None = None) -> None:
@@ -63,8 +75,10 @@ def save(model: Any, path: str | os.PathLike, *, extra: dict[str, str] | None = 
     for prefix, tree in ((PARAMS, params), (STATE, state), (MASKS, masks)):
         for name, a in flatten(tree):
             if name.startswith("@"):
-                raise ValueError(f"checkpoint.save: the name {name!r} starts with '@', kept for "
-                                 "the file's namespaces; rename the layer")  # fmt: skip
+                raise ValueError(
+                    f"checkpoint.save: the name {name!r} starts with '@', kept for "
+                    "the file's namespaces; rename the layer"
+                )
             tensors[prefix + name] = np.asarray(a, order="C")
     for name, leaf in flatten(opt_state):
         a = np.asarray(leaf)  # Python numbers become 0-d arrays
@@ -131,11 +145,17 @@ def load(model: Any, path: str | os.PathLike) -> dict[str, str]:
     tensors, meta = io.read_safetensors(path)
     if meta.get("format") != FORMAT:
         found = meta.get("format")
-        _fail(path, f"it is not a wframe checkpoint (metadata format={found!r}, expected "
-                    f"{FORMAT!r}); a weights file loads with model.load_weights")  # fmt: skip
+        _fail(
+            path,
+            f"it is not a wframe checkpoint (metadata format={found!r}, expected "
+            f"{FORMAT!r}); a weights file loads with model.load_weights",
+        )
     if meta.get("format_version") != VERSION:
-        _fail(path, f"checkpoint format version {meta.get('format_version')!r}; this wframe "
-                    f"reads version {VERSION!r}")  # fmt: skip
+        _fail(
+            path,
+            f"checkpoint format version {meta.get('format_version')!r}; this wframe "
+            f"reads version {VERSION!r}",
+        )
     try:
         counters = [int(meta[k]) for k in ("epochs", "steps", "seed")]
         frozen = frozenset(json.loads(meta.get("frozen", "[]")))
@@ -183,8 +203,10 @@ def _restore(model: Any, path: str, tensors: dict, meta: dict, frozen: frozenset
             return type(ref)(a.item())
         want = (tuple(ref.shape), np.dtype(str(ref.dtype)))
         if (a.shape, a.dtype) != want:
-            problems.append(f"{what} {name!r}: expected shape {want[0]} and dtype {want[1]}, "
-                            f"got shape {a.shape} and dtype {a.dtype}")  # fmt: skip
+            problems.append(
+                f"{what} {name!r}: expected shape {want[0]} and dtype {want[1]}, "
+                f"got shape {a.shape} and dtype {a.dtype}"
+            )
             return ref
         return backend.asarray(a)
 
@@ -213,9 +235,13 @@ def _restore(model: Any, path: str, tensors: dict, meta: dict, frozen: frozenset
         if optimizer is None:
             spec = meta.get("optimizer") or None
             if spec is None:
-                _fail(path, "it holds the state of an optimizer given as an object, which the "
-                            "file cannot rebuild: call model.compile(optimizer=...) with that "
-                            "optimizer before loading", label=model.label)  # fmt: skip
+                _fail(
+                    path,
+                    "it holds the state of an optimizer given as an object, which the "
+                    "file cannot rebuild: call model.compile(optimizer=...) with that "
+                    "optimizer before loading",
+                    label=model.label,
+                )
             optimizer = optimizers_mod.get(spec)
         training.check_optimizer(optimizer, backend)
         template = optimizer.init(split(model.params, frozen)[0] if frozen else model.params)

@@ -28,8 +28,9 @@ class Clip(NamedTuple):
     global_clipnorm: float | None = None
 
 
-def options(clipnorm: Any = None, clipvalue: Any = None, global_clipnorm: Any = None
-            ) -> Clip | None:  # fmt: skip
+def options(
+    clipnorm: Any = None, clipvalue: Any = None, global_clipnorm: Any = None
+) -> Clip | None:
     """Checked :class:`Clip` options, or ``None`` when none is set."""
     given = {k: v for k, v in locals().items() if v is not None}
     if len(given) > 1:

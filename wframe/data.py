@@ -110,8 +110,9 @@ def inputs(x: Any, backend: Backend, dtype: str, what: str = "x", *, finite: boo
     return x if x.dtype == target else backend.xp.astype(x, target)
 
 
-def labels(y: Any, n: int, pred_shape: Shape, loss: Any, backend: Backend, dtype: str,
-           what: str = "y") -> Array:
+def labels(
+    y: Any, n: int, pred_shape: Shape, loss: Any, backend: Backend, dtype: str, what: str = "y"
+) -> Array:
     """Labels checked on the host against ``loss`` and predictions of ``pred_shape``."""
     host = to_numpy(y) if hasattr(y, "shape") and not isinstance(y, np.ndarray) else np.asarray(y)
     if host.ndim == 0 or host.shape[0] != n:
@@ -126,9 +127,11 @@ def labels(y: Any, n: int, pred_shape: Shape, loss: Any, backend: Backend, dtype
 def pair(data: Any, what: str) -> tuple[Any, Any]:
     """``(x, y)`` from ``validation_data`` or a clear error."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
-        got = f"a {type(data).__name__} of length {len(data)}" if isinstance(
-            data, (tuple, list)
-        ) else type(data).__name__
+        got = (
+            f"a {type(data).__name__} of length {len(data)}"
+            if isinstance(data, (tuple, list))
+            else type(data).__name__
+        )
         raise ValueError(f"{what} must be a tuple (x_val, y_val), got {got}")
     return data[0], data[1]
 
@@ -173,8 +176,10 @@ def check_tree(new: Any, old: Any, what: str, backend: Backend) -> Any:
             tuple(ref.shape),
             str(ref.dtype),
         ):
-            got = f"shape {tuple(a.shape)} and dtype {a.dtype}" if hasattr(a, "shape") else (
-                type(a).__name__
+            got = (
+                f"shape {tuple(a.shape)} and dtype {a.dtype}"
+                if hasattr(a, "shape")
+                else (type(a).__name__)
             )
             raise ValueError(
                 f"{what} '{name}' must have shape {tuple(ref.shape)} and dtype {ref.dtype}, "
@@ -205,8 +210,9 @@ def _dict_items(tree: Any, prefix: str = ""):
             yield name, v
 
 
-def fit_options(*, epochs, batch_size, initial_epoch, seed, steps_per_execution, verbose, shuffle,
-                callbacks) -> dict[str, Any]:
+def fit_options(
+    *, epochs, batch_size, initial_epoch, seed, steps_per_execution, verbose, shuffle, callbacks
+) -> dict[str, Any]:
     """``fit``'s plain arguments checked and normalized (NumPy integers accepted)."""
     if steps_per_execution != "epoch":
         steps_per_execution = as_int(

@@ -187,9 +187,14 @@ def _baseline(model, x: Array, baseline: Any, what: str = "baseline") -> Array:
 
 
 def integrated_gradients(
-    model, x: Any, baseline: Any = None, target: Any = None, *, steps: int = 64,
+    model,
+    x: Any,
+    baseline: Any = None,
+    target: Any = None,
+    *,
+    steps: int = 64,
     method: str = "riemann_trapezoid",
-) -> Attribution:  # fmt: skip
+) -> Attribution:
     """Integrated gradients (Sundararajan et al., 2017): ``(x - baseline)`` times the mean
     gradient along the straight path from ``baseline`` to ``x``.
 
@@ -218,8 +223,10 @@ def integrated_gradients(
     nodes, weights = (model.backend.asarray(a, model.dtype) for a in _quadrature(steps, method))
     fn = _compiled(model, "ig", _integrated)
     per_call = max(1, _rows(model) // steps)
-    parts = [fn(model.params, model.state, x[c], base[c], w[c], nodes, weights)
-             for c in _chunks(x.shape[0], per_call)]  # fmt: skip
+    parts = [
+        fn(model.params, model.state, x[c], base[c], w[c], nodes, weights)
+        for c in _chunks(x.shape[0], per_call)
+    ]
     return Attribution(_concat([p[0] for p in parts]), _concat([p[1] for p in parts]))
 
 
@@ -258,8 +265,9 @@ def smoothgrad(
         # Drawn in sample order from one stream: the same noise however the samples are chunked.
         eps = rng.standard_normal((c.stop - c.start, n_samples, *x.shape[1:]))
         eps *= sigma[c].reshape(-1, 1, *([1] * (x.ndim - 1)))
-        parts.append(fn(model.params, model.state, x[c],
-                        model.backend.asarray(eps, dtype=model.dtype), w[c]))  # fmt: skip
+        parts.append(
+            fn(model.params, model.state, x[c], model.backend.asarray(eps, dtype=model.dtype), w[c])
+        )
     return _concat(parts)
 
 
@@ -284,9 +292,14 @@ def _occluded(model, params, state, x, masks, base, w):
 
 
 def occlusion(
-    model, x: Any, target: Any = None, *, window: Any = (2, 2), stride: Any = (1, 1),
+    model,
+    x: Any,
+    target: Any = None,
+    *,
+    window: Any = (2, 2),
+    stride: Any = (1, 1),
     baseline: Any = 0.0,
-) -> Array:  # fmt: skip
+) -> Array:
     """Occlusion (Zeiler and Fergus, 2014): the drop of the target output when a window of
     pixels (all channels) is replaced by ``baseline``, averaged over the windows covering each
     pixel, as captum's ``Occlusion``.
@@ -311,8 +324,11 @@ def occlusion(
         raise ValueError(f"occlusion: window {(wh, ww)} is larger than the images ({h}, {wd})")
     base = _baseline(model, x[:1], baseline)[0]
     # As captum: ceil((size - window) / stride) + 1 windows per axis, the last one clipped.
-    tops, lefts = np.meshgrid(np.arange(-(-(h - wh) // sh) + 1) * sh,
-                              np.arange(-(-(wd - ww) // sw) + 1) * sw, indexing="ij")  # fmt: skip
+    tops, lefts = np.meshgrid(
+        np.arange(-(-(h - wh) // sh) + 1) * sh,
+        np.arange(-(-(wd - ww) // sw) + 1) * sw,
+        indexing="ij",
+    )
     tops, lefts = tops.ravel(), lefts.ravel()
     rr, cc = np.arange(h), np.arange(wd)
     per_call = min(len(tops), _rows(model))
@@ -348,8 +364,10 @@ def _values(model, x, w, background, masks: np.ndarray) -> np.ndarray:
     fn = _compiled(model, "shapley", _coalitions)
     mk = model.backend.asarray(masks, dtype=model.dtype)
     per_call = max(1, _rows(model) // (len(masks) * background.shape[0]))
-    parts = [to_numpy(fn(model.params, model.state, x[c], background, mk, w[c]))
-             for c in _chunks(x.shape[0], per_call)]  # fmt: skip
+    parts = [
+        to_numpy(fn(model.params, model.state, x[c], background, mk, w[c]))
+        for c in _chunks(x.shape[0], per_call)
+    ]
     return np.concatenate(parts).astype(np.float64)
 
 
@@ -358,16 +376,25 @@ def _exact_weights(f: int) -> tuple[np.ndarray, np.ndarray]:
     ``phi``: ``+s!(f-s-1)!/f!`` on ``v(S + i)``, minus the same on ``v(S)``."""
     masks = (np.arange(2**f)[:, None] >> np.arange(f)) & 1
     size = masks.sum(axis=1)
-    weight = np.array([math.factorial(s) * math.factorial(f - s - 1) / math.factorial(f)
-                       for s in range(f)] + [0.0])  # fmt: skip
-    return masks, np.where(masks == 1, weight[np.maximum(size - 1, 0)][:, None],
-                           -weight[size][:, None])  # fmt: skip
+    weight = np.array(
+        [math.factorial(s) * math.factorial(f - s - 1) / math.factorial(f) for s in range(f)]
+        + [0.0]
+    )
+    return masks, np.where(
+        masks == 1, weight[np.maximum(size - 1, 0)][:, None], -weight[size][:, None]
+    )
 
 
 def shapley_sampling(
-    model, x: Any, background: Any, target: Any = None, *, n_permutations: int = 32,
-    seed: int = 0, exact: bool | None = None,
-) -> Array:  # fmt: skip
+    model,
+    x: Any,
+    background: Any,
+    target: Any = None,
+    *,
+    n_permutations: int = 32,
+    seed: int = 0,
+    exact: bool | None = None,
+) -> Array:
     """Shapley values of the flattened input features, by permutation sampling or exactly.
 
     A feature outside the coalition takes the background's value; ``v(S)`` is the target output
@@ -405,8 +432,9 @@ def shapley_sampling(
             raise ValueError(f"shapley_sampling: exact=True enumerates 2^{f} subsets; use sampling")
         masks, weights = _exact_weights(f)
         per_call = max(1, _rows(model) // k)
-        phi = sum(_values(model, x, w, bg, masks[c]) @ weights[c]
-                  for c in _chunks(len(masks), per_call))  # fmt: skip
+        phi = sum(
+            _values(model, x, w, bg, masks[c]) @ weights[c] for c in _chunks(len(masks), per_call)
+        )
     else:
         rng = np.random.default_rng(data.as_int(seed, "shapley_sampling: seed", minimum=0))
         perms = rng.permuted(np.tile(np.arange(f), (n_permutations, 1)), axis=1)

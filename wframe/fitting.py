@@ -75,8 +75,23 @@ def _resume(model, backend, guard: bool, acc: tuple, strategy=None) -> tuple:
     return ts, (None if guard else (backend.copy(ts), acc)), _arrays(model)
 
 
-def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, callbacks,
-        initial_epoch, steps_per_execution, clip=None, strategy=None) -> History:
+def fit(
+    model,
+    x,
+    y,
+    *,
+    epochs,
+    batch_size,
+    validation,
+    shuffle,
+    seed,
+    verbose,
+    callbacks,
+    initial_epoch,
+    steps_per_execution,
+    clip=None,
+    strategy=None,
+) -> History:
     """The loop behind :meth:`wframe.Sequential.fit`; arguments are already checked and ``x``,
     ``y`` (and ``validation = (x_val, y_val)`` or ``None``) are on the model's backend.
 
@@ -229,8 +244,9 @@ def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, 
             seen = _arrays(model)
         model._epochs += 1
         if validation is not None:
-            val = model._evaluate(*validation, loss, max(batch_size, 256), ts.params, ts.state,
-                                  strategy=strategy)  # fmt: skip
+            val = model._evaluate(
+                *validation, loss, max(batch_size, 256), ts.params, ts.state, strategy=strategy
+            )
             epoch_logs.update({f"val_{k}": v for k, v in val.items()})
         cb.on_epoch_end(epoch, epoch_logs)
         if publish and _changed(model, seen):  # a callback set new arrays: go on with them
@@ -240,5 +256,3 @@ def fit(model, x, y, *, epochs, batch_size, validation, shuffle, seed, verbose, 
     model._publish(ts)
     cb.on_train_end(epoch_logs)
     return history
-
-

@@ -31,14 +31,15 @@ def select(params: dict, patterns: str | Iterable[str], what: str) -> frozenset[
     chosen: set[str] = set()
     for pattern in patterns:
         hits = [
-            n for n in names
-            if n == pattern or n.startswith(pattern.rstrip("/") + "/")
+            n
+            for n in names
+            if n == pattern
+            or n.startswith(pattern.rstrip("/") + "/")
             or fnmatch.fnmatchcase(n, pattern)
-        ]  # fmt: skip
+        ]
         if not hits:
             raise ValueError(
-                f"{what}: {pattern!r} names no parameter of the model; its parameters are "
-                f"{names}"
+                f"{what}: {pattern!r} names no parameter of the model; its parameters are {names}"
             )
         chosen.update(hits)
     return frozenset(chosen)

@@ -24,8 +24,11 @@ class GradStats(NamedTuple):
     def names(self) -> tuple[str, ...]:
         """``grad_norm/<param>``, ``update_ratio/<param>``, then ``dead_relu/<layer>``."""
         params = ["/".join(p) for p in self.params]
-        return (*(f"grad_norm/{p}" for p in params), *(f"update_ratio/{p}" for p in params),
-                *(f"dead_relu/{'/'.join(path)}" for path, _ in self.relu))  # fmt: skip
+        return (
+            *(f"grad_norm/{p}" for p in params),
+            *(f"update_ratio/{p}" for p in params),
+            *(f"dead_relu/{'/'.join(path)}" for path, _ in self.relu),
+        )
 
 
 def grad_stats(model) -> GradStats:

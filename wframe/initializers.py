@@ -25,10 +25,22 @@ from wframe.random import generator
 from wframe.types import Array, Key, Shape
 
 __all__ = [
-    "compute_fans", "constant", "get", "glorot_normal", "glorot_uniform", "he_normal",
-    "he_uniform", "lecun_normal", "lecun_uniform", "normal", "ones", "orthogonal",
-    "truncated_normal", "uniform", "zeros",
-]  # fmt: skip
+    "compute_fans",
+    "constant",
+    "get",
+    "glorot_normal",
+    "glorot_uniform",
+    "he_normal",
+    "he_uniform",
+    "lecun_normal",
+    "lecun_uniform",
+    "normal",
+    "ones",
+    "orthogonal",
+    "truncated_normal",
+    "uniform",
+    "zeros",
+]
 
 Initializer = Callable[..., Array]
 # Std of a standard normal truncated to [-2, 2]: Keras divides by it so that the variance of the
@@ -230,15 +242,26 @@ def lecun_normal(key: Key, shape: Shape, dtype: DTypeLike = "float32") -> Array:
 
 _FACTORIES = (constant, normal, uniform, truncated_normal, orthogonal)
 _ALL: dict[str, Callable] = {
-    "zeros": zeros, "ones": ones, "constant": constant,
-    "normal": normal, "random_normal": normal, "uniform": uniform, "random_uniform": uniform,
-    "truncated_normal": truncated_normal, "orthogonal": orthogonal,
-    "glorot_uniform": glorot_uniform, "xavier_uniform": glorot_uniform,
-    "glorot_normal": glorot_normal, "xavier_normal": glorot_normal,
-    "he_uniform": he_uniform, "kaiming_uniform": he_uniform,
-    "he_normal": he_normal, "kaiming_normal": he_normal,
-    "lecun_uniform": lecun_uniform, "lecun_normal": lecun_normal,
-}  # fmt: skip
+    "zeros": zeros,
+    "ones": ones,
+    "constant": constant,
+    "normal": normal,
+    "random_normal": normal,
+    "uniform": uniform,
+    "random_uniform": uniform,
+    "truncated_normal": truncated_normal,
+    "orthogonal": orthogonal,
+    "glorot_uniform": glorot_uniform,
+    "xavier_uniform": glorot_uniform,
+    "glorot_normal": glorot_normal,
+    "xavier_normal": glorot_normal,
+    "he_uniform": he_uniform,
+    "kaiming_uniform": he_uniform,
+    "he_normal": he_normal,
+    "kaiming_normal": he_normal,
+    "lecun_uniform": lecun_uniform,
+    "lecun_normal": lecun_normal,
+}
 
 
 def get(identifier: str | Initializer, **kwargs: float) -> Initializer:

@@ -29,20 +29,40 @@ NEAR_ZERO = 1e-3
 
 # The layer field holding each parameter's initializer (Dense/Conv2D ``W``/``b``, the recurrent
 # layers' ``W_x``/``W_h``/``b``/``b_h``); a ``<param>_init`` field wins over this table.
-_INIT_FIELDS = {"W": "kernel_init", "W_x": "kernel_init", "W_h": "recurrent_init",
-                "b": "bias_init", "b_h": "bias_init"}  # fmt: skip
+_INIT_FIELDS = {
+    "W": "kernel_init",
+    "W_x": "kernel_init",
+    "W_h": "recurrent_init",
+    "b": "bias_init",
+    "b_h": "bias_init",
+}
 # Params whose initializer is fixed by the layer (BatchNorm, LayerNorm).
 _FIXED = {"gamma": "ones", "beta": "zeros"}
 # The variance-scaling initializers: (scale, fan). Uniform ones draw U(-l, l) with variance
 # scale / fan; normal ones divide the truncated normal's stddev by its std (0.8796...), so both
 # give exactly std sqrt(scale / fan).
 _SCALED = {
-    inits.glorot_uniform: (1.0, "avg"), inits.glorot_normal: (1.0, "avg"),
-    inits.he_uniform: (2.0, "in"), inits.he_normal: (2.0, "in"),
-    inits.lecun_uniform: (1.0, "in"), inits.lecun_normal: (1.0, "in"),
-}  # fmt: skip
-_COLUMNS = ("name", "shape", "mean", "std", "min", "max", "l1", "l2", "sparsity", "near_zero",
-            "initializer", "init_std")  # fmt: skip
+    inits.glorot_uniform: (1.0, "avg"),
+    inits.glorot_normal: (1.0, "avg"),
+    inits.he_uniform: (2.0, "in"),
+    inits.he_normal: (2.0, "in"),
+    inits.lecun_uniform: (1.0, "in"),
+    inits.lecun_normal: (1.0, "in"),
+}
+_COLUMNS = (
+    "name",
+    "shape",
+    "mean",
+    "std",
+    "min",
+    "max",
+    "l1",
+    "l2",
+    "sparsity",
+    "near_zero",
+    "initializer",
+    "init_std",
+)
 
 
 def require_built(model: Any, what: str) -> None:
@@ -150,8 +170,10 @@ def _inits(model: Any) -> dict[str, tuple[str | None, float | None]]:
         layer, key = layers.get(name, (None, name))
         init = _init_of(layer, key.rpartition("/")[2]) if layer is not None else None
         moments = None if init is None else _moments_for(layer, key, init, tuple(leaf.shape))
-        out[name] = (None if init is None else _describe(init),
-                     None if moments is None else moments[1])  # fmt: skip
+        out[name] = (
+            None if init is None else _describe(init),
+            None if moments is None else moments[1],
+        )
     return out
 
 
@@ -192,13 +214,20 @@ def _row(name: str, w: np.ndarray, init: str | None, init_std: float | None) -> 
     near = (a < NEAR_ZERO * peak) | (w == 0)
     size = max(w.size, 1)
     return {
-        "name": name, "shape": tuple(w.shape), "size": int(w.size),
-        "mean": float(w.mean()) if w.size else 0.0, "std": float(w.std()) if w.size else 0.0,
-        "min": float(w.min()) if w.size else 0.0, "max": float(w.max()) if w.size else 0.0,
-        "l1": float(a.sum()), "l2": float(np.sqrt((w * w).sum())),
-        "sparsity": float((w == 0).sum() / size), "near_zero": float(near.sum() / size),
-        "initializer": init, "init_std": init_std,
-    }  # fmt: skip
+        "name": name,
+        "shape": tuple(w.shape),
+        "size": int(w.size),
+        "mean": float(w.mean()) if w.size else 0.0,
+        "std": float(w.std()) if w.size else 0.0,
+        "min": float(w.min()) if w.size else 0.0,
+        "max": float(w.max()) if w.size else 0.0,
+        "l1": float(a.sum()),
+        "l2": float(np.sqrt((w * w).sum())),
+        "sparsity": float((w == 0).sum() / size),
+        "near_zero": float(near.sum() / size),
+        "initializer": init,
+        "init_std": init_std,
+    }
 
 
 def _cell(value: Any) -> str:
@@ -213,9 +242,13 @@ def format_table(rows: list[dict]) -> str:
     """``rows`` of :func:`weight_stats` as a fixed-width text table."""
     cells = [list(_COLUMNS)] + [[_cell(r[c]) for c in _COLUMNS] for r in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(_COLUMNS))]
-    lines = ["  ".join(c.ljust(w) if i in (0, 1, 10) else c.rjust(w)
-                       for i, (c, w) in enumerate(zip(line, widths, strict=True)))
-             for line in cells]  # fmt: skip
+    lines = [
+        "  ".join(
+            c.ljust(w) if i in (0, 1, 10) else c.rjust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in cells
+    ]
     rule = "-" * len(lines[0])
     note = f"near_zero: fraction of entries with |w| < {NEAR_ZERO:g} * max|w| (or exactly 0)"
     return "\n".join([rule, lines[0], rule, *lines[1:], rule, note])

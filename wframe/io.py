@@ -29,10 +29,20 @@ _MAX_BYTES = 2**63 - 1
 
 # safetensors dtype -> NumPy dtype, little-endian as the format stores them
 _DTYPES = {
-    "BOOL": "|b1", "U8": "|u1", "I8": "|i1", "U16": "<u2", "I16": "<i2", "F16": "<f2",
-    "U32": "<u4", "I32": "<i4", "F32": "<f4", "U64": "<u8", "I64": "<i8", "F64": "<f8",
+    "BOOL": "|b1",
+    "U8": "|u1",
+    "I8": "|i1",
+    "U16": "<u2",
+    "I16": "<i2",
+    "F16": "<f2",
+    "U32": "<u4",
+    "I32": "<i4",
+    "F32": "<f4",
+    "U64": "<u8",
+    "I64": "<i8",
+    "F64": "<f8",
     "C64": "<c8",
-}  # fmt: skip
+}
 _CODES = {np.dtype(v).str[1:]: k for k, v in _DTYPES.items()}
 _NO_NUMPY = ("BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4")
 
@@ -60,9 +70,10 @@ def _not_safetensors(path: str, problems: list[str]) -> WeightsFileError:
 
 # ----------------------------------------------------------------------------- writing
 def write_safetensors(
-    path: str | os.PathLike, tensors: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    tensors: Mapping[str, np.ndarray],
     metadata: Mapping[str, str] | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """Write ``tensors`` (and text ``metadata``) as a safetensors file, atomically.
 
     The format of ``safetensors.numpy.save`` (tensors by decreasing item size, so each is
@@ -135,8 +146,11 @@ def _layout(tensors: Any, metadata: Any) -> tuple[bytes, list[np.ndarray]]:
     offset, arrays = 0, []
     for name, a in items:
         code = _CODES[a.dtype.str[1:]]
-        header[name] = {"dtype": code, "shape": list(a.shape),
-                        "data_offsets": [offset, offset + a.nbytes]}  # fmt: skip
+        header[name] = {
+            "dtype": code,
+            "shape": list(a.shape),
+            "data_offsets": [offset, offset + a.nbytes],
+        }
         offset += a.nbytes
         arrays.append(a)
     raw = json.dumps(header, separators=(",", ":")).encode()
@@ -179,8 +193,10 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
             a = np.empty(shape, dtype)
             f.seek(start + begin)
             if f.readinto(a.reshape(-1).view(np.uint8).data) != end - begin:
-                raise _not_safetensors(path, [f"the file ended while reading {name!r} (was it "
-                                              "changed during the read?)"])  # fmt: skip
+                raise _not_safetensors(
+                    path,
+                    [f"the file ended while reading {name!r} (was it changed during the read?)"],
+                )
             tensors[name] = a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
     return tensors, metadata
 
@@ -193,15 +209,17 @@ def _read_header(f: Any, path: str, size: int) -> tuple[int, dict[str, tuple], d
         return _not_safetensors(path, [reason + _looks_like(prefix)])
 
     if size == 0:
-        raise fail("the file is empty (0 bytes); a safetensors file starts with an 8-byte "
-                   "header length")  # fmt: skip
+        raise fail(
+            "the file is empty (0 bytes); a safetensors file starts with an 8-byte header length"
+        )
     if len(prefix) < 8:
         raise fail(f"the file has only {size} bytes, fewer than the 8-byte header length")
     (n,) = struct.unpack("<Q", prefix)
     if n > min(MAX_HEADER, size - 8):
         limit = f"; headers are limited to {MAX_HEADER} bytes" if n > MAX_HEADER else ""
-        raise fail(f"the first 8 bytes give a header length of {n} bytes but the file has "
-                   f"{size}{limit}")  # fmt: skip
+        raise fail(
+            f"the first 8 bytes give a header length of {n} bytes but the file has {size}{limit}"
+        )
     try:
         text = f.read(n).decode("utf-8")
     except UnicodeDecodeError as e:
@@ -219,22 +237,31 @@ def _read_header(f: Any, path: str, size: int) -> tuple[int, dict[str, tuple], d
         problems.append(f"__metadata__ must map strings to strings, got {_short(metadata)}")
         metadata = {}
     buffer = size - 8 - n
-    layout = {name: e for name, entry in header.items()
-              if (e := _entry(name, entry, buffer, problems)) is not None}  # fmt: skip
+    layout = {
+        name: e
+        for name, entry in header.items()
+        if (e := _entry(name, entry, buffer, problems)) is not None
+    }
     entries_ok = len(layout) == len(header)  # else coverage is unknown
     cursor, last = 0, None
     for begin, end, name in sorted((e[2], e[3], k) for k, e in layout.items()):
         if begin < cursor:
-            problems.append(f"tensors {last!r} and {name!r} overlap: bytes [{begin}, "
-                            f"{min(end, cursor)}) of the data buffer belong to both")  # fmt: skip
+            problems.append(
+                f"tensors {last!r} and {name!r} overlap: bytes [{begin}, "
+                f"{min(end, cursor)}) of the data buffer belong to both"
+            )
         elif begin > cursor and entries_ok:
-            problems.append(f"bytes [{cursor}, {begin}) of the data buffer belong to no tensor "
-                            f"(a gap before {name!r})")  # fmt: skip
+            problems.append(
+                f"bytes [{cursor}, {begin}) of the data buffer belong to no tensor "
+                f"(a gap before {name!r})"
+            )
         if end > cursor:
             cursor, last = end, name
     if entries_ok and cursor < buffer:
-        problems.append(f"the data buffer has {buffer} bytes but the tensors end at byte "
-                        f"{cursor}: {buffer - cursor} trailing bytes")  # fmt: skip
+        problems.append(
+            f"the data buffer has {buffer} bytes but the tensors end at byte "
+            f"{cursor}: {buffer - cursor} trailing bytes"
+        )
     if problems:
         raise _not_safetensors(path, problems)
     return 8 + n, layout, metadata
@@ -244,8 +271,10 @@ def _entry(name: str, entry: Any, buffer: int, problems: list[str]) -> tuple | N
     """``(dtype, shape, begin, end)`` of one header entry, or ``None`` with its problems."""
     where, before = f"tensor {name!r}", len(problems)
     if not isinstance(entry, dict):
-        problems.append(f"{where}: expected an object with dtype, shape and data_offsets, got "
-                        f"JSON {_json_type(entry)} {_short(entry)}")  # fmt: skip
+        problems.append(
+            f"{where}: expected an object with dtype, shape and data_offsets, got "
+            f"JSON {_json_type(entry)} {_short(entry)}"
+        )
         return None
     lacking = [k for k in ("dtype", "shape", "data_offsets") if k not in entry]
     if lacking:
@@ -258,24 +287,30 @@ def _entry(name: str, entry: Any, buffer: int, problems: list[str]) -> tuple | N
     elif dtype is None:
         problems.append(f"{where}: unknown dtype {_short(code)}; expected one of {list(_DTYPES)}")
     if not _ints(shape) or any(d < 0 for d in shape) or len(shape) > 64:
-        problems.append(f"{where}: shape must be a list of at most 64 ints >= 0, got "
-                        f"{_short(shape)}")  # fmt: skip
+        problems.append(
+            f"{where}: shape must be a list of at most 64 ints >= 0, got {_short(shape)}"
+        )
     elif dtype is not None and math.prod(d for d in shape if d) * dtype.itemsize > _MAX_BYTES:
         problems.append(f"{where}: shape {shape} is too large for any array")
     if not _ints(offsets) or len(offsets) != 2:
-        problems.append(f"{where}: data_offsets must be two ints [begin, end], got "
-                        f"{_short(offsets)}")  # fmt: skip
+        problems.append(
+            f"{where}: data_offsets must be two ints [begin, end], got {_short(offsets)}"
+        )
     elif not 0 <= offsets[0] <= offsets[1] <= buffer:
         past = " (past the end of the data buffer)" if offsets[1] > buffer else ""
-        problems.append(f"{where}: data_offsets {offsets} must satisfy 0 <= begin <= end <= "
-                        f"{buffer}, the data buffer's size{past}")  # fmt: skip
+        problems.append(
+            f"{where}: data_offsets {offsets} must satisfy 0 <= begin <= end <= "
+            f"{buffer}, the data buffer's size{past}"
+        )
     if len(problems) > before:
         return None
     begin, end = offsets
     need = math.prod(shape) * dtype.itemsize
     if end - begin != need:
-        problems.append(f"{where}: data_offsets {offsets} hold {end - begin} bytes but shape "
-                        f"{shape} of {code} needs {need}")  # fmt: skip
+        problems.append(
+            f"{where}: data_offsets {offsets} hold {end - begin} bytes but shape "
+            f"{shape} of {code} needs {need}"
+        )
         return None
     return dtype, tuple(shape), begin, end
 
@@ -305,9 +340,12 @@ def _short(x: Any, limit: int = 80) -> str:
 
 def _looks_like(prefix: bytes) -> str:
     """What a non-safetensors file seems to be, from its first bytes."""
-    kinds = [(b"PK", "a zip archive (an .npz, .keras or PyTorch file?)"),
-             (b"\x93NUMPY", "a NumPy .npy file"), (b"\x89HDF", "an HDF5 (.h5) file"),
-             (b"\x80", "a Python pickle (never unpickled here)")]  # fmt: skip
+    kinds = [
+        (b"PK", "a zip archive (an .npz, .keras or PyTorch file?)"),
+        (b"\x93NUMPY", "a NumPy .npy file"),
+        (b"\x89HDF", "an HDF5 (.h5) file"),
+        (b"\x80", "a Python pickle (never unpickled here)"),
+    ]
     for magic, kind in kinds:
         if prefix.startswith(magic):
             return f"; it looks like {kind}"

@@ -201,6 +201,8 @@ _LOSSES = {
     "mse": MeanSquaredError,
     "mean_squared_error": MeanSquaredError,
 }
+
+
 def probability_accuracy(pred: Array, labels: Array) -> Array:
     """:func:`accuracy` for probabilities: a single output counts as 1 above 0.5."""
     if pred.ndim == 2 and pred.shape[1] > 1:

@@ -116,8 +116,9 @@ class Sequential(Holder):
             training.check_optimizer(choice[0], self._backend)
         return choice
 
-    def predict(self, x: Any, *, batch_size: int | None = None, verbose: int = 0,
-                strategy: Any = None) -> Array:  # fmt: skip
+    def predict(
+        self, x: Any, *, batch_size: int | None = None, verbose: int = 0, strategy: Any = None
+    ) -> Array:
         """Outputs in inference mode, computed in batches, as an array of the model's backend.
 
         Args:
@@ -170,8 +171,14 @@ class Sequential(Holder):
         return value + penalty, reorder(grads, self._params)
 
     def evaluate(
-        self, x: Any, y: Any, *, batch_size: int | None = None, loss: Any = None,
-        verbose: int = 0, strategy: Any = None,
+        self,
+        x: Any,
+        y: Any,
+        *,
+        batch_size: int | None = None,
+        loss: Any = None,
+        verbose: int = 0,
+        strategy: Any = None,
     ) -> dict[str, float]:
         """Mean loss (and accuracy for classification losses) in inference mode, batched.
 
@@ -187,8 +194,16 @@ class Sequential(Holder):
         y = self._labels(y, x.shape[0], loss)
         return self._evaluate(x, y, loss, size, strategy=strategy)
 
-    def _evaluate(self, x: Array, y: Array, loss: losses_mod.Loss, size: int, params=None,
-                  state=None, strategy=None) -> dict[str, float]:
+    def _evaluate(
+        self,
+        x: Array,
+        y: Array,
+        loss: losses_mod.Loss,
+        size: int,
+        params=None,
+        state=None,
+        strategy=None,
+    ) -> dict[str, float]:
         """:meth:`evaluate` on inputs and labels already checked and on the backend."""
         if strategy is not None:
             return strategy.evaluate(self, x, y, loss, size, params, state)
@@ -265,16 +280,21 @@ class Sequential(Holder):
         :class:`wframe.precision.DynamicLossScale`; it is no non-finite step for ``fit``).
         """
         options = data.fit_options(
-            epochs=epochs, batch_size=batch_size, initial_epoch=initial_epoch, seed=seed,
-            steps_per_execution=steps_per_execution, verbose=verbose, shuffle=shuffle,
+            epochs=epochs,
+            batch_size=batch_size,
+            initial_epoch=initial_epoch,
+            seed=seed,
+            steps_per_execution=steps_per_execution,
+            verbose=verbose,
+            shuffle=shuffle,
             callbacks=callbacks,
-        )  # fmt: skip
+        )
         clip = clipping.options(clipnorm, clipvalue, global_clipnorm)
         _check_strategy(strategy, "fit")
         # Everything is checked before anything is committed: a refused fit changes nothing.
         loss = losses_mod.get(loss) if loss is not None else self.loss
-        validation = None if validation_data is None else data.pair(
-            validation_data, "fit: validation_data"
+        validation = (
+            None if validation_data is None else data.pair(validation_data, "fit: validation_data")
         )
         if validation is None and validation_split:
             x, y, validation = data.split(x, y, validation_split)
@@ -296,8 +316,9 @@ class Sequential(Holder):
         training.warn_softmax_with_logits(self, self.loss)
         if strategy is not None:
             strategy.check(self, options["batch_size"], n)
-        self.history = fitting.fit(self, x, y, validation=validation, clip=clip,
-                                   strategy=strategy, **options)  # fmt: skip
+        self.history = fitting.fit(
+            self, x, y, validation=validation, clip=clip, strategy=strategy, **options
+        )
         return self.history
 
 

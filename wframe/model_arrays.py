@@ -79,8 +79,9 @@ class Holder(combinators.Sequential):
         backend = self._backend or get_backend()
         precision.check_backend(self.policy, backend)
         with use_backend(backend):
-            params, state, out = combinators.Sequential.init(self, self.seed, shape,
-                                                             dtype=self.dtype)
+            params, state, out = combinators.Sequential.init(
+                self, self.seed, shape, dtype=self.dtype
+            )
         move = data.mover(backend)
         self._params, self._state = tree_map(move, params), tree_map(move, state)
         self._backend, self._shapes = backend, (shape, tuple(out))
@@ -105,8 +106,9 @@ class Holder(combinators.Sequential):
         # Half-precision x: nested in a mixed model, which has cast everything already.
         if not self.policy.mixed or precision.is_half(x.dtype):
             return super().forward(params, state, x, train=train, key=key, vjp=vjp)
-        return precision.mixed_forward(self.policy, super().forward, params, state, x,
-                                       train=train, key=key, vjp=vjp)  # fmt: skip
+        return precision.mixed_forward(
+            self.policy, super().forward, params, state, x, train=train, key=key, vjp=vjp
+        )
 
     @property
     def compute_dtype(self) -> str:

@@ -92,13 +92,21 @@ class DynamicLossScale:
         xp = array_namespace(state.scale)
         grow = grads_finite & (state.counter >= self.period - 1)
         shrunk = xp.maximum(state.scale / self.factor, xp.asarray(self.minimum, dtype=xp.float32))
-        scale = xp.where(grads_finite, xp.where(grow, state.scale * self.factor, state.scale),
-                         shrunk)  # fmt: skip
+        scale = xp.where(
+            grads_finite, xp.where(grow, state.scale * self.factor, state.scale), shrunk
+        )
         counter = xp.where(grads_finite & ~grow, state.counter + 1, xp.zeros_like(state.counter))
         return LossScaleState(scale, counter)
 
-    def judge(self, state: LossScaleState, loss: Array, spread: Array, allowed: Array,
-              guard: bool, backend: Any) -> tuple[Array, Array, LossScaleState]:  # fmt: skip
+    def judge(
+        self,
+        state: LossScaleState,
+        loss: Array,
+        spread: Array,
+        allowed: Array,
+        guard: bool,
+        backend: Any,
+    ) -> tuple[Array, Array, LossScaleState]:
         """``(ok, apply, new state)`` of a train step: whether the step is finite (``ok``),
         whether its update applies, and the loss scale after it.
 
@@ -172,8 +180,10 @@ def get(dtype: Any) -> Policy:
     if name in POLICIES:
         return Policy(name)
     if name in _HALF:
-        why = {"float16": "its range overflows Adam's second moment within a few steps",
-               "bfloat16": "its 8-bit mantissa loses small weight updates"}[name]  # fmt: skip
+        why = {
+            "float16": "its range overflows Adam's second moment within a few steps",
+            "bfloat16": "its 8-bit mantissa loses small weight updates",
+        }[name]
         raise ValueError(
             f"dtype {name} is not supported for training: {why}. Use dtype='float32' (the "
             f"default), or dtype='mixed_{name}' to compute in {name} with float32 weights and "
@@ -261,8 +271,9 @@ def mixed_forward(policy: Policy, forward: Any, params, state, x, *, train, key,
     xp = array_namespace(x)
     low, high = dtype_in(xp, policy.compute_dtype), dtype_in(xp, policy.param_dtype)
     x_dtype = x.dtype
-    y, new_state, back = forward(_cast(xp, params, low), state, xp.astype(x, low), train=train,
-                                 key=key, vjp=vjp)  # fmt: skip
+    y, new_state, back = forward(
+        _cast(xp, params, low), state, xp.astype(x, low), train=train, key=key, vjp=vjp
+    )
     # Running statistics stay float32 (normalization layers keep them so; this is a guard).
     new_state = tree_map(lambda a: xp.astype(a, high) if is_half(a.dtype) else a, new_state)
     y = xp.astype(y, high)

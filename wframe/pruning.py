@@ -33,9 +33,14 @@ Selector = str | list[str] | tuple[str, ...] | Callable[[str], bool] | None
 
 
 def prune(
-    model: Any, sparsity: float = 0.9, *, scope: str = "global", include: Selector = None,
-    exclude: Selector = None, exclude_bias: bool = True,
-) -> Any:  # fmt: skip
+    model: Any,
+    sparsity: float = 0.9,
+    *,
+    scope: str = "global",
+    include: Selector = None,
+    exclude: Selector = None,
+    exclude_bias: bool = True,
+) -> Any:
     """Zero the smallest-magnitude weights of ``model`` and keep them at zero while it trains.
 
     Args:
@@ -110,11 +115,19 @@ class PruningSchedule(Callback):
     needs_weights = True  # fit publishes the live arrays before on_train_batch_end
 
     def __init__(
-        self, final_sparsity: float, initial_sparsity: float = 0.0, begin_step: int = 0,
-        end_step: int | None = None, frequency: int = 100, power: float = 3, *,
-        scope: str = "global", include: Selector = None, exclude: Selector = None,
+        self,
+        final_sparsity: float,
+        initial_sparsity: float = 0.0,
+        begin_step: int = 0,
+        end_step: int | None = None,
+        frequency: int = 100,
+        power: float = 3,
+        *,
+        scope: str = "global",
+        include: Selector = None,
+        exclude: Selector = None,
         exclude_bias: bool = True,
-    ):  # fmt: skip
+    ):
         what = "PruningSchedule"
         self.final_sparsity = _fraction(final_sparsity, f"{what}: final_sparsity")
         self.initial_sparsity = _fraction(initial_sparsity, f"{what}: initial_sparsity")
@@ -174,8 +187,14 @@ class PruningSchedule(Callback):
         ahead = self.begin_step + ((step - self.begin_step) // self.frequency + 1) * self.frequency
         self._next = min(ahead, self.end_step) if step < self.end_step else math.inf
         sparsity = self.sparsity_at(step)
-        prune(self.model, sparsity, scope=self.scope, include=self.include,
-              exclude=self.exclude, exclude_bias=self.exclude_bias)  # fmt: skip
+        prune(
+            self.model,
+            sparsity,
+            scope=self.scope,
+            include=self.include,
+            exclude=self.exclude,
+            exclude_bias=self.exclude_bias,
+        )
         self.pruned.append((step, sparsity))
 
 
@@ -190,14 +209,36 @@ def sparsity_report(model: Any, print_fn: Callable[[str], Any] | None = print) -
     rows = []
     for name, a in flatten(model.params):
         size, nonzero = math.prod(a.shape), int(np.count_nonzero(to_numpy(a)))
-        rows.append({"name": name, "shape": tuple(a.shape), "size": size, "nonzero": nonzero,
-                     "sparsity": 1 - nonzero / size if size else 0.0})  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "shape": tuple(a.shape),
+                "size": size,
+                "nonzero": nonzero,
+                "sparsity": 1 - nonzero / size if size else 0.0,
+            }
+        )
     size, nonzero = sum(r["size"] for r in rows), sum(r["nonzero"] for r in rows)
-    rows.append({"name": "total", "shape": None, "size": size, "nonzero": nonzero,
-                 "sparsity": 1 - nonzero / size if size else 0.0})  # fmt: skip
+    rows.append(
+        {
+            "name": "total",
+            "shape": None,
+            "size": size,
+            "nonzero": nonzero,
+            "sparsity": 1 - nonzero / size if size else 0.0,
+        }
+    )
     if print_fn is not None:
-        cells = [(r["name"], "" if r["shape"] is None else str(r["shape"]), str(r["size"]),
-                  str(r["nonzero"]), f"{r['sparsity']:.2%}") for r in rows]  # fmt: skip
+        cells = [
+            (
+                r["name"],
+                "" if r["shape"] is None else str(r["shape"]),
+                str(r["size"]),
+                str(r["nonzero"]),
+                f"{r['sparsity']:.2%}",
+            )
+            for r in rows
+        ]
         head = ("param", "shape", "size", "nonzero", "sparsity")
         widths = [max(len(c[i]) for c in [head, *cells]) for i in range(len(head))]
 
@@ -264,8 +305,11 @@ def _zero_moments(tree: Any, params: Any, masks: dict[str, Array]) -> Any:
         if not shaped:
             return {k: _zero_moments(v, params, masks) for k, v in tree.items()}
         # Entries that are not arrays of the param's shape (optax's MaskedNode) are left alone.
-        fns = {name: _zeroer(m) for name, m in masks.items()
-               if tuple(getattr(leaves.get(name), "shape", ())) == tuple(m.shape)}  # fmt: skip
+        fns = {
+            name: _zeroer(m)
+            for name, m in masks.items()
+            if tuple(getattr(leaves.get(name), "shape", ())) == tuple(m.shape)
+        }
         return map_at(tree, fns)
     if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # a NamedTuple
         return type(tree)(*(_zero_moments(v, params, masks) for v in tree))
@@ -340,8 +384,9 @@ def _matching(sel: Any, names: list[str], what: str) -> set[str]:
     return out
 
 
-def _select(model: Any, include: Selector, exclude: Selector, exclude_bias: bool,
-            what: str) -> list[str]:  # fmt: skip
+def _select(
+    model: Any, include: Selector, exclude: Selector, exclude_bias: bool, what: str
+) -> list[str]:
     """The names of the params to prune, in the params' order."""
     _built(model, what)
     flat = dict(flatten(model.params))

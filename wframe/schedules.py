@@ -24,11 +24,21 @@ from wframe.backends import array_namespace
 from wframe.types import Array
 
 __all__ = [
-    "constant_schedule", "cosine_decay_schedule", "cosine_onecycle_schedule",
-    "cyclical_schedule", "exponential_decay", "get", "join_schedules", "linear_onecycle_schedule",
-    "linear_schedule", "piecewise_constant_schedule", "piecewise_interpolate_schedule",
-    "polynomial_schedule", "warmup_cosine_decay_schedule", "warmup_exponential_decay_schedule",
-]  # fmt: skip
+    "constant_schedule",
+    "cosine_decay_schedule",
+    "cosine_onecycle_schedule",
+    "cyclical_schedule",
+    "exponential_decay",
+    "get",
+    "join_schedules",
+    "linear_onecycle_schedule",
+    "linear_schedule",
+    "piecewise_constant_schedule",
+    "piecewise_interpolate_schedule",
+    "polynomial_schedule",
+    "warmup_cosine_decay_schedule",
+    "warmup_exponential_decay_schedule",
+]
 
 Schedule = Callable[[Array], Array]
 _MODES = ("triangular", "triangular2", "exp_range")
@@ -76,8 +86,13 @@ def constant_schedule(value: float) -> Schedule:
     return schedule
 
 
-def polynomial_schedule(init_value: float, end_value: float, power: float, transition_steps: int,
-                        transition_begin: int = 0) -> Schedule:  # fmt: skip
+def polynomial_schedule(
+    init_value: float,
+    end_value: float,
+    power: float,
+    transition_steps: int,
+    transition_begin: int = 0,
+) -> Schedule:
     """``(init_value - end_value) * (1 - t / transition_steps) ** power + end_value``.
 
     Args:
@@ -129,9 +144,14 @@ def piecewise_constant_schedule(
     return schedule
 
 
-def exponential_decay(init_value: float, transition_steps: int, decay_rate: float,
-                      transition_begin: int = 0, staircase: bool = False,
-                      end_value: float | None = None) -> Schedule:  # fmt: skip
+def exponential_decay(
+    init_value: float,
+    transition_steps: int,
+    decay_rate: float,
+    transition_begin: int = 0,
+    staircase: bool = False,
+    end_value: float | None = None,
+) -> Schedule:
     """``init_value * decay_rate ** ((count - transition_begin) / transition_steps)``.
 
     Args:
@@ -185,26 +205,41 @@ def cosine_decay_schedule(
     return schedule
 
 
-def warmup_cosine_decay_schedule(init_value: float, peak_value: float, warmup_steps: int,
-                                 decay_steps: int, end_value: float = 0.0,
-                                 exponent: float = 1.0) -> Schedule:  # fmt: skip
+def warmup_cosine_decay_schedule(
+    init_value: float,
+    peak_value: float,
+    warmup_steps: int,
+    decay_steps: int,
+    end_value: float = 0.0,
+    exponent: float = 1.0,
+) -> Schedule:
     """Linear warmup from ``init_value`` (step 0) to ``peak_value``, then cosine to ``end_value``.
 
     ``decay_steps`` includes the warmup: the cosine lasts ``decay_steps - warmup_steps`` steps.
     """
-    _check(decay_steps > warmup_steps, "warmup_cosine_decay_schedule",
-           "decay_steps > warmup_steps (decay_steps includes the warmup)", decay_steps=decay_steps,
-           warmup_steps=warmup_steps)  # fmt: skip
+    _check(
+        decay_steps > warmup_steps,
+        "warmup_cosine_decay_schedule",
+        "decay_steps > warmup_steps (decay_steps includes the warmup)",
+        decay_steps=decay_steps,
+        warmup_steps=warmup_steps,
+    )
     alpha = 0.0 if peak_value == 0.0 else end_value / peak_value
     warmup = linear_schedule(init_value, peak_value, warmup_steps)
     decay = cosine_decay_schedule(peak_value, decay_steps - warmup_steps, alpha, exponent)
     return join_schedules([warmup, decay], [warmup_steps])
 
 
-def warmup_exponential_decay_schedule(init_value: float, peak_value: float, warmup_steps: int,
-                                      transition_steps: int, decay_rate: float,
-                                      transition_begin: int = 0, staircase: bool = False,
-                                      end_value: float | None = None) -> Schedule:  # fmt: skip
+def warmup_exponential_decay_schedule(
+    init_value: float,
+    peak_value: float,
+    warmup_steps: int,
+    transition_steps: int,
+    decay_rate: float,
+    transition_begin: int = 0,
+    staircase: bool = False,
+    end_value: float | None = None,
+) -> Schedule:
     """Linear warmup from ``init_value`` (step 0) to ``peak_value``, then
     :func:`exponential_decay` of ``peak_value``, its steps counted from the warmup's end."""
     warmup = linear_schedule(init_value, peak_value, warmup_steps)
@@ -251,23 +286,34 @@ def piecewise_interpolate_schedule(
     return schedule
 
 
-def cosine_onecycle_schedule(transition_steps: int, peak_value: float, pct_start: float = 0.3,
-                             div_factor: float = 25.0,
-                             final_div_factor: float = 1e4) -> Schedule:  # fmt: skip
+def cosine_onecycle_schedule(
+    transition_steps: int,
+    peak_value: float,
+    pct_start: float = 0.3,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+) -> Schedule:
     """One cycle (Smith, 2018), cosine: from ``peak_value / div_factor`` at step 0 up to
     ``peak_value`` at ``pct_start * transition_steps``, then down to
     ``peak_value / (div_factor * final_div_factor)`` at ``transition_steps``."""
     fn = "cosine_onecycle_schedule"
     _check(transition_steps > 0, fn, "transition_steps > 0", transition_steps=transition_steps)
     _check(0 <= pct_start < 1, fn, "0 <= pct_start < 1", pct_start=pct_start)
-    scales = {int(pct_start * transition_steps): div_factor,
-              int(transition_steps): 1.0 / (div_factor * final_div_factor)}  # fmt: skip
+    scales = {
+        int(pct_start * transition_steps): div_factor,
+        int(transition_steps): 1.0 / (div_factor * final_div_factor),
+    }
     return piecewise_interpolate_schedule("cosine", peak_value / div_factor, scales)
 
 
-def linear_onecycle_schedule(transition_steps: int, peak_value: float, pct_start: float = 0.3,
-                             pct_final: float = 0.85, div_factor: float = 25.0,
-                             final_div_factor: float = 1e4) -> Schedule:  # fmt: skip
+def linear_onecycle_schedule(
+    transition_steps: int,
+    peak_value: float,
+    pct_start: float = 0.3,
+    pct_final: float = 0.85,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+) -> Schedule:
     """One cycle, linear: from ``peak_value / div_factor`` at step 0 up to ``peak_value`` at
     ``pct_start * transition_steps``, back down by ``pct_final * transition_steps``, then to
     ``peak_value / (div_factor * final_div_factor)`` at ``transition_steps``."""
@@ -275,10 +321,15 @@ def linear_onecycle_schedule(transition_steps: int, peak_value: float, pct_start
     _check(transition_steps > 0, fn, "transition_steps > 0", transition_steps=transition_steps)
     start, final = int(pct_start * transition_steps), int(pct_final * transition_steps)
     # Equal boundaries would merge in optax's dict into a wrong schedule.
-    _check(0 <= start < final < transition_steps, fn,
-           "0 <= int(pct_start * transition_steps) < int(pct_final * transition_steps) < "
-           "transition_steps", transition_steps=transition_steps, pct_start=pct_start,
-           pct_final=pct_final)  # fmt: skip
+    _check(
+        0 <= start < final < transition_steps,
+        fn,
+        "0 <= int(pct_start * transition_steps) < int(pct_final * transition_steps) < "
+        "transition_steps",
+        transition_steps=transition_steps,
+        pct_start=pct_start,
+        pct_final=pct_final,
+    )
     scales = {start: div_factor, final: 1.0 / div_factor, transition_steps: 1 / final_div_factor}
     return piecewise_interpolate_schedule("linear", peak_value / div_factor, scales)
 
@@ -293,8 +344,13 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
     fn, schedules, boundaries = "join_schedules", list(schedules), list(boundaries)
     ok = len(schedules) >= 1 and all(map(callable, schedules))
     _check(ok, fn, "a non-empty sequence of callables", schedules=schedules)
-    _check(len(boundaries) == len(schedules) - 1, fn, "len(boundaries) == len(schedules) - 1",
-           boundaries=boundaries, schedules=schedules)  # fmt: skip
+    _check(
+        len(boundaries) == len(schedules) - 1,
+        fn,
+        "len(boundaries) == len(schedules) - 1",
+        boundaries=boundaries,
+        schedules=schedules,
+    )
     ok = all(a < b for a, b in pairwise(boundaries))  # optax would skip a schedule
     _check(ok, fn, "strictly increasing boundaries", boundaries=boundaries)
 
@@ -308,8 +364,13 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
     return schedule
 
 
-def cyclical_schedule(base_value: float, max_value: float, step_size: int, mode: str = "triangular",
-                      gamma: float = 1.0) -> Schedule:  # fmt: skip
+def cyclical_schedule(
+    base_value: float,
+    max_value: float,
+    step_size: int,
+    mode: str = "triangular",
+    gamma: float = 1.0,
+) -> Schedule:
     """Cyclical learning rate (Smith, 2017, "Cyclical Learning Rates for Training Neural Networks").
 
     ``base_value`` at step 0, ``max_value`` at ``step_size``, ``base_value`` again at
@@ -336,12 +397,24 @@ def cyclical_schedule(base_value: float, max_value: float, step_size: int, mode:
     return schedule
 
 
-_FACTORIES = {f.__name__: f for f in (
-    constant_schedule, cosine_decay_schedule, cosine_onecycle_schedule, cyclical_schedule,
-    exponential_decay, join_schedules, linear_onecycle_schedule, linear_schedule,
-    piecewise_constant_schedule, piecewise_interpolate_schedule, polynomial_schedule,
-    warmup_cosine_decay_schedule, warmup_exponential_decay_schedule,
-)}  # fmt: skip
+_FACTORIES = {
+    f.__name__: f
+    for f in (
+        constant_schedule,
+        cosine_decay_schedule,
+        cosine_onecycle_schedule,
+        cyclical_schedule,
+        exponential_decay,
+        join_schedules,
+        linear_onecycle_schedule,
+        linear_schedule,
+        piecewise_constant_schedule,
+        piecewise_interpolate_schedule,
+        polynomial_schedule,
+        warmup_cosine_decay_schedule,
+        warmup_exponential_decay_schedule,
+    )
+}
 
 
 def get(identifier: str | float | Schedule, **kwargs) -> Schedule:

@@ -111,14 +111,19 @@ def _update_fn(optimizer, backend) -> Callable:
     return update
 
 
-def log_names(layer, loss: losses_mod.Loss, clip: clipping.Clip | None, stats: bool = False
-              ) -> tuple[str, ...]:  # fmt: skip
+def log_names(
+    layer, loss: losses_mod.Loss, clip: clipping.Clip | None, stats: bool = False
+) -> tuple[str, ...]:
     """The names a train step logs, in order: loss, its metric, penalty, grad_norm, and with
     ``stats`` the per-parameter statistics (:attr:`GradStats.names`)."""
     extra = ("penalty",) if regularizers_mod.collect(layer) else ()
-    return ("loss", *((loss.metric,) if loss.metric else ()), *extra,
-            *(("grad_norm",) if clip else ()),
-            *(grad_stats(layer).names if stats else ()))  # fmt: skip
+    return (
+        "loss",
+        *((loss.metric,) if loss.metric else ()),
+        *extra,
+        *(("grad_norm",) if clip else ()),
+        *(grad_stats(layer).names if stats else ()),
+    )
 
 
 def _masked(tree: Params, masks: dict[str, Any] | None) -> Params:
@@ -127,9 +132,18 @@ def _masked(tree: Params, masks: dict[str, Any] | None) -> Params:
     return map_at(tree, {name: (lambda a, m=m: a * m) for name, m in masks.items()})
 
 
-def _core(layer, loss, optimizer, metrics, backend, guard: bool = True, clip=None,
-          frozen: frozenset[str] = frozenset(), stats: GradStats | None = None,
-          sync: Callable | None = None) -> Callable:  # fmt: skip
+def _core(
+    layer,
+    loss,
+    optimizer,
+    metrics,
+    backend,
+    guard: bool = True,
+    clip=None,
+    frozen: frozenset[str] = frozenset(),
+    stats: GradStats | None = None,
+    sync: Callable | None = None,
+) -> Callable:
     """``(ts, x, y, key, allowed) -> (ts, value, logged values, ok)`` with the finite guard
     (without it, ``ok`` is still computed but a bad step is applied). The logged values follow
     :func:`log_names` after the loss. The optimizer sees only the params not in ``frozen``.
@@ -178,8 +192,9 @@ def _core(layer, loss, optimizer, metrics, backend, guard: bool = True, clip=Non
         ok = xp.isfinite(total) & allowed
         gate = ok if guard else None  # when the update applies (None: always)
         if scaler is not None:  # mixed_float16: an overflowing backward pass skips the step
-            ok, gate, loss_scale = scaler.judge(ts.loss_scale, value + penalty, spread, allowed,
-                                                guard, backend)  # fmt: skip
+            ok, gate, loss_scale = scaler.judge(
+                ts.loss_scale, value + penalty, spread, allowed, guard, backend
+            )
         # On JAX both branches are computed and selected elementwise (fit runs unguarded and
         # replays guarded instead, see fitting; make_train_step has no later point to replay).
 
@@ -190,8 +205,9 @@ def _core(layer, loss, optimizer, metrics, backend, guard: bool = True, clip=Non
                 params = merge(trainable, fixed, ts.params)
             else:
                 params, opt_state = update(ts.params, grads, ts.opt_state)
-            return TrainState(_masked(params, ts.masks), new_state, opt_state, ts.masks,
-                              ts.loss_scale)  # fmt: skip
+            return TrainState(
+                _masked(params, ts.masks), new_state, opt_state, ts.masks, ts.loss_scale
+            )
 
         ts = backend.cond(gate, apply, lambda ts: ts, ts) if gate is not None else apply(ts)
         if scaler is not None:
@@ -205,10 +221,15 @@ def _core(layer, loss, optimizer, metrics, backend, guard: bool = True, clip=Non
 
 
 def make_train_step(
-    model, loss: Any, optimizer: Any, *, metrics: tuple[str, ...] = (),
-    clipnorm: float | None = None, clipvalue: float | None = None,
+    model,
+    loss: Any,
+    optimizer: Any,
+    *,
+    metrics: tuple[str, ...] = (),
+    clipnorm: float | None = None,
+    clipvalue: float | None = None,
     global_clipnorm: float | None = None,
-):  # fmt: skip
+):
     """A pure ``step(train_state, x, y, key=None) -> (train_state, logs)``, compiled once.
 
     Args:
@@ -269,8 +290,16 @@ def make_eval_step(model, loss, *, metrics: tuple[str, ...] = ()) -> Callable:
 
 
 def make_runner(
-    model, loss, optimizer, metrics: tuple[str, ...], steps: int, guard: bool = True,
-    tail: int = 0, stats: bool = False, clip: clipping.Clip | None = None, strategy: Any = None,
+    model,
+    loss,
+    optimizer,
+    metrics: tuple[str, ...],
+    steps: int,
+    guard: bool = True,
+    tail: int = 0,
+    stats: bool = False,
+    clip: clipping.Clip | None = None,
+    strategy: Any = None,
 ) -> Callable:
     """``run(ts, acc, x, y, order, start, first_step, key0, fresh) -> (ts, acc)``: ``steps``
     train steps on the batches ``order[start : start + steps]`` (rows of example indices),
@@ -297,8 +326,18 @@ def make_runner(
     backend = model.backend
     spec = grad_stats(model) if stats else None
     spec = spec if spec and spec.params else None  # every param frozen: nothing to measure
-    core = _core(model, loss, optimizer, metrics, backend, guard, clip, model.frozen, spec,
-                 getattr(strategy, "sync", None))
+    core = _core(
+        model,
+        loss,
+        optimizer,
+        metrics,
+        backend,
+        guard,
+        clip,
+        model.frozen,
+        spec,
+        getattr(strategy, "sync", None),
+    )
     stochastic = model.uses_key
     xp = backend.xp
     x_buffers: dict = {}  # the batch buffers NumPy reuses (per runner: one fit at a time)

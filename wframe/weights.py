@@ -47,8 +47,9 @@ def save_weights(model: Any, path: str | os.PathLike) -> None:
         for name, a in flatten(tree):
             if name.startswith("@") or prefix + name in tensors:
                 why = "starts with '@', kept for" if name.startswith("@") else "repeats a name in"
-                raise ValueError(f"save_weights: the name {name!r} {why} the file's keys; "
-                                 "rename the layer")  # fmt: skip
+                raise ValueError(
+                    f"save_weights: the name {name!r} {why} the file's keys; rename the layer"
+                )
             tensors[prefix + name] = np.asarray(to_numpy(a))
     write_safetensors(path, tensors, _metadata(model))
 
@@ -61,9 +62,13 @@ def _metadata(model: Any) -> dict[str, str]:
     except saving.ConfigError:  # weights save even when the architecture cannot (user code)
         config = {}
     return {
-        "format": "wframe", "format_version": FORMAT_VERSION, "wframe_version": _version(),
-        "dtype": model.dtype, "backend": model.backend.name, "config": json.dumps(config),
-    }  # fmt: skip
+        "format": "wframe",
+        "format_version": FORMAT_VERSION,
+        "wframe_version": _version(),
+        "dtype": model.dtype,
+        "backend": model.backend.name,
+        "config": json.dumps(config),
+    }
 
 
 def _version() -> str:
@@ -75,10 +80,15 @@ def _version() -> str:
 
 
 def load_weights(
-    model: Any, path: str | os.PathLike, *, strict: bool = True, skip_mismatch: bool = False,
-    rename: Mapping[str, str] | Callable[[str], str] | None = None, dtype: Any = None,
+    model: Any,
+    path: str | os.PathLike,
+    *,
+    strict: bool = True,
+    skip_mismatch: bool = False,
+    rename: Mapping[str, str] | Callable[[str], str] | None = None,
+    dtype: Any = None,
     allow_nonfinite: bool = False,
-) -> None:  # fmt: skip
+) -> None:
     """Load a weights file into a built model by name, every check passing before any change.
 
     Args:
@@ -101,8 +111,11 @@ def load_weights(
       WeightsFileError: listing every problem with the file or its fit to the model; the
         model is then unchanged.
     """
-    for flag, value in (("strict", strict), ("skip_mismatch", skip_mismatch),
-                        ("allow_nonfinite", allow_nonfinite)):  # fmt: skip
+    for flag, value in (
+        ("strict", strict),
+        ("skip_mismatch", skip_mismatch),
+        ("allow_nonfinite", allow_nonfinite),
+    ):
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"load_weights: {flag} must be True or False, got {value!r}")
     if isinstance(rename, Mapping):
@@ -123,12 +136,23 @@ def load_weights(
         )
     path = os.fspath(path)
     tensors, metadata = read_safetensors(path)
-    plan = _plan(model, tensors, metadata, path, strict=bool(strict), dtype=dtype,
-                 skip=bool(skip_mismatch), rename=rename, finite=not allow_nonfinite)  # fmt: skip
+    plan = _plan(
+        model,
+        tensors,
+        metadata,
+        path,
+        strict=bool(strict),
+        dtype=dtype,
+        skip=bool(skip_mismatch),
+        rename=rename,
+        finite=not allow_nonfinite,
+    )
     # Everything is on the backend before the first assignment, so only the setters' own
     # checks can fail after it; they undo what was done.
-    put = {space: {n: _const(model.backend.asarray(a)) for n, a in plan[space].items()}
-           for space in ("params", "state")}  # fmt: skip
+    put = {
+        space: {n: _const(model.backend.asarray(a)) for n, a in plan[space].items()}
+        for space in ("params", "state")
+    }
     old = (model.params, model.state, model.masks)
     try:
         model.params = map_at(model.params, put["params"])
@@ -146,8 +170,10 @@ def _plan(model, tensors, metadata, path, *, strict, skip, rename, dtype, finite
     fixes: set[str] = set()
     version = metadata.get("format_version", FORMAT_VERSION)
     if metadata.get("format") == "wframe" and version != FORMAT_VERSION:
-        problems.append(f"the file has wframe format version {version!r}; this wframe reads "
-                        f"version {FORMAT_VERSION!r} (upgrade wframe)")  # fmt: skip
+        problems.append(
+            f"the file has wframe format version {version!r}; this wframe reads "
+            f"version {FORMAT_VERSION!r} (upgrade wframe)"
+        )
     spaces: dict[str, dict[str, np.ndarray]] = {"params": {}, "state": {}, "masks": {}}
     for key, a in tensors.items():
         if key.startswith(STATE_PREFIX):
@@ -167,8 +193,11 @@ def _plan(model, tensors, metadata, path, *, strict, skip, rename, dtype, finite
         missing = [] if space == "masks" else [prefix + n for n in ours if n not in file]
         unexpected = [prefix + n for n in file if n not in ours]
         if strict and (missing or unexpected):
-            problems += [f"{what} in the file: {_names(names)}" for what, names in
-                         (("missing", missing), ("unexpected", unexpected)) if names]  # fmt: skip
+            problems += [
+                f"{what} in the file: {_names(names)}"
+                for what, names in (("missing", missing), ("unexpected", unexpected))
+                if names
+            ]
             fixes.add("strict=False loads the names both have and keeps the others' values")
             if missing and unexpected:
                 fixes.add("rename={'name in file': 'name in model'} matches renamed layers")
@@ -197,19 +226,27 @@ def _plan(model, tensors, metadata, path, *, strict, skip, rename, dtype, finite
             if finite and a.dtype.kind in "fc" and not np.isfinite(a).all():
                 bad = np.argwhere(~np.isfinite(a))
                 at = tuple(int(i) for i in bad[0])
-                problems.append(f"non-finite values in {key}: {len(bad)} NaN or inf (first at "
-                                f"index {at}: {a[at]})")  # fmt: skip
+                problems.append(
+                    f"non-finite values in {key}: {len(bad)} NaN or inf (first at "
+                    f"index {at}: {a[at]})"
+                )
                 fixes.add("allow_nonfinite=True loads NaN and inf values")
                 continue
             out[space][name] = a
     if not problems and not any(out.values()):
-        problems.append(f"no array to load: the file's names {_names(list(tensors))} match none "
-                        f"of the model's {_names(list(have['params']))}")  # fmt: skip
+        problems.append(
+            f"no array to load: the file's names {_names(list(tensors))} match none "
+            f"of the model's {_names(list(have['params']))}"
+        )
     if problems:
         raise _error(f"cannot load {path!r} into {model.label}:", path, problems, fixes)
     if skipped:
-        warnings.warn("load_weights skipped arrays whose shapes differ (skip_mismatch=True):\n  "
-                      + "\n  ".join(skipped), UserWarning, stacklevel=3)  # fmt: skip
+        warnings.warn(
+            "load_weights skipped arrays whose shapes differ (skip_mismatch=True):\n  "
+            + "\n  ".join(skipped),
+            UserWarning,
+            stacklevel=3,
+        )
     masks = None
     if out["masks"]:
         kept = {} if strict else {n: m for n, m in (model.masks or {}).items()}
@@ -244,8 +281,10 @@ def _renamed(spaces: dict, rename: Any, keys: list[str], problems: list[str]) ->
             out[space][new] = a
     unused = [k for k in rename if k not in used] if isinstance(rename, Mapping) else []
     if unused:
-        problems.append(f"rename names {_names(unused)}, which are not in the file; its names "
-                        f"are {_names(keys)}")  # fmt: skip
+        problems.append(
+            f"rename names {_names(unused)}, which are not in the file; its names "
+            f"are {_names(keys)}"
+        )
     return out
 
 

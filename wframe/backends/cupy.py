@@ -163,16 +163,18 @@ class CupyBackend(Backend):
         return count
 
     def adam_inplace(self, groups, count, lr, b1, b2, eps, eps_root=0.0, weight_decay=0.0):
-        ops.adam(self._cupy, groups, count, self._predicate(), lr, b1, b2, eps, eps_root,
-                 weight_decay)  # fmt: skip
+        ops.adam(
+            self._cupy, groups, count, self._predicate(), lr, b1, b2, eps, eps_root, weight_decay
+        )
 
     def sgd_inplace(self, groups, lr, momentum=None, nesterov=False):
         ops.sgd(self._cupy, groups, self._predicate(), lr, momentum, nesterov)
 
     def rmsprop_inplace(self, groups, lr, decay, eps, eps_in_sqrt, momentum=None, nesterov=False):
         """RMSProp (not centered, no bias correction) in place on each ``(p, g, nu[, trace])``."""
-        ops.rmsprop(self._cupy, groups, self._predicate(), lr, decay, eps, eps_in_sqrt, momentum,
-                    nesterov)  # fmt: skip
+        ops.rmsprop(
+            self._cupy, groups, self._predicate(), lr, decay, eps, eps_in_sqrt, momentum, nesterov
+        )
 
 
 _ACTIVATION_NAMES: dict = {}

@@ -237,10 +237,11 @@ class GraphJit:
         entry.out_struct = _flatten(out, out_leaves)
         where = {id(x): i for i, x in enumerate(call) if rt.is_array(x)}
         entry.out_kinds = [
-            (slots[where[id(o)]][0], where[id(o)]) if id(o) in where
+            (slots[where[id(o)]][0], where[id(o)])
+            if id(o) in where
             else ("fresh" if rt.is_array(o) else "value", None)
             for o in out_leaves
-        ]  # fmt: skip
+        ]
         entry.out_leaves, entry.slots, entry.graph, entry.keep = out_leaves, slots, graph, keep
         self.stats["captures"] += 1
         rt.launch(graph)

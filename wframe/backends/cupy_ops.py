@@ -196,8 +196,16 @@ def adam(cp, groups, count, pred, lr, b1, b2, eps, eps_root, weight_decay) -> No
         hp = vectors.get(dt)
         if hp is None:
             one_minus = lambda v: 1 - v  # noqa: E731
-            values = (b1, _on(cp, dt, one_minus, b1), b2, _on(cp, dt, one_minus, b2), lr, eps,
-                      eps_root, _on(cp, dt, lambda a, b: a * b, lr, weight_decay))  # fmt: skip
+            values = (
+                b1,
+                _on(cp, dt, one_minus, b1),
+                b2,
+                _on(cp, dt, one_minus, b2),
+                lr,
+                eps,
+                eps_root,
+                _on(cp, dt, lambda a, b: a * b, lr, weight_decay),
+            )
             hp = vectors[dt] = hyper(cp, dt, values)
         K.launch("wf_adam", dt, p.size, (p, g, mu, nu, _I64(p.size), count, pred, hp))
 
@@ -221,8 +229,13 @@ def rmsprop(cp, groups, pred, lr, decay, eps, eps_in_sqrt, momentum, nesterov) -
         hp = vectors.get(dt)
         if hp is None:
             neg, one_minus = (lambda v: -v), (lambda v: 1 - v)
-            values = (_on(cp, dt, one_minus, decay), decay, eps, _on(cp, dt, neg, lr),
-                      0.0 if momentum is None else momentum)  # fmt: skip
+            values = (
+                _on(cp, dt, one_minus, decay),
+                decay,
+                eps,
+                _on(cp, dt, neg, lr),
+                0.0 if momentum is None else momentum,
+            )
             hp = vectors[dt] = hyper(cp, dt, values)
         tr = trace[0] if trace else p
         flags = (_I32(bool(eps_in_sqrt)), _I32(bool(trace)), _I32(bool(nesterov)))

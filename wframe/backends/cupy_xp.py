@@ -126,8 +126,13 @@ def _library():
     for name, scalar in (("cublasSgemm_v2", ctypes.c_float), ("cublasDgemm_v2", ctypes.c_double)):
         ptr = ctypes.POINTER(scalar)
         getattr(lib, name).argtypes = [vp, i, i, i, i, i, ptr, vp, i, vp, i, ptr, vp, i]
-    for name in ("cublasCreate_v2", "cublasSetStream_v2", "cublasSetWorkspace_v2",
-                 "cublasSgemm_v2", "cublasDgemm_v2"):  # fmt: skip
+    for name in (
+        "cublasCreate_v2",
+        "cublasSetStream_v2",
+        "cublasSetWorkspace_v2",
+        "cublasSgemm_v2",
+        "cublasDgemm_v2",
+    ):
         getattr(lib, name).restype = ctypes.c_int
     _lib = lib
     return lib
@@ -188,7 +193,21 @@ def gemm(a, b):
     one, zero = scalar(1), scalar(0)
     fn = lib.cublasDgemm_v2 if double else lib.cublasSgemm_v2
     # Row-major C = A B is column-major C^T = B^T A^T: (n x k) times (k x m), ldc = n.
-    status = fn(handle, op_b, op_a, n, m, k, ctypes.byref(one), b.data.ptr, ldb, a.data.ptr, lda,
-                ctypes.byref(zero), out.data.ptr, n)  # fmt: skip
+    status = fn(
+        handle,
+        op_b,
+        op_a,
+        n,
+        m,
+        k,
+        ctypes.byref(one),
+        b.data.ptr,
+        ldb,
+        a.data.ptr,
+        lda,
+        ctypes.byref(zero),
+        out.data.ptr,
+        n,
+    )
     _check(status, "cublas gemm")
     return out

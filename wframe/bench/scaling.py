@@ -35,8 +35,9 @@ def _epoch(w: Any, x: Any, y: Any, strategy: Any):
 
     def run() -> float:
         with wf.use_backend("jax"):
-            h = model.fit(x, y, epochs=1, batch_size=w.batch, optimizer=opt, verbose=0,
-                          strategy=strategy)  # fmt: skip
+            h = model.fit(
+                x, y, epochs=1, batch_size=w.batch, optimizer=opt, verbose=0, strategy=strategy
+            )
         return h.history["loss"][0]
 
     return run
@@ -54,29 +55,51 @@ def child(devices: int, quick: bool, rounds: int) -> dict:
     have = jax.devices()
     kind = f"{have[0].platform} ({getattr(have[0], 'device_kind', '')})"
     if len(have) < devices:
-        return {"records": [], "notes": [f"scaling: {devices} devices asked, {kind} has "
-                                          f"{len(have)}: skipped"]}  # fmt: skip
+        return {
+            "records": [],
+            "notes": [f"scaling: {devices} devices asked, {kind} has {len(have)}: skipped"],
+        }
     w = workloads.get([WORKLOAD], quick=quick)[0]
     x, y, _ = workloads.make_data(w)
     strategy = wf.distributed.DataParallel(have[:devices])
     label = f"DataParallel({devices})"
-    rows = [Row("off", "wframe", "jax", lambda: _epoch(w, x, y, None)),
-            Row(label, "wframe", "jax", lambda: _epoch(w, x, y, strategy), ref="off")]  # fmt: skip
+    rows = [
+        Row("off", "wframe", "jax", lambda: _epoch(w, x, y, None)),
+        Row(label, "wframe", "jax", lambda: _epoch(w, x, y, strategy), ref="off"),
+    ]
     # The cold call compiles; a loaded machine can take seconds for it even with --quick.
-    timer = Timer(rounds=rounds, chunk_s=0.02 if quick else 0.25, max_reps=10 if quick else 50,
-                  pause_s=0.01 if quick else 0.1, max_call_s=30.0)  # fmt: skip
+    timer = Timer(
+        rounds=rounds,
+        chunk_s=0.02 if quick else 0.25,
+        max_reps=10 if quick else 50,
+        pause_s=0.01 if quick else 0.1,
+        max_call_s=30.0,
+    )
     res = timer.measure(rows, notes, tag=f"scaling {devices} devices: ")
     steps = math.ceil(w.rows / w.batch)
     records = []
     for name, r in res.items():
-        rec = {"devices": devices, "runner": name, "platform": kind, "workload": w.name,
-               "batch": w.batch, "steps_per_epoch": steps, "median_ms": r["median_ms"],
-               "min_ms": r["min_ms"], "max_ms": r["max_ms"], "round_ms": r["round_ms"],
-               "cold_ms": r["cold_ms"], "steps_per_s": steps / (r["median_ms"] / 1e3),
-               "ratio": None, "ratio_min": None, "ratio_max": None}  # fmt: skip
+        rec = {
+            "devices": devices,
+            "runner": name,
+            "platform": kind,
+            "workload": w.name,
+            "batch": w.batch,
+            "steps_per_epoch": steps,
+            "median_ms": r["median_ms"],
+            "min_ms": r["min_ms"],
+            "max_ms": r["max_ms"],
+            "round_ms": r["round_ms"],
+            "cold_ms": r["cold_ms"],
+            "steps_per_s": steps / (r["median_ms"] / 1e3),
+            "ratio": None,
+            "ratio_min": None,
+            "ratio_max": None,
+        }
         if name != "off" and "off" in res:  # paired by round with the run without strategy
-            rec["ratio"], rec["ratio_min"], rec["ratio_max"] = ratio(r["round_ms"],
-                                                                     res["off"]["round_ms"])
+            rec["ratio"], rec["ratio_min"], rec["ratio_max"] = ratio(
+                r["round_ms"], res["off"]["round_ms"]
+            )
         records.append(rec)
     return {"records": records, "notes": notes}
 
@@ -89,11 +112,20 @@ def run(quick: bool, rounds: int, say: Any = print, timeout: float = 900.0) -> d
         env = dict(os.environ)
         force = f"--xla_force_host_platform_device_count={devices}"
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {force}".strip()
-        cmd = [sys.executable, "-m", "wframe.bench.scaling", "--devices", str(devices),
-               "--rounds", str(rounds), *(["--quick"] if quick else [])]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "wframe.bench.scaling",
+            "--devices",
+            str(devices),
+            "--rounds",
+            str(rounds),
+            *(["--quick"] if quick else []),
+        ]
         try:
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout,
-                                 check=False)  # fmt: skip
+            out = subprocess.run(
+                cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+            )
         except subprocess.TimeoutExpired:
             notes.append(f"scaling {devices} devices: over {timeout:.0f} s, stopped")
             continue
@@ -104,39 +136,66 @@ def run(quick: bool, rounds: int, say: Any = print, timeout: float = 900.0) -> d
         doc = json.loads(out.stdout.strip().splitlines()[-1])
         records += doc["records"]
         notes += doc["notes"]
-        say(f"scaling {devices} devices: " + ", ".join(
-            f"{r['runner']} {r['steps_per_s']:.1f} steps/s" for r in doc["records"]))  # fmt: skip
+        say(
+            f"scaling {devices} devices: "
+            + ", ".join(f"{r['runner']} {r['steps_per_s']:.1f} steps/s" for r in doc["records"])
+        )
     return {"workload": WORKLOAD, "records": records, "notes": notes, "target": target(records)}
 
 
 def target(records: list[dict]) -> dict:
     """The strategy's overhead on one device, as :func:`wframe.bench.report.targets` words it."""
     one = next((r for r in records if r["devices"] == 1 and r["runner"] != "off"), None)
-    t = {"workload": "scaling", "mode": "epoch", "runner": "DataParallel(1)", "ref": "off",
-         "limit": OVERHEAD_LIMIT, "ratio": None, "ratio_min": None, "ratio_max": None,
-         "status": "not measured"}  # fmt: skip
+    t = {
+        "workload": "scaling",
+        "mode": "epoch",
+        "runner": "DataParallel(1)",
+        "ref": "off",
+        "limit": OVERHEAD_LIMIT,
+        "ratio": None,
+        "ratio_min": None,
+        "ratio_max": None,
+        "status": "not measured",
+    }
     if one is not None and one["ratio"] is not None:
         med, lo = one["ratio"], one["ratio_min"]
         t.update(ratio=med, ratio_min=lo, ratio_max=one["ratio_max"])
-        t["status"] = ("met" if med <= OVERHEAD_LIMIT else
-                       "missed within noise" if lo <= OVERHEAD_LIMIT else "MISSED")  # fmt: skip
+        t["status"] = (
+            "met"
+            if med <= OVERHEAD_LIMIT
+            else "missed within noise"
+            if lo <= OVERHEAD_LIMIT
+            else "MISSED"
+        )
     return t
 
 
 def markdown(doc: dict, cpus: int | None) -> str:
     """The scaling table, with what it measures and on what."""
     recs = doc["records"]
-    lines = ["", f"Data-parallel scaling: one `fit` epoch of {doc['workload']}, jax", "",
-             "| devices | runner | ms/epoch | min–max ms | steps/s | time vs off (min–max) |",
-             "|---:|---|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "",
+        f"Data-parallel scaling: one `fit` epoch of {doc['workload']}, jax",
+        "",
+        "| devices | runner | ms/epoch | min–max ms | steps/s | time vs off (min–max) |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
     for r in recs:
-        vs = "" if r["ratio"] is None else (
-            f"{r['ratio']:.2f}x ({r['ratio_min']:.2f}–{r['ratio_max']:.2f})")
-        lines.append(f"| {r['devices']} | {r['runner']} | {r['median_ms']:.1f} "
-                     f"| {r['min_ms']:.1f}–{r['max_ms']:.1f} | {r['steps_per_s']:.1f} | {vs} |")
+        vs = (
+            ""
+            if r["ratio"] is None
+            else (f"{r['ratio']:.2f}x ({r['ratio_min']:.2f}–{r['ratio_max']:.2f})")
+        )
+        lines.append(
+            f"| {r['devices']} | {r['runner']} | {r['median_ms']:.1f} "
+            f"| {r['min_ms']:.1f}–{r['max_ms']:.1f} | {r['steps_per_s']:.1f} | {vs} |"
+        )
     platform = recs[0]["platform"] if recs else "no device"
-    lines += ["", f"Each device count runs in its own process on {platform}; off: the same epoch "
-              "without a strategy in that process; ratios pair the two rows round by round."]
+    lines += [
+        "",
+        f"Each device count runs in its own process on {platform}; off: the same epoch "
+        "without a strategy in that process; ratios pair the two rows round by round.",
+    ]
     if recs and recs[0]["platform"].startswith("cpu"):
         lines.append(
             f"The devices are forced CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count"
@@ -148,8 +207,9 @@ def markdown(doc: dict, cpus: int | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m wframe.bench.scaling",
-                                     description="One device count of the scaling table.")
+    parser = argparse.ArgumentParser(
+        prog="python -m wframe.bench.scaling", description="One device count of the scaling table."
+    )
     parser.add_argument("--devices", type=int, required=True)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true")

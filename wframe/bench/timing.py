@@ -116,8 +116,10 @@ class Timer:
                     if cold > self.max_call_s
                     else "one warm call"
                 )
-                notes.append(f"{tag}{row.label}: {warm:.1f} s per call (> {self.max_call_s} s): "
-                             f"timed by {how} alone, not in the rounds")  # fmt: skip
+                notes.append(
+                    f"{tag}{row.label}: {warm:.1f} s per call (> {self.max_call_s} s): "
+                    f"timed by {how} alone, not in the rounds"
+                )
         labels = list(runs)
         for r in range(self.rounds if labels else 0):
             k = r % len(labels)

@@ -45,8 +45,21 @@ from wframe.callbacks.tensorboard import TensorBoard
 from wframe.callbacks.terminate_on_nan import TerminateOnNaN
 
 __all__ = [
-    "BackupAndRestore", "CSVLogger", "Callback", "CallbackList", "EarlyStopping",
-    "GradientMonitor", "History", "LambdaCallback", "LearningRateMonitor",
-    "LearningRateScheduler", "Logs", "ModelCheckpoint", "MonitorCallback", "ProgressBar",
-    "ReduceLROnPlateau", "TensorBoard", "TerminateOnNaN",
-]  # fmt: skip
+    "BackupAndRestore",
+    "CSVLogger",
+    "Callback",
+    "CallbackList",
+    "EarlyStopping",
+    "GradientMonitor",
+    "History",
+    "LambdaCallback",
+    "LearningRateMonitor",
+    "LearningRateScheduler",
+    "Logs",
+    "ModelCheckpoint",
+    "MonitorCallback",
+    "ProgressBar",
+    "ReduceLROnPlateau",
+    "TensorBoard",
+    "TerminateOnNaN",
+]

@@ -38,11 +38,17 @@ class BackupAndRestore(EveryNSteps, Callback):
 
     filename = "backup.safetensors"
 
-    def __init__(self, backup_dir: str | os.PathLike, save_freq: str | int = "epoch",
-                 delete_checkpoint: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        backup_dir: str | os.PathLike,
+        save_freq: str | int = "epoch",
+        delete_checkpoint: bool = True,
+    ):
         if not backup_dir:
-            raise ValueError(f"BackupAndRestore: backup_dir must be a folder. Received: "
-                             f"backup_dir={backup_dir!r}")  # fmt: skip
+            raise ValueError(
+                f"BackupAndRestore: backup_dir must be a folder. Received: "
+                f"backup_dir={backup_dir!r}"
+            )
         self.backup_dir = os.fspath(backup_dir)
         self.save_freq = check_save_freq(save_freq, "BackupAndRestore")
         self.delete_checkpoint = delete_checkpoint

@@ -66,8 +66,9 @@ class GradientMonitor(Callback):
 
     needs_grad_stats = True
 
-    def __init__(self, every: int = 1, *, vanish: float = 1e-7, explode: float = 1e3,
-                 patience: int = 3):  # fmt: skip
+    def __init__(
+        self, every: int = 1, *, vanish: float = 1e-7, explode: float = 1e3, patience: int = 3
+    ):
         for name, value in (("every", every), ("patience", patience)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(

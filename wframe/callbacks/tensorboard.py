@@ -59,9 +59,15 @@ class TensorBoard(Callback):
       ValueError: for a bad ``histogram_freq`` or ``update_freq``.
     """
 
-    def __init__(self, log_dir: str | os.PathLike = "logs", histogram_freq: int = 1,
-                 update_freq: str | int = "epoch", *, write_grads: bool = False,
-                 grad_batch: tuple[Any, Any] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        log_dir: str | os.PathLike = "logs",
+        histogram_freq: int = 1,
+        update_freq: str | int = "epoch",
+        *,
+        write_grads: bool = False,
+        grad_batch: tuple[Any, Any] | None = None,
+    ):
         self._writer_class = _summary_writer()
         bad_freq = isinstance(histogram_freq, bool) or not isinstance(histogram_freq, int)
         if bad_freq or histogram_freq < 0:

@@ -159,8 +159,12 @@ def format_table(report: dict[str, Any]) -> str:
         rows.append(("JAX x64", "on" if jax["x64"] else "off"))
     cuda = report["cuda"]
     if cuda.get("driver"):
-        rows.append(("CUDA", f"driver {cuda['driver']}, runtime {cuda['runtime']}, "
-                             f"{cuda['devices']} device(s)"))  # fmt: skip
+        rows.append(
+            (
+                "CUDA",
+                f"driver {cuda['driver']}, runtime {cuda['runtime']}, {cuda['devices']} device(s)",
+            )
+        )
     else:
         rows.append(("CUDA", cuda["note"]))
     blas = report["blas"]

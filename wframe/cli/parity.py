@@ -50,23 +50,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--model", choices=(*MODELS, "all"), default="all", help="model to check (default: all)"
     )
     parser.add_argument(
-        "--backends", type=_names, default=None, metavar="NAMES",
+        "--backends",
+        type=_names,
+        default=None,
+        metavar="NAMES",
         help="comma-separated backends to compare with numpy, e.g. jax,cupy (default: every "
         "available one); numpy always runs as the reference; unavailable ones are skipped",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--dtype", choices=tuple(TOLERANCES), default="float32", help="(default: float32)"
     )
     parser.add_argument("--seed", type=int, default=0, help="weights and data seed (default: 0)")
     parser.add_argument(
-        "--rtol", type=_tolerance, default=None,
+        "--rtol",
+        type=_tolerance,
+        default=None,
         help="relative tolerance (default: 1e-4 for float32, 1e-10 for float64)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--atol", type=_tolerance, default=None,
+        "--atol",
+        type=_tolerance,
+        default=None,
         help="absolute tolerance, the floor near zero (default: 1e-5 for float32, 1e-10 for "
         "float64)",
-    )  # fmt: skip
+    )
 
 
 def _names(text: str) -> list[str]:
@@ -90,9 +97,14 @@ def run(args: argparse.Namespace) -> int:
     models = MODELS if args.model == "all" else (args.model,)
     try:
         return parity(
-            models, args.backends, dtype=args.dtype, seed=args.seed, rtol=args.rtol,
-            atol=args.atol, enable_x64=True,
-        )  # fmt: skip
+            models,
+            args.backends,
+            dtype=args.dtype,
+            seed=args.seed,
+            rtol=args.rtol,
+            atol=args.atol,
+            enable_x64=True,
+        )
     except ValueError as e:  # an unknown backend name, found before anything runs
         print(f"{args.prog}: error: {e}", file=sys.stderr)
         return 2
@@ -180,10 +192,17 @@ def parity(
                     max_abs, max_rel, problem = compare(actual, expected, rtol=rtol, atol=atol)
                 total += 1
                 failures += bool(problem)
-                rows.append((
-                    kind, name, quantity, str(tuple(expected.shape)), f"{max_abs:.2e}",
-                    f"{max_rel:.2e}", f"FAIL {problem}" if problem else "ok",
-                ))  # fmt: skip
+                rows.append(
+                    (
+                        kind,
+                        name,
+                        quantity,
+                        str(tuple(expected.shape)),
+                        f"{max_abs:.2e}",
+                        f"{max_rel:.2e}",
+                        f"FAIL {problem}" if problem else "ok",
+                    )
+                )
     print_fn(_table(("model", "backend", "quantity", "shape", "max abs", "max rel", ""), rows))
     if failures:
         print_fn(f"parity: FAILED, {failures} of {total} comparisons exceed the tolerance")
@@ -269,9 +288,15 @@ def run_model(kind: str, backend: str, *, seed: int, dtype: str) -> dict[str, np
         out["loss"] = wf.to_numpy(loss)
         out.update((f"grad/{k}", wf.to_numpy(g)) for k, g in flatten(grads))
         history = model.fit(
-            x, y, epochs=STEPS, batch_size=x.shape[0], shuffle=False, verbose=0, loss=LOSS,
+            x,
+            y,
+            epochs=STEPS,
+            batch_size=x.shape[0],
+            shuffle=False,
+            verbose=0,
+            loss=LOSS,
             optimizer=wf.optimizers.sgd(LEARNING_RATE),
-        )  # fmt: skip
+        )
         out["fit/loss"] = np.asarray(history.history["loss"])
         out.update((f"fit/{k}", wf.to_numpy(a)) for k, a in flatten(model.params))
         out.update((f"fit/state/{k}", wf.to_numpy(a)) for k, a in flatten(model.state))
@@ -314,5 +339,4 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
         ]
         return "  ".join(cells).rstrip()
 
-    return "\n".join([line(header), "-" * (sum(widths) + 2 * (len(widths) - 1)),
-                      *map(line, rows)])  # fmt: skip
+    return "\n".join([line(header), "-" * (sum(widths) + 2 * (len(widths) - 1)), *map(line, rows)])

@@ -66,8 +66,9 @@ def connect(rank: int, size: int, addr: str, port: int, timeout: float) -> list[
             break
         except OSError as e:  # rank 0 not listening yet
             if time.monotonic() > deadline:
-                raise TimeoutError(f"rank {rank}: no rank 0 at {addr}:{port} within "
-                                   f"{timeout} s") from e  # fmt: skip
+                raise TimeoutError(
+                    f"rank {rank}: no rank 0 at {addr}:{port} within {timeout} s"
+                ) from e
             time.sleep(0.05)
     _tune(conn, timeout)
     conn.sendall(struct.pack("!i", rank))
@@ -114,8 +115,9 @@ class TcpComm:
       timeout: seconds to wait for the other ranks, at the rendezvous and at each message.
     """
 
-    def __init__(self, rank: int, size: int, addr: str = "127.0.0.1", port: int = 0,
-                 timeout: float = 300.0):  # fmt: skip
+    def __init__(
+        self, rank: int, size: int, addr: str = "127.0.0.1", port: int = 0, timeout: float = 300.0
+    ):
         self.rank, self.size = rank, size
         self._socks = connect(rank, size, addr, port, timeout) if size > 1 else []
 
@@ -223,8 +225,10 @@ class NcclComm:
         rank, size, local, addr, port = env_ranks()
         count = cupy.cuda.runtime.getDeviceCount()
         if local >= count:
-            raise ValueError(f"LOCAL_RANK={local} but this machine has {count} GPUs visible; "
-                             "start at most one process per GPU")  # fmt: skip
+            raise ValueError(
+                f"LOCAL_RANK={local} but this machine has {count} GPUs visible; "
+                "start at most one process per GPU"
+            )
         cupy.cuda.Device(local).use()
         if size == 1:
             return cls(rank, size, nccl.get_unique_id(), local)
@@ -248,8 +252,15 @@ class NcclComm:
         return f"NcclComm(rank {self.rank} of {self.size}, GPU {self.device})"
 
     def _call(self, a: Any) -> tuple[Any, int, int]:
-        types = {"e": "NCCL_FLOAT16", "f": "NCCL_FLOAT32", "d": "NCCL_FLOAT64", "i": "NCCL_INT32",
-                 "l": "NCCL_INT64", "q": "NCCL_INT64", "B": "NCCL_UINT8"}  # fmt: skip
+        types = {
+            "e": "NCCL_FLOAT16",
+            "f": "NCCL_FLOAT32",
+            "d": "NCCL_FLOAT64",
+            "i": "NCCL_INT32",
+            "l": "NCCL_INT64",
+            "q": "NCCL_INT64",
+            "B": "NCCL_UINT8",
+        }
         name = types.get(a.dtype.char)
         if name is None:
             raise TypeError(f"NcclComm: no NCCL type for dtype {a.dtype}")

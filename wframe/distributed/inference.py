@@ -88,8 +88,16 @@ def _predict_fn(strategy: Any, model: Any) -> Any:
     return model.backend.jit(fn)
 
 
-def evaluate(strategy: Any, model: Any, x: Any, y: Any, loss: losses_mod.Loss, size: int,
-             params: Any = None, state: Any = None) -> dict[str, float]:  # fmt: skip
+def evaluate(
+    strategy: Any,
+    model: Any,
+    x: Any,
+    y: Any,
+    loss: losses_mod.Loss,
+    size: int,
+    params: Any = None,
+    state: Any = None,
+) -> dict[str, float]:
     """Mean loss (and the loss's metric) over the examples of ``x``, ``y`` (checked and on the
     backend), batches split over the strategy's devices, padding masked out. With per-process
     data the mean is over every process's examples and every process gets it."""

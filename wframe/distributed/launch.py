@@ -26,15 +26,27 @@ def free_port(addr: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def launch(script: list[str], nproc: int, *, addr: str = "127.0.0.1", port: int | None = None,
-           grace: float = 5.0) -> int:  # fmt: skip
+def launch(
+    script: list[str],
+    nproc: int,
+    *,
+    addr: str = "127.0.0.1",
+    port: int | None = None,
+    grace: float = 5.0,
+) -> int:
     """Run ``python *script`` in ``nproc`` processes; the first non-zero exit status, else 0."""
     port = port or free_port(addr)
     procs = []
     for rank in range(nproc):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank),
-               "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
-               "MASTER_ADDR": addr, "MASTER_PORT": str(port)}  # fmt: skip
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(nproc),
+            "LOCAL_WORLD_SIZE": str(nproc),
+            "MASTER_ADDR": addr,
+            "MASTER_PORT": str(port),
+        }
         procs.append(subprocess.Popen([sys.executable, *script], env=env))
     status = 0
     try:
@@ -74,15 +86,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nproc", type=int, required=True, help="processes (GPUs) to start")
     parser.add_argument("--master-addr", default="127.0.0.1", help="where rank 0 listens")
     parser.add_argument("--master-port", type=int, default=None, help="default: a free port")
-    parser.add_argument("--grace", type=float, default=5.0,
-                        help="seconds the others get to stop after one fails")  # fmt: skip
+    parser.add_argument(
+        "--grace", type=float, default=5.0, help="seconds the others get to stop after one fails"
+    )
     parser.add_argument("script", help="the Python script every process runs")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="the script's arguments")
     args = parser.parse_args(argv)
     if args.nproc < 1:
         parser.error(f"--nproc must be at least 1, got {args.nproc}")
-    return launch([args.script, *args.args], args.nproc, addr=args.master_addr,
-                  port=args.master_port, grace=args.grace)  # fmt: skip
+    return launch(
+        [args.script, *args.args],
+        args.nproc,
+        addr=args.master_addr,
+        port=args.master_port,
+        grace=args.grace,
+    )
 
 
 if __name__ == "__main__":

@@ -112,9 +112,10 @@ class DataParallel:
         rest = n % b if b else 0
         bad = [f"batch_size={batch_size}"] if batch_size % d else []
         if rest % (d // p):
-            bad.append(f"the last batch of {rest * p} examples "
-                       + (f"({n} % {batch_size})" if p == 1 else
-                          f"({p} processes x {n} % {b})"))  # fmt: skip
+            bad.append(
+                f"the last batch of {rest * p} examples "
+                + (f"({n} % {batch_size})" if p == 1 else f"({p} processes x {n} % {b})")
+            )
         if bad:
             raise ValueError(
                 f"fit: with {d} devices every batch must divide evenly over them, but "
@@ -205,8 +206,16 @@ class DataParallel:
 
         return inference.predict(self, model, x, size)
 
-    def evaluate(self, model: Any, x: Any, y: Any, loss: Any, size: int, params: Any = None,
-                 state: Any = None) -> dict[str, float]:  # fmt: skip
+    def evaluate(
+        self,
+        model: Any,
+        x: Any,
+        y: Any,
+        loss: Any,
+        size: int,
+        params: Any = None,
+        state: Any = None,
+    ) -> dict[str, float]:
         """``model.evaluate(..., strategy=self)``; see
         :func:`wframe.distributed.inference.evaluate`."""
         from wframe.distributed import inference
@@ -228,9 +237,14 @@ class ModelParallel(DataParallel):
       per_process_data: as :class:`DataParallel`'s.
     """
 
-    def __init__(self, mesh_shape: tuple[int, int], rules: dict[str, Any],
-                 devices: Sequence[Any] | None = None, *,
-                 per_process_data: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        mesh_shape: tuple[int, int],
+        rules: dict[str, Any],
+        devices: Sequence[Any] | None = None,
+        *,
+        per_process_data: bool = False,
+    ):
         from jax.sharding import Mesh
 
         super().__init__(devices, per_process_data=per_process_data)
@@ -263,8 +277,13 @@ class ModelParallel(DataParallel):
         from wframe.tree import flatten, map_at
 
         specs = {n: self._spec(n) for n, _ in flatten(params)}
-        return map_at(params, {n: (lambda _, s=s: self._named(s) if s is not None
-                                   else self._replicated) for n, s in specs.items()})
+        return map_at(
+            params,
+            {
+                n: (lambda _, s=s: self._named(s) if s is not None else self._replicated)
+                for n, s in specs.items()
+            },
+        )
 
     def place(self, ts: Any) -> Any:
         from wframe.tree import flatten

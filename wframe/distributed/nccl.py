@@ -60,8 +60,9 @@ class NcclDataParallel:
         elif comm == "tcp":
             comm = TcpComm.from_env(timeout)
         elif isinstance(comm, str):
-            raise ValueError(f"NcclDataParallel: comm must be 'nccl', 'tcp' or a communicator, "
-                             f"got {comm!r}")  # fmt: skip
+            raise ValueError(
+                f"NcclDataParallel: comm must be 'nccl', 'tcp' or a communicator, got {comm!r}"
+            )
         self.comm = comm
         self.rank, self.world_size = comm.rank, comm.size
         process._group_rank = self.rank
@@ -170,8 +171,7 @@ class NcclDataParallel:
         value, logged = out[0], out[1 : 1 + len(logged)]
         done = iter(out[1 + len(logged) :])
         grads = tree_map(lambda _: next(done), grads)
-        state = tree_map(lambda a: next(done) if xp.isdtype(a.dtype, "real floating") else a,
-                         state)  # fmt: skip
+        state = tree_map(lambda a: next(done) if xp.isdtype(a.dtype, "real floating") else a, state)
         return value, grads, logged, state
 
     # ------------------------------------------------------------------ inference
@@ -180,8 +180,16 @@ class NcclDataParallel:
         self.check_model(model, "predict")
         return model.predict(x, batch_size=size)
 
-    def evaluate(self, model: Any, x: Any, y: Any, loss: Any, size: int, params: Any = None,
-                 state: Any = None) -> dict[str, float]:  # fmt: skip
+    def evaluate(
+        self,
+        model: Any,
+        x: Any,
+        y: Any,
+        loss: Any,
+        size: int,
+        params: Any = None,
+        state: Any = None,
+    ) -> dict[str, float]:
         """The mean loss (and metric) over every rank's examples, the same on every rank."""
         self.check_model(model, "evaluate")
         local = model._evaluate(x, y, loss, size, params, state)

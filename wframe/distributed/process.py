@@ -8,8 +8,12 @@ from typing import Any
 _group_rank: int | None = None
 
 
-def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, **kwargs: Any) -> None:
+def initialize(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    **kwargs: Any,
+) -> None:
     """Join a multi-process JAX run: :func:`jax.distributed.initialize`, before any JAX array.
 
     Arguments left ``None`` come from ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and
@@ -28,8 +32,12 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         num_processes = int(env["JAX_NUM_PROCESSES"])
     if process_id is None and "JAX_PROCESS_ID" in env:
         process_id = int(env["JAX_PROCESS_ID"])
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id, **kwargs)
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+        **kwargs,
+    )
 
 
 def is_writer() -> bool:

@@ -31,9 +31,13 @@ def _call(child: Layer, i: int, params, state: dict, x, train: bool, key, vjp: b
     container's own copy) with its key folded from the container's by position ``i``."""
     k = fold_in(key, i) if key is not None and child.uses_key else None
     y, s, back = child.apply(
-        params.get(child.name, _EMPTY), state.get(child.name, _EMPTY), x,
-        train=train, key=k, vjp=vjp,
-    )  # fmt: skip
+        params.get(child.name, _EMPTY),
+        state.get(child.name, _EMPTY),
+        x,
+        train=train,
+        key=k,
+        vjp=vjp,
+    )
     if s:
         state[child.name] = s
     return y, back

@@ -391,9 +391,7 @@ class GRU(_Recurrent):
     def _unroll(self, params, x_tm, carry0, steps, keep):
         xp = array_namespace(x_tm)
         u, sig = self.units, (0, 1)  # the sigmoid gates z, r
-        W_x, b, W_h, b_h = (
-            cells.half_gates(params[k], u, sig) for k in ("W_x", "b", "W_h", "b_h")
-        )
+        W_x, b, W_h, b_h = (cells.half_gates(params[k], u, sig) for k in ("W_x", "b", "W_h", "b_h"))
         zx = xp.reshape(xp.matmul(x_tm, W_x) + b, (steps, -1, 3 * u))
         hs, last, cache = cells.gru_unroll(zx, carry0, W_h, b_h, u, keep)
 

@@ -142,9 +142,27 @@ def registered() -> list[str]:
 
 
 for _cls in (
-    Layer, Sequential, Residual, Concatenate, Dense, Conv2D, MaxPool2D, AvgPool2D,
-    GlobalAvgPool2D, Activation, Dropout, Flatten, BatchNorm, LayerNorm, SimpleRNN, LSTM, GRU,
-    regularizers.Regularizer, regularizers.L1, regularizers.L2, regularizers.L1L2,
-):  # fmt: skip
+    Layer,
+    Sequential,
+    Residual,
+    Concatenate,
+    Dense,
+    Conv2D,
+    MaxPool2D,
+    AvgPool2D,
+    GlobalAvgPool2D,
+    Activation,
+    Dropout,
+    Flatten,
+    BatchNorm,
+    LayerNorm,
+    SimpleRNN,
+    LSTM,
+    GRU,
+    regularizers.Regularizer,
+    regularizers.L1,
+    regularizers.L2,
+    regularizers.L1L2,
+):
     _add(_cls, _cls.__name__)
 del _cls

@@ -133,8 +133,11 @@ def inject_hyperparams(
             # state has the same structure before and after: what lax.scan's carry needs.
             new = {k: hyper.get(k, v) for k, v in stored.items()}
             new.update({k: v for k, v in hyper.items() if k not in new})
-            fields = {"count": _safe_increment(state.count), "hyperparams": new,
-                      "inner_state": inner}  # fmt: skip
+            fields = {
+                "count": _safe_increment(state.count),
+                "hyperparams": new,
+                "inner_state": inner,
+            }
             if hasattr(state, "hyperparams_states"):  # optax's: its schedules count on their own
                 fields["hyperparams_states"] = {
                     k: _advanced(s) for k, s in state.hyperparams_states.items()

@@ -60,9 +60,11 @@ def partition(
 
     def init_fn(params):
         return MultiTransformState(
-            {label: tx.init(pick(params, g)) for (label, tx), g in
-             zip(transforms.items(), groups(params).values(), strict=True)}
-        )  # fmt: skip
+            {
+                label: tx.init(pick(params, g))
+                for (label, tx), g in zip(transforms.items(), groups(params).values(), strict=True)
+            }
+        )
 
     def update_fn(updates, state, params=None):
         out: dict = {}

@@ -24,9 +24,14 @@ from wframe.tree import map_at
 
 #: wframe layer -> the PyTorch module kind that holds the same weights.
 _TORCH_KINDS = {
-    wl.Dense: "Linear", wl.Conv2D: "Conv2d", wl.BatchNorm: "BatchNorm",
-    wl.LayerNorm: "LayerNorm", wl.LSTM: "LSTM", wl.GRU: "GRU", wl.SimpleRNN: "RNN",
-}  # fmt: skip
+    wl.Dense: "Linear",
+    wl.Conv2D: "Conv2d",
+    wl.BatchNorm: "BatchNorm",
+    wl.LayerNorm: "LayerNorm",
+    wl.LSTM: "LSTM",
+    wl.GRU: "GRU",
+    wl.SimpleRNN: "RNN",
+}
 _RNN_KEYS = {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"}
 _FLAT = "NCHW -> NHWC rows (after Flatten)"
 
@@ -110,12 +115,22 @@ def _fields(layer: wl.Layer, perm: np.ndarray | None) -> list[tuple]:
     note = "" if perm is None else _FLAT
     if isinstance(layer, wl.Dense):
         t = "transposed" + (", " + _FLAT if note else "")
-        return [("weight", "W", "params", lambda a: rows(a.T), lambda a: unrows(a).T, t),
-                ("bias", "b", "params", same, same, "")]  # fmt: skip
+        return [
+            ("weight", "W", "params", lambda a: rows(a.T), lambda a: unrows(a).T, t),
+            ("bias", "b", "params", same, same, ""),
+        ]
     if isinstance(layer, wl.Conv2D):
-        return [("weight", "W", "params", lambda a: a.transpose(2, 3, 1, 0),
-                 lambda a: a.transpose(3, 2, 0, 1), "OIHW -> HWIO"),
-                ("bias", "b", "params", same, same, "")]  # fmt: skip
+        return [
+            (
+                "weight",
+                "W",
+                "params",
+                lambda a: a.transpose(2, 3, 1, 0),
+                lambda a: a.transpose(3, 2, 0, 1),
+                "OIHW -> HWIO",
+            ),
+            ("bias", "b", "params", same, same, ""),
+        ]
     names = [("weight", "gamma", "params"), ("bias", "beta", "params")]
     if isinstance(layer, wl.BatchNorm):
         names += [("running_mean", "mean", "state"), ("running_var", "var", "state")]
@@ -373,8 +388,10 @@ def to_torch_state_dict(model: Sequential) -> dict[str, np.ndarray]:
                 f"to_torch_state_dict: {layer.label} ({slot.name!r}) has no PyTorch counterpart "
                 f"here; handled: {[k.__name__ for k in _TORCH_KINDS]}"
             )
-        p, s = ({k: to_numpy(a) for k, a in _sub(tree, slot.name).items()}
-                for tree in (model.params, model.state))  # fmt: skip
+        p, s = (
+            {k: to_numpy(a) for k, a in _sub(tree, slot.name).items()}
+            for tree in (model.params, model.state)
+        )
         if isinstance(layer, (wl.LSTM, wl.GRU, wl.SimpleRNN)):
             tensors = _rnn_to(p, layer)
         else:

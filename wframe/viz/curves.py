@@ -89,8 +89,9 @@ def gradient_norms(history: Any, path: str | PathLike | None = None) -> Any:
       ValueError: there are no ``grad_norm/...`` series (add ``GradientMonitor`` to ``fit``).
     """
     steps = _logs(history, "steps", "gradient_norms")
-    series = {k[len(GRAD_PREFIX) :]: _series(v, k) for k, v in steps.items()
-              if k.startswith(GRAD_PREFIX)}  # fmt: skip
+    series = {
+        k[len(GRAD_PREFIX) :]: _series(v, k) for k, v in steps.items() if k.startswith(GRAD_PREFIX)
+    }
     series = {k: v for k, v in series.items() if v.size}
     if not series:
         raise ValueError(

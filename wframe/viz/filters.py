@@ -80,8 +80,9 @@ def filters(
         if rgb:
             im = ax.imshow(0.5 + w[:, :, :, j] / (2 * peak), interpolation="nearest")
         else:
-            im = ax.imshow(w[:, :, :, j].mean(axis=2), cmap=cmap, norm=norm,
-                           interpolation="nearest")  # fmt: skip
+            im = ax.imshow(
+                w[:, :, :, j].mean(axis=2), cmap=cmap, norm=norm, interpolation="nearest"
+            )
         ax.set_title(f"filter {j}", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
