@@ -20,6 +20,7 @@ demo: $(VENV)/.installed-examples
 test: $(VENV)/.installed-jax,examples,viz,test
 	$(PY) -m ruff check wframe tests benchmarks examples
 	$(PY) -m ruff format --check wframe tests benchmarks examples
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -n 2
 
 bench: $(VENV)/.installed-jax,examples,bench
@@ -28,6 +29,7 @@ bench: $(VENV)/.installed-jax,examples,bench
 lint: $(VENV)/.installed-jax,examples,viz,test
 	$(PY) -m ruff check wframe tests benchmarks examples
 	$(PY) -m ruff format --check wframe tests benchmarks examples
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,6 +1,6 @@
 """Forward + backward time of each wframe layer, against the matching PyTorch CPU layer.
 
-Run:  .venv/bin/python benchmarks/bench_layers.py [--steps N] [--out DIR] [--layers dense,lstm]
+Run:  .venv/bin/python benchmarks/bench_layers.py [--rounds N] [--out DIR] [--layers dense,lstm]
 
 Measured per layer, float32, one representative size (see LAYERS): the value and gradient of
 ``sum(y * dy)`` w.r.t. the layer's params and its input ``x`` (train mode), for a fixed random
@@ -8,10 +8,12 @@ Measured per layer, float32, one representative size (see LAYERS): the value and
 "wframe[jax]" is ``jit(value_and_grad)`` of ``layer.forward`` (how wframe's training
 differentiates on JAX; BatchNorm's new state is returned as aux, as in training); "torch cpu" is
 the matching ``torch.nn`` layer (NCHW for images, same weights; Dropout draws its own mask),
-forward + ``.backward()``, a peer with no target. Timing is bench_mlp's ``measure``: rows take
-turns in 10 rounds, each opened by a 0.1 s pause and 3 untimed steps; every step ends in a
-synchronize (the loss, grads and dx are all ready). JAX compiles before timing (not reported).
-Ratios: median over rounds of (row / torch) round medians.
+forward + ``.backward()``, a peer with no target. Timing is the suite's ``Timer``
+(``wframe/bench/timing.py``): a cold and up to 3 warm steps per row, then the rows take turns
+in ``--rounds`` rounds (default 10), each turn opened by a 0.1 s pause (and an untimed step for
+rows under 50 ms) and ~0.25 s of timed steps; every step ends in a synchronize (the loss, grads
+and dx are all ready). JAX compiles before timing (not reported). Ratios: median over rounds of
+(row / torch) round medians.
 Writes bench_layers.json and bench_layers.md to --out (default benchmarks/results/, git-ignored).
 """
 
@@ -24,10 +26,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-from bench_mlp import machine_info, measure  # this folder is on sys.path when run as a script
 
 import wframe as wf
 from wframe import layers as L
+from wframe.bench import report
+from wframe.bench.timing import Row, Timer, ratio
 
 # name: (layer, input shape (batch first)); the hidden size "units"/"filters" sets the output.
 LAYERS = {
@@ -131,7 +134,7 @@ def torch_row(name, layer, p0, x, dy):
     return run
 
 
-def bench(name, steps, backends):
+def bench(name, timer, backends, notes):
     layer, shape = LAYERS[name]
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape, dtype=np.float32)
@@ -139,18 +142,21 @@ def bench(name, steps, backends):
         p0, s0, out_shape = layer.init(0, (None, *shape[1:]))
     p0, s0 = ({k: np.array(v) for k, v in d.items()} for d in (p0, s0))
     dy = rng.standard_normal((shape[0], *out_shape[1:]), dtype=np.float32)
-    runs = {f"wframe[{b}]": (lambda b=b: wframe_row(b, layer, p0, s0, x, dy)) for b in backends}
+    rows = [
+        Row(f"wframe[{b}]", "wframe", b, lambda b=b: wframe_row(b, layer, p0, s0, x, dy))
+        for b in backends
+    ]
     if importlib.util.find_spec("torch"):
-        runs["torch cpu"] = lambda: torch_row(name, layer, p0, x, dy)
-    res = measure(runs, steps)
+        rows.append(Row("torch cpu", "torch", "torch", lambda: torch_row(name, layer, p0, x, dy)))
+    res = timer.measure(rows, notes, tag=f"{name}: ")
     ref = res.get("torch cpu")
     for label, r in res.items():
         r.update(layer=name, impl=label, shape=list(shape))
-        r["ratio"] = float(np.median(np.divide(r["chunk_ms"], ref["chunk_ms"]))) if ref else None
+        r["ratio"] = ratio(r["round_ms"], ref["round_ms"])[0] if ref else None
     return list(res.values())
 
 
-def report(rows, backends):
+def table(rows, backends):
     by = {(r["layer"], r["impl"]): r for r in rows}
     impls = [*(f"wframe[{b}]" for b in backends), "torch cpu"]
     lines = [
@@ -166,7 +172,7 @@ def report(rows, backends):
         cells = [by.get((name, i)) for i in impls]
         ms = [f"{c['median_ms']:.3f}" if c else "" for c in cells]
         ratios = [f"{c['ratio']:.2f}x" if c and c["ratio"] else "" for c in cells[:-1]]
-        shape = "x".join(map(str, cells[0]["shape"]))
+        shape = "x".join(map(str, next(c for c in cells if c)["shape"]))
         lines.append(f"| {name} | {shape} | " + " | ".join(ms + ratios) + " |")
         losses = [c["loss0"] for c in cells if c]
         if name != "dropout" and np.ptp(losses) > 1e-3 * max(1.0, np.abs(losses).max()):
@@ -179,7 +185,7 @@ def report(rows, backends):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=30, help="timed steps per row and layer")
+    ap.add_argument("--rounds", type=int, default=10, help="rounds every row takes its turn in")
     ap.add_argument("--out", default="benchmarks/results/", help="folder of the JSON and table")
     ap.add_argument(
         "--layers", default=",".join(LAYERS), help="comma list of: " + ", ".join(LAYERS)
@@ -189,19 +195,18 @@ def main(argv=None):
     if unknown := [n for n in names if n not in LAYERS]:
         ap.error(f"unknown layers {unknown}; choose from {', '.join(LAYERS)}")
     backends = [b for b in ("numpy", "jax") if b in wf.available()]
-    load = os.getloadavg()[0]
-    rows = [r for name in names for r in bench(name, args.steps, backends)]
-    info = machine_info(backends)  # after the runs, so that torch's thread pools show too
+    load, notes, timer = os.getloadavg()[0], [], Timer(rounds=args.rounds)
+    rows = [r for name in names for r in bench(name, timer, backends, notes)]
+    info = report.environment()  # after the runs, so that torch's thread pools show too
     info["loadavg_1m_before"] = load  # other processes on the cores inflate (torch's) times
     print("machine:", json.dumps(info))
-    table = report(rows, backends)
-    print(table)
+    text = table(rows, backends) + "".join(f"\n- note: {n}" for n in notes)
+    print(text)
     if args.out:
         (out := Path(args.out)).mkdir(parents=True, exist_ok=True)
-        (out / "bench_layers.md").write_text(table + "\n")
-        (out / "bench_layers.json").write_text(
-            json.dumps({"machine": info, "rows": rows}, indent=1)
-        )
+        (out / "bench_layers.md").write_text(text + "\n")
+        doc = {"machine": info, "rounds": args.rounds, "rows": rows, "notes": notes}
+        (out / "bench_layers.json").write_text(json.dumps(doc, indent=1, default=str))
         print(f"wrote {out / 'bench_layers.json'} and {out / 'bench_layers.md'}")
 
 

@@ -74,9 +74,9 @@ with wf.use_backend("jax"):
     from wframe.training import TrainState
 
     b = multi.backend
-    run = [fn for key, fn in multi._compiled.items() if key[0] == "run"][0]
-    acc = [v for key, v in multi._compiled.items() if key[0] == "acc"][0]
-    key0 = [v for key, v in multi._compiled.items() if key[0] == "key0"][0]
+    run = list(multi.trainer.runners().values())[0]
+    acc = [v for key, v in multi.trainer.memos().items() if key[0] == "acc"][0]
+    key0 = [v for key, v in multi.trainer.memos().items() if key[0] == "key0"][0]
     ts = dp.replicate(b.copy(TrainState(multi.params, multi.state, multi.opt_state, None)))
     order = b.asarray(np.arange(80, dtype=np.int32).reshape(5, 16))
     xy = dp.replicate((b.asarray(x), b.asarray(y)))

@@ -14,7 +14,7 @@ import traceback
 
 import numpy as np
 
-from wframe.io import write_safetensors
+from wframe.saving.io import write_safetensors
 
 
 def version(tag: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 import wframe as wf
-from wframe.backends import _backend_class
+from wframe.backends import backend_class
 
 BACKENDS = ["numpy", "jax", "cupy"]
 
 
 def _param(name):
-    ok, why = _backend_class(name).is_available()
+    ok, why = backend_class(name).is_available()
     marks = [pytest.mark.gpu] if name == "cupy" else []
     if not ok:
         marks.append(pytest.mark.skip(reason=f"backend {name!r} unavailable: {why}"))
@@ -29,7 +29,7 @@ def backend(request):
 def jax():
     """The jax module, for tests that compare with ``jax.grad``; skips where jax cannot run."""
     jax = pytest.importorskip("jax")
-    ok, why = _backend_class("jax").is_available()
+    ok, why = backend_class("jax").is_available()
     if not ok:
         pytest.skip(why)
     return jax

@@ -93,7 +93,7 @@ def test_unavailable_backend_says_why(monkeypatch):
 
 
 def test_cupy_without_device_is_unavailable_with_reason():
-    ok, why = backends._backend_class("cupy").is_available()
+    ok, why = backends.backend_class("cupy").is_available()
     if ok:
         pytest.skip("a CUDA device works here")
     assert "cupy" in why and ("install" in why or "CUDA" in why)
@@ -177,7 +177,7 @@ def test_every_backend_class_implements_the_contract():
         if callable(member) and not name.startswith("_")
     }
     for name in backends._REGISTRY:
-        cls = backends._backend_class(name)
+        cls = backends.backend_class(name)
         assert issubclass(cls, Backend)
         assert cls.name == name and isinstance(cls.install, str)
         for attr, sig in contract.items():

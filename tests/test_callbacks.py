@@ -489,7 +489,7 @@ def test_a_changed_learning_rate_does_not_retrace(jax):
             callbacks=[scripted([1.0, 2.0, 3.0, 4.0]), reduce],
         )
     assert history.history["learning_rate"] == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4])
-    runners = [fn for key, fn in model._compiled.items() if key[0] == "run"]
+    runners = list(model.trainer.runners().values())
     assert [run._cache_size() for run in runners] == [1]  # the rate is an array argument
 
 

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 import wframe as wf
-from wframe import checkpoint, io
-from wframe.saving import load_model
+from wframe.saving import checkpoint, io, load_model
 from wframe.tree import flatten
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -89,7 +88,7 @@ def test_round_trip_restores_everything(backend, tmp_path):
     ]:
         assert_trees_equal(a, b)
     assert type(other.opt_state) is type(model.opt_state)
-    assert (other._epochs, other._steps, other.seed) == (2, 8, 0)
+    assert (other.epochs, other.steps, other.seed) == (2, 8, 0)
     assert all(wf.backend_of(a) is backend for _, a in flatten(other.opt_state))
 
     # A checkpoint is a weights file with more in it: the weights readers take it too.
@@ -109,7 +108,7 @@ def test_loads_on_another_backend(jax, tmp_path):
     with wf.use_backend("jax") as jb:
         other = mlp()
         other.load_checkpoint(tmp_path / "ck.safetensors")  # unbuilt, no optimizer: from the file
-        assert other.backend is jb and other._optimizer_spec == "adam"
+        assert other.backend is jb and other.optimizer_name == "adam"
         assert all(wf.backend_of(a) is jb for _, a in flatten((other.params, other.opt_state)))
         assert_trees_equal(model.opt_state, other.opt_state)
         other.fit(x, y, epochs=2, initial_epoch=1, batch_size=16, verbose=0)
@@ -151,13 +150,13 @@ def test_a_bad_checkpoint_changes_nothing(on_numpy, tmp_path):
 
     wrong = mlp(first=8)
     wrong.fit(x, y, epochs=2, batch_size=16, verbose=0)
-    before = (wrong.params, wrong.state, wrong.opt_state, wrong._epochs, wrong._steps)
+    before = (wrong.params, wrong.state, wrong.opt_state, wrong.epochs, wrong.steps)
     with pytest.raises(io.WeightsFileError) as err:
         wrong.load_checkpoint(tmp_path / "ck.safetensors")
     message = str(err.value)  # every problem at once: params and optimizer state
     assert "param 'dense_0/W'" in message and "param 'dense_1/W'" in message
     assert "'@opt/inner_state/0/mu/dense_0/W'" in message
-    after = (wrong.params, wrong.state, wrong.opt_state, wrong._epochs, wrong._steps)
+    after = (wrong.params, wrong.state, wrong.opt_state, wrong.epochs, wrong.steps)
     assert all(a is b for a, b in zip(before, after, strict=True))
 
     unbuilt = mlp(first=8)
@@ -209,7 +208,7 @@ def test_resume_from_a_checkpoint_is_the_uninterrupted_run(backend, tmp_path, op
     atol = 0.0 if backend.name == "numpy" else 1e-6
     assert_trees_equal(straight.params, resumed.params, atol)
     assert_trees_equal(straight.opt_state, resumed.opt_state, atol)
-    assert (resumed._epochs, resumed._steps) == (6, 24)
+    assert (resumed.epochs, resumed.steps) == (6, 24)
 
 
 # ----------------------------------------------------------------------------- ModelCheckpoint
@@ -316,7 +315,7 @@ def test_a_batch_checkpoint_holds_the_arrays_after_that_step(on_numpy, tmp_path)
     loaded.load_checkpoint(tmp_path / "s-2.safetensors")
     assert_trees_equal(two.params, loaded.params)
     assert_trees_equal(two.opt_state, loaded.opt_state)
-    assert (loaded._epochs, loaded._steps) == (0, 2)  # written inside epoch 0
+    assert (loaded.epochs, loaded.steps) == (0, 2)  # written inside epoch 0
 
 
 def test_save_weights_only_writes_a_weights_file(on_numpy, tmp_path):
@@ -408,7 +407,7 @@ def test_a_backup_within_an_epoch_resumes_at_its_batch(backend, tmp_path, per_ca
             "s-4-6.safetensors",
         ]
     assert_trees_equal(straight.params, model.params, 0.0 if backend.name == "numpy" else 1e-6)
-    assert model._steps == straight._steps == 32
+    assert model.steps == straight.steps == 32
 
 
 @pytest.mark.parametrize("save_freq", ["epoch", "3"])

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 import wframe as wf
-from wframe.backends import _backend_class
+from wframe.backends import backend_class
 from wframe.cli import COMMANDS, parity
 from wframe.layers import Dense
 
 TIMEOUT = 120
-JAX_OK, JAX_WHY = _backend_class("jax").is_available()
+JAX_OK, JAX_WHY = backend_class("jax").is_available()
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import wframe as wf
-from wframe import clipping
 from wframe.layers import LSTM, Dense
+from wframe.optimizers import clipping
 from wframe.testing import assert_close
 
 

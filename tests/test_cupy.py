@@ -26,7 +26,7 @@ import wframe as wf
 from wframe import activations, losses
 from wframe import optimizers as opt
 from wframe import random as wr
-from wframe.backends import Backend, _backend_class, cupy_host, cupy_kernels, cupy_ops, fusion
+from wframe.backends import Backend, backend_class, cupy_host, cupy_kernels, cupy_ops, fusion
 from wframe.layers.core import Dropout
 from wframe.testing import assert_close
 from wframe.tree import tree_leaves, tree_map
@@ -314,7 +314,7 @@ def test_cond_select_keeps_buffers_both_branches_return():
 
 # ------------------------------------------------------------------------------ on a GPU
 def _cupy_ok():
-    return _backend_class("cupy").is_available()
+    return backend_class("cupy").is_available()
 
 
 gpu = pytest.mark.gpu

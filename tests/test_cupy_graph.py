@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import wframe as wf
-from wframe.backends import _backend_class
+from wframe.backends import backend_class
 from wframe.backends.cupy_graph import GraphJit, _build, _flatten
 from wframe.testing import assert_close
 from wframe.tree import tree_leaves, tree_map
@@ -218,7 +218,7 @@ def test_nested_calls_inside_a_capture_are_recorded_by_it():
 
 
 # ------------------------------------------------------------------------------ on a GPU
-_ok, _why = _backend_class("cupy").is_available()
+_ok, _why = backend_class("cupy").is_available()
 gpu = pytest.mark.gpu
 needs_cupy = pytest.mark.skipif(not _ok, reason=f"cupy unavailable: {_why}")
 
@@ -291,5 +291,6 @@ def test_gpu_fit_with_graphs_matches_eager():
     (eager_loss, eager_params, _), (loss, params, model) = results
     assert_close(loss, eager_loss, rtol=1e-5)
     tree_map(lambda a, b: assert_close(a, b, rtol=1e-5, atol=1e-6), params, eager_params)
-    graphs = [f for f in model._compiled.values() if isinstance(f, GraphJit)]
+    fns = [*model.trainer.runners().values(), *model.trainer.memos().values()]
+    graphs = [f for f in fns if isinstance(f, GraphJit)]
     assert sum(f.stats["replays"] for f in graphs) > 0, [(f.stats, f.reasons) for f in graphs]

@@ -220,7 +220,7 @@ def test_nccl_data_parallel_on_two_tcp_ranks_equals_one_process(monkeypatch):
     are the halves' batches concatenated. Validation, evaluate and the History too."""
     import threading
 
-    monkeypatch.setattr(wf.distributed.process, "_group_rank", None)  # the ranks set it
+    monkeypatch.setattr(wf.backends.process, "_group_rank", None)  # the ranks set it
     rng = np.random.default_rng(0)
     x, y = rng.standard_normal((80, 6)).astype(np.float32), rng.integers(0, 3, 80)
     xv, yv = rng.standard_normal((17, 6)).astype(np.float32), rng.integers(0, 3, 17)
@@ -290,7 +290,7 @@ def test_nccl_data_parallel_on_two_tcp_ranks_equals_one_process(monkeypatch):
 
 
 def test_nccl_data_parallel_refuses_jax_models_and_odd_batches(jax, monkeypatch):
-    monkeypatch.setattr(wf.distributed.process, "_group_rank", None)
+    monkeypatch.setattr(wf.backends.process, "_group_rank", None)
     one = wf.distributed.NcclDataParallel(wf.distributed.TcpComm(0, 1))  # a group of one
     x, y = np.zeros((8, 2), np.float32), np.zeros(8, int)
     with wf.use_backend("jax"):

@@ -21,11 +21,12 @@ import safetensors.numpy
 
 import wframe as wf
 import wframe.data
-from wframe import io, saving
-from wframe.io import WeightsFileError, read_safetensors, write_safetensors
+from wframe import saving
 from wframe.layers import BatchNorm, Dense, Residual
+from wframe.saving import io
+from wframe.saving.io import WeightsFileError, read_safetensors, write_safetensors
+from wframe.saving.weights import save_weights
 from wframe.tree import flatten, tree_map
-from wframe.weights import save_weights
 
 X = np.random.default_rng(9).normal(size=(8, 4))
 

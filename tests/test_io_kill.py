@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from _io_writer import version
 
-from wframe.io import read_safetensors, write_safetensors
+from wframe.saving.io import read_safetensors, write_safetensors
 
 KILLS = 50
 ROOT = Path(__file__).resolve().parents[1]

@@ -214,7 +214,7 @@ def test_jax_train_step_traced_once_per_input_shape():
     with wf.use_backend("jax"):
         model = mlp()
         model.fit(x, y, epochs=3, batch_size=16, verbose=0)
-        (run,) = [fn for key, fn in model._compiled.items() if key[0] == "run"]
+        (run,) = model.trainer.runners().values()
         assert run._cache_size() == 2  # the full batches and the last partial one
         model.fit(x, y, epochs=2, batch_size=16, verbose=0)  # a second fit: no new trace
         assert run._cache_size() == 2

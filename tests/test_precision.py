@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 import wframe as wf
-from wframe import checkpoint, precision
+from wframe import precision
 from wframe.backends import array_namespace
 from wframe.layers import BatchNorm, Dense, Layer, LayerNorm
 from wframe.precision import DynamicLossScale, Policy
+from wframe.saving import checkpoint
 from wframe.tree import flatten, tree_leaves
 
 MIXED = ["mixed_bfloat16", "mixed_float16"]

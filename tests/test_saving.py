@@ -16,7 +16,6 @@ from safetensors.numpy import save_file
 
 import wframe as wf
 from wframe.backends import array_namespace
-from wframe.io import WeightsFileError, read_safetensors
 from wframe.layers import (
     GRU,
     LSTM,
@@ -48,6 +47,7 @@ from wframe.saving import (
     model_from_config,
     save_model,
 )
+from wframe.saving.io import WeightsFileError, read_safetensors
 from wframe.tree import flatten
 
 
@@ -548,7 +548,7 @@ def test_a_config_larger_than_its_weights_is_refused_before_allocating(tmp_path)
     import json
     import tracemalloc
 
-    from wframe import io
+    from wframe.saving import io
 
     model = wf.Sequential([wf.layers.Dense(4), wf.layers.Dense(3)]).build((None, 5))
     wf.save_model(model, tmp_path / "m.safetensors")

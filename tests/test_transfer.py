@@ -299,7 +299,7 @@ def test_load_pretrained_filters_renames_and_reports(backend, tmp_path):
 
 
 def test_load_pretrained_from_a_weights_file(tmp_path):
-    from wframe import weights
+    from wframe.saving import weights
 
     src = wf.Sequential([Dense(3), BatchNorm()]).build((None, 2))
     src.state = tree_map(lambda a: a + 1, src.state)

@@ -7,16 +7,14 @@ from wframe import (
     activations,
     backends,
     callbacks,
-    checkpoint,
-    clipping,
     data,
     distributed,
     explain,
     initializers,
     inspect,
-    io,
     layers,
     losses,
+    model,
     optimizers,
     precision,
     pruning,
@@ -24,9 +22,9 @@ from wframe import (
     regularizers,
     saving,
     schedules,
+    training,
     transfer,
     viz,
-    weights,
 )
 from wframe.backends import (
     BackendUnavailableError,
@@ -38,14 +36,16 @@ from wframe.backends import (
     use_backend,
 )
 from wframe.callbacks import History
-from wframe.io import WeightsFileError
-from wframe.model import Sequential
-from wframe.saving import load_model, save_model
+from wframe.model import Model, Sequential
+from wframe.optimizers import clipping
+from wframe.saving import checkpoint, io, load_model, save_model, weights
+from wframe.saving.io import WeightsFileError
 from wframe.training import TrainState, make_train_step
 
 __all__ = [
     "BackendUnavailableError",
     "History",
+    "Model",
     "Sequential",
     "WeightsFileError",
     "TrainState",
@@ -67,6 +67,7 @@ __all__ = [
     "load_model",
     "losses",
     "make_train_step",
+    "model",
     "optimizers",
     "precision",
     "pruning",
@@ -77,6 +78,7 @@ __all__ = [
     "schedules",
     "set_backend",
     "to_numpy",
+    "training",
     "transfer",
     "use_backend",
     "viz",

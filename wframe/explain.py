@@ -47,11 +47,11 @@ class Attribution(NamedTuple):
 # ----------------------------------------------------------------- shared pieces
 def _rows(model) -> int:
     """Rows per compiled call: as many as keep one activation near 4M elements (<= 4096)."""
-    return data.default_batch(model._widest(), 1 << 30)
+    return model.default_batch_size(1 << 30)
 
 
 def _n_outputs(model) -> int:
-    return math.prod(model._shapes[1][1:])
+    return math.prod(model.output_shape[1:])
 
 
 def _targets(model, x: Array, target: Any) -> np.ndarray:
@@ -76,11 +76,11 @@ def _targets(model, x: Array, target: Any) -> np.ndarray:
 def _onehot(model, t: np.ndarray) -> Array:
     """The one-hot rows that select the targets: ``dy`` of the backprop, weights of the scores."""
     hot = np.eye(_n_outputs(model), dtype=model.dtype)[t]
-    return model.backend.asarray(hot.reshape(len(t), *model._shapes[1][1:]), dtype=model.dtype)
+    return model.backend.asarray(hot.reshape(len(t), *model.output_shape[1:]), dtype=model.dtype)
 
 
 def _prepare(model, x: Any, target: Any) -> tuple[Array, Array]:
-    x = model._inputs(x)
+    x = model.prepare_inputs(x)
     if x.shape[0] == 0:
         raise ValueError(f"x has no examples (shape {tuple(x.shape)})")
     return x, _onehot(model, _targets(model, x, target))
@@ -112,7 +112,7 @@ def _input_grads(model, params, state, x: Array, w: Array) -> Array:
 
 def _compiled(model, name: str, fn) -> Any:
     """``fn(model, params, state, *arrays)`` compiled once per model build and backend."""
-    return model._cached(
+    return model.trainer.memo(
         ("explain", name),
         lambda: model.backend.jit(lambda p, s, *a: fn(model, p, s, *a)),
     )
@@ -182,7 +182,8 @@ def _baseline(model, x: Array, baseline: Any, what: str = "baseline") -> Array:
             f"{what} must be a number, one input of shape {tuple(x.shape[1:])} or one per sample "
             f"of shape {tuple(x.shape)}, got shape {shape}"
         )
-    b = model._inputs(baseline if shape == tuple(x.shape) else baseline.reshape(1, *shape), what)
+    whole = shape == tuple(x.shape)
+    b = model.prepare_inputs(baseline if whole else baseline.reshape(1, *shape), what)
     return xp.broadcast_to(b, x.shape)
 
 
@@ -425,7 +426,7 @@ def shapley_sampling(
             f"background must be one input of shape {feat} or ({f},), or k of them of shape "
             f"(k, *{feat}) or (k, {f}), got shape {shape}"
         )
-    bg = model._inputs(bg.reshape(k, *feat), "background")
+    bg = model.prepare_inputs(bg.reshape(k, *feat), "background")
     exact = f <= 10 if exact is None else bool(exact)
     if exact:
         if f > 20:

@@ -16,6 +16,7 @@ import functools
 import math
 import re
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -291,3 +292,61 @@ def get(identifier: str | Initializer, **kwargs: float) -> Initializer:
     if kwargs:
         raise TypeError(f"initializer {identifier!r} takes no arguments, got {kwargs}")
     return found
+
+
+# The variance-scaling initializers: (scale, fan). Uniform ones draw U(-l, l) with variance
+# scale / fan; normal ones divide the truncated normal's stddev by its std (0.8796...), so both
+# give exactly std sqrt(scale / fan).
+_SCALED = {
+    glorot_uniform: (1.0, "avg"),
+    glorot_normal: (1.0, "avg"),
+    he_uniform: (2.0, "in"),
+    he_normal: (2.0, "in"),
+    lecun_uniform: (1.0, "in"),
+    lecun_normal: (1.0, "in"),
+}
+
+
+def moments(init: Any, shape: tuple[int, ...]) -> tuple[float, float] | None:
+    """``(mean, std)`` of the entries ``init`` draws for a parameter of ``shape``.
+
+    Args:
+      init: an initializer name or callable of this module.
+      shape: the parameter's shape (fans as :func:`compute_fans`).
+
+    Returns:
+      The exact mean and std for the built-in initializers: ``sqrt(scale / fan)`` for
+      glorot/he/lecun (uniform and truncated normal alike), ``stddev * 0.8796...`` for
+      ``truncated_normal`` (truncation at 2 stddev, not corrected), ``(b - a) / sqrt(12)`` for
+      ``uniform``, ``gain / sqrt(max(rows, cols))`` for ``orthogonal`` (its ``rows x cols``
+      matrix, ``rows = prod(shape[:-1])``, has ``min(rows, cols)`` orthonormal rows or columns),
+      0 for constants; ``None`` for a custom callable.
+    """
+    try:
+        init = get(init)
+    except (TypeError, ValueError):
+        return None
+    shape = tuple(int(d) for d in shape)
+    if init in _SCALED:
+        scale, fan = _SCALED[init]
+        fan_in, fan_out = compute_fans(shape)
+        return 0.0, math.sqrt(scale / (fan_in if fan == "in" else (fan_in + fan_out) / 2))
+    if init is zeros:
+        return 0.0, 0.0
+    if init is ones:
+        return 1.0, 0.0
+    if not isinstance(init, functools.partial):
+        return None
+    kw = init.keywords
+    if init.func is _constant:
+        return kw["value"], 0.0
+    if init.func is _normal:
+        return kw["mean"], kw["stddev"]
+    if init.func is _truncated_normal:
+        return kw["mean"], kw["stddev"] * _TRUNCATED_STD
+    if init.func is _uniform:
+        return (kw["minval"] + kw["maxval"]) / 2, (kw["maxval"] - kw["minval"]) / math.sqrt(12)
+    if init.func is _orthogonal and len(shape) >= 2:
+        rows, cols = math.prod(shape[:-1]), shape[-1]
+        return 0.0, abs(kw["gain"]) / math.sqrt(max(rows, cols))
+    return None

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from wframe import initializers as inits
 from wframe.backends import to_numpy
+from wframe.initializers import moments as initializer_moments
 from wframe.tree import flatten
 
 __all__ = ["NEAR_ZERO", "expected_std", "initializer_moments", "select", "weight_stats"]
@@ -38,17 +38,6 @@ _INIT_FIELDS = {
 }
 # Params whose initializer is fixed by the layer (BatchNorm, LayerNorm).
 _FIXED = {"gamma": "ones", "beta": "zeros"}
-# The variance-scaling initializers: (scale, fan). Uniform ones draw U(-l, l) with variance
-# scale / fan; normal ones divide the truncated normal's stddev by its std (0.8796...), so both
-# give exactly std sqrt(scale / fan).
-_SCALED = {
-    inits.glorot_uniform: (1.0, "avg"),
-    inits.glorot_normal: (1.0, "avg"),
-    inits.he_uniform: (2.0, "in"),
-    inits.he_normal: (2.0, "in"),
-    inits.lecun_uniform: (1.0, "in"),
-    inits.lecun_normal: (1.0, "in"),
-}
 _COLUMNS = (
     "name",
     "shape",
@@ -74,51 +63,6 @@ def require_built(model: Any, what: str) -> None:
             f"{what}: the model has no weights yet (it was never built): call "
             "model.build((None, features)), or fit/predict it once, first"
         )
-
-
-def initializer_moments(init: Any, shape: tuple[int, ...]) -> tuple[float, float] | None:
-    """``(mean, std)`` of the entries ``init`` draws for a parameter of ``shape``.
-
-    Args:
-      init: an initializer name or callable of :mod:`wframe.initializers`.
-      shape: the parameter's shape (fans as :func:`~wframe.initializers.compute_fans`).
-
-    Returns:
-      The exact mean and std for the built-in initializers: ``sqrt(scale / fan)`` for
-      glorot/he/lecun (uniform and truncated normal alike), ``stddev * 0.8796...`` for
-      ``truncated_normal`` (truncation at 2 stddev, not corrected), ``(b - a) / sqrt(12)`` for
-      ``uniform``, ``gain / sqrt(max(rows, cols))`` for ``orthogonal`` (its ``rows x cols``
-      matrix, ``rows = prod(shape[:-1])``, has ``min(rows, cols)`` orthonormal rows or columns),
-      0 for constants; ``None`` for a custom callable.
-    """
-    try:
-        init = inits.get(init)
-    except (TypeError, ValueError):
-        return None
-    shape = tuple(int(d) for d in shape)
-    if init in _SCALED:
-        scale, fan = _SCALED[init]
-        fan_in, fan_out = inits.compute_fans(shape)
-        return 0.0, math.sqrt(scale / (fan_in if fan == "in" else (fan_in + fan_out) / 2))
-    if init is inits.zeros:
-        return 0.0, 0.0
-    if init is inits.ones:
-        return 1.0, 0.0
-    if not isinstance(init, functools.partial):
-        return None
-    kw = init.keywords
-    if init.func is inits._constant:
-        return kw["value"], 0.0
-    if init.func is inits._normal:
-        return kw["mean"], kw["stddev"]
-    if init.func is inits._truncated_normal:
-        return kw["mean"], kw["stddev"] * inits._TRUNCATED_STD
-    if init.func is inits._uniform:
-        return (kw["minval"] + kw["maxval"]) / 2, (kw["maxval"] - kw["minval"]) / math.sqrt(12)
-    if init.func is inits._orthogonal and len(shape) >= 2:
-        rows, cols = math.prod(shape[:-1]), shape[-1]
-        return 0.0, abs(kw["gain"]) / math.sqrt(max(rows, cols))
-    return None
 
 
 def _describe(init: Any) -> str:

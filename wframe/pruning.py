@@ -10,11 +10,9 @@ runs between steps); the arrays are updated on the model's backend.
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 import math
 import numbers
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -112,7 +110,7 @@ class PruningSchedule(Callback):
       scope, include, exclude, exclude_bias: as in :func:`prune`.
     """
 
-    needs_weights = True  # fit publishes the live arrays before on_train_batch_end
+    needs_weights = True  # fit publishes the step's arrays and counters before the batch hook
 
     def __init__(
         self,
@@ -171,14 +169,13 @@ class PruningSchedule(Callback):
         _select(self.model, self.include, self.exclude, self.exclude_bias, "PruningSchedule")
 
     def on_epoch_begin(self, epoch, logs=None):
-        # fit brings model._steps (the life step count) up to date at every epoch end.
-        self._epoch_start = self.model._steps
+        self._epoch_start = self.model.steps
         if self.end_step is None:
             steps = self.params["steps"] * (self.params["epochs"] - epoch)
             self.end_step = max(self._epoch_start + steps, self.begin_step + 1)
 
     def on_train_batch_end(self, batch, logs=None):
-        step = self._epoch_start + batch + 1  # optimizer steps done so far
+        step = self.model.steps  # optimizer steps done so far (published with the arrays)
         if self._next is None:
             self._next = self.begin_step
         if step < self._next:
@@ -259,12 +256,8 @@ def strip_pruning(model: Any) -> Any:
     training ``model`` itself to stay sparse.
     """
     _built(model, "strip_pruning")
-    out = copy.copy(model)  # layers are immutable and shared; the arrays are copied below
-    out._compiled, out._lock = {}, threading.Lock()
-    backend = model.backend
-    out._params, out._state = backend.copy(model.params), backend.copy(model.state)
-    out.opt_state = backend.copy(model.opt_state)
-    out._masks = None
+    out = model.copy()  # layers are immutable and shared; the arrays are copied
+    out.masks = None
     return out
 
 

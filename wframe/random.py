@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from wframe.backends import array_namespace
+from wframe.backends import array_namespace, get_backend
 from wframe.backends.fusion import FUSED
 from wframe.types import Array, Key, Shape
 
@@ -74,8 +74,6 @@ def mix32(x: Array) -> Array:
 
 def array_key(seed: int, counter: int, backend=None) -> Array:
     """The array key ``[seed, counter]`` on ``backend`` (default: the active one)."""
-    from wframe.backends import get_backend
-
     backend = backend or get_backend()
     host = np.array([seed & 0xFFFFFFFF, counter & 0xFFFFFFFF], dtype=np.uint32)
     return backend.asarray(host)

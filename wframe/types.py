@@ -1,8 +1,8 @@
-"""Type aliases used in public signatures."""
+"""Type aliases used in public signatures, and the train state every layer above shares."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -15,3 +15,16 @@ State = Params
 Shape = tuple[int | None, ...]
 Key = int | np.random.SeedSequence
 Namespace = Any
+
+
+class TrainState(NamedTuple):
+    """Everything a train step updates: the model's params and state, the optimizer's state,
+    the pruning masks it keeps (``{"dense_0/W": 0/1 array}``, ``None`` for none) and the
+    dynamic loss scale of a ``mixed_float16`` model (``None`` for the other policies; a step
+    of :func:`wframe.make_train_step` starts one where it is missing)."""
+
+    params: Params
+    state: State
+    opt_state: Any
+    masks: dict[str, Any] | None = None
+    loss_scale: Any = None

@@ -20,8 +20,8 @@ import array_api_compat
 import numpy as _numpy
 
 from wframe.backends.base import Backend
-from wframe.backends.numpy_xp import xp as _numpy_xp
-from wframe.types import Array, Namespace
+from wframe.backends.namespace import array_namespace, register_namespace
+from wframe.types import Array
 
 __all__ = [
     "Backend",
@@ -30,10 +30,15 @@ __all__ = [
     "available",
     "backend_of",
     "get_backend",
+    "backend_class",
     "register",
+    "register_namespace",
+    "registered",
+    "resolve",
     "set_backend",
     "to_numpy",
     "use_backend",
+    "why_unavailable",
 ]
 
 ENV_VAR = "WFRAME_BACKEND"
@@ -78,7 +83,7 @@ def _load_entry_points() -> None:
             _entry_points_loaded = True
 
 
-def _backend_class(name: str) -> type[Backend]:
+def backend_class(name: str) -> type[Backend]:
     """The class registered as ``name``; a broken registration raises BackendUnavailableError."""
     _load_entry_points()
     with _lock:
@@ -101,13 +106,21 @@ def _backend_class(name: str) -> type[Backend]:
     return cls
 
 
-def _why_unavailable(name: str) -> str:
+def why_unavailable(name: str) -> str:
     """``""`` if backend ``name`` can run here, else the reason."""
     try:
-        ok, why = _backend_class(name).is_available()
+        ok, why = backend_class(name).is_available()
     except BackendUnavailableError as e:
         return str(e)
     return "" if ok else why
+
+
+def registered() -> list[str]:
+    """Names of every registered backend (built-in, ``register``ed and entry points), whether
+    or not it can run here."""
+    _load_entry_points()
+    with _lock:
+        return list(_REGISTRY)
 
 
 def available() -> list[str]:
@@ -118,7 +131,7 @@ def available() -> list[str]:
     _load_entry_points()
     with _lock:
         names = list(_REGISTRY)
-    return [name for name in names if not _why_unavailable(name)]
+    return [name for name in names if not why_unavailable(name)]
 
 
 def _instance(name: str) -> Backend:
@@ -127,7 +140,7 @@ def _instance(name: str) -> Backend:
         return backend
     with _lock:
         if name not in _instances:
-            cls = _backend_class(name)
+            cls = backend_class(name)
             ok, why = cls.is_available()
             if not ok:
                 raise BackendUnavailableError(f"backend {name!r} is unavailable: {why}")
@@ -135,7 +148,8 @@ def _instance(name: str) -> Backend:
     return _instances[name]
 
 
-def _resolve(name: str | Backend) -> Backend:
+def resolve(name: str | Backend) -> Backend:
+    """The backend named ``name`` (made on first use), or ``name`` itself if it is one."""
     if isinstance(name, Backend):
         return name
     if not isinstance(name, str):
@@ -168,7 +182,7 @@ def get_backend() -> Backend:
 def set_backend(name: str | Backend) -> Backend:
     """Make ``name`` the process-wide default backend and return it."""
     global _default, _env_seen
-    backend = _resolve(name)
+    backend = resolve(name)
     with _lock:
         _default, _env_seen = backend, os.environ.get(ENV_VAR)
     return backend
@@ -177,7 +191,7 @@ def set_backend(name: str | Backend) -> Backend:
 @contextlib.contextmanager
 def use_backend(name: str | Backend) -> Iterator[Backend]:
     """Use ``name`` inside a ``with`` block; nests, and is local to the thread or task."""
-    token = _context.set(_resolve(name))
+    token = _context.set(resolve(name))
     try:
         yield _context.get()
     finally:
@@ -185,23 +199,8 @@ def use_backend(name: str | Backend) -> Iterator[Backend]:
 
 
 # ----------------------------------------------------------------- arrays know their backend
-_namespaces: dict[type, Namespace] = {_numpy.ndarray: _numpy_xp}
 _types: dict[type, Backend] = {}
 _generic: dict[int, Backend] = {}
-
-
-def array_namespace(*arrays: Array) -> Namespace:
-    """The array-API namespace of ``arrays`` (cached per array type: this is on hot paths)."""
-    if len(arrays) == 1:
-        xp = _namespaces.get(type(arrays[0]))
-        if xp is not None:
-            return xp
-    xp = array_api_compat.array_namespace(*arrays)
-    if array_api_compat.is_numpy_namespace(xp):  # see NumpyBackend: NumPy itself, nearly
-        xp = _numpy_xp
-    if len(arrays) == 1:
-        _namespaces[type(arrays[0])] = xp
-    return xp
 
 
 def _backend_for_type(a: Array) -> Backend:

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from wframe.backends.namespace import array_namespace
+from wframe.tree import tree_map
 from wframe.types import Array, Namespace
 
 #: Explicit spatial padding ``((top, bottom), (left, right))``, as ``lax.conv_general_dilated``.
@@ -26,6 +28,10 @@ class Backend:
     install: str = ""
     #: True where :meth:`value_and_grad` exists (autodiff); False means hand-written backprop.
     has_autodiff: bool = False
+    #: True where :meth:`jit` traces the function once and compiles it (JAX): Python branches
+    #: on array values are impossible inside, data-dependent choices go through :meth:`cond`,
+    #: and a select is cheaper to avoid than to run. False: the function runs as Python.
+    traced: bool = False
 
     @classmethod
     def is_available(cls) -> tuple[bool, str]:
@@ -61,18 +67,14 @@ class Backend:
         rows into a buffer kept there instead of allocating (so the result is overwritten by
         the next call with the same dict and row count).
         """
-        return _namespace(a).take(a, idx, axis=0)
+        return array_namespace(a).take(a, idx, axis=0)
 
     def copy(self, tree: Any) -> Any:
         """A copy of every array in ``tree`` (new buffers: the caller owns them)."""
-        from wframe.tree import tree_map
-
         return tree_map(lambda a: self.xp.asarray(a, copy=True), tree)
 
     def to_host(self, tree: Any) -> Any:
         """Every array of ``tree`` as a NumPy array (one transfer where the backend batches)."""
-        from wframe.tree import tree_map
-
         return tree_map(self.to_numpy, tree)
 
     def synchronize(self, x: Any = None) -> Any:
@@ -111,7 +113,7 @@ class Backend:
             ys.append(y)
         if not ys or ys[0] is None:
             return carry, None
-        return carry, _namespace(ys[0]).stack(ys, axis=0)
+        return carry, array_namespace(ys[0]).stack(ys, axis=0)
 
     def cond(self, pred: Any, true_fn: Callable, false_fn: Callable, *operands: Any) -> Any:
         """``true_fn(*operands)`` if ``pred`` else ``false_fn(*operands)``; ``lax.cond`` on JAX,
@@ -137,7 +139,7 @@ class Backend:
 
         Returns ``(y, vjp)`` with ``vjp(dy, input_grad=True) -> (dx or None, dW)``.
         """
-        xp = _namespace(x)
+        xp = array_namespace(x)
         kh, kw, cin, cout = W.shape
         cols = self.im2col(x, (kh, kw), strides, padding, dilation)  # (N, Ho, Wo, kh*kw*cin)
         n, ho, wo, k = cols.shape
@@ -159,7 +161,7 @@ class Backend:
 
         It is the input gradient of a convolution (and the forward of a transposed one).
         """
-        xp = _namespace(dy)
+        xp = array_namespace(dy)
         kh, kw, cin, cout = W.shape
         n, ho, wo, _ = dy.shape
         dcols = xp.matmul(xp.reshape(dy, (n * ho * wo, cout)), xp.reshape(W, (-1, cout)).mT)
@@ -187,7 +189,7 @@ class Backend:
 
     def _windowed_pool2d_vjp(self, x: Array, window, strides, padding: Pads, op: str):
         """:meth:`pool2d_vjp` for any windows: im2col, a reduction, col2im for the gradient."""
-        xp = _namespace(x)
+        xp = array_namespace(x)
         n, h, w, c = x.shape
         kh, kw = window
         k = kh * kw
@@ -223,7 +225,7 @@ class Backend:
         reshape to (N, Ho, kh, Wo, kw, C) and a reduction over the window axes, with no im2col
         and no scatter (2x2 max on 128x24x24x64, forward and backward: 15 ms on NumPy, was 60).
         Rows and columns past the last whole window get no gradient."""
-        xp = _namespace(x)
+        xp = array_namespace(x)
         n, h, w, c = x.shape
         kh, kw = window
         ho, wo = h // kh, w // kw
@@ -253,7 +255,7 @@ class Backend:
         """``dy6`` (N, Ho, 1, Wo, 1, C) routed to the first True of each window of ``equal``
         (N, Ho, kh, Wo, kw, C; the entries equal to their window's max) in row-major order;
         zeros elsewhere: an entry is kept when no earlier entry of its window was."""
-        xp = _namespace(equal)
+        xp = array_namespace(equal)
         kh, kw = equal.shape[2], equal.shape[4]
         rows, seen = [], None
         for i in range(kh):
@@ -268,7 +270,7 @@ class Backend:
     def im2col(self, x: Array, window, strides, padding: Pads, dilation, *, fill=0.0) -> Array:
         """The (dilated) windows of ``x``: (N, Ho, Wo, kh*kw*C), ordered (kh, kw, C) like a
         (kh, kw, cin, cout) kernel reshaped to (kh*kw*cin, cout). Padding holds ``fill``."""
-        xp = _namespace(x)
+        xp = array_namespace(x)
         n, h, w, c = x.shape
         geometry = (window, strides, dilation)
         (kh, kw), (sh, sw), (dh, dw) = geometry
@@ -279,33 +281,34 @@ class Backend:
             padded = xp.full((n, hp, wp, c), fill, dtype=x.dtype)
             padded[:, top : top + h, left : left + w, :] = x
             x = padded
-        patches = [x[:, rows, columns, :] for _, _, rows, columns in _taps(ho, wo, *geometry)]
+        patches = [x[:, rows, columns, :] for _, _, rows, columns in taps(ho, wo, *geometry)]
         return xp.reshape(xp.stack(patches, axis=3), (n, ho, wo, kh * kw * c))
 
     def col2im(self, cols: Array, in_shape, window, strides, padding: Pads, dilation) -> Array:
         """The adjoint of :meth:`im2col`: sums every window entry back onto the input position
         it was read from (overlaps add up) and drops the padding; returns ``in_shape``."""
-        xp = _namespace(cols)
+        xp = array_namespace(cols)
         n, h, w, c = in_shape
         kh, kw = window
         (top, bottom), (left, right) = padding
         ho, wo = cols.shape[1], cols.shape[2]
         per_tap = xp.reshape(cols, (n, ho, wo, kh, kw, c))
         out = xp.zeros((n, h + top + bottom, w + left + right, c), dtype=cols.dtype)
-        for i, j, rows, columns in _taps(ho, wo, window, strides, dilation):
+        for i, j, rows, columns in taps(ho, wo, window, strides, dilation):
             out[:, rows, columns, :] += per_tap[:, :, :, i, j, :]
         return out[:, top : top + h, left : left + w, :]
 
     def fusable(self, groups, counts=()) -> bool:
-        """Whether this backend's in-place optimizer kernels (``adam_inplace``, ``sgd_inplace``)
-        may update these arrays; only NumPy has them."""
+        """Whether this backend's in-place optimizer kernels (``adam_inplace``, ``sgd_inplace``,
+        CuPy's ``rmsprop_inplace``; what :func:`wframe.optimizers.fused` runs for the fused
+        updates optimizers declare) may update these arrays; only NumPy and CuPy have them."""
         return False
 
     def __repr__(self) -> str:
         return f"<wframe backend {self.name!r} on {self.device}>"
 
 
-def _taps(ho: int, wo: int, window, strides, dilation):
+def taps(ho: int, wo: int, window, strides, dilation):
     """``(i, j, rows, cols)`` per kernel offset: the slices of the padded input that tap (i, j)
     reads for the ho x wo output positions (one strided slice per axis, no overlaps)."""
     (kh, kw), (sh, sw), (dh, dw) = window, strides, dilation
@@ -313,10 +316,3 @@ def _taps(ho: int, wo: int, window, strides, dilation):
         for j in range(kw):
             rows = slice(i * dh, i * dh + (ho - 1) * sh + 1, sh)
             yield i, j, rows, slice(j * dw, j * dw + (wo - 1) * sw + 1, sw)
-
-
-def _namespace(a: Array) -> Namespace:
-    """:func:`wframe.backends.array_namespace` (imported late: that module imports this one)."""
-    from wframe.backends import array_namespace
-
-    return array_namespace(a)

@@ -15,8 +15,21 @@ import threading
 import numpy as np
 
 from wframe.backends import cupy_host as host
+from wframe.backends import cupy_kernels, fusion
 from wframe.backends import cupy_ops as ops
 from wframe.backends.base import Backend
+from wframe.backends.cupy_graph import CupyRuntime, GraphJit, capturing
+from wframe.backends.namespace import register_namespace
+
+_XP_ERROR: ImportError | None = None
+try:  # the namespace imports CuPy itself; without CuPy, is_available() says how to install it
+    from wframe.backends import cupy_xp
+except ImportError as e:
+    cupy_xp, _XP_ERROR = None, e
+
+#: The wframe activations that have a fused kernel, known by name: wframe.activations sits
+#: above the backends, so its functions are recognised by module and name, not imported.
+FUSED_ACTIVATIONS = frozenset(cupy_kernels.ACTIVATIONS[1:])  # all but linear
 
 
 class CupyBackend(Backend):
@@ -38,16 +51,16 @@ class CupyBackend(Backend):
             return False, f"cupy cannot reach a CUDA device: {type(e).__name__}: {e}"
         if count == 0:
             return False, "cupy found no CUDA device"
+        if cupy_xp is None:
+            return False, f"wframe's CuPy namespace cannot be imported: {_XP_ERROR}"
         return True, ""
 
     def __init__(self):
         import cupy
 
-        from wframe.backends import _namespaces, cupy_xp, fusion
-
         self._cupy = cupy
         self.xp = cupy_xp.xp
-        _namespaces[cupy.ndarray] = self.xp  # array_namespace(x) of a CuPy array is ours
+        register_namespace(cupy.ndarray, self.xp)  # array_namespace(x) of a CuPy array is ours
         fusion.FUSED[self.xp] = self
         #: ``WFRAME_CUPY_GRAPHS=0`` makes ``jit`` the identity (every step eager).
         self.graphs = os.environ.get("WFRAME_CUPY_GRAPHS", "1") != "0"
@@ -79,10 +92,8 @@ class CupyBackend(Backend):
     def jit(self, fn, *, static_argnums=(), donate_argnums=()):
         if not self.graphs:
             return fn
-        from wframe.backends.cupy_graph import CupyRuntime, GraphJit
-
         if self._runtime is None:  # one capture stream per device for every compiled function
-            self._runtime = CupyRuntime()
+            self._runtime = CupyRuntime(self._cupy, cupy_xp.capture_mode)
         return GraphJit(fn, self._runtime, static_argnums, donate_argnums)
 
     # ---------------------------------------------------------------- branching on the device
@@ -119,8 +130,6 @@ class CupyBackend(Backend):
         device = self._cupy.cuda.Device().id
         found = self._true.get(device)
         if found is None:
-            from wframe.backends.cupy_graph import capturing
-
             if capturing():  # made now, it would hold its value only once the graph runs
                 raise RuntimeError(f"first use of device {device} inside a CUDA-graph capture")
             found = self._true[device] = self._cupy.ones((), dtype=bool)
@@ -133,9 +142,8 @@ class CupyBackend(Backend):
         name = _activation_name(activation)
         if name is None:  # linear (z + b is one kernel already) or a user's callable
             return None
-        from wframe import activations
-
-        slope = activations.leaky_relu.__defaults__[0] if name == "leaky_relu" else 0.0
+        # leaky_relu's slope is its default argument: the fused kernel takes it as a number.
+        slope = activation.__defaults__[0] if name == "leaky_relu" else 0.0
         return ops.bias_activation(self._cupy, z, b, name, slope)
 
     def dropout(self, x, key, threshold, scale):
@@ -177,17 +185,9 @@ class CupyBackend(Backend):
         )
 
 
-_ACTIVATION_NAMES: dict = {}
-
-
-def _activation_name(fn):
-    """The name of a wframe activation with a fused kernel, by function object."""
-    if not _ACTIVATION_NAMES:
-        from wframe import activations
-
-        names = ("relu", "sigmoid", "tanh", "gelu", "leaky_relu")
-        _ACTIVATION_NAMES.update({getattr(activations, name): name for name in names})
-    try:
-        return _ACTIVATION_NAMES.get(fn)
-    except TypeError:  # an unhashable callable object
+def _activation_name(fn) -> str | None:
+    """The name of ``fn`` if it is a wframe activation with a fused kernel, else ``None``."""
+    if getattr(fn, "__module__", None) != "wframe.activations":
         return None
+    name = getattr(fn, "__name__", None)
+    return name if name in FUSED_ACTIVATIONS else None

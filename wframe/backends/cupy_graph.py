@@ -51,6 +51,23 @@ def capturing() -> bool:
     return getattr(_state, "keep", None) is not None
 
 
+@contextlib.contextmanager
+def marked_capturing(keep: list):
+    """Mark this thread as capturing for the block: :func:`capturing` is true, and what
+    :func:`keep_alive` is given goes into ``keep``, which the graph holds."""
+    _state.keep = keep
+    try:
+        yield
+    finally:
+        _state.keep = None
+
+
+def keep_alive(obj: Any) -> None:
+    """Keep ``obj`` (a host buffer a graph node reads) as long as the graph this thread is
+    capturing."""
+    _state.keep.append(obj)
+
+
 MAX_ENTRIES = 16  # graphs per compiled function; further shapes run eagerly
 MAX_CAPTURES = 8  # captures of one key (after bindings changed) before it stays eager
 _INT64 = (-(2**63), 2**63 - 1)
@@ -299,21 +316,24 @@ class GraphJit:
 
 
 class CupyRuntime:
-    """The device side of :class:`GraphJit` on CuPy."""
+    """The device side of :class:`GraphJit` on CuPy.
 
-    def __init__(self):
-        import cupy
+    Args:
+      cupy: the ``cupy`` module.
+      capture_mode: ``keep -> context manager`` that prepares this thread's library handles and
+        marks it as capturing (``cupy_xp.capture_mode``; passed in, as that module imports this
+        one).
+    """
 
-        from wframe.backends import cupy_xp
-
-        self._cp, self._xp = cupy, cupy_xp
+    def __init__(self, cupy: Any, capture_mode: Callable[[list], Any]):
+        self._cp, self._capture_mode = cupy, capture_mode
         self._streams: dict[int, Any] = {}
 
     def is_array(self, a) -> bool:
         return isinstance(a, self._cp.ndarray)
 
     def capturing(self) -> bool:
-        return self._xp.capturing()
+        return capturing()
 
     def empty_like(self, a):
         return self._cp.empty(a.shape, dtype=a.dtype)
@@ -352,7 +372,7 @@ class CupyRuntime:
         pool = cp.cuda.MemoryPool()
         keep: list = [pool]
         # capture_mode first: it makes the cuBLAS handle and workspace, from the default pool.
-        with self._xp.capture_mode(keep), cp.cuda.using_allocator(pool.malloc), stream:
+        with self._capture_mode(keep), cp.cuda.using_allocator(pool.malloc), stream:
             stream.begin_capture()
             try:
                 out = fn(*args)

@@ -7,6 +7,8 @@ import threading
 
 import numpy as np
 
+from wframe.tree import tree_leaves, tree_map
+
 #: Uploads at least this large go through the two pinned buffers of STAGE_CHUNK bytes.
 STAGE_BYTES = 1 << 18
 STAGE_CHUNK = 32 << 20
@@ -51,8 +53,6 @@ class Stager:
 def to_host(cp, tree):
     """``tree`` with NumPy arrays: small CuPy leaves (the logs: a few scalars) in one copy per
     dtype instead of one synchronizing copy each; large ones on their own, not concatenated."""
-    from wframe.tree import tree_leaves, tree_map
-
     groups, host = {}, {}
     for leaf in tree_leaves(tree):
         if isinstance(leaf, cp.ndarray):

@@ -7,12 +7,16 @@ numerical reference, and the kernels compute the same expressions in the same or
 
 from __future__ import annotations
 
+import math
+
 import numpy
 
 from wframe.backends import cupy_kernels as K
 from wframe.backends.cupy_graph import capturing
+from wframe.backends.namespace import array_namespace
 
 _I32, _I64, _U32 = numpy.int32, numpy.int64, numpy.uint32
+_GELU_C = math.sqrt(2 / math.pi)
 
 
 def _floats(cp, *arrays) -> bool:
@@ -59,10 +63,8 @@ def bias_activation(cp, z, b, name: str, slope: float = 0.0):
 
 
 def _generic_grad(cp, name, dy, y, pre, slope):
-    # The formulas of wframe/activations.py (a dy of another dtype or backend promotes there).
-    from wframe import activations
-    from wframe.backends import array_namespace
-
+    # The formulas of wframe/activations.py, written out in the same order (the backends sit
+    # below the numerics): a dy of another dtype promotes as there.
     xp = array_namespace(y)
     if name == "relu":
         return dy * xp.astype(y > 0, dy.dtype)
@@ -72,7 +74,10 @@ def _generic_grad(cp, name, dy, y, pre, slope):
         return dy * (1 - y * y)
     if name == "leaky_relu":
         return xp.where(y > 0, dy, slope * dy)
-    return activations.gelu(pre)[1](dy)
+    x = pre  # gelu, tanh approximation: d/dx 0.5 x (1 + tanh(c (x + 0.044715 x^3)))
+    t = xp.tanh(_GELU_C * (x + 0.044715 * x * x * x))
+    dinner = _GELU_C * (1 + 3 * 0.044715 * x * x)
+    return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dinner)
 
 
 def dropout(cp, x, key, threshold: int, scale: float):

@@ -21,7 +21,7 @@ import array_api_compat.cupy as _compat
 import cupy
 import numpy
 
-from wframe.backends.cupy_graph import _state, capturing
+from wframe.backends.cupy_graph import capturing, keep_alive, marked_capturing
 
 xp = types.ModuleType("cupy", __doc__)
 xp.__dict__.update({k: v for k, v in vars(_compat).items() if not k.startswith("__")})
@@ -44,11 +44,8 @@ def capture_mode(keep: list):
         _blas()
     except NotCapturable:  # then a matmul in the step refuses the capture, nothing else does
         pass
-    _state.keep = keep
-    try:
+    with marked_capturing(keep):
         yield
-    finally:
-        _state.keep = None
 
 
 def asarray(obj, /, *, dtype=None, device=None, copy=None):
@@ -62,7 +59,7 @@ def asarray(obj, /, *, dtype=None, device=None, copy=None):
         # once the graph drops it): the graph's memcpy node reads it at every replay.
         pinned = cupy.cuda.pinned_memory.PinnedMemory(host.nbytes)
         ctypes.memmove(pinned.ptr, host.ctypes.data, host.nbytes)
-        _state.keep.append(pinned)
+        keep_alive(pinned)
         stream = cupy.cuda.get_current_stream()
         cupy.cuda.runtime.memcpyAsync(
             out.data.ptr,

@@ -23,6 +23,7 @@ class JaxBackend(Backend):
     name = "jax"
     install = "pip install 'wframe[jax]'"
     has_autodiff = True
+    traced = True
 
     @classmethod
     def is_available(cls):

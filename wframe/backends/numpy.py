@@ -9,7 +9,7 @@ import threading
 import numpy
 from numpy.lib.stride_tricks import sliding_window_view
 
-from wframe.backends.base import Backend, _taps
+from wframe.backends.base import Backend, taps
 from wframe.backends.numpy_xp import xp as numpy_xp
 
 #: Fewest input channels for which the per-tap input gradient beats one GEMM + col2im (cin=1:
@@ -80,7 +80,7 @@ class NumpyBackend(Backend):
         out = numpy.zeros((n, h + top + bottom, w + left + right, cin), dtype=dy.dtype)
         buf = numpy.empty((n * ho * wo, cin), dtype=dy.dtype)
         part = buf.reshape(n, ho, wo, cin)
-        for i, j, rows, columns in _taps(ho, wo, (kh, kw), strides, dilation):
+        for i, j, rows, columns in taps(ho, wo, (kh, kw), strides, dilation):
             numpy.matmul(dy2, W[i, j].T, out=buf)
             out[:, rows, columns, :] += part
         return out[:, top : top + h, left : left + w, :]

@@ -9,7 +9,8 @@ median ms with min/max over rounds, cold (compile) time, samples/s, GFLOP/s, the
 GEMM peak measured in the same run, memory, ratios to the reference, and the targets' verdicts,
 as ``bench.json``, ``bench.md`` and ``bench.png``. ``--workloads scaling`` adds the data-parallel
 scaling table (:mod:`~wframe.bench.scaling`: steps/s on 1, 2 and 4 devices, each count in its own
-process) to the same files.
+process) to the same files. ``--baseline PATH`` times every wframe row on another checkout of
+wframe too, in the same rounds (:mod:`~wframe.bench.trees`), and adds after/before ratios.
 
 Example::
 
@@ -19,9 +20,11 @@ Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -74,6 +77,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="folder for bench.json, bench.md and bench.png (default: print only)",
     )
     parser.add_argument(
+        "--baseline",
+        default=None,
+        metavar="PATH",
+        help="another checkout of wframe (the folder holding its wframe/ package): every wframe "
+        "row runs on it too, each checkout's rows in a worker process of its own, in the same "
+        "rounds; adds the after/before ratios",
+    )
+    parser.add_argument(
         "--check",
         action="store_true",
         help="exit 1 when a target is missed by more than the measured noise",
@@ -91,21 +102,28 @@ def _split(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip() and t.strip() != "none"]
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the suite for parsed ``args``: 0 done, 1 a target missed (``--check``), 2 bad
-    arguments."""
+class Plan(NamedTuple):
+    """The checked arguments of a run."""
+
+    workloads: list
+    backends: list[str]
+    modes: list[str]
+    peers: tuple[str, ...]
+    scaling: bool
+    baseline: str | None
+    quick: bool
+
+
+def _plan(args: argparse.Namespace) -> Plan | None:
+    """The run's :class:`Plan`, or ``None`` after saying on stderr what is wrong."""
     import wframe as wf
-    from wframe.bench import report, runners_peers, runners_reference, runners_wframe, workloads
-    from wframe.bench import scaling as scaling_mod
-    from wframe.bench.timing import Timer, gemm_peak
+    from wframe.bench import trees, workloads
 
     names = _split(args.workloads)
-    scaling = "scaling" in names
     try:
         wls = workloads.get([n for n in names if n != "scaling"], quick=args.quick)
     except ValueError as e:
-        print(f"error: --workloads: {e}", file=sys.stderr)
-        return 2
+        return _error(f"--workloads: {e}")
     available = wf.available()
     backends = (
         _split(args.backends)
@@ -118,80 +136,71 @@ def run(args: argparse.Namespace) -> int:
         "modes": [m for m in modes if m not in MODES],
         "peers": [p for p in peers if p not in ("torch", "keras")],
     }
-    for what, names in bad.items():
-        if names:
-            print(
-                f"error: --{what}: {names} are not available here or not known "
-                f"(backends available: {available})",
-                file=sys.stderr,
+    for what, wrong in bad.items():
+        if wrong:
+            return _error(
+                f"--{what}: {wrong} are not available here or not known "
+                f"(backends available: {available})"
             )
-            return 2
-    quick, started, load = args.quick, time.perf_counter(), _loadavg()
+    baseline = getattr(args, "baseline", None)
+    if baseline:
+        try:
+            baseline = str(trees.root_of(baseline))
+        except ValueError as e:
+            return _error(f"--baseline: {e}")
+    return Plan(wls, backends, modes, peers, "scaling" in names, baseline, args.quick)
+
+
+def _error(text: str) -> None:
+    print(f"error: {text}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the suite for parsed ``args``: 0 done, 1 a target missed (``--check``), 2 bad
+    arguments."""
+    import wframe as wf
+    from wframe.bench import report, trees
+    from wframe.bench import scaling as scaling_mod
+    from wframe.bench.timing import Timer
+
+    plan = _plan(args)
+    if plan is None:
+        return 2
+    quick, started, load = plan.quick, time.perf_counter(), _loadavg()
     timer = Timer(
         rounds=args.rounds or (2 if quick else 5),
         chunk_s=0.02 if quick else 0.25,
         max_reps=10 if quick else 200,
         pause_s=0.01 if quick else 0.1,
-        max_call_s=2.0 if quick else 8.0,
+        max_call_s=5.0 if quick else 8.0,  # a loaded machine takes seconds for a JAX compile
     )
-    gemm_n, notes, records = 256 if quick else 2048, [], []
-    engines = [*backends, *(["torch"] if "torch" in peers and _has("torch") else [])]
-    peaks = {b: gemm_peak(b, gemm_n) for b in engines} if wls else {}
-    if peaks:
-        _say(
-            f"GEMM {gemm_n}² peak GFLOP/s: "
-            + ", ".join(f"{k} {v['gflops']:.1f}" for k, v in peaks.items())
-        )
-    for w in wls:
-        x, y, note = workloads.make_data(w)
-        notes += [note] if note else []
-        p0 = workloads.initial_params(w)
-        for mode in [m for m in w.modes if m in modes]:
-            t0 = time.perf_counter()
-            rows = [
-                *runners_wframe.rows(w, mode, backends, p0, x, y),
-                *runners_reference.rows(w, mode, backends, p0, x, y),
-                *runners_peers.rows(w, mode, backends, p0, x, y, peers, notes),
-            ]
-            res = timer.measure(rows, notes, tag=f"{w.name} {mode}: ")
-            records += _records(w, mode, rows, res, peaks)
-            _say(f"{w.name} {mode}: {len(res)} rows, {time.perf_counter() - t0:.1f} s")
+    both = trees.Trees(plan.baseline) if plan.baseline else contextlib.nullcontext()
+    with both as tr:
+        records, peaks, notes = _measure(plan, timer, tr)
+        tree_info = tr.describe() if tr else None
     report.add_ratios(records)
-    verdicts = report.targets(records) if wls else []
+    verdicts = report.targets(records) if plan.workloads else []
     scaled = None
-    if scaling and "jax" not in available:
+    if plan.scaling and "jax" not in wf.available():
         notes.append("scaling: needs the jax backend, which is not available here")
-    elif scaling:
+    elif plan.scaling:
+        if plan.baseline:
+            notes.append("scaling: this checkout only (--baseline applies to the workloads)")
         scaled = scaling_mod.run(quick, timer.rounds, say=_say)
         verdicts.append(scaled["target"])
-    doc = {
-        "environment": report.environment(),
-        "settings": {
-            "quick": quick,
-            "rounds": timer.rounds,
-            "chunk_s": timer.chunk_s,
-            "pause_s": timer.pause_s,
-            "max_call_s": timer.max_call_s,
-            "backends": backends,
-            "peers": list(peers),
-            "modes": modes,
-            "gemm_n": gemm_n,
-            "wall_s": time.perf_counter() - started,
-            "loadavg_1min_start_end": [load, _loadavg()],
-        },
-        "workloads": {w.name: w.describe() for w in wls},
-        "gemm_peak": peaks,
-        "records": records,
-        "targets": verdicts,
-        "notes": list(dict.fromkeys(notes)),
-    }
-    if scaled is not None:
-        doc["scaling"] = scaled
+    doc = _document(plan, timer, records, verdicts, notes, peaks)
+    doc["settings"].update(wall_s=time.perf_counter() - started)
+    doc["settings"]["loadavg_1min_start_end"] = [load, _loadavg()]
     table = report.markdown(records, verdicts, doc)
-    if not wls:  # the scaling table alone: no empty workload table above it
+    if not plan.workloads:  # the scaling table alone: no empty workload table above it
         table = "".join(line for line in table.splitlines(True) if line.startswith("- "))
     if scaled is not None:
+        doc["scaling"] = scaled
         table += scaling_mod.markdown(scaled, doc["environment"].get("cpus_usable"))
+    if tree_info is not None:
+        doc["after_before"] = trees.after_before(records)
+        doc["settings"]["trees"] = tree_info
+        table += trees.markdown(doc["after_before"], tree_info)
     print(table)
     if args.out:
         paths = report.write(Path(args.out), doc, table)
@@ -199,6 +208,68 @@ def run(args: argparse.Namespace) -> int:
     _say(f"wall time {doc['settings']['wall_s']:.1f} s")
     missed = [t for t in verdicts if t["status"] == "MISSED"]
     return 1 if args.check and missed else 0
+
+
+def _measure(plan: Plan, timer, trees) -> tuple[list[dict], dict, list[str]]:
+    """``(records, gemm peaks, notes)``: every workload and mode of ``plan``, its rows in
+    rounds; wframe's rows on both trees when ``trees`` (a :class:`~wframe.bench.trees.Trees`)
+    is given."""
+    from wframe.bench import runners_peers, runners_reference, runners_wframe, workloads
+    from wframe.bench.timing import gemm_peak
+
+    backends, peers = plan.backends, plan.peers
+    gemm_n, notes, records = 256 if plan.quick else 2048, [], []
+    engines = [*backends, *(["torch"] if "torch" in peers and _has("torch") else [])]
+    peaks = {b: gemm_peak(b, gemm_n) for b in engines} if plan.workloads else {}
+    if peaks:
+        _say(
+            f"GEMM {gemm_n}² peak GFLOP/s: "
+            + ", ".join(f"{k} {v['gflops']:.1f}" for k, v in peaks.items())
+        )
+    for w in plan.workloads:
+        x, y, note = workloads.make_data(w)
+        notes += [note] if note else []
+        p0 = workloads.initial_params(w)
+        for mode in [m for m in w.modes if m in plan.modes]:
+            t0 = time.perf_counter()
+            ours = runners_wframe.rows(w, mode, backends, p0, x, y)
+            rows = [
+                *(trees.rows(w, ours) if trees is not None else ours),
+                *runners_reference.rows(w, mode, backends, p0, x, y),
+                *runners_peers.rows(w, mode, backends, p0, x, y, peers, notes),
+            ]
+            res = timer.measure(rows, notes, tag=f"{w.name} {mode}: ")
+            if trees is not None:
+                trees.reset()
+            records += _records(w, mode, rows, res, peaks)
+            _say(f"{w.name} {mode}: {len(res)} rows, {time.perf_counter() - t0:.1f} s")
+    return records, peaks, notes
+
+
+def _document(plan: Plan, timer, records, verdicts, notes, peaks) -> dict:
+    """The JSON document of a run (the caller adds wall time, load, scaling and trees)."""
+    from wframe.bench import report
+
+    return {
+        "environment": report.environment(),
+        "settings": {
+            "quick": plan.quick,
+            "rounds": timer.rounds,
+            "chunk_s": timer.chunk_s,
+            "pause_s": timer.pause_s,
+            "max_call_s": timer.max_call_s,
+            "backends": plan.backends,
+            "peers": list(plan.peers),
+            "modes": plan.modes,
+            "gemm_n": 256 if plan.quick else 2048,
+            "baseline": plan.baseline,
+        },
+        "workloads": {w.name: w.describe() for w in plan.workloads},
+        "gemm_peak": peaks,
+        "records": records,
+        "targets": verdicts,
+        "notes": list(dict.fromkeys(notes)),
+    }
 
 
 def _records(w, mode: str, rows: list, res: dict, peaks: dict) -> list[dict]:

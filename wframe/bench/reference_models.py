@@ -164,7 +164,8 @@ FORWARD = {
 
 # ------------------------------------------------------------------ JAX
 def jax_loss_fn(w: Workload) -> Callable:
-    """``loss(params, x, y)``: the plain JAX forward and mean softmax cross-entropy."""
+    """``loss(params, x, y) -> (loss, logits)``: the plain JAX forward and mean softmax
+    cross-entropy, the logits as ``value_and_grad(..., has_aux=True)``'s aux (for a metric)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -205,4 +206,8 @@ def jax_loss_fn(w: Workload) -> Callable:
             h = lax.scan(body, carry, zx)[0][0]
         return h @ ps[-1]["W"] + ps[-1]["b"]
 
-    return lambda ps, x, y: optax.softmax_cross_entropy_with_integer_labels(logits(ps, x), y).mean()
+    def loss(ps, x, y):
+        z = logits(ps, x)
+        return optax.softmax_cross_entropy_with_integer_labels(z, y).mean(), z
+
+    return loss

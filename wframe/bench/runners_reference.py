@@ -7,6 +7,11 @@ pooling, LSTM/GRU backprop through time) and an in-place SGD/Adam update. ``refe
 ``lax.reduce_window``, a ``lax.scan`` cell) plus optax, state donated; ``reference[jax] scan``:
 a whole epoch in one jit (``lax.scan`` over the batches, data on the device). Params are lists
 of dicts in layer order (a jitted dict would sort its keys).
+
+What ``fit`` logs next to the loss, an epoch reference computes too: the accuracy (argmax
+against the labels, counted per batch), unless the workload's ``metric`` is ``None`` (the
+variant that measures ``fit`` against the leanest loop). A step's references compute none, as
+``make_train_step`` logs none.
 """
 
 from __future__ import annotations
@@ -20,8 +25,20 @@ from wframe.bench.timing import Row
 from wframe.bench.workloads import Workload, batches, permutation
 
 
-def xp_trainer(w: Workload, xp, p0: dict, b1=0.9, b2=0.999, eps=1e-8) -> Callable:
-    """``train(xb, yb) -> loss``: forward, softmax cross-entropy, backward, in-place update."""
+def uses_metric(w: Workload, mode: str) -> bool:
+    """Whether the references of ``w`` in ``mode`` compute ``fit``'s metric (the accuracy)."""
+    if w.metric not in (None, "accuracy"):
+        raise ValueError(
+            f"{w.name}: the references compute metric 'accuracy' or none; got {w.metric!r}"
+        )
+    return mode != "step" and w.metric is not None
+
+
+def xp_trainer(
+    w: Workload, xp, p0: dict, metric: bool = False, b1=0.9, b2=0.999, eps=1e-8
+) -> Callable:
+    """``train(xb, yb) -> (loss, hits)``: forward, softmax cross-entropy, backward, in-place
+    update; ``hits`` the count of right argmaxes with ``metric``, else ``None``."""
     ps = [{k: xp.array(v, copy=True) for k, v in d.items()} for d in p0.values()]
     flat = [a for d in ps for a in d.values()]
     moments = [(xp.zeros_like(a), xp.zeros_like(a)) for a in flat] if w.optimizer == "adam" else []
@@ -29,6 +46,7 @@ def xp_trainer(w: Workload, xp, p0: dict, b1=0.9, b2=0.999, eps=1e-8) -> Callabl
 
     def train(xb, yb):
         logits, back = FORWARD[w.kind](xp, ps, xb)
+        hits = (logits.argmax(axis=1) == yb).sum() if metric else None
         rows = xp.arange(yb.shape[0])
         shifted = logits - logits.max(axis=1, keepdims=True)
         e = xp.exp(shifted)
@@ -50,29 +68,79 @@ def xp_trainer(w: Workload, xp, p0: dict, b1=0.9, b2=0.999, eps=1e-8) -> Callabl
             v *= b2
             v += (1 - b2) * g * g
             p -= (lr / c1) * m / (xp.sqrt(v / c2) + eps)
-        return loss
+        return loss, hits
 
     return train
 
 
 def xp_step(w, xp, p0, xb, yb, sync=lambda a: a):
     train, x, y = xp_trainer(w, xp, p0), xp.asarray(xb), xp.asarray(yb)
-    return lambda: sync(train(x, y))
+    return lambda: sync(train(x, y)[0])
 
 
 def xp_epoch(w, xp, p0, x, y):
-    """The hand-written loop: wframe's shuffle, a ``take`` gather, the partial batch kept."""
-    train, epoch, n = xp_trainer(w, xp, p0), [0], x.shape[0]
+    """The hand-written loop: wframe's shuffle, a ``take`` gather, the partial batch kept, the
+    epoch's mean loss (and accuracy) summed on the host as each step ends."""
+    metric = uses_metric(w, "epoch")
+    train, epoch, n, logs = xp_trainer(w, xp, p0, metric), [0], x.shape[0], {}
     x, y = xp.asarray(x), xp.asarray(y)
 
     def run():
-        order, total = xp.asarray(permutation(epoch[0], n)), 0.0
+        order, total, right = xp.asarray(permutation(epoch[0], n)), 0.0, 0.0
         epoch[0] += 1
         for idx in batches(order, w.batch):
-            total += float(train(xp.take(x, idx, axis=0), xp.take(y, idx, axis=0))) * idx.size
-        return total / n
+            loss, hits = train(xp.take(x, idx, axis=0), xp.take(y, idx, axis=0))
+            total += float(loss) * idx.size
+            right += float(hits) if metric else 0.0
+        logs.update(loss=total / n, accuracy=right / n if metric else None)
+        return logs["loss"]
 
+    run.logs = logs  # the last epoch's loss and accuracy
     return run
+
+
+def jax_update(w: Workload, metric: bool) -> tuple:
+    """``(tx, update)``: optax's optimizer and the plain step ``update(params, opt_state, xb,
+    yb) -> (params, opt_state, loss, hits)`` (``hits`` ``None`` without ``metric``)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    tx, loss_fn = getattr(optax, w.optimizer)(w.lr), jax_loss_fn(w)
+
+    def update(params, opt_state, xb, yb):
+        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, xb, yb)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        hits = jnp.sum(jnp.argmax(logits, axis=-1) == yb) if metric else None
+        return optax.apply_updates(params, updates), opt_state, loss, hits
+
+    return tx, update
+
+
+def jax_scan(update: Callable, batch: int, n: int) -> Callable:
+    """The whole epoch as one function: ``lax.scan`` of ``update`` over the full batches of
+    ``order`` (gathered on the device), then the partial one; the mean loss and the hits."""
+    import jax
+    import jax.numpy as jnp
+
+    full, rem = divmod(n, batch)
+
+    def whole(params, opt_state, x, y, order):
+        def body(carry, idx):
+            p, s, loss, hits = update(*carry, jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0))
+            return (p, s), (loss, hits)
+
+        idx = order[: full * batch].reshape(full, batch)
+        (params, opt_state), (losses, hits) = jax.lax.scan(body, (params, opt_state), idx)
+        total, right = losses.sum() * batch, None if hits is None else hits.sum()
+        if rem:
+            idx = order[full * batch :]
+            params, opt_state, loss, hits = update(params, opt_state, x[idx], y[idx])
+            total += loss * rem
+            right = None if hits is None else right + hits
+        return params, opt_state, total / n, right
+
+    return whole
 
 
 def jax_runner(w: Workload, p0: dict, x, y, mode: str) -> Callable:
@@ -81,56 +149,37 @@ def jax_runner(w: Workload, p0: dict, x, y, mode: str) -> Callable:
     batches plus the partial one, data on the device)."""
     import jax
     import jax.numpy as jnp
-    import optax
 
-    tx, loss_fn = getattr(optax, w.optimizer)(w.lr), jax_loss_fn(w)
-
-    def update(params, opt_state, xb, yb):
-        loss, grads = jax.value_and_grad(loss_fn)(params, xb, yb)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
+    metric = uses_metric(w, mode)
+    tx, update = jax_update(w, metric)
     params = [{k: jnp.array(v) for k, v in d.items()} for d in p0.values()]
-    state, epoch, n = [params, tx.init(params)], [0], x.shape[0]
-    full, rem = divmod(n, w.batch)
-
-    def whole(params, opt_state, x, y, order):
-        def body(carry, idx):
-            p, s, loss = update(*carry, jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0))
-            return (p, s), loss
-
-        idx = order[: full * w.batch].reshape(full, w.batch)
-        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), idx)
-        total = losses.sum() * w.batch
-        if rem:
-            idx = order[full * w.batch :]
-            params, opt_state, loss = update(params, opt_state, x[idx], y[idx])
-            total += loss * rem
-        return params, opt_state, total / n
-
-    step = jax.jit(update, donate_argnums=(0, 1))
+    state, epoch, n, logs = [params, tx.init(params)], [0], x.shape[0], {}
+    step, xd, yd = jax.jit(update, donate_argnums=(0, 1)), jnp.asarray(x), jnp.asarray(y)
     if mode == "step":
-        xd, yd = jnp.asarray(x), jnp.asarray(y)
 
         def run_step():
-            state[0], state[1], loss = step(*state, xd, yd)
+            state[0], state[1], loss, _ = step(*state, xd, yd)
             return loss.block_until_ready()
 
         return run_step
-    scan, xd, yd = jax.jit(whole, donate_argnums=(0, 1)), jnp.asarray(x), jnp.asarray(y)
+    scan = jax.jit(jax_scan(update, w.batch, n), donate_argnums=(0, 1))
 
     def run():
         order = permutation(epoch[0], n)
         epoch[0] += 1
         if mode == "scan":
-            state[0], state[1], loss = scan(*state, xd, yd, jnp.asarray(order, jnp.int32))
-            return float(loss)
-        losses = []
+            state[0], state[1], loss, right = scan(*state, xd, yd, jnp.asarray(order, jnp.int32))
+            logs.update(loss=float(loss), accuracy=None if right is None else float(right) / n)
+            return logs["loss"]
+        outs = []
         for idx in batches(order, w.batch):
-            state[0], state[1], loss = step(*state, x[idx], y[idx])
-            losses.append((idx.size, loss))
-        return sum(k * float(v) for k, v in losses) / n
+            state[0], state[1], loss, hits = step(*state, x[idx], y[idx])
+            outs.append((idx.size, loss, hits))
+        right = sum(float(h) for _, _, h in outs) / n if metric else None
+        logs.update(loss=sum(k * float(v) for k, v, _ in outs) / n, accuracy=right)
+        return logs["loss"]
 
+    run.logs = logs  # the last epoch's loss and accuracy
     return run
 
 

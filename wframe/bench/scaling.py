@@ -26,29 +26,13 @@ WORKLOAD = "mlp_large"
 OVERHEAD_LIMIT = 1.05  # DataParallel on one device vs no strategy
 
 
-def _epoch(w: Any, x: Any, y: Any, strategy: Any):
-    """``run()``: one ``fit`` epoch on one model (as runners_wframe.epoch), with ``strategy``."""
-    import wframe as wf
-
-    with wf.use_backend("jax"):
-        model, opt = w.model(), getattr(wf.optimizers, w.optimizer)(w.lr)
-
-    def run() -> float:
-        with wf.use_backend("jax"):
-            h = model.fit(
-                x, y, epochs=1, batch_size=w.batch, optimizer=opt, verbose=0, strategy=strategy
-            )
-        return h.history["loss"][0]
-
-    return run
-
-
 def child(devices: int, quick: bool, rounds: int) -> dict:
     """In a process whose XLA_FLAGS force ``devices`` CPU devices: time the rows; the records."""
     import jax
 
     import wframe as wf
     from wframe.bench import workloads
+    from wframe.bench.runners_wframe import epoch
     from wframe.bench.timing import Row, Timer, ratio
 
     notes: list[str] = []
@@ -64,8 +48,8 @@ def child(devices: int, quick: bool, rounds: int) -> dict:
     strategy = wf.distributed.DataParallel(have[:devices])
     label = f"DataParallel({devices})"
     rows = [
-        Row("off", "wframe", "jax", lambda: _epoch(w, x, y, None)),
-        Row(label, "wframe", "jax", lambda: _epoch(w, x, y, strategy), ref="off"),
+        Row("off", "wframe", "jax", lambda: epoch(w, "jax", x, y, strategy=None)),
+        Row(label, "wframe", "jax", lambda: epoch(w, "jax", x, y, strategy=strategy), ref="off"),
     ]
     # The cold call compiles; a loaded machine can take seconds for it even with --quick.
     timer = Timer(

@@ -3,7 +3,9 @@
 A row's ``make()`` sets it up and returns ``run()``, which does one unit of work (a train step
 or a ``fit`` epoch), **synchronizes** (``backend.synchronize``, ``block_until_ready``,
 ``torch.cuda.synchronize``, or a host read of the loss) and returns the loss. The clock is read
-only around ``run()``, so what is timed is finished work.
+only around ``run()``, so what is timed is finished work. A ``run()`` that times itself (one that
+asks a worker process, :mod:`wframe.bench.trees`) returns :class:`Timed`, and its seconds stand
+instead of this process's clock, so the round trip to the worker is not counted.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass
@@ -28,6 +30,8 @@ class Row:
       backend: where it computes: ``"numpy"``, ``"jax"``, ``"cupy"``, ``"torch"``.
       make: sets the row up and returns its ``run()``.
       ref: label of the row its ratio divides by (same backend), or ``None``.
+      extra: what else the row's maker knows (``mode``, ``spe``; ``remote``: the row runs in
+        another process, whose memory this one does not see).
     """
 
     label: str
@@ -36,6 +40,14 @@ class Row:
     make: Callable[[], Callable[[], Any]]
     ref: str | None = None
     extra: dict = field(default_factory=dict)
+
+
+class Timed(NamedTuple):
+    """What a ``run()`` that timed itself returns: its loss and the seconds its own clock
+    read around the (synchronized) work."""
+
+    loss: float
+    seconds: float
 
 
 @dataclass
@@ -78,48 +90,12 @@ class Timer:
         """
         runs, res = {}, {}
         for row in rows:
-            try:
-                before = rss_mb()
-                run = row.make()
-                t0 = self.clock()
-                loss = run()
-                cold = self.clock() - t0
-                loss0 = float(loss)
-                self.sleep(self.pause_s)  # compile threads may still spin after the cold call
-                # Up to 3 warm calls (within chunk_s); the fastest sizes the reps.
-                warms = [] if cold <= self.max_call_s else [cold]
-                while len(warms) < 3 and sum(warms) < self.chunk_s:
-                    t0 = self.clock()
-                    run()
-                    warms.append(self.clock() - t0)
-                warm = min(warms)
-            except Exception as e:  # noqa: BLE001 - a row that cannot run is reported, not fatal
-                notes.append(f"{tag}{row.label}: skipped ({type(e).__name__}: {e})"[:400])
-                print(f"  {notes[-1]}", file=sys.stderr)
+            first = self._first_calls(row, notes, tag)
+            if first is None:
                 continue
-            runs[row.label] = run
-            res[row.label] = {
-                "cold_ms": cold * 1e3,
-                "warm_ms": warm * 1e3,
-                "loss0": loss0,
-                "reps": self.reps_for(warm),
-                "settle": int(warm < self.settle_below_s),
-                "memory": _memory(row.backend, before),
-                "in_rounds": True,
-                "times": [],
-            }
-            if warm > self.max_call_s:  # too slow to repeat: timed by the calls made so far
-                res[row.label].update(times=[[warm * 1e3]], in_rounds=False)
-                del runs[row.label]
-                how = (
-                    "its cold call (compilation included)"
-                    if cold > self.max_call_s
-                    else "one warm call"
-                )
-                notes.append(
-                    f"{tag}{row.label}: {warm:.1f} s per call (> {self.max_call_s} s): "
-                    f"timed by {how} alone, not in the rounds"
-                )
+            run, res[row.label] = first
+            if res[row.label]["in_rounds"]:
+                runs[row.label] = run
         labels = list(runs)
         for r in range(self.rounds if labels else 0):
             k = r % len(labels)
@@ -128,15 +104,59 @@ class Timer:
                 self.sleep(self.pause_s)
                 for _ in range(out["settle"]):
                     run()
-                times = []
-                for _ in range(out["reps"]):
-                    t0 = self.clock()
-                    run()
-                    times.append((self.clock() - t0) * 1e3)
-                out["times"].append(times)
+                out["times"].append([self.call(run)[1] * 1e3 for _ in range(out["reps"])])
         for out in res.values():
             summarize(out)
         return res
+
+    def call(self, run: Callable[[], Any]) -> tuple[Any, float]:
+        """``(loss, seconds)`` of one ``run()``: this clock around it, or the seconds a
+        :class:`Timed` result brings."""
+        t0 = self.clock()
+        out = run()
+        seconds = self.clock() - t0
+        return (out.loss, out.seconds) if isinstance(out, Timed) else (out, seconds)
+
+    def _first_calls(self, row: Row, notes: list[str], tag: str) -> tuple | None:
+        """``(run, result)`` after the row's set-up, cold and warm calls; ``None`` (noted) when
+        they raise. A row too slow to repeat is marked out of the rounds (and noted)."""
+        try:
+            before = rss_mb()
+            run = row.make()
+            loss, cold = self.call(run)
+            loss0 = float(loss)
+            self.sleep(self.pause_s)  # compile threads may still spin after the cold call
+            # Up to 3 warm calls (within chunk_s); the fastest sizes the reps.
+            warms = [] if cold <= self.max_call_s else [cold]
+            while len(warms) < 3 and sum(warms) < self.chunk_s:
+                warms.append(self.call(run)[1])
+            warm = min(warms)
+        except Exception as e:  # noqa: BLE001 - a row that cannot run is reported, not fatal
+            notes.append(f"{tag}{row.label}: skipped ({type(e).__name__}: {e})"[:400])
+            print(f"  {notes[-1]}", file=sys.stderr)
+            return None
+        out = {
+            "cold_ms": cold * 1e3,
+            "warm_ms": warm * 1e3,
+            "loss0": loss0,
+            "reps": self.reps_for(warm),
+            "settle": int(warm < self.settle_below_s),
+            "memory": {} if row.extra.get("remote") else _memory(row.backend, before),
+            "in_rounds": True,
+            "times": [],
+        }
+        if warm > self.max_call_s:  # too slow to repeat: timed by the calls made so far
+            out.update(times=[[warm * 1e3]], in_rounds=False)
+            how = (
+                "its cold call (compilation included)"
+                if cold > self.max_call_s
+                else "one warm call"
+            )
+            notes.append(
+                f"{tag}{row.label}: {warm:.1f} s per call (> {self.max_call_s} s): "
+                f"timed by {how} alone, not in the rounds"
+            )
+        return run, out
 
 
 def summarize(out: dict) -> dict:

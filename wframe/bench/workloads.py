@@ -32,6 +32,9 @@ class Workload:
       rows: examples in one epoch (``fit`` rows).
       modes: ``"step"`` (one train step on a fixed batch) and/or ``"epoch"`` (one ``fit`` epoch).
       data: ``"random"`` (seeded normal inputs) or ``"digits"`` (scikit-learn's digits, x/16).
+      metric: what the epoch references compute next to the loss: ``"accuracy"``, as ``fit``
+        logs it for this loss, or ``None`` (a variant: the references skip it, ``fit`` does
+        not). A train step logs no metric, nor do its references.
     """
 
     name: str
@@ -45,6 +48,7 @@ class Workload:
     modes: tuple[str, ...] = ("step", "epoch")
     data: str = "random"
     classes: int = 10
+    metric: str | None = "accuracy"
 
     def layers(self) -> list:
         """wframe's layers of the model (a fresh list: layers are named when a model builds)."""
@@ -93,9 +97,11 @@ class Workload:
         return (
             f"{body}, input {shape}, {self.optimizer} lr {self.lr}, batch {self.batch}, "
             f"{self.rows} rows ({self.data})"
+            + ("" if self.metric else "; the epoch references log no metric")
         )
 
 
+DIGITS = Workload("fit_digits", "mlp", (64,), (128,), 32, "adam", 1e-3, 1797, data="digits")
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
@@ -104,7 +110,15 @@ WORKLOADS: dict[str, Workload] = {
         Workload("cnn", "cnn", (28, 28, 1), (32, 64), 128, "sgd", 0.01, 256),
         Workload("lstm", "lstm", (32, 64), (128,), 64, "adam", 1e-3, 1024),
         Workload("gru", "gru", (32, 64), (128,), 64, "adam", 1e-3, 1024),
-        Workload("fit_digits", "mlp", (64,), (128,), 32, "adam", 1e-3, 1797, ("epoch",), "digits"),
+        # A step of little work (~0.1 ms): the per-step overhead shows; step only.
+        Workload("mlp_tiny", "mlp", (64,), (64,), 32, "sgd", 0.01, 256, ("step",)),
+        # What users run: one fit epoch of the digits (and one step on a batch of them), an
+        # SGD variant whose references log no metric, and a large MLP over more rows.
+        DIGITS,
+        replace(
+            DIGITS, name="fit_digits_sgd", optimizer="sgd", lr=0.01, modes=("epoch",), metric=None
+        ),
+        Workload("fit_large", "mlp", (784,), (1024, 1024), 256, "sgd", 0.01, 8192, ("epoch",)),
     )
 }
 
@@ -115,7 +129,10 @@ QUICK: dict[str, dict[str, Any]] = {
     "cnn": {"in_shape": (12, 12, 1), "hidden": (4, 8), "batch": 16, "rows": 64},
     "lstm": {"in_shape": (8, 16), "hidden": (32,), "batch": 16, "rows": 64},
     "gru": {"in_shape": (8, 16), "hidden": (32,), "batch": 16, "rows": 64},
+    "mlp_tiny": {},
     "fit_digits": {"rows": 512},
+    "fit_digits_sgd": {"rows": 512},
+    "fit_large": {"rows": 1024},
 }
 
 # (workload, mode, row, reference row, limit): the row's time is at most limit x the reference's.
@@ -129,6 +146,15 @@ TARGETS: list[tuple[str, str, str, str, float]] = [
     ("lstm", "step", "wframe[numpy]", "torch[cpu]", 1.5),
     ("gru", "step", "wframe[jax]", "reference[jax]", 1.1),
     ("gru", "step", "wframe[numpy]", "torch[cpu]", 1.5),
+    ("mlp_tiny", "step", "wframe[numpy]", "reference[numpy]", 1.5),
+    ("fit_digits", "step", "wframe[numpy]", "reference[numpy]", 1.5),
+    ("fit_digits", "epoch", "wframe[numpy]", "reference[numpy]", 1.3),
+    ("fit_digits", "epoch", "wframe[jax]", "reference[jax]", 1.1),
+    ("fit_digits", "epoch", "wframe[jax] spe=epoch", "reference[jax] scan", 1.1),
+    # Keras 3's fit takes at least 3x the time of wframe's epoch in one compiled call.
+    ("fit_digits", "epoch", "wframe[jax] spe=epoch", "keras[jax]", 1 / 3),
+    ("fit_large", "epoch", "wframe[numpy]", "reference[numpy]", 1.05),
+    ("fit_large", "epoch", "wframe[jax]", "reference[jax]", 1.05),
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from wframe.backends.process import is_writer
 from wframe.callbacks.base import Callback
 from wframe.callbacks.save_freq import EveryNSteps, check_save_freq
 
@@ -12,7 +13,7 @@ class BackupAndRestore(EveryNSteps, Callback):
     """Back up the training state as training goes, and resume from it after an interruption,
     as Keras 3's.
 
-    The backup is one full checkpoint (:func:`wframe.checkpoint.save`: params, state, masks,
+    The backup is one full checkpoint (:func:`wframe.saving.checkpoint.save`: params, state, masks,
     optimizer state, the step, epoch and seed counters, and where in ``fit`` it was taken),
     ``backup_dir/backup.safetensors``, replaced atomically at each save: a crash, even during a
     save, leaves the previous backup or the new one. When ``fit`` starts and a backup exists, it
@@ -56,12 +57,9 @@ class BackupAndRestore(EveryNSteps, Callback):
         self.needs_weights = self.save_freq != "epoch"
 
     def on_train_begin(self, logs=None):
-        from wframe import checkpoint
-
         if os.path.exists(self.path):
-            meta = checkpoint.load(self.model, self.path)
-            # fit reads this after on_train_begin and goes on from there.
-            self.model._resume_at = (int(meta["resume_epoch"]), int(meta["resume_batch"]))
+            # It sets model.resume_at, which fit reads after on_train_begin to go on from there.
+            self.model.load_checkpoint(self.path)
         self._mark = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -89,10 +87,7 @@ class BackupAndRestore(EveryNSteps, Callback):
 
     def _save(self, epoch: int, batch: int) -> None:
         """Back up the model, to resume at batch ``batch`` of epoch ``epoch`` (fit's index)."""
-        from wframe import checkpoint, distributed
-
-        if not distributed.is_writer():  # one writer in a multi-process run: process 0
+        if not is_writer():  # one writer in a multi-process run: process 0
             return
         os.makedirs(self.backup_dir, exist_ok=True)
-        extra = {"resume_epoch": str(epoch), "resume_batch": str(batch)}
-        checkpoint.save(self.model, self.path, extra=extra)
+        self.model.save_checkpoint(self.path, resume_at=(epoch, batch))

@@ -19,9 +19,10 @@ class Callback:
 
     model: Any = None
     params: dict[str, Any] = {}
-    #: True for a callback that reads or assigns the model's arrays in ``on_train_batch_end``:
-    #: ``fit`` then publishes its live arrays to the model before each of those hooks (they are
-    #: training buffers: copy what you keep) and goes on with whatever the hooks assigned. It
+    #: True for a callback that reads or assigns the model's arrays or counters in
+    #: ``on_train_batch_end``: ``fit`` then publishes the arrays of the step just completed
+    #: (and ``model.steps`` with them) before each of those hooks, runs its steps without
+    #: consuming them (so they stay valid) and goes on with whatever the hooks assigned. It
     #: costs a sync per call, so it is off by default.
     needs_weights: bool = False
     #: True for a callback that wants per-parameter gradient statistics (:meth:`on_grad_stats`):
@@ -32,7 +33,7 @@ class Callback:
     @property
     def needs_batch_logs(self) -> bool:
         """True when a batch hook is overridden: ``fit`` then syncs and reads logs every batch."""
-        return _overrides(
+        return overrides(
             self, "on_train_batch_end", "on_batch_end", "on_train_batch_begin", "on_batch_begin"
         )
 
@@ -68,8 +69,9 @@ class Callback:
         self.on_batch_end(batch, logs)
 
 
-def _overrides(cb: Callback, *hooks: str) -> bool:
-    # A hook overridden in a subclass or set on the instance (LambdaCallback).
+def overrides(cb: Callback, *hooks: str) -> bool:
+    """Whether ``cb`` overrides any of ``hooks``, in a subclass or on the instance
+    (:class:`LambdaCallback`)."""
     return any(
         getattr(getattr(cb, hook), "__func__", None) is not getattr(Callback, hook)
         for hook in hooks

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wframe.callbacks.base import Callback, Logs, _overrides
+from wframe.callbacks.base import Callback, Logs, overrides
 from wframe.callbacks.history import History
 from wframe.callbacks.progress import ProgressBar
 
@@ -42,13 +42,20 @@ class CallbackList:
             cb.set_params(params)
         self.needs_batch_logs = any(cb.needs_batch_logs for cb in self.callbacks)
         self.needs_weights = any(cb.needs_weights for cb in self.callbacks)
+        self.needs_grad_stats = any(cb.needs_grad_stats for cb in self.callbacks)
+        # Statistics go to every callback overriding on_grad_stats once some callback asks.
+        self._stats = [cb for cb in self.callbacks if overrides(cb, "on_grad_stats")]
         # Batch hooks run every step: call only the callbacks that override them.
         self._begin = [
-            cb for cb in self.callbacks if _overrides(cb, "on_train_batch_begin", "on_batch_begin")
+            cb for cb in self.callbacks if overrides(cb, "on_train_batch_begin", "on_batch_begin")
         ]
         self._end = [
-            cb for cb in self.callbacks if _overrides(cb, "on_train_batch_end", "on_batch_end")
+            cb for cb in self.callbacks if overrides(cb, "on_train_batch_end", "on_batch_end")
         ]
+
+    def on_grad_stats(self, step: int, stats: Logs) -> None:
+        for cb in self._stats:
+            cb.on_grad_stats(step, dict(stats))
 
     # logs is always passed, positionally, so Keras-style lambdas (epoch, logs) work everywhere.
     def on_train_begin(self, logs: Logs | None = None) -> None:

@@ -6,7 +6,7 @@ import warnings
 
 from wframe.callbacks.base import Callback
 from wframe.callbacks.history import History
-from wframe.optimizers.inject import _update_count, learning_rate
+from wframe.optimizers import learning_rate, update_count
 
 INTERVALS = ("epoch", "step")
 
@@ -51,7 +51,7 @@ class LearningRateMonitor(Callback):
         self._warned = False
 
     def _next(self) -> int:
-        count = _update_count(self.model.optimizer, self.model.opt_state)
+        count = update_count(self.model.optimizer, self.model.opt_state)
         return self._seen if count is None else count
 
     def _rate(self, count: int) -> float | None:

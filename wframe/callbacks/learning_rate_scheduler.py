@@ -8,7 +8,7 @@ from numbers import Real
 from typing import Any
 
 from wframe.callbacks.base import Callback
-from wframe.optimizers.inject import _is_scheduled, get_hyperparam, set_hyperparam
+from wframe.optimizers import get_hyperparam, is_scheduled, set_hyperparam
 
 
 class LearningRateScheduler(Callback):
@@ -43,7 +43,7 @@ class LearningRateScheduler(Callback):
         return self.schedule(epoch)
 
     def on_epoch_begin(self, epoch, logs=None):
-        _settable(self.model.optimizer, type(self).__name__)
+        check_learning_rate_settable(self.model.optimizer, type(self).__name__)
         lr = self._call(epoch, get_hyperparam(self.model.opt_state, "learning_rate"))
         if isinstance(lr, bool) or not isinstance(lr, Real):
             raise ValueError(
@@ -61,9 +61,10 @@ class LearningRateScheduler(Callback):
             logs["learning_rate"] = get_hyperparam(self.model.opt_state, "learning_rate")
 
 
-def _settable(optimizer: Any, who: str) -> None:
-    # As Keras: a learning rate that a schedule recomputes at every step cannot be set.
-    if _is_scheduled(optimizer, "learning_rate"):
+def check_learning_rate_settable(optimizer: Any, who: str) -> None:
+    """Raise ``TypeError`` (naming the callback ``who``) if ``optimizer`` recomputes its learning
+    rate from a schedule at every step, so that setting it would change nothing (as Keras)."""
+    if is_scheduled(optimizer, "learning_rate"):
         raise TypeError(
             f"{who} cannot set the learning rate: the optimizer was made with a schedule for "
             "it, which recomputes it at every step. Pass a number instead (inject_hyperparams"

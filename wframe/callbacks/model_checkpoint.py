@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from wframe.backends.process import is_writer
 from wframe.callbacks.monitor import MonitorCallback
 from wframe.callbacks.save_freq import EveryNSteps, check_save_freq
 
@@ -17,10 +18,11 @@ class ModelCheckpoint(EveryNSteps, MonitorCallback):
     KeyError. Missing folders are created.
 
     A full checkpoint (the default) holds params, state, masks, the optimizer state and the
-    step, epoch and seed counters (:func:`wframe.checkpoint.save`): load it with
+    step, epoch and seed counters (:func:`wframe.saving.checkpoint.save`): load it with
     ``model.load_checkpoint(path)`` and ``fit(..., initial_epoch=...)`` continues exactly as an
     uninterrupted run would (from a checkpoint written at the end of an epoch). With
-    ``save_weights_only`` the file is :func:`wframe.weights.save_weights`'s (params, state, masks).
+    ``save_weights_only`` the file is :func:`wframe.saving.weights.save_weights`'s (params,
+    state, masks).
 
     With an integer ``save_freq`` the callback saves from the batch hook (so ``fit`` publishes
     the live arrays to the model at every batch: slower). It counts the model's training steps
@@ -137,13 +139,11 @@ class ModelCheckpoint(EveryNSteps, MonitorCallback):
         return False
 
     def _save(self, epoch: int, batch: int | None, logs: dict | None) -> None:
-        from wframe import checkpoint, distributed, weights  # late: they import the model's deps
-
         logs = logs or {}
         path = self._path(epoch, batch, logs)
         if not self._should_save(epoch, logs, path):
             return
-        if not distributed.is_writer():  # one writer in a multi-process run: process 0
+        if not is_writer():  # one writer in a multi-process run: process 0
             return
         if os.path.isdir(path):
             raise IsADirectoryError(
@@ -154,9 +154,9 @@ class ModelCheckpoint(EveryNSteps, MonitorCallback):
         if folder:
             os.makedirs(folder, exist_ok=True)
         if self.save_weights_only:
-            weights.save_weights(self.model, path)
+            self.model.save_weights(path)
         else:
-            checkpoint.save(self.model, path)
+            self.model.save_checkpoint(path)
         self._remember(path)
 
     def _remember(self, path: str) -> None:

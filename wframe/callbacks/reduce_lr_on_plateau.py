@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from wframe.callbacks.learning_rate_scheduler import _settable
+from wframe.callbacks.learning_rate_scheduler import check_learning_rate_settable
 from wframe.callbacks.monitor import MonitorCallback
-from wframe.optimizers.inject import get_hyperparam, set_hyperparam
+from wframe.optimizers import get_hyperparam, set_hyperparam
 
 
 class ReduceLROnPlateau(MonitorCallback):
@@ -75,7 +75,7 @@ class ReduceLROnPlateau(MonitorCallback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        _settable(self.model.optimizer, type(self).__name__)
+        check_learning_rate_settable(self.model.optimizer, type(self).__name__)
         logs["learning_rate"] = lr = get_hyperparam(self.model.opt_state, "learning_rate")
         current = self._monitor_value(logs)
         if current is None:

@@ -35,13 +35,13 @@ class EveryNSteps:
         self._epoch = epoch
         if self._mark is None and self.save_freq != "epoch":
             # Here, not in on_train_begin: a BackupAndRestore may set the counters there.
-            self._mark = self.model._steps // self.save_freq
+            self._mark = self.model.steps // self.save_freq
 
     def _due(self) -> bool:
         """Whether a multiple of ``save_freq`` was passed since the last save."""
         if self.save_freq == "epoch":
             return False
-        mark = self.model._steps // self.save_freq  # steps done, the batches of this call in
+        mark = self.model.steps // self.save_freq  # steps done, the batches of this call in
         if mark > self._mark:
             self._mark = mark
             return True

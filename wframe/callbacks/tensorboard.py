@@ -86,6 +86,8 @@ class TensorBoard(Callback):
         self.histogram_freq = histogram_freq
         self.update_freq = 1 if update_freq == "batch" else update_freq
         self.needs_grad_stats = bool(write_grads)
+        # Batch summaries are numbered by model.steps, current in the batch hooks only then.
+        self.needs_weights = self.update_freq != "epoch"
         self.grad_batch = grad_batch
         self._writers: dict[str, Any] = {}
         self._mark: int | None = None  # the multiples of update_freq already written for
@@ -107,12 +109,12 @@ class TensorBoard(Callback):
         self._epoch_stats = {}
         if self._mark is None and self.update_freq != "epoch":
             # Here, not in on_train_begin: a BackupAndRestore may set the counters there.
-            self._mark = self.model._steps // self.update_freq
+            self._mark = self.model.steps // self.update_freq
 
     def on_train_batch_end(self, batch, logs=None):
         if self.update_freq == "epoch" or not logs:
             return
-        step = self.model._steps
+        step = self.model.steps
         if step // self.update_freq > self._mark:
             self._mark = step // self.update_freq
             writer = self._writer("train")

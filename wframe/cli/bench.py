@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import argparse
 
+from wframe import bench
+from wframe.bench import add_arguments
+
 HELP = "run the cross-backend benchmark suite (python -m wframe.bench)"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from wframe.bench import add_arguments
 
     add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from wframe import bench
 
     return bench.run(args)

@@ -15,6 +15,8 @@ import platform
 import sys
 from typing import Any
 
+from wframe import backends
+
 HELP = "report versions, backends, devices, CUDA and BLAS (exit 0)"
 
 #: Distributions reported, in order; cupy ships under several names.
@@ -61,14 +63,11 @@ def _version(name: str) -> str:
 
 
 def _backends() -> dict[str, dict[str, Any]]:
-    from wframe import backends
-
-    backends._load_entry_points()
     out = {}
-    for name in list(backends._REGISTRY):
+    for name in backends.registered():
         entry: dict[str, Any] = {"available": False, "reason": "", "install": ""}
         try:
-            cls = backends._backend_class(name)
+            cls = backends.backend_class(name)
             ok, why = cls.is_available()
             entry.update(available=bool(ok), reason="" if ok else why)
             entry["install"] = "" if ok else cls.install

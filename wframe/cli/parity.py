@@ -33,6 +33,11 @@ from typing import Any
 
 import numpy as np
 
+import wframe as wf
+from wframe import backends
+from wframe.layers import GRU, LSTM, Conv2D, Dense, Flatten, MaxPool2D
+from wframe.tree import flatten
+
 HELP = "compare forward, gradients and 5 training steps of each backend with numpy (exit 1 if off)"
 
 MODELS = ("mlp", "cnn", "rnn")
@@ -217,10 +222,7 @@ def plan_backends(requested: Sequence[str] | None) -> tuple[list[str], dict[str,
     Raises:
       ValueError: a requested name is not registered (the message lists the valid names).
     """
-    from wframe import backends
-
-    backends._load_entry_points()
-    registered = list(backends._REGISTRY)
+    registered = backends.registered()
     wanted = list(dict.fromkeys(requested)) if requested is not None else registered
     for name in wanted:
         if name not in registered:
@@ -229,7 +231,7 @@ def plan_backends(requested: Sequence[str] | None) -> tuple[list[str], dict[str,
     for name in wanted:
         if name == REFERENCE:
             continue
-        why = backends._why_unavailable(name)
+        why = backends.why_unavailable(name)
         if why:
             skipped[name] = why
         else:
@@ -257,8 +259,6 @@ def _jax_x64(enable: bool) -> str:
 # ----------------------------------------------------------------------------- one run
 def model_and_data(kind: str, *, seed: int, dtype: str) -> tuple[Any, np.ndarray, np.ndarray]:
     """An unbuilt model of ``kind`` and host data ``(x, y)`` for it, all from ``seed``."""
-    import wframe as wf
-    from wframe.layers import GRU, LSTM, Conv2D, Dense, Flatten, MaxPool2D
 
     if kind == "mlp":
         layers, shape = [Dense(16, "relu"), Dense(8, "tanh"), Dense(CLASSES)], (32, 8)
@@ -277,8 +277,6 @@ def model_and_data(kind: str, *, seed: int, dtype: str) -> tuple[Any, np.ndarray
 
 def run_model(kind: str, backend: str, *, seed: int, dtype: str) -> dict[str, np.ndarray]:
     """Every compared quantity of model ``kind`` on ``backend``, as host arrays by name."""
-    import wframe as wf
-    from wframe.tree import flatten
 
     model, x, y = model_and_data(kind, seed=seed, dtype=dtype)
     with wf.use_backend(backend):

@@ -12,6 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from wframe.saving import load_model
+from wframe.saving.io import WeightsFileError
+
 HELP = "print the summary table of a saved model file (exit 2 if it cannot be read)"
 
 
@@ -20,8 +23,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wframe.io import WeightsFileError
-    from wframe.saving import load_model
 
     try:
         model = load_model(args.path)

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from wframe.backends import backend_of
+
 
 def env_ranks() -> tuple[int, int, int, str, int]:
     """``(rank, size, local_rank, master_addr, master_port)`` from the environment (one
@@ -163,7 +165,6 @@ class TcpComm:
 
 
 def _to_host(a: Any) -> np.ndarray:
-    from wframe.backends import backend_of
 
     return np.asarray(backend_of(a).to_numpy(a))
 
@@ -178,7 +179,6 @@ def _from_bytes(buf: bytearray, like: np.ndarray) -> np.ndarray:
 
 
 def _like(a: Any, host: np.ndarray) -> Any:
-    from wframe.backends import backend_of
 
     return host if isinstance(a, np.ndarray | np.generic) else backend_of(a).asarray(host)
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from wframe import data
 from wframe import losses as losses_mod
+from wframe.training import TrainState
 
 
 def _plan(strategy: Any, n: int, size: int) -> tuple[int, int, list[int]]:
@@ -48,9 +49,8 @@ def _mask(real: int, rows: int) -> np.ndarray:
 def _placed(strategy: Any, model: Any, params: Any, state: Any) -> tuple[Any, Any]:
     if params is not None:  # fit's train state: already placed
         return params, state
-    from wframe.training import TrainState
-
-    ts = strategy.place(TrainState(model._params, model._state, None))
+    arrays = model.train_state
+    ts = strategy.place(TrainState(arrays.params, arrays.state, None))
     return ts.params, ts.state
 
 
@@ -63,27 +63,28 @@ def predict(strategy: Any, model: Any, x: Any, size: int) -> Any:
     n = data.shape_of(x, "x")[0]
     rows, steps, _ = _plan(strategy, n, size)
     params, state = _placed(strategy, model, None, None)
-    fn = model._cached(("strategy_predict", strategy), lambda: _predict_fn(strategy, model))
+    fn = model.trainer.memo(("strategy_predict", strategy), lambda: _predict_fn(strategy, model))
     xp, dt = model.backend.xp, model.backend.dtype(model.dtype)
-    features = tuple(model._shapes[0][1:])
+    features = tuple(model.input_shape[1:])
     outs = []
     for i in range(steps):
         start = min(i * rows, n)
-        xb = model._inputs(x[start : start + rows]) if start < n else xp.zeros((0, *features), dt)
+        empty = xp.zeros((0, *features), dt)
+        xb = model.prepare_inputs(x[start : start + rows]) if start < n else empty
         xb, real = _padded(xb, 0, rows, features, dt, xp)
-        outs.append((fn(params, state, strategy.assemble(xb, strategy._batch)), real))
+        outs.append((fn(params, state, strategy.assemble(xb, strategy.batch_sharding)), real))
     parts = [strategy.local_rows(out)[:real] for out, real in outs]
     return model.backend.asarray(np.concatenate(parts, axis=0))
 
 
 def _predict_fn(strategy: Any, model: Any) -> Any:
-    jax = strategy._jax
+    jax = strategy.jax
     # Every process wants all the outputs unless each passed its own share.
     gather = jax.process_count() > 1 and strategy.feeders == 1
 
     def fn(params, state, x):
         y = model.apply(params, state, strategy.shard_batch(x), train=False, vjp=False)[0]
-        return jax.lax.with_sharding_constraint(y, strategy._replicated) if gather else y
+        return jax.lax.with_sharding_constraint(y, strategy.replicated) if gather else y
 
     return model.backend.jit(fn)
 
@@ -105,14 +106,15 @@ def evaluate(
     n = x.shape[0]
     rows, steps, counts = _plan(strategy, n, size)
     params, state = _placed(strategy, model, params, state)
-    fn = model._cached(("strategy_eval", strategy, loss), lambda: _eval_fn(strategy, model, loss))
+    make = lambda: _eval_fn(strategy, model, loss)  # noqa: E731
+    fn = model.trainer.memo(("strategy_eval", strategy, loss), make)
     xp = model.backend.xp
     sums = []
     for i in range(steps):
         start = min(i * rows, n)
         xb, real = _padded(x, start, rows, x.shape[1:], x.dtype, xp)
         yb, _ = _padded(y, start, rows, y.shape[1:], y.dtype, xp)
-        batch = [strategy.assemble(a, strategy._batch) for a in (xb, yb, _mask(real, rows))]
+        batch = [strategy.assemble(a, strategy.batch_sharding) for a in (xb, yb, _mask(real, rows))]
         sums.append(fn(params, state, *batch))
     names = ("loss", loss.metric) if loss.metric else ("loss",)
     total = sum(counts)
@@ -121,7 +123,7 @@ def evaluate(
 
 
 def _eval_fn(strategy: Any, model: Any, loss: losses_mod.Loss) -> Any:
-    jax = strategy._jax
+    jax = strategy.jax
     jnp = jax.numpy
     per_example = {"loss": lambda p, t: loss(p[None], t[None])[0]}
     if loss.metric:

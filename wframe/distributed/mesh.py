@@ -17,6 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from wframe.distributed import inference
+from wframe.tree import flatten, map_at
+
 
 class DataParallel:
     """Data parallelism over ``devices`` (default: all of JAX's) along a mesh axis ``"data"``.
@@ -47,7 +50,7 @@ class DataParallel:
         # processes' rows in process order.
         self.devices = sorted(devices, key=lambda d: d.process_index)
         self.per_process_data = bool(per_process_data)
-        self._jax = jax
+        self.jax = jax
         self._set_mesh(Mesh(np.array(self.devices), (self.axis,)))
 
     def _set_mesh(self, mesh: Any) -> None:
@@ -55,9 +58,9 @@ class DataParallel:
 
         self.mesh = mesh
         self._named = lambda spec: NamedSharding(self.mesh, spec)
-        self._batch = self._named(PartitionSpec(self.axis))
+        self.batch_sharding = self._named(PartitionSpec(self.axis))
         self._stacked = self._named(PartitionSpec(None, self.axis))  # (steps, batch, ...)
-        self._replicated = self._named(PartitionSpec())
+        self.replicated = self._named(PartitionSpec())
         feeders = self.feeders
         if self.num_devices % feeders:
             raise ValueError(
@@ -73,7 +76,7 @@ class DataParallel:
     @property
     def feeders(self) -> int:
         """How many processes each pass a share of every batch (1: each passes all of it)."""
-        return self._jax.process_count() if self.per_process_data else 1
+        return self.jax.process_count() if self.per_process_data else 1
 
     @property
     def feeds_batches(self) -> bool:
@@ -135,13 +138,13 @@ class DataParallel:
         """``tree`` copied to every device (params, state, optimizer state, data). With several
         processes each one must pass the same values (same seed, same data); each places its
         own devices' copies."""
-        jax = self._jax
+        jax = self.jax
         if jax.process_count() == 1:
-            return jax.device_put(tree, self._replicated)
+            return jax.device_put(tree, self.replicated)
 
         def place(a):
             host = np.asarray(a)  # this process's copy (replicated arrays are whole here)
-            return jax.make_array_from_callback(host.shape, self._replicated, lambda i: host[i])
+            return jax.make_array_from_callback(host.shape, self.replicated, lambda i: host[i])
 
         return jax.tree.map(place, tree)
 
@@ -167,12 +170,12 @@ class DataParallel:
         ``(steps, batch, ...)`` and assembled over the processes (split along the batch)."""
         idx = np.asarray(rows)[start : start + steps]
         xs, ys = (self.assemble(a[idx], self._stacked, axis=1) for a in (x, y))
-        return xs, ys, self._jax.numpy.arange(steps, dtype=np.int32), 0
+        return xs, ys, self.jax.numpy.arange(steps, dtype=np.int32), 0
 
     def assemble(self, local: Any, sharding: Any, axis: int = 0) -> Any:
         """A global array from this process's ``local`` rows: with per-process data the
         processes' rows side by side along ``axis``, otherwise every process passes all."""
-        jax = self._jax
+        jax = self.jax
         if jax.process_count() == 1:
             return jax.device_put(local, sharding)
         shape = list(local.shape)
@@ -181,7 +184,7 @@ class DataParallel:
 
     def local_rows(self, a: Any) -> np.ndarray:
         """This process's rows of a batch-sharded global array, on the host."""
-        if self._jax.process_count() == 1 or self.feeders == 1:
+        if self.jax.process_count() == 1 or self.feeders == 1:
             return np.asarray(a)
         shards = {s.index[0].start or 0: s.data for s in a.addressable_shards}
         return np.concatenate([np.asarray(shards[k]) for k in sorted(shards)])
@@ -189,11 +192,11 @@ class DataParallel:
     # ------------------------------------------------------------------ inside compiled steps
     def shard_batch(self, x: Any) -> Any:
         """Inside the compiled step: ``x`` split along its first axis over the devices."""
-        return self._jax.lax.with_sharding_constraint(x, self._batch)
+        return self.jax.lax.with_sharding_constraint(x, self.batch_sharding)
 
     def keep_replicated(self, tree: Any) -> Any:
         """Inside the compiled step: the train state kept as placed (whole on every device)."""
-        return self._jax.lax.with_sharding_constraint(tree, self._replicated)
+        return self.jax.lax.with_sharding_constraint(tree, self.replicated)
 
     def fold_key(self, key: Any) -> Any:
         """The dropout key of ``fit``: unchanged (the masks hash global element indices)."""
@@ -202,7 +205,6 @@ class DataParallel:
     # ------------------------------------------------------------------ inference
     def predict(self, model: Any, x: Any, size: int) -> Any:
         """``model.predict(x, strategy=self)``; see :func:`wframe.distributed.inference.predict`."""
-        from wframe.distributed import inference
 
         return inference.predict(self, model, x, size)
 
@@ -218,7 +220,6 @@ class DataParallel:
     ) -> dict[str, float]:
         """``model.evaluate(..., strategy=self)``; see
         :func:`wframe.distributed.inference.evaluate`."""
-        from wframe.distributed import inference
 
         return inference.evaluate(self, model, x, y, loss, size, params, state)
 
@@ -274,19 +275,17 @@ class ModelParallel(DataParallel):
         return None
 
     def _shardings(self, params: Any) -> Any:
-        from wframe.tree import flatten, map_at
 
         specs = {n: self._spec(n) for n, _ in flatten(params)}
         return map_at(
             params,
             {
-                n: (lambda _, s=s: self._named(s) if s is not None else self._replicated)
+                n: (lambda _, s=s: self._named(s) if s is not None else self.replicated)
                 for n, s in specs.items()
             },
         )
 
     def place(self, ts: Any) -> Any:
-        from wframe.tree import flatten
 
         for name, a in flatten(ts.params):
             spec = self._spec(name)
@@ -299,9 +298,9 @@ class ModelParallel(DataParallel):
                         f"but the param has shape {tuple(a.shape)}; change the rule or the size"
                     )
         placed = self.replicate(ts)
-        params = self._jax.device_put(placed.params, self._shardings(placed.params))
+        params = self.jax.device_put(placed.params, self._shardings(placed.params))
         return placed._replace(params=params)
 
     def keep_replicated(self, ts: Any) -> Any:
-        constrain = self._jax.lax.with_sharding_constraint
+        constrain = self.jax.lax.with_sharding_constraint
         return ts._replace(params=constrain(ts.params, self._shardings(ts.params)))

@@ -12,8 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from wframe.backends import backend_of
 from wframe.distributed import process
 from wframe.distributed.comm import NcclComm, TcpComm
+from wframe.random import fold_in
+from wframe.training import TrainState, evaluate
+from wframe.tree import tree_leaves, tree_map
 
 
 class NcclDataParallel:
@@ -65,7 +69,7 @@ class NcclDataParallel:
             )
         self.comm = comm
         self.rank, self.world_size = comm.rank, comm.size
-        process._group_rank = self.rank
+        process.set_group_rank(self.rank)
 
     def __repr__(self) -> str:
         return f"NcclDataParallel(rank {self.rank} of {self.world_size}, {self.comm!r})"
@@ -131,7 +135,6 @@ class NcclDataParallel:
 
     def place(self, ts: Any) -> Any:
         """The train state broadcast from rank 0 (every array of it)."""
-        from wframe.tree import tree_map
 
         return tree_map(lambda a: self.comm.broadcast(a) if hasattr(a, "shape") else a, ts)
 
@@ -146,15 +149,12 @@ class NcclDataParallel:
 
     def fold_key(self, key: Any) -> Any:
         """Rank 0 keeps ``fit``'s dropout key; the others draw their own masks."""
-        from wframe.random import fold_in
 
         return key if self.rank == 0 else fold_in(key, self.rank)
 
     def sync(self, value: Any, grads: Any, logged: list, state: Any) -> tuple:
         """Inside a train step: the loss, the gradients, the logged metrics and the float
         layer state averaged over the ranks, in one all-reduce of one flat buffer."""
-        from wframe.backends import backend_of
-        from wframe.tree import tree_leaves, tree_map
 
         xp = backend_of(value).xp
         leaves = tree_leaves(grads)
@@ -192,7 +192,8 @@ class NcclDataParallel:
     ) -> dict[str, float]:
         """The mean loss (and metric) over every rank's examples, the same on every rank."""
         self.check_model(model, "evaluate")
-        local = model._evaluate(x, y, loss, size, params, state)
+        arrays = None if params is None else TrainState(params, state, None)
+        local = evaluate(model, x, y, loss, size, arrays)
         names = ("loss", loss.metric) if loss.metric else ("loss",)
         n = x.shape[0]
         sums = np.array([*(local.get(k, 0.0) * n for k in names), n], np.float64)

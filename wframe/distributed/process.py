@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-# The rank of this process in a NcclDataParallel group, once one is made (None: no group).
-_group_rank: int | None = None
+from wframe.backends.process import is_writer, set_group_rank
+
+__all__ = ["initialize", "is_writer", "set_group_rank"]
 
 
 def initialize(
@@ -22,8 +24,6 @@ def initialize(
     process's devices; each process runs the same script with the same seed, on the same data
     or (``per_process_data=True``) on its own share.
     """
-    import os
-
     import jax
 
     env = os.environ
@@ -38,14 +38,3 @@ def initialize(
         process_id=process_id,
         **kwargs,
     )
-
-
-def is_writer() -> bool:
-    """True in the process that writes files: process 0 of JAX's multi-process run or rank 0
-    of a :class:`~wframe.distributed.NcclDataParallel` group (the only process otherwise)."""
-    import sys
-
-    if _group_rank is not None:
-        return _group_rank == 0
-    jax = sys.modules.get("jax")
-    return jax is None or jax.process_index() == 0

@@ -46,6 +46,8 @@ class Layer:
     uses_key = False
     #: True when ``backprop`` takes ``need`` (see above).
     selective_grads = False
+    #: Whether ``forward`` takes ``vjp`` (set per class from its signature).
+    _takes_vjp = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -122,6 +124,3 @@ class Layer:
             raise ValueError(
                 f"{self.label} expects {rank}-D inputs {what}, got shape {tuple(shape)}"
             )
-
-
-Layer._takes_vjp = False

@@ -2,10 +2,10 @@
 
 A model file stores ``{"class": "Dense", "config": {...}}``; loading looks the name up here and
 nowhere else (no ``importlib``, no ``eval``), so a file can only build classes that this process
-registered. Every built-in layer is registered under its class name, the trainable model
-``wf.Sequential`` under ``"wframe.Sequential"`` (``"Sequential"`` is the plain chain
-``wf.layers.Sequential``), and the regularizers under theirs (``"L2"``). User layers join with
-``@wf.layers.register``.
+registered. Every built-in layer is registered under its class name and the regularizers under
+theirs (``"L2"``); model classes register themselves where they are defined (the trainable
+``wf.Sequential`` as ``"wframe.Sequential"``: ``"Sequential"`` is the plain chain
+``wf.layers.Sequential``). User layers join with ``@wf.layers.register``.
 """
 
 from __future__ import annotations
@@ -23,13 +23,8 @@ from wframe.layers.recurrent import GRU, LSTM, SimpleRNN
 
 __all__ = ["lookup", "name_of", "register", "registered", "unregister"]
 
-#: The name of the trainable model class (wframe/model.py), registered on first use because
-#: wframe.model imports wframe.layers.
-MODEL_NAME = "wframe.Sequential"
-
 _BY_NAME: dict[str, type] = {}
 _BY_CLASS: dict[type, str] = {}
-_model_added = False
 
 
 def _qualified(cls: type) -> str:
@@ -70,15 +65,6 @@ def _forget(cls: type, name: str) -> None:
             _BY_CLASS[cls] = aliases[-1]
 
 
-def _ensure_model() -> None:
-    global _model_added
-    if not _model_added:
-        _model_added = True
-        from wframe.model import Sequential as Model
-
-        _add(Model, MODEL_NAME)
-
-
 def register(cls: type | None = None, *, name: str | None = None) -> Any:
     """Register a layer class so that saved models holding it load again.
 
@@ -95,7 +81,6 @@ def register(cls: type | None = None, *, name: str | None = None) -> Any:
     Returns:
       ``cls`` itself (or, without ``cls``, a decorator).
     """
-    _ensure_model()
     if cls is None:
         return lambda c: register(c, name=name)
     _add(cls, cls.__name__ if name is None else name)
@@ -111,7 +96,6 @@ def unregister(name: str) -> type:
 
 def lookup(name: str) -> type:
     """The class registered as ``name``, or a ``ValueError`` saying how to register it."""
-    _ensure_model()
     cls = _BY_NAME.get(name) if isinstance(name, str) else None
     if cls is None:
         short = name.rsplit(".", 1)[-1] if isinstance(name, str) else "MyLayer"
@@ -125,7 +109,6 @@ def lookup(name: str) -> type:
 
 def name_of(cls: type) -> str:
     """The name ``cls`` is registered under, or a ``ValueError`` saying how to register it."""
-    _ensure_model()
     name = _BY_CLASS.get(cls)
     if name is None:
         raise ValueError(
@@ -137,7 +120,6 @@ def name_of(cls: type) -> str:
 
 def registered() -> list[str]:
     """The registered names, sorted."""
-    _ensure_model()
     return sorted(_BY_NAME)
 
 

@@ -3,12 +3,14 @@
 States and chains mirror optax's class names, field names and nesting, so a state made by optax
 (converted leaf-wise) continues under wframe's update and vice versa. The same implementation runs
 on every backend (traced by ``jax.jit`` on JAX, eagerly on NumPy and CuPy), so a model's optimizer
-state keeps its classes when the model moves between backends. :func:`fused` gives the named
-optimizers an in-place update for backends that have one (NumPy).
+state keeps its classes when the model moves between backends. The named optimizers declare
+what they are (:class:`OptimizerSpec`, with their in-place update as a :class:`FusedSpec`), and
+:func:`fused` runs that update where the backend has kernels for it (NumPy, CuPy).
 
 Layout, as optax's: ``base`` (the transformation type, states, :func:`chain`,
 :func:`apply_updates`), ``transforms`` (the building blocks), ``alias`` (the named optimizers and
-:func:`get`) and ``fused`` (their in-place updates).
+:func:`get`), ``spec`` (the declarations), ``fused`` (the declared in-place updates), ``inject``
+(:func:`inject_hyperparams`) and ``hyperparams`` (reading and setting their values).
 """
 
 from wframe.optimizers.alias import adam, adamw, get, rmsprop, sgd
@@ -32,17 +34,27 @@ from wframe.optimizers.base import (
 from wframe.optimizers.base import OptState as OptState
 from wframe.optimizers.base import ScalarOrSchedule as ScalarOrSchedule
 from wframe.optimizers.base import Schedule as Schedule
-from wframe.optimizers.fused import _FUSABLE as _FUSABLE
-from wframe.optimizers.fused import _groups as _groups
 from wframe.optimizers.fused import fused
-from wframe.optimizers.inject import (
-    InjectHyperparamsState,
+from wframe.optimizers.hyperparams import (
+    find_injected_state,
     get_hyperparam,
-    inject_hyperparams,
+    is_scheduled,
     learning_rate,
     set_hyperparam,
+    update_count,
 )
+from wframe.optimizers.inject import InjectHyperparamsState, inject_hyperparams
 from wframe.optimizers.partition import MultiTransformState, partition
+from wframe.optimizers.spec import (
+    AdamHyperparams,
+    DeclaredTransformation,
+    FusedSpec,
+    InjectedSpec,
+    OptimizerSpec,
+    RmspropHyperparams,
+    SgdHyperparams,
+    spec_of,
+)
 from wframe.optimizers.transforms import (
     add_decayed_weights,
     clip_by_global_norm,
@@ -56,18 +68,25 @@ from wframe.optimizers.transforms import (
 )
 
 __all__ = [
+    "AdamHyperparams",
     "AddDecayedWeightsState",
+    "DeclaredTransformation",
     "EmptyState",
+    "FusedSpec",
     "GradientTransformation",
     "InjectHyperparamsState",
+    "InjectedSpec",
     "MaskedState",
     "MultiTransformState",
+    "OptimizerSpec",
+    "RmspropHyperparams",
     "ScaleByAdamState",
     "ScaleByRStdDevState",
     "ScaleByRmsState",
     "ScaleByRmsWithCountState",
     "ScaleByRStdDevWithCountState",
     "ScaleByScheduleState",
+    "SgdHyperparams",
     "TraceState",
     "WeightDecaySchedule",
     "adam",
@@ -76,11 +95,13 @@ __all__ = [
     "apply_updates",
     "chain",
     "clip_by_global_norm",
+    "find_injected_state",
     "fused",
     "get",
     "get_hyperparam",
     "identity",
     "inject_hyperparams",
+    "is_scheduled",
     "learning_rate",
     "partition",
     "rmsprop",
@@ -92,5 +113,7 @@ __all__ = [
     "scale_by_stddev",
     "set_hyperparam",
     "sgd",
+    "spec_of",
     "trace",
+    "update_count",
 ]

@@ -1,5 +1,6 @@
 """The named optimizers (:func:`sgd`, :func:`adam`, :func:`adamw`, :func:`rmsprop`) as optax's
-chains of transformations, and :func:`get` to look one up by name with Keras's defaults.
+chains of transformations, each declaring its :class:`~wframe.optimizers.OptimizerSpec`, and
+:func:`get` to look one up by name with Keras's defaults.
 """
 
 from __future__ import annotations
@@ -7,8 +8,15 @@ from __future__ import annotations
 from typing import Any
 
 from wframe.optimizers.base import GradientTransformation, ScalarOrSchedule, chain, identity
-from wframe.optimizers.fused import _FUSABLE
-from wframe.optimizers.inject import _LEARNING_RATES, inject_hyperparams
+from wframe.optimizers.inject import inject_hyperparams
+from wframe.optimizers.spec import (
+    AdamHyperparams,
+    DeclaredTransformation,
+    FusedSpec,
+    OptimizerSpec,
+    RmspropHyperparams,
+    SgdHyperparams,
+)
 from wframe.optimizers.transforms import (
     add_decayed_weights,
     scale_by_adam,
@@ -24,7 +32,7 @@ def sgd(
     momentum: float | None = None,
     nesterov: bool = False,
     accumulator_dtype: Any = None,
-) -> GradientTransformation:
+) -> DeclaredTransformation:
     """Stochastic gradient descent, with optional (Nesterov) momentum.
 
     Args:
@@ -34,14 +42,16 @@ def sgd(
       accumulator_dtype: dtype of the momentum buffer, ``None`` to follow the params.
 
     Returns:
-      ``chain(trace or identity, scale_by_learning_rate)``, as optax.
+      ``chain(trace or identity, scale_by_learning_rate)``, as optax, declaring an in-place
+      update unless ``accumulator_dtype`` is given.
     """
     first = identity() if momentum is None else trace(momentum, nesterov, accumulator_dtype)
     tx = chain(first, scale_by_learning_rate(learning_rate))
+    fused = None
     if accumulator_dtype is None:
-        _FUSABLE[tx.update] = ("sgd", (learning_rate, momentum, nesterov))
-    _LEARNING_RATES[tx.update] = (learning_rate, 1)
-    return tx
+        fused = FusedSpec("sgd", SgdHyperparams(learning_rate, momentum, nesterov))
+    parts = ("momentum", "learning_rate")
+    return _declared(tx, OptimizerSpec("sgd", learning_rate, parts, fused))
 
 
 def adam(
@@ -53,7 +63,7 @@ def adam(
     mu_dtype: Any = None,
     *,
     nesterov: bool = False,
-) -> GradientTransformation:
+) -> DeclaredTransformation:
     """Adam: ``chain(scale_by_adam(...), scale_by_learning_rate(learning_rate))``.
 
     Args:
@@ -61,16 +71,18 @@ def adam(
       b1, b2, eps, eps_root, mu_dtype, nesterov: as in :func:`scale_by_adam`.
 
     Returns:
-      A :class:`GradientTransformation` whose state mirrors optax's.
+      A :class:`GradientTransformation` whose state mirrors optax's, declaring an in-place
+      update unless ``mu_dtype`` or ``nesterov`` is given.
     """
     tx = chain(
         scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
         scale_by_learning_rate(learning_rate),
     )
+    fused = None
     if mu_dtype is None and not nesterov:
-        _FUSABLE[tx.update] = ("adam", (learning_rate, b1, b2, eps, eps_root, None, None))
-    _LEARNING_RATES[tx.update] = (learning_rate, 1)
-    return tx
+        fused = FusedSpec("adam", AdamHyperparams(learning_rate, b1, b2, eps, eps_root))
+    parts = ("moments", "learning_rate")
+    return _declared(tx, OptimizerSpec("adam", learning_rate, parts, fused))
 
 
 def adamw(
@@ -84,7 +96,7 @@ def adamw(
     mask: Any = None,
     *,
     nesterov: bool = False,
-) -> GradientTransformation:
+) -> DeclaredTransformation:
     """Adam with decoupled weight decay (Loshchilov & Hutter, 2019).
 
     Args:
@@ -93,18 +105,20 @@ def adamw(
       weight_decay, mask: as in :func:`add_decayed_weights`.
 
     Returns:
-      ``chain(scale_by_adam, add_decayed_weights, scale_by_learning_rate)``, as optax.
+      ``chain(scale_by_adam, add_decayed_weights, scale_by_learning_rate)``, as optax,
+      declaring an in-place update unless ``mu_dtype`` or ``nesterov`` is given.
     """
     tx = chain(
         scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
         add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )
+    fused = None
     if mu_dtype is None and not nesterov:
-        hyper = (learning_rate, b1, b2, eps, eps_root, weight_decay, mask)
-        _FUSABLE[tx.update] = ("adam", hyper)
-    _LEARNING_RATES[tx.update] = (learning_rate, 2)
-    return tx
+        hyper = AdamHyperparams(learning_rate, b1, b2, eps, eps_root, weight_decay, mask)
+        fused = FusedSpec("adam", hyper)
+    parts = ("moments", "weight_decay", "learning_rate")
+    return _declared(tx, OptimizerSpec("adamw", learning_rate, parts, fused))
 
 
 def rmsprop(
@@ -117,7 +131,7 @@ def rmsprop(
     momentum: float | None = None,
     nesterov: bool = False,
     bias_correction: bool = False,
-) -> GradientTransformation:
+) -> DeclaredTransformation:
     """RMSProp, optionally centered and with momentum.
 
     Args:
@@ -127,7 +141,9 @@ def rmsprop(
       momentum, nesterov: momentum applied *after* the learning rate, as optax does.
 
     Returns:
-      ``chain(scale_by_rms or scale_by_stddev, scale_by_learning_rate, trace or identity)``.
+      ``chain(scale_by_rms or scale_by_stddev, scale_by_learning_rate, trace or identity)``,
+      declaring an in-place update (run where the backend has one: CuPy) unless ``centered``
+      or ``bias_correction``.
     """
     scaler = scale_by_stddev if centered else scale_by_rms
     tx = chain(
@@ -135,11 +151,16 @@ def rmsprop(
         scale_by_learning_rate(learning_rate),
         identity() if momentum is None else trace(momentum, nesterov),
     )
-    if not centered and not bias_correction:  # in place where the backend can (CuPy)
-        hyper = (learning_rate, decay, eps, eps_in_sqrt, momentum, nesterov)
-        _FUSABLE[tx.update] = ("rmsprop", hyper)
-    _LEARNING_RATES[tx.update] = (learning_rate, 1)
-    return tx
+    fused = None
+    if not centered and not bias_correction:
+        hyper = RmspropHyperparams(learning_rate, decay, eps, eps_in_sqrt, momentum, nesterov)
+        fused = FusedSpec("rmsprop", hyper)
+    parts = ("moments", "learning_rate", "momentum")
+    return _declared(tx, OptimizerSpec("rmsprop", learning_rate, parts, fused))
+
+
+def _declared(tx: GradientTransformation, spec: OptimizerSpec) -> DeclaredTransformation:
+    return DeclaredTransformation(tx.init, tx.update, spec)
 
 
 _FACTORIES = {"adam": adam, "adamw": adamw, "rmsprop": rmsprop, "sgd": sgd}

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import numpy
+
 from wframe.backends import array_namespace
 from wframe.tree import tree_leaves, tree_map
 from wframe.types import Array, Grads, Params
@@ -73,27 +75,28 @@ class MaskedState(NamedTuple):
     inner_state: Any
 
 
-# --- helpers (pure xp; jit-traceable) --------------------------------------------------------
+# --- helpers the transformations share (pure xp; jit-traceable) ------------------------------
+# Public to the modules of this package (transforms, inject, clipping); not re-exported.
 
 
-def _zero_count(params: Params) -> Array:
+def zero_count(params: Params) -> Array:
+    """A 0-d int32 step count of zero on the backend of ``params`` (host NumPy for no leaf)."""
     leaves = tree_leaves(params)
     if not leaves:  # no array to ask for a namespace: a host count, which every backend accepts
-        import numpy
-
         return numpy.zeros((), dtype=numpy.int32)
     xp = array_namespace(leaves[0])
     return xp.zeros((), dtype=xp.int32)
 
 
-def _safe_increment(count: Array) -> Array:
-    # Saturate instead of wrapping around, as optax.safe_increment does.
+def safe_increment(count: Array) -> Array:
+    """``count + 1``, saturating at the dtype's maximum instead of wrapping, as optax's."""
     xp = array_namespace(count)
     return xp.where(count < xp.iinfo(count.dtype).max, count + 1, count)
 
 
-def _per_dtype(make: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    # Step scalars are computed once per leaf dtype (usually once per step), not once per leaf.
+def per_dtype(make: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``dtype -> make(dtype)``, computed once per dtype: step scalars once per step, not per
+    leaf."""
     cache: dict = {}
 
     def get(dtype):
@@ -105,30 +108,34 @@ def _per_dtype(make: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return get
 
 
-def _count_as_float(count: Array, dtype: Any) -> Array:
-    # decay**count in float32 (float64 for float64 leaves), like JAX's promotion in optax.
+def count_as_float(count: Array, dtype: Any) -> Array:
+    """``count`` in float32 (float64 for float64 leaves), like JAX's promotion in optax."""
     xp = array_namespace(count)
     return xp.astype(count, xp.float64 if dtype == xp.float64 else xp.float32)
 
 
-def _cast(xp, dtype: Any, *values: Array) -> list:
+def cast(xp, dtype: Any, *values: Array) -> list:
+    """``values`` in ``dtype``; those already in it are returned as they are."""
     return [v if v.dtype == dtype else xp.astype(v, dtype) for v in values]
 
 
-def _astype(t: Array, dtype: Any) -> Array:
-    # No copy when the dtype already matches (xp.astype copies by default).
+def astype(t: Array, dtype: Any) -> Array:
+    """``t`` in ``dtype``, with no copy when it already is (``xp.astype`` copies by default)."""
     return t if t.dtype == dtype else array_namespace(t).astype(t, dtype)
 
 
-def _full_like(params: Params, value: float) -> Params:
+def full_like(params: Params, value: float) -> Params:
+    """A tree like ``params`` filled with ``value``."""
     return tree_map(lambda p: array_namespace(p).full_like(p, value), params)
 
 
-def _zeros_like(params: Params, dtype: Any = None) -> Params:
+def zeros_like(params: Params, dtype: Any = None) -> Params:
+    """A tree of zeros like ``params`` (in ``dtype`` when given)."""
     return tree_map(lambda p: array_namespace(p).zeros_like(p, dtype=dtype), params)
 
 
-def _empty_init(params: Params) -> EmptyState:
+def empty_init(params: Params) -> EmptyState:
+    """The ``init`` of stateless transformations."""
     del params
     return EmptyState()
 
@@ -143,12 +150,14 @@ def identity() -> GradientTransformation:
         del params
         return updates, state
 
-    return GradientTransformation(_empty_init, update_fn)
+    return GradientTransformation(empty_init, update_fn)
 
 
 def chain(*txs: GradientTransformation) -> GradientTransformation:
     """Apply transformations in order; the state is the tuple of their states, as in optax."""
-    init_fns, update_fns = zip(*txs, strict=True) if txs else ((), ())
+    # By attribute, not by unpacking: any object with init and update chains (optax's too).
+    init_fns = tuple(tx.init for tx in txs)
+    update_fns = tuple(tx.update for tx in txs)
 
     def init_fn(params):
         return tuple(fn(params) for fn in init_fns)

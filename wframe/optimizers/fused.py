@@ -1,32 +1,40 @@
-"""In-place updates for the named optimizers on backends with in-place kernels (NumPy)."""
+"""The fused in-place updates that optimizers declare, run on backends with in-place kernels.
+
+:func:`fused` reads a transformation's declaration (:func:`~wframe.optimizers.spec_of`) by field
+name: an :class:`~wframe.optimizers.OptimizerSpec` whose ``fused`` is a
+:class:`~wframe.optimizers.FusedSpec` names the kernel (``kind``) and its ``hyperparams``, and
+``parts`` says where each part's state sits in the chain's; an
+:class:`~wframe.optimizers.InjectedSpec` says which of the inner optimizer's hyper-parameters
+live in the state. Nothing else is fused.
+"""
 
 from __future__ import annotations
 
-import weakref
+import functools
 from collections.abc import Callable
 from typing import Any
 
 from wframe.backends import array_namespace, backend_of
 from wframe.optimizers.base import OptState, ScalarOrSchedule, apply_updates
-from wframe.optimizers.inject import _INJECTED, _lookup
+from wframe.optimizers.spec import (
+    AdamHyperparams,
+    InjectedSpec,
+    OptimizerSpec,
+    RmspropHyperparams,
+    SgdHyperparams,
+    spec_of,
+)
 from wframe.tree import tree_map
 from wframe.types import Grads, Params
 
-# update function -> (kind, hyper-parameters) of the transformations fused() can run in place.
-_FUSABLE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-# The factories' argument names of each kind's hyper-parameters, in order.
-_NAMES = {
-    "sgd": ("learning_rate", "momentum", "nesterov"),
-    "adam": ("learning_rate", "b1", "b2", "eps", "eps_root", "weight_decay", "mask"),
-    "rmsprop": ("learning_rate", "decay", "eps", "eps_in_sqrt", "momentum", "nesterov"),
-}
+Apply = Callable[[Params, Grads, OptState], tuple[Params, OptState]]
 
 
-def fused(tx: Any) -> Callable[[Params, Grads, OptState], tuple[Params, OptState]] | None:
-    """An in-place ``update`` + :func:`apply_updates` for a transformation made by :func:`sgd`,
-    :func:`adam`, :func:`adamw` (constant or scheduled learning rate and weight decay) or
-    :func:`rmsprop` (neither centered nor bias-corrected; in place only where the backend has
-    ``rmsprop_inplace``, CuPy), or by :func:`inject_hyperparams` of one of them.
+def fused(tx: Any) -> Apply | None:
+    """An in-place ``update`` + :func:`apply_updates` for a transformation that declares one: made
+    by :func:`sgd`, :func:`adam`, :func:`adamw` (constant or scheduled learning rate and weight
+    decay) or :func:`rmsprop` (neither centered nor bias-corrected; in place only where the
+    backend has ``rmsprop_inplace``, CuPy), or by :func:`inject_hyperparams` of one of them.
 
     The returned ``apply(params, grads, opt_state) -> (params, opt_state)`` overwrites the
     param and state leaves (and the step counts) and returns the same objects, when the backend
@@ -42,111 +50,111 @@ def fused(tx: Any) -> Callable[[Params, Grads, OptState], tuple[Params, OptState
       tx: any transformation.
 
     Returns:
-      ``apply``, or ``None`` for transformations not made by those factories (chains built by
-      hand, optax objects, centered or bias-corrected :func:`rmsprop`, ``nesterov`` Adam, a
+      ``apply``, or ``None`` where ``tx`` declares no fused update (chains built by hand,
+      optax objects, centered or bias-corrected :func:`rmsprop`, ``nesterov`` Adam, a
       ``mu_dtype`` or ``accumulator_dtype``).
     """
-    update = getattr(tx, "update", None)
-    found = _lookup(_FUSABLE, update)
-    injected = None if found is not None else _lookup(_INJECTED, update)
-    if found is None and injected is None:
+    spec = spec_of(tx)
+    if isinstance(spec, InjectedSpec):
+        return _injected(spec, functools.partial(_pure, tx))
+    if not isinstance(spec, OptimizerSpec) or spec.fused is None:
         return None
-
-    def pure(params, grads, opt_state):
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return apply_updates(params, updates), opt_state
-
-    if injected is not None:
-        return _injected(injected, pure)
-    kind, hyper = found
-    step = _STEPS[kind]
+    step, hyper = _STEPS[spec.fused.kind], spec.fused.hyperparams
 
     def apply(params, grads, opt_state):
-        if step(hyper, params, grads, opt_state) is None:
-            return pure(params, grads, opt_state)
+        if not spec.fits(opt_state):  # not this optimizer's state: the pure path says so
+            return _pure(tx, params, grads, opt_state)
+        part = functools.partial(spec.part, opt_state)
+        if step(hyper, params, grads, part) is None:
+            return _pure(tx, params, grads, opt_state)
         return params, opt_state
 
     return apply
 
 
-def _injected(info: Any, pure: Callable) -> Callable | None:
-    # The inner transformation's kernel, with the hyper-parameters read on the host each step.
-    placeholders = dict.fromkeys((*info.numeric, *info.schedules), 0.0)
-    found = _lookup(_FUSABLE, info.factory(**info.other, **placeholders).update)
-    if found is None:
+def _pure(tx: Any, params: Params, grads: Grads, opt_state: OptState) -> tuple:
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return apply_updates(params, updates), opt_state
+
+
+def _injected(spec: InjectedSpec, pure: Callable) -> Apply | None:
+    # The inner optimizer's kernel, with the hyper-parameters read on the host each step.
+    inner = spec.inner_spec()
+    if not isinstance(inner, OptimizerSpec) or inner.fused is None:
         return None
-    kind, template = found
-    step = _STEPS[kind]
-    # (position in the kernel's hyper-parameters, name) of the stored and the scheduled ones
-    slots = [(i, k) for i, k in enumerate(_NAMES[kind]) if k in info.numeric]
-    timed = [(i, k, info.schedules[k]) for i, k in enumerate(_NAMES[kind]) if k in info.schedules]
+    step, template = _STEPS[inner.fused.kind], inner.fused.hyperparams
+    stored = [k for k in template._fields if k in spec.numeric]
+    timed = [(k, spec.schedules[k]) for k in template._fields if k in spec.schedules]
 
     def apply(params, grads, opt_state):
-        count, stored = opt_state.count, opt_state.hyperparams
+        count, values, inner_state = opt_state.count, opt_state.hyperparams, opt_state.inner_state
         backend = backend_of(count)
-        if not backend.fusable((), (count,)):  # before any host read (a device sync elsewhere)
-            return pure(params, grads, opt_state)
-        hyper, read = list(template), _reader(backend)
+        if not inner.fits(inner_state) or not backend.fusable((), (count,)):
+            return pure(params, grads, opt_state)  # before any host read (a device sync elsewhere)
+        read = _reader(backend)
         try:
-            for i, k in slots:
-                hyper[i] = read(stored[k])
+            hyper = {k: read(values[k]) for k in stored}
         except KeyError:  # not this optimizer's state: the pure path says so
             return pure(params, grads, opt_state)
         scheduled = {}
-        for i, k, schedule in timed:  # in the stored dtype, as the pure path has it
+        for k, schedule in timed:  # in the stored dtype, as the pure path has it
             value = schedule(count)
-            old = stored.get(k)
+            old = values.get(k)
             if hasattr(old, "dtype"):
                 value = array_namespace(count).asarray(value, dtype=old.dtype)
-            scheduled[k], hyper[i] = value, read(value)
-        if step(hyper, params, grads, opt_state.inner_state) is None:
+            scheduled[k], hyper[k] = value, read(value)
+        part = functools.partial(inner.part, inner_state)
+        if step(template._replace(**hyper), params, grads, part) is None:
             return pure(params, grads, opt_state)
         backend.increment_inplace(count)
         if scheduled:
-            opt_state = opt_state._replace(hyperparams={**stored, **scheduled})
+            opt_state = opt_state._replace(hyperparams={**values, **scheduled})
         return params, opt_state
 
     return apply
 
 
-def _sgd(hyper: Any, params, grads, opt_state) -> Any:
-    """SGD's step in place; the backend it ran on, or ``None`` (nothing written) if it cannot."""
-    learning_rate, momentum, nesterov = hyper
-    first, lr_state = opt_state
-    trees = (params, grads) if momentum is None else (params, grads, first.trace)
+# Each step reads its hyper-parameters by name and the chain's states through ``part(role)``
+# (the roles its OptimizerSpec declares); it returns the backend it ran on, or ``None``, having
+# written nothing, where the backend has no kernel for these arrays.
+
+
+def _sgd(h: SgdHyperparams, params: Params, grads: Grads, part: Callable) -> Any:
+    """SGD's step in place."""
+    lr_state = part("learning_rate")
+    trees = (params, grads) if h.momentum is None else (params, grads, part("momentum").trace)
     groups = _groups(*trees)
-    counts = [lr_state.count] if callable(learning_rate) else []
+    counts = [lr_state.count] if callable(h.learning_rate) else []
     backend = _inplace_backend(groups, counts)
     if backend is None:
         return None
-    lr = _host_value(backend, learning_rate, lr_state)
-    backend.sgd_inplace(groups, lr, momentum, nesterov)
+    lr = _host_value(backend, h.learning_rate, lr_state)
+    backend.sgd_inplace(groups, lr, h.momentum, h.nesterov)
     return backend
 
 
-def _adam(hyper: Any, params, grads, opt_state) -> Any:
-    """Adam's (and AdamW's) step in place, as :func:`_sgd`."""
-    learning_rate, b1, b2, eps, eps_root, weight_decay, mask = hyper
-    decoupled = weight_decay is not None  # adamw
-    adam_state, lr_state = opt_state[0], opt_state[-1]
-    wd_state = opt_state[1] if decoupled else None
-    if mask is not None:
+def _adam(h: AdamHyperparams, params: Params, grads: Grads, part: Callable) -> Any:
+    """Adam's (and AdamW's) step in place."""
+    decoupled = h.weight_decay is not None  # adamw
+    adam_state, lr_state = part("moments"), part("learning_rate")
+    wd_state = part("weight_decay") if decoupled else None
+    if h.mask is not None:
         wd_state = wd_state.inner_state
     counts = [adam_state.count]
-    if callable(learning_rate):
+    if callable(h.learning_rate):
         counts.append(lr_state.count)
-    if callable(weight_decay):
+    if callable(h.weight_decay):
         counts.append(wd_state.count)
     groups = _groups(params, grads, adam_state.mu, adam_state.nu)
     backend = _inplace_backend(groups, counts)
     if backend is None:
         return None
-    if mask is not None:  # before any write, in case the mask raises
-        keep = [k for _, k in _groups(params, mask(params) if callable(mask) else mask)]
-    lr = _host_value(backend, learning_rate, lr_state)
-    wd = _host_value(backend, weight_decay, wd_state) if decoupled else 0.0
-    args = (backend.increment_inplace(adam_state.count), lr, b1, b2, eps, eps_root)
-    if mask is None:
+    if h.mask is not None:  # before any write, in case the mask raises
+        keep = [k for _, k in _groups(params, h.mask(params) if callable(h.mask) else h.mask)]
+    lr = _host_value(backend, h.learning_rate, lr_state)
+    wd = _host_value(backend, h.weight_decay, wd_state) if decoupled else 0.0
+    args = (backend.increment_inplace(adam_state.count), lr, h.b1, h.b2, h.eps, h.eps_root)
+    if h.mask is None:
         backend.adam_inplace(groups, *args, wd)
     else:  # masked weight decay: one kernel call with, one without
         backend.adam_inplace([gr for gr, k in zip(groups, keep, strict=True) if k], *args, wd)
@@ -154,27 +162,30 @@ def _adam(hyper: Any, params, grads, opt_state) -> Any:
     return backend
 
 
-def _rmsprop(hyper: Any, params, grads, opt_state) -> Any:
-    """RMSProp's step in place where the backend has ``rmsprop_inplace``, as :func:`_sgd`."""
-    learning_rate, decay, eps, eps_in_sqrt, momentum, nesterov = hyper
+def _rmsprop(h: RmspropHyperparams, params: Params, grads: Grads, part: Callable) -> Any:
+    """RMSProp's step in place where the backend has ``rmsprop_inplace`` (CuPy)."""
     leaf = params
     while isinstance(leaf, dict) and leaf:  # the backend first: NumPy has no such kernel
         leaf = next(iter(leaf.values()))
     if not hasattr(leaf, "shape") or not hasattr(backend_of(leaf), "rmsprop_inplace"):
         return None
-    rms_state, lr_state, trace_state = opt_state
-    trees = (params, grads, rms_state.nu)
-    groups = _groups(*(trees if momentum is None else (*trees, trace_state.trace)))
-    counts = [lr_state.count] if callable(learning_rate) else []
+    lr_state = part("learning_rate")
+    trees = (params, grads, part("moments").nu)
+    if h.momentum is not None:
+        trees = (*trees, part("momentum").trace)
+    groups = _groups(*trees)
+    counts = [lr_state.count] if callable(h.learning_rate) else []
     backend = _inplace_backend(groups, counts)
     if backend is None:
         return None
-    lr = _host_value(backend, learning_rate, lr_state)
-    backend.rmsprop_inplace(groups, lr, decay, eps, eps_in_sqrt, momentum, nesterov)
+    lr = _host_value(backend, h.learning_rate, lr_state)
+    args = (h.decay, h.eps, h.eps_in_sqrt, h.momentum, h.nesterov)
+    backend.rmsprop_inplace(groups, lr, *args)
     return backend
 
 
-_STEPS = {"sgd": _sgd, "adam": _adam, "rmsprop": _rmsprop}
+#: FusedSpec.kind -> its step.
+_STEPS: dict[str, Callable] = {"sgd": _sgd, "adam": _adam, "rmsprop": _rmsprop}
 
 
 def _groups(*trees: Any) -> list:

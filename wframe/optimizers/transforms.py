@@ -21,15 +21,15 @@ from wframe.optimizers.base import (
     Schedule,
     TraceState,
     WeightDecaySchedule,
-    _astype,
-    _cast,
-    _count_as_float,
-    _empty_init,
-    _full_like,
-    _per_dtype,
-    _safe_increment,
-    _zero_count,
-    _zeros_like,
+    astype,
+    cast,
+    count_as_float,
+    empty_init,
+    full_like,
+    per_dtype,
+    safe_increment,
+    zero_count,
+    zeros_like,
 )
 from wframe.tree import tree_leaves, tree_map
 
@@ -41,7 +41,7 @@ def scale(step_size: float) -> GradientTransformation:
         del params
         return tree_map(lambda g: step_size * g, updates), state
 
-    return GradientTransformation(_empty_init, update_fn)
+    return GradientTransformation(empty_init, update_fn)
 
 
 def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
@@ -51,11 +51,11 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
         del params
         step_size = step_size_fn(state.count)
         xp = array_namespace(state.count)
-        get = _per_dtype(lambda dtype: xp.asarray(step_size, dtype=dtype))
+        get = per_dtype(lambda dtype: xp.asarray(step_size, dtype=dtype))
         updates = tree_map(lambda g: get(g.dtype) * g, updates)
-        return updates, ScaleByScheduleState(count=_safe_increment(state.count))
+        return updates, ScaleByScheduleState(count=safe_increment(state.count))
 
-    return GradientTransformation(lambda p: ScaleByScheduleState(_zero_count(p)), update_fn)
+    return GradientTransformation(lambda p: ScaleByScheduleState(zero_count(p)), update_fn)
 
 
 def scale_by_learning_rate(
@@ -78,11 +78,11 @@ def trace(
         new_trace = tree_map(lambda g, t: g + decay * t, updates, state.trace)
         out = tree_map(lambda g, t: g + decay * t, updates, new_trace) if nesterov else new_trace
         if accumulator_dtype is not None:
-            new_trace = tree_map(lambda t: _astype(t, accumulator_dtype), new_trace)
+            new_trace = tree_map(lambda t: astype(t, accumulator_dtype), new_trace)
         return out, TraceState(trace=new_trace)
 
     return GradientTransformation(
-        lambda p: TraceState(trace=_zeros_like(p, accumulator_dtype)), update_fn
+        lambda p: TraceState(trace=zeros_like(p, accumulator_dtype)), update_fn
     )
 
 
@@ -113,28 +113,14 @@ def scale_by_adam(
     rooted = not (isinstance(eps_root, (int, float)) and eps_root == 0)
 
     def init_fn(params):
-        mu, nu = _zeros_like(params, mu_dtype), _zeros_like(params)
-        return ScaleByAdamState(count=_zero_count(params), mu=mu, nu=nu)
+        mu, nu = zeros_like(params, mu_dtype), zeros_like(params)
+        return ScaleByAdamState(count=zero_count(params), mu=mu, nu=nu)
 
     def update_fn(updates, state, params=None):
         del params
-        count = _safe_increment(state.count)
+        count = safe_increment(state.count)
 
-        def scalars(dtype):
-            # The bias corrections fold into per-step scalars (Kingma & Ba, section 2):
-            # mu/c1 / (sqrt(nu/c2 + eps_root) + eps) = (r/c1) mu / (sqrt(nu + c2 eps_root) + r eps)
-            # with c_i = 1 - b_i**t and r = sqrt(c2): no per-leaf bias-correction pass.
-            t = _count_as_float(count, dtype)
-            xp = array_namespace(t)
-            c2 = 1 - b2**t
-            r = xp.sqrt(c2)
-            if nesterov:  # optax's NAdam: b1 mu/(1 - b1**(t+1)) + (1 - b1) g/(1 - b1**t)
-                m_scales = (b1 * r / (1 - b1 ** (t + 1)), (1 - b1) * r / (1 - b1**t))
-            else:
-                m_scales = (r / (1 - b1**t),)
-            return _cast(xp, dtype, eps * r, eps_root * c2, *m_scales)
-
-        get = _per_dtype(scalars)
+        get = per_dtype(lambda dtype: _adam_scalars(count, dtype, b1, b2, eps, eps_root, nesterov))
 
         def scaled(g, m, v):
             eps_t, root_t, *m_scales = get(m.dtype)
@@ -147,11 +133,26 @@ def scale_by_adam(
         nu = tree_map(lambda g, v: (1 - b2) * (g * g) + b2 * v, updates, state.nu)
         updates = tree_map(scaled, updates, mu, nu)
         if mu_dtype is not None:
-            mu = tree_map(lambda t: _astype(t, mu_dtype), mu)
-        nu = tree_map(lambda t, old: _astype(t, old.dtype), nu, state.nu)
+            mu = tree_map(lambda t: astype(t, mu_dtype), mu)
+        nu = tree_map(lambda t, old: astype(t, old.dtype), nu, state.nu)
         return updates, ScaleByAdamState(count=count, mu=mu, nu=nu)
 
     return GradientTransformation(init_fn, update_fn)
+
+
+def _adam_scalars(count, dtype, b1, b2, eps, eps_root, nesterov) -> list:
+    # The bias corrections fold into per-step scalars (Kingma & Ba, section 2):
+    # mu/c1 / (sqrt(nu/c2 + eps_root) + eps) = (r/c1) mu / (sqrt(nu + c2 eps_root) + r eps)
+    # with c_i = 1 - b_i**t and r = sqrt(c2): no per-leaf bias-correction pass.
+    t = count_as_float(count, dtype)
+    xp = array_namespace(t)
+    c2 = 1 - b2**t
+    r = xp.sqrt(c2)
+    if nesterov:  # optax's NAdam: b1 mu/(1 - b1**(t+1)) + (1 - b1) g/(1 - b1**t)
+        m_scales = (b1 * r / (1 - b1 ** (t + 1)), (1 - b1) * r / (1 - b1**t))
+    else:
+        m_scales = (r / (1 - b1**t),)
+    return cast(xp, dtype, eps * r, eps_root * c2, *m_scales)
 
 
 def _scale_by_moments(decay, eps, initial_scale, eps_in_sqrt, bias_correction, centered):
@@ -163,11 +164,11 @@ def _scale_by_moments(decay, eps, initial_scale, eps_in_sqrt, bias_correction, c
     )
 
     def init_fn(params):
-        moments = {"nu": _full_like(params, initial_scale)}
+        moments = {"nu": full_like(params, initial_scale)}
         if centered:
-            moments["mu"] = _zeros_like(params)
+            moments["mu"] = zeros_like(params)
         if bias_correction:
-            return counted(count=_zero_count(params), **moments)
+            return counted(count=zero_count(params), **moments)
         return plain(**moments)
 
     def update_fn(updates, state, params=None):
@@ -176,11 +177,11 @@ def _scale_by_moments(decay, eps, initial_scale, eps_in_sqrt, bias_correction, c
         if centered:
             new["mu"] = tree_map(lambda g, m: (1 - decay) * g + decay * m, updates, state.mu)
         if bias_correction:
-            count = _safe_increment(state.count)
+            count = safe_increment(state.count)
             xp_c = array_namespace(count)
             # Divided, not multiplied by an inverse: centered, nu_hat - mu_hat**2 cancels on the
             # first steps and amplifies any rounding difference from optax.
-            bc = _per_dtype(lambda dt: _cast(xp_c, dt, 1 - decay ** _count_as_float(count, dt))[0])
+            bc = per_dtype(lambda dt: cast(xp_c, dt, 1 - decay ** count_as_float(count, dt))[0])
 
         def scaled(g, n, m=None):
             xp = array_namespace(n)
@@ -237,7 +238,7 @@ def add_decayed_weights(
     scheduled = callable(weight_decay)
 
     def init_fn(params):
-        inner = WeightDecaySchedule(_zero_count(params)) if scheduled else EmptyState()
+        inner = WeightDecaySchedule(zero_count(params)) if scheduled else EmptyState()
         return inner if mask is None else MaskedState(inner_state=inner)
 
     def update_fn(updates, state, params=None):
@@ -248,8 +249,8 @@ def add_decayed_weights(
         inner = state if mask is None else state.inner_state
         if scheduled:  # the value in each leaf's dtype, as scale_by_schedule
             value, xp = weight_decay(inner.count), array_namespace(inner.count)
-            s = _per_dtype(lambda dtype: xp.asarray(value, dtype=dtype))
-            inner = WeightDecaySchedule(_safe_increment(inner.count))
+            s = per_dtype(lambda dtype: xp.asarray(value, dtype=dtype))
+            inner = WeightDecaySchedule(safe_increment(inner.count))
         else:
             s = lambda dtype: weight_decay  # noqa: E731
         keep = mask(params) if callable(mask) else mask
@@ -280,4 +281,4 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         )
         return updates, state
 
-    return GradientTransformation(_empty_init, update_fn)
+    return GradientTransformation(empty_init, update_fn)

@@ -14,6 +14,7 @@ import numpy as np
 from wframe import layers as wl
 from wframe.backends import to_numpy
 from wframe.model import Sequential
+from wframe.saving import io
 from wframe.transfer.report import TransferReport
 from wframe.transfer.report import const as _const
 from wframe.tree import flatten, map_at
@@ -50,7 +51,7 @@ def replace_head(
     new_layers = [new_layers] if isinstance(new_layers, wl.Layer) else list(new_layers)
     seed = model.seed if seed is None else seed
     new = Sequential([*model.layers[:k], *new_layers], seed=seed, dtype=model.dtype)
-    new.to_backend(model.backend).build(model._shapes[0])
+    new.to_backend(model.backend).build(model.input_shape)
     names, xp = {layer.name for layer in model.layers[:k]}, model.backend.xp
 
     def kept(tree: dict) -> dict[str, Callable]:  # fresh copies: the models share no arrays
@@ -70,8 +71,6 @@ def replace_head(
 def _source(source: Any) -> list[tuple[str, str, np.ndarray, str]]:
     """``(source key, flat name, host array, "params" | "state" | "masks" | "any")`` entries."""
     if isinstance(source, (str, os.PathLike)):
-        from wframe import io  # its weight files: params by flat name, state and masks prefixed
-
         out = []
         for key, a in io.read_safetensors(source)[0].items():
             kind = "params" if not key.startswith("@") else None

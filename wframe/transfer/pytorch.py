@@ -18,6 +18,7 @@ from wframe import layers as wl
 from wframe.backends import to_numpy, use_backend
 from wframe.layers.combinators import Sequential as Chain
 from wframe.model import Sequential
+from wframe.saving import io
 from wframe.transfer.report import TransferReport
 from wframe.transfer.report import const as _const
 from wframe.tree import map_at
@@ -91,7 +92,7 @@ def _nchw_perm(h: int, w: int, c: int) -> np.ndarray | None:
 def _slots(model) -> list[_Slot]:
     """The layers of a built model that hold params or state, in call order."""
     params, state, out = model.params, model.state, []  # model.params raises if unbuilt
-    _walk(model, "", "", model._shapes[0], None, model.dtype, out)
+    _walk(model, "", "", model.input_shape, None, model.dtype, out)
     return [s for s in out if _sub(params, s.name) or _sub(state, s.name)]
 
 
@@ -226,8 +227,6 @@ def _torch_groups(source: Any) -> tuple[dict[str, dict[str, np.ndarray]], dict[s
     if callable(getattr(source, "state_dict", None)) and hasattr(source, "named_modules"):
         modules, source = dict(source.named_modules()), source.state_dict()
     if isinstance(source, (str, os.PathLike)):
-        from wframe import io
-
         source, ordered = io.read_safetensors(source)[0], False  # safetensors sorts its names
     if not isinstance(source, Mapping):
         raise TypeError(

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from wframe.backends import to_numpy
+from wframe.inspect import require_built
+from wframe.tree import flatten
 
 INSTALL = "pip install 'wframe[viz]'"
 #: The diverging colormap of signed values (weights, attributions): blue < 0 < red.
@@ -89,8 +91,6 @@ def host(a: Any, what: str) -> np.ndarray:
 def param(model: Any, name: str, what: str) -> np.ndarray:
     """The param ``name`` (flat, e.g. ``"dense_0/W"``) of ``model`` on the host; a clear error
     listing the names for an unknown one."""
-    from wframe.inspect import require_built
-    from wframe.tree import flatten
 
     require_built(model, what)
     leaves = dict(flatten(model.params))

@@ -2,12 +2,12 @@
 
 A checkpoint is one safetensors file (written atomically by :func:`wframe.io.write_safetensors`)
 holding the params, the layer state, the pruning masks and every leaf of the optimizer state,
-with the model's life counters (``model._epochs``, ``model._steps``) and seed in its metadata.
+with the model's life counters (``model.epochs``, ``model.steps``) and seed in its metadata.
 Those counters and the seed are the whole random position of training: epoch ``e`` of a model's
 life always shuffles the same way and step ``s`` always draws the same dropout masks, so a model
 that loads a checkpoint and fits on continues bit for bit as if it had never stopped.
 
-Tensor names extend :mod:`wframe.io`'s weights files, so ``model.load_weights`` and
+Tensor names extend :mod:`wframe.saving.io`'s weights files, so ``model.load_weights`` and
 ``wf.load_model`` read a checkpoint too (they ignore the optimizer state): params under their
 flat names (``"dense_0/W"``), state under ``"@state/"``, masks under ``"@mask/"`` (booleans), and
 the optimizer state under ``"@opt/"`` plus the leaf's path in the optimizer's own structure,
@@ -19,20 +19,27 @@ optimizer's ``init`` gives. The metadata holds ``format`` (``"wframe.checkpoint"
 ``format_version``, ``epochs``, ``steps``, ``seed``, ``optimizer`` (the name it was given by, or
 empty), ``opt_state`` (``"present"``/``"absent"``), ``frozen`` (JSON list), ``dtype``,
 ``input_shape`` (JSON), ``backend`` and, where the model can be described, ``config`` (as
-:mod:`wframe.saving` writes it).
+:mod:`wframe.saving.config` writes it).
+
+:func:`save` and :func:`read` see a model through its public surface only; the model's
+``load_checkpoint`` commits what :func:`read` returns.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 
-from wframe import data, io, training
+from wframe import data
 from wframe import optimizers as optimizers_mod
+from wframe.optimizers.checks import check_opt_state, check_optimizer
+from wframe.saving import io
+from wframe.saving.config import ConfigError, model_config
 from wframe.tree import flatten, split, tree_map
+from wframe.types import TrainState
 
 FORMAT = "wframe.checkpoint"
 VERSION = "1"
@@ -52,23 +59,34 @@ RESERVED = (
     "input_shape",
     "backend",
     "config",
+    "resume_epoch",
+    "resume_batch",
 )
 
 
-def save(model: Any, path: str | os.PathLike, *, extra: dict[str, str] | None = None) -> None:
+def save(
+    model: Any,
+    path: str | os.PathLike,
+    *,
+    resume_at: tuple[int, int] | None = None,
+    extra: dict[str, str] | None = None,
+) -> None:
     """Write ``model``'s params, state, masks, optimizer state and counters to ``path``.
 
     Args:
       model: a built :class:`~wframe.Sequential`.
       path: the file to write (replaced atomically: a crash leaves the old file or the new one).
+      resume_at: ``(epoch, batches done in it)`` where a ``fit`` interrupted now should go on
+        (``BackupAndRestore`` within an epoch); loading the file sets ``model.resume_at``.
       extra: more string metadata to store (e.g. where a callback stood); read back by
         :func:`load`, which returns the whole metadata.
     """
-    model._require_built()
+    model.require_built("checkpoint.save")
     clash = sorted(set(extra or {}) & set(RESERVED))
     if clash:
         raise ValueError(f"checkpoint.save: extra may not use the reserved names {clash}")
-    host = model.backend.to_host((model.params, model.state, model.masks, model.opt_state))
+    arrays = model.train_state  # one step's arrays, even while another thread trains
+    host = model.backend.to_host((arrays.params, arrays.state, arrays.masks, arrays.opt_state))
     params, state, masks, opt_state = host
     masks = {name: m != 0 for name, m in (masks or {}).items()}  # booleans, as io writes them
     tensors: dict[str, np.ndarray] = {}
@@ -88,21 +106,22 @@ def save(model: Any, path: str | os.PathLike, *, extra: dict[str, str] | None = 
                 f"of dtype {a.dtype}; only numeric arrays and Python numbers can be stored"
             )
         tensors[OPT + name] = np.asarray(a, order="C")
-    for name, a in flatten(model.backend.to_host(getattr(model, "loss_scale", None))):
+    for name, a in flatten(model.backend.to_host(arrays.loss_scale)):
         tensors[SCALE + name] = np.asarray(a)
     metadata = {
         "format": FORMAT,
         "format_version": VERSION,
-        "epochs": str(model._epochs),
-        "steps": str(model._steps),
+        "epochs": str(model.epochs),
+        "steps": str(model.steps),
         "seed": str(model.seed),
-        "optimizer": model._optimizer_spec or "",
+        "optimizer": model.optimizer_name or "",
         "opt_state": "absent" if model.opt_state is None else "present",
-        "frozen": json.dumps(sorted(getattr(model, "_frozen", ()))),
+        "frozen": json.dumps(sorted(model.frozen)),
         "dtype": model.dtype,
-        "input_shape": json.dumps(list(model._shapes[0])),
+        "input_shape": json.dumps(list(model.input_shape)),
         "backend": model.backend.name,
         **_config(model),
+        **({} if resume_at is None else _resume_metadata(resume_at)),
         **(extra or {}),
     }
     io.write_safetensors(path, tensors, metadata)
@@ -112,34 +131,51 @@ def _config(model: Any) -> dict[str, str]:
     """``{"config": JSON}`` as weights files have it, or ``{}`` for a model with a layer that a
     file cannot describe (a checkpoint needs no config: it loads into a model built in code)."""
     try:
-        from wframe import saving
-    except ModuleNotFoundError as e:  # pragma: no cover - saving ships with io
-        if e.name != "wframe.saving":
-            raise
-        return {}
-    try:
-        return {"config": json.dumps(saving.model_config(model))}
-    except saving.ConfigError:
+        return {"config": json.dumps(model_config(model))}
+    except ConfigError:
         return {}
 
 
-def load(model: Any, path: str | os.PathLike) -> dict[str, str]:
-    """Restore what :func:`save` wrote into ``model``; returns the file's metadata.
+def _resume_metadata(resume_at: tuple[int, int]) -> dict[str, str]:
+    epoch, batch = (int(v) for v in resume_at)
+    return {"resume_epoch": str(epoch), "resume_batch": str(batch)}
+
+
+class Restored(NamedTuple):
+    """What :func:`read` found in a checkpoint, checked against the model: its arrays, frozen
+    set, optimizer (and the name it was given by), counters, seed, where an interrupted
+    ``fit`` goes on (``None``: at an epoch's start) and the file's metadata."""
+
+    arrays: TrainState
+    frozen: frozenset[str]
+    optimizer: Any
+    optimizer_name: str | None
+    steps: int
+    epochs: int
+    seed: int
+    resume_at: tuple[int, int] | None
+    metadata: dict[str, str]
+
+
+def read(model: Any, path: str | os.PathLike) -> Restored:
+    """What :func:`save` wrote, checked against ``model``, for ``model.load_checkpoint`` to
+    commit (this changes nothing in the model but building an unbuilt one).
 
     Params, state and masks are checked against the model's (names, shapes, dtypes) and the
     optimizer state against the template ``model.optimizer.init(trainable params)``, leaf by
     leaf (the frozen set is the checkpoint's: the optimizer state is made for the others);
-    every problem is reported in one :class:`~wframe.io.WeightsFileError`, and then nothing in
-    the model has changed. The arrays land on the model's backend, whichever backend saved them.
+    every problem is reported in one :class:`~wframe.saving.io.WeightsFileError`. The arrays land
+    on the model's backend, whichever backend saved them.
 
-    Besides the arrays, the model gets the checkpoint's counters (``_epochs``, ``_steps``) and
+    Besides the arrays, the model gets the checkpoint's counters (``epochs``, ``steps``) and
     ``seed``, which pick the shuffles and dropout masks of the next ``fit``. An unbuilt model is
     built for the input shape the checkpoint records. A model without an optimizer gets the one
     the checkpoint names (an optimizer given by name); for an optimizer given as an object, call
     ``model.compile(optimizer=...)`` with the same optimizer first.
 
     Raises:
-      wframe.io.WeightsFileError: the file is not a valid checkpoint or does not fit the model.
+      wframe.saving.io.WeightsFileError: the file is not a valid checkpoint or does not fit
+        the model.
     """
     path = os.fspath(path)
     tensors, meta = io.read_safetensors(path)
@@ -159,17 +195,13 @@ def load(model: Any, path: str | os.PathLike) -> dict[str, str]:
     try:
         counters = [int(meta[k]) for k in ("epochs", "steps", "seed")]
         frozen = frozenset(json.loads(meta.get("frozen", "[]")))
+        resume = "resume_epoch" in meta or "resume_batch" in meta
+        resume_at = (int(meta["resume_epoch"]), int(meta["resume_batch"])) if resume else None
     except (KeyError, ValueError, TypeError) as e:
         _fail(path, f"bad or missing metadata entry: {e!r}")
-    saved = dict(vars(model))  # building and choosing an optimizer are undone on failure
-    try:
-        _restore(model, path, tensors, meta, frozen)
-    except BaseException:
-        vars(model).clear()
-        vars(model).update(saved)
-        raise
-    model._epochs, model._steps, model.seed = counters
-    return dict(meta)
+    epochs, steps, seed = counters
+    arrays, optimizer, name = _arrays(model, path, tensors, meta, frozen)
+    return Restored(arrays, frozen, optimizer, name, steps, epochs, seed, resume_at, dict(meta))
 
 
 def _fail(path: str, *problems: str, label: str = "") -> NoReturn:
@@ -177,8 +209,8 @@ def _fail(path: str, *problems: str, label: str = "") -> NoReturn:
     raise io.WeightsFileError("\n  ".join([heading, *problems]), path, problems)
 
 
-def _restore(model: Any, path: str, tensors: dict, meta: dict, frozen: frozenset) -> None:
-    """Check everything against ``model``, then set its arrays and optimizer (not counters)."""
+def _arrays(model: Any, path: str, tensors: dict, meta: dict, frozen: frozenset) -> tuple:
+    """``(arrays, optimizer, optimizer name)`` of the checkpoint, checked against ``model``."""
     if not model.built:
         try:
             shape = tuple(json.loads(meta["input_shape"]))
@@ -228,9 +260,7 @@ def _restore(model: Any, path: str, tensors: dict, meta: dict, frozen: frozenset
     if unknown:
         problems.append(f"frozen params the model does not have: {unknown}")
         used.update(k for k in tensors if k.startswith(OPT))  # no template to check them on
-    elif frozen and not hasattr(model, "_set_frozen"):
-        problems.append("the checkpoint has frozen params, but this model cannot freeze")
-    optimizer, spec, opt_state = model.optimizer, model._optimizer_spec, None
+    optimizer, spec, opt_state = model.optimizer, model.optimizer_name, None
     if meta.get("opt_state") == "present" and not unknown:
         if optimizer is None:
             spec = meta.get("optimizer") or None
@@ -243,11 +273,11 @@ def _restore(model: Any, path: str, tensors: dict, meta: dict, frozen: frozenset
                     label=model.label,
                 )
             optimizer = optimizers_mod.get(spec)
-        training.check_optimizer(optimizer, backend)
+        check_optimizer(optimizer, backend)
         template = optimizer.init(split(model.params, frozen)[0] if frozen else model.params)
-        training.check_opt_state(template, backend)
+        check_opt_state(template, backend)
         opt_state = fill(template, OPT, "optimizer state")
-    loss_scale, scaler = None, getattr(getattr(model, "policy", None), "loss_scale", None)
+    loss_scale, scaler = None, model.policy.loss_scale
     if scaler is not None and any(k.startswith(SCALE) for k in tensors):
         loss_scale = fill(scaler.init(backend), SCALE, "loss scale")
     elif scaler is None:  # a mixed_float16 checkpoint resumed without loss scaling
@@ -257,10 +287,6 @@ def _restore(model: Any, path: str, tensors: dict, meta: dict, frozen: frozenset
         problems.append(f"unexpected tensors {unexpected}")
     if problems:
         _fail(path, *problems, label=model.label)
-    # Everything is checked: commit it all (plain assignments, which cannot fail halfway).
-    if hasattr(model, "_set_frozen"):
-        model._set_frozen(frozen)  # resets the optimizer state, set below
-    model._params, model._state, model._masks = params, state, masks
-    if scaler is not None:  # none stored (a float32 model's checkpoint): it starts afresh
-        model._loss_scale = loss_scale
-    model.optimizer, model._optimizer_spec, model.opt_state = optimizer, spec, opt_state
+    if scaler is not None and loss_scale is None:  # a float32 model's checkpoint
+        loss_scale = model.loss_scale
+    return TrainState(params, state, opt_state, masks, loss_scale), optimizer, spec

@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 
 from wframe.backends import to_numpy
-from wframe.io import (
+from wframe.saving.config import ConfigError, model_config
+from wframe.saving.io import (
     FORMAT_VERSION,
     MASK_PREFIX,
     STATE_PREFIX,
-    _error,
+    file_error,
     read_safetensors,
     write_safetensors,
 )
@@ -55,11 +56,9 @@ def save_weights(model: Any, path: str | os.PathLike) -> None:
 
 
 def _metadata(model: Any) -> dict[str, str]:
-    from wframe import saving
-
     try:
-        config = saving.model_config(model)
-    except saving.ConfigError:  # weights save even when the architecture cannot (user code)
+        config = model_config(model)
+    except ConfigError:  # weights save even when the architecture cannot (user code)
         config = {}
     return {
         "format": "wframe",
@@ -72,10 +71,8 @@ def _metadata(model: Any) -> dict[str, str]:
 
 
 def _version() -> str:
-    import wframe
-
     with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-        return str(getattr(wframe, "__version__", None) or importlib.metadata.version("wframe"))
+        return importlib.metadata.version("wframe")
     return "unknown"
 
 
@@ -239,7 +236,7 @@ def _plan(model, tensors, metadata, path, *, strict, skip, rename, dtype, finite
             f"of the model's {_names(list(have['params']))}"
         )
     if problems:
-        raise _error(f"cannot load {path!r} into {model.label}:", path, problems, fixes)
+        raise file_error(f"cannot load {path!r} into {model.label}:", path, problems, fixes)
     if skipped:
         warnings.warn(
             "load_weights skipped arrays whose shapes differ (skip_mismatch=True):\n  "

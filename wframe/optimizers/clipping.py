@@ -16,7 +16,7 @@ import math
 from typing import Any, NamedTuple
 
 from wframe.backends import array_namespace
-from wframe.optimizers.base import GradientTransformation, _empty_init
+from wframe.optimizers.base import GradientTransformation, empty_init
 from wframe.tree import tree_leaves, tree_map
 
 
@@ -83,7 +83,7 @@ def clip(max_delta: float) -> GradientTransformation:
         del params
         return tree_map(lambda g: array_namespace(g).clip(g, -max_delta, max_delta), updates), state
 
-    return GradientTransformation(_empty_init, update_fn)
+    return GradientTransformation(empty_init, update_fn)
 
 
 def clip_by_norm(max_norm: float) -> GradientTransformation:
@@ -94,4 +94,4 @@ def clip_by_norm(max_norm: float) -> GradientTransformation:
         del params
         return tree_map(lambda g: _by_norm(g, _leaf_norm(g), max_norm), updates), state
 
-    return GradientTransformation(_empty_init, update_fn)
+    return GradientTransformation(empty_init, update_fn)

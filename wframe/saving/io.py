@@ -59,13 +59,14 @@ class WeightsFileError(ValueError):
         self.path, self.problems = path, list(problems)
 
 
-def _error(heading: str, path: str, problems: list[str], fixes=()) -> WeightsFileError:
+def file_error(heading: str, path: str, problems: list[str], fixes=()) -> WeightsFileError:
+    """The :class:`WeightsFileError` listing ``problems`` (and the ``fixes`` that apply)."""
     lines = [heading, *(f"  {p}" for p in problems), *sorted(fixes)]
     return WeightsFileError("\n".join(lines), path, tuple(problems))
 
 
 def _not_safetensors(path: str, problems: list[str]) -> WeightsFileError:
-    return _error(f"{path!r} is not a safetensors file:", path, problems)
+    return file_error(f"{path!r} is not a safetensors file:", path, problems)
 
 
 # ----------------------------------------------------------------------------- writing

@@ -42,7 +42,7 @@ def _rows(layer: Any, params: dict, in_shape: tuple, dtype: str, prefix: str, de
 
 def layer_rows(model: Any) -> list[tuple[str, str, tuple, int]]:
     """``(name, type, output shape, #params)`` for every layer of a built model, nested too."""
-    return _rows(model, model.params, model._shapes[0], model.dtype, "", 0)
+    return _rows(model, model.params, model.input_shape, model.dtype, "", 0)
 
 
 def summary(model: Any, print_fn: Callable[[str], Any] = print) -> str:

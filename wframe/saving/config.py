@@ -1,4 +1,4 @@
-"""Whole models in one file: the architecture as JSON beside the weights.
+"""Configs: a layer or model described as JSON values, and rebuilt from that alone.
 
 A layer's config is its registered class name and its dataclass fields as JSON::
 
@@ -10,8 +10,9 @@ A layer's config is its registered class name and its dataclass fields as JSON::
 Child layers and regularizers nest the same way; tuples become lists; a layer instance used
 twice in one container is written once, later items saying ``{"same_as": 0}`` (the index of the
 first); parametrized initializers are ``{"initializer": "constant", "config": {"value": 0.5}}``.
-A model's config adds ``seed`` and ``dtype``, and ``"input_shape": [null, 784]`` beside
-``"config"`` once it is built.
+A model describes itself (``model.get_config()``, rebuilt by ``cls.from_config``; a
+``wf.Sequential`` adds ``seed`` and ``dtype`` to its fields), and ``"input_shape": [null, 784]``
+stands beside ``"config"`` once it is built.
 
 Reading builds objects from :mod:`wframe.layers.registry` only: no ``eval``, no import of a
 module named in the file, no pickle. Functions cannot be written: activations and initializers
@@ -23,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import json
 import numbers
 from typing import Any
 
@@ -37,11 +37,12 @@ from wframe.regularizers import Regularizer
 __all__ = [
     "ConfigError",
     "layer_config",
+    "fields_config",
+    "fields_from_config",
+    "layer_config",
     "layer_from_config",
-    "load_model",
     "model_config",
     "model_from_config",
-    "save_model",
 ]
 
 _OBJECT_KEYS = ("class", "config")
@@ -50,12 +51,6 @@ _OBJECT_KEYS = ("class", "config")
 class ConfigError(ValueError):
     """A config that cannot be written (a field holds a function or an unknown type) or read
     (an unregistered class, an unknown option, a malformed entry)."""
-
-
-def _model_class() -> type:
-    from wframe.model import Sequential  # wframe.model imports wframe.layers: import late
-
-    return Sequential
 
 
 # ----------------------------------------------------------------------------- writing
@@ -70,17 +65,33 @@ def layer_config(layer: Layer) -> dict[str, Any]:
 
 
 def model_config(model: Any) -> dict[str, Any]:
-    """The config of a ``wf.Sequential`` model: :func:`layer_config` plus, once it is built,
+    """The config of a model (``wf.Sequential`` or any class with ``get_config`` and
+    ``from_config``): its registered class name, ``model.get_config()`` and, once it is built,
     ``"input_shape"`` (``[null, features...]``), so that :func:`model_from_config` builds it."""
-    if not isinstance(model, _model_class()):
+    if not _is_model_class(type(model)):
         raise TypeError(
-            f"model_config takes a wf.Sequential model, got {type(model).__name__}; use "
+            f"model_config takes a model (wf.Sequential, ...), got {type(model).__name__}; use "
             "layer_config for a layer"
         )
     out = _encode_object(model)
     if model.built:
-        out["input_shape"] = list(model._shapes[0])
+        out["input_shape"] = list(model.input_shape)
     return out
+
+
+def _is_model_class(cls: Any) -> bool:
+    """Models describe themselves (``get_config``/``from_config``); layers are dataclasses."""
+    return isinstance(cls, type) and hasattr(cls, "get_config") and hasattr(cls, "from_config")
+
+
+def fields_config(obj: Any) -> dict[str, Any]:
+    """``obj``'s dataclass fields (those its constructor takes) as JSON values."""
+    owner = obj.label if isinstance(obj, Layer) else type(obj).__name__
+    return {
+        f.name: _encode(getattr(obj, f.name), owner, f.name)
+        for f in dataclasses.fields(obj)
+        if f.init
+    }
 
 
 def _encode_object(obj: Any) -> dict[str, Any]:
@@ -89,13 +100,7 @@ def _encode_object(obj: Any) -> dict[str, Any]:
         name = registry.name_of(type(obj))
     except ValueError as e:
         raise ConfigError(f"{owner}: {e}") from None
-    config = {
-        f.name: _encode(getattr(obj, f.name), owner, f.name)
-        for f in dataclasses.fields(obj)
-        if f.init
-    }
-    if isinstance(obj, _model_class()):
-        config.update(seed=obj.seed, dtype=obj.policy.name)  # "mixed_bfloat16" or the dtype
+    config = obj.get_config() if _is_model_class(type(obj)) else fields_config(obj)
     return {"class": name, "config": config}
 
 
@@ -188,9 +193,7 @@ def model_from_config(config: dict[str, Any]) -> Any:
             f"model: unexpected keys {extra}; a model config has 'class', "
             "'config' and 'input_shape'"
         )
-    model = _decode_object(
-        {k: config[k] for k in _OBJECT_KEYS if k in config}, "model", expect=_model_class()
-    )
+    model = _decode_object({k: config[k] for k in _OBJECT_KEYS if k in config}, "model", model=True)
     shape = config.get("input_shape")
     if shape is not None:
         if not isinstance(shape, list):
@@ -201,7 +204,7 @@ def model_from_config(config: dict[str, Any]) -> Any:
     return model
 
 
-def _decode_object(d: Any, where: str, expect: type | None = None) -> Any:
+def _decode_object(d: Any, where: str, model: bool = False) -> Any:
     if not isinstance(d, dict) or "class" not in d:
         got = f"keys {sorted(d)}" if isinstance(d, dict) else type(d).__name__
         raise ConfigError(f"{where}: expected {{'class': ..., 'config': {{...}}}}, got {got}")
@@ -215,23 +218,31 @@ def _decode_object(d: Any, where: str, expect: type | None = None) -> Any:
         cls = registry.lookup(name)
     except ValueError as e:
         raise ConfigError(f"{where}: {e}") from None
-    if expect is not None and not issubclass(cls, expect):
+    if model and not _is_model_class(cls):
         raise ConfigError(
-            f"{where}: {name!r} is not a model class ({registry.MODEL_NAME} or a subclass); "
+            f"{where}: {name!r} is not a model class (such as 'wframe.Sequential'); "
             "model_from_config builds models, layer_from_config builds layers"
         )
     if not isinstance(config, dict):
         got = type(config).__name__
         raise ConfigError(f"{where}: 'config' of {name} must be a dict, got {got}")
+    if _is_model_class(cls):
+        return cls.from_config(config)
+    return cls(**fields_from_config(cls, config, where))
+
+
+def fields_from_config(cls: type, config: dict[str, Any], where: str) -> dict[str, Any]:
+    """The constructor arguments of ``cls`` that :func:`fields_config` wrote, decoded; an
+    option ``cls`` does not take is a :class:`ConfigError` naming it."""
     options = _options(cls)
     if options is not None:
         for key in config:
             if key not in options:
                 raise ConfigError(
-                    f"{where}: {name} has no option {key!r}; its options are {sorted(options)}"
+                    f"{where}: {cls.__name__} has no option {key!r}; its options are "
+                    f"{sorted(options)}"
                 )
-    kwargs = {k: _decode(v, f"{where}.{k}") for k, v in config.items()}
-    return cls(**kwargs)
+    return {k: _decode(v, f"{where}.{k}") for k, v in config.items()}
 
 
 def _options(cls: type) -> frozenset[str] | None:
@@ -278,73 +289,3 @@ def _decode_initializer(d: dict, where: str) -> Any:
         return initializers.get(name, **config)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{where}: {e}") from None
-
-
-# ----------------------------------------------------------------------------- files
-def save_model(model: Any, path: str) -> None:
-    """Write ``model`` (architecture, params, state such as BatchNorm statistics, and pruning
-    masks) to one safetensors file, atomically; :func:`load_model` rebuilds it from the file
-    alone, on any backend.
-
-    Raises:
-      ConfigError: the model holds something a config cannot store (named), before anything
-        is written.
-    """
-    from wframe import weights
-
-    model_config(model)  # refuse unsaveable models before the file is touched
-    weights.save_weights(model, path)
-
-
-def load_model(path: str) -> Any:
-    """The model :func:`save_model` wrote, built on the active backend with its weights.
-
-    Raises:
-      wframe.io.WeightsFileError: the file is unreadable, has no model config, or its config
-        is malformed or names a class this process has not registered.
-    """
-    from wframe import io, weights
-
-    tensors, metadata = io.read_safetensors(path)
-    raw = metadata.get("config")
-    try:
-        config = None if raw is None else json.loads(raw)
-    except (ValueError, RecursionError) as e:
-        raise io.WeightsFileError(f"{path}: the model config is not valid JSON: {e}") from None
-    if config is None or config == {}:
-        raise io.WeightsFileError(
-            f"{path}: the file has no model config (it holds weights only); build the model in "
-            "code and call model.load_weights(path)"
-        )
-    # Building allocates the layers' arrays: a config whose sizes exceed every array the file
-    # holds (Dense(units=10**9) with a few kB of weights) is refused before anything is made.
-    limit = max(sum(a.size for a in tensors.values()), 1)
-    too_big = [f"{k}={v}" for k, v in _ints(config) if v > limit] if tensors else []
-    if too_big:
-        raise io.WeightsFileError(
-            f"{path}: the model config asks for sizes ({', '.join(too_big[:5])}) larger than the "
-            f"{limit} values the file holds; it does not describe these weights"
-        )
-    try:
-        model = model_from_config(config)
-    except (TypeError, ValueError, RecursionError) as e:
-        raise io.WeightsFileError(f"{path}: cannot rebuild the model from its config: {e}") from e
-    if not model.built:
-        raise io.WeightsFileError(
-            f"{path}: the model config has no input_shape, so the model cannot be built"
-        )
-    weights.load_weights(model, path)
-    return model
-
-
-def _ints(tree: Any, key: str = ""):
-    """``(field, int)`` pairs anywhere in a config, but the seed (it sizes nothing)."""
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            if k != "seed":
-                yield from _ints(v, k)
-    elif isinstance(tree, (list, tuple)):
-        for v in tree:
-            yield from _ints(v, key)
-    elif isinstance(tree, int) and not isinstance(tree, bool):
-        yield key, tree

@@ -1,0 +1,8 @@
+"""Models: arrays on one backend plus Keras' training API. :class:`Model` is the base every
+model kind implements; :class:`Sequential` is the chain."""
+
+from wframe.model.arrays import Holder, Snapshot
+from wframe.model.base import Model
+from wframe.model.sequential import Sequential
+
+__all__ = ["Holder", "Model", "Sequential", "Snapshot"]

@@ -1,0 +1,35 @@
+"""``wf.Sequential``: a chain of layers that trains."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wframe.layers import combinators, registry
+from wframe.model.base import Model
+
+
+class Sequential(Model, combinators.Sequential):
+    """A chain of layers that trains: Keras' ``compile``/``fit``/``evaluate``/``predict``.
+
+    It is a :class:`wframe.layers.Sequential` too, so it nests inside other chains.
+
+    Args:
+      layers: :class:`~wframe.layers.Layer` instances (chains, residual blocks and other models
+        included); unnamed ones are named ``dense_0``, ``dense_1``, ... per kind.
+      seed: int seed of the initial weights; the same seed gives bit-identical weights on every
+        backend.
+      dtype: ``"float32"`` (default) or ``"float64"``: the dtype of params, inputs and
+        computation; or a mixed policy (Keras' names), ``"mixed_bfloat16"`` or
+        ``"mixed_float16"``: layers compute in that half type while params, optimizer state,
+        outputs and the loss stay float32 (``model.dtype`` is then ``"float32"``,
+        ``model.compute_dtype`` the half type; see :mod:`wframe.precision`).
+      name: the model's name when it is nested inside another chain.
+    """
+
+    def __init__(self, layers=(), *, seed: int = 0, dtype: Any = "float32", name=None):
+        combinators.Sequential.__init__(self, layers, name=name)
+        Model.__init__(self, seed=seed, dtype=dtype)
+
+
+# Files name it "wframe.Sequential" ("Sequential" is the plain chain, wf.layers.Sequential).
+registry.register(Sequential, name="wframe.Sequential")

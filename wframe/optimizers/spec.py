@@ -1,0 +1,136 @@
+"""What an optimizer declares about itself, read by field name.
+
+A named optimizer (:func:`sgd`, :func:`adam`, :func:`adamw`, :func:`rmsprop`) declares an
+:class:`OptimizerSpec`: its name, the learning rate it was made with, the role of each entry of
+its chain's state, and its fused in-place update (:class:`FusedSpec`: which kernel, with which
+hyper-parameters), or ``None`` where it has none. :func:`inject_hyperparams` declares an
+:class:`InjectedSpec`: the factory and the arguments it was given. The transformation carrying a
+declaration is a :class:`DeclaredTransformation`, still the ``(init, update)`` pair of optax.
+
+:func:`wframe.optimizers.fused` dispatches on these fields as ``torch.optim.Adam`` does on its
+``fused=`` and ``foreach=`` flags; :func:`wframe.optimizers.learning_rate` reads them too. A
+transformation that declares nothing (a chain built by hand, an optax object) gets the generic
+path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from wframe.optimizers.base import GradientTransformation, OptState, ScalarOrSchedule
+
+
+class SgdHyperparams(NamedTuple):
+    """What :func:`sgd`'s in-place kernel reads (its factory's argument names)."""
+
+    learning_rate: ScalarOrSchedule
+    momentum: float | None = None
+    nesterov: bool = False
+
+
+class AdamHyperparams(NamedTuple):
+    """What the in-place kernel of :func:`adam` and :func:`adamw` reads."""
+
+    learning_rate: ScalarOrSchedule
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    eps_root: float = 0.0
+    weight_decay: ScalarOrSchedule | None = None  # None: adam, whose chain has no decay part
+    mask: Any = None
+
+
+class RmspropHyperparams(NamedTuple):
+    """What :func:`rmsprop`'s in-place kernel reads (neither centered nor bias-corrected)."""
+
+    learning_rate: ScalarOrSchedule
+    decay: float = 0.9
+    eps: float = 1e-8
+    eps_in_sqrt: bool = True
+    momentum: float | None = None
+    nesterov: bool = False
+
+
+class FusedSpec(NamedTuple):
+    """The in-place update an optimizer declares.
+
+    ``kind`` names the backend kernel (``"sgd"``: ``sgd_inplace``, ``"adam"``: ``adam_inplace``
+    for Adam and AdamW, ``"rmsprop"``: ``rmsprop_inplace``); ``hyperparams`` are its arguments,
+    by the factory's names. A value may be a schedule, evaluated at the count of the chain's
+    ``"learning_rate"`` (or ``"weight_decay"``) state.
+    """
+
+    kind: str
+    hyperparams: SgdHyperparams | AdamHyperparams | RmspropHyperparams
+
+
+class OptimizerSpec(NamedTuple):
+    """What a named optimizer declares: ``name``, the ``learning_rate`` (a float or a schedule)
+    it was made with, ``parts``: the role of each entry of its chain's state in order (e.g.
+    ``("moments", "learning_rate")`` for Adam), and ``fused``: its in-place update or ``None``.
+    """
+
+    name: str
+    learning_rate: ScalarOrSchedule
+    parts: tuple[str, ...]
+    fused: FusedSpec | None = None
+
+    def part(self, opt_state: OptState, role: str) -> Any:
+        """The state of the part ``role`` (one of :attr:`parts`) in ``opt_state``, the chain's
+        tuple of states."""
+        return opt_state[self.parts.index(role)]
+
+    def fits(self, opt_state: OptState) -> bool:
+        """Whether ``opt_state`` has this optimizer's chain layout (a tuple, one per part)."""
+        return isinstance(opt_state, tuple) and len(opt_state) == len(self.parts)
+
+
+class InjectedSpec(NamedTuple):
+    """What :func:`inject_hyperparams` made a transformation from: the inner ``factory``, the
+    arguments passed to it as given (``static``), the names of those stored in the state and
+    read back at each update (``numeric``) and those recomputed from a schedule of the state's
+    count at each update (``schedules``, name -> schedule)."""
+
+    factory: Callable[..., GradientTransformation]
+    static: dict[str, Any]
+    numeric: tuple[str, ...]
+    schedules: dict[str, Callable]
+
+    def inner_spec(self) -> OptimizerSpec | InjectedSpec | None:
+        """The declaration of the inner transformation, as each update makes it (numeric and
+        scheduled values stand in as ``0.0``: a declaration does not depend on them)."""
+        placeholders = dict.fromkeys((*self.numeric, *self.schedules), 0.0)
+        return spec_of(self.factory(**self.static, **placeholders))
+
+
+Spec = OptimizerSpec | InjectedSpec
+
+
+class DeclaredTransformation(GradientTransformation):
+    """A :class:`GradientTransformation` with a declaration: ``spec``, an
+    :class:`OptimizerSpec` or an :class:`InjectedSpec`.
+
+    It is still the pair ``(init, update)``: it unpacks, compares and hashes as one, and optax's
+    combinators take it. ``_replace`` gives a plain :class:`GradientTransformation`: a pair with
+    another ``init`` or ``update`` is no longer what the spec declares.
+    """
+
+    spec: Spec | None
+
+    def __new__(cls, init: Callable, update: Callable, spec: Spec | None = None):
+        self = super().__new__(cls, init, update)
+        self.spec = spec
+        return self
+
+    def _replace(self, **changes: Any) -> GradientTransformation:
+        return GradientTransformation(**{**self._asdict(), **changes})
+
+    def __repr__(self) -> str:
+        pair = f"init={self.init!r}, update={self.update!r}"
+        return f"{type(self).__name__}({pair}, spec={self.spec!r})"
+
+
+def spec_of(tx: Any) -> Spec | None:
+    """The declaration of ``tx`` (any object), or ``None`` where it declares none."""
+    return tx.spec if isinstance(tx, DeclaredTransformation) else None

@@ -1,0 +1,37 @@
+"""Training: pure steps (:mod:`.step`), the compiled runner (:mod:`.runner`), the compiled
+functions of a model (:mod:`.trainer`), the batch plan (:mod:`.epoch_iterator`), the non-finite
+guard (:mod:`.guard`), the callback/array synchronisation (:mod:`.sync`), the fit loop
+(:mod:`.loop`), evaluation and per-parameter gradient statistics (:mod:`.grad_stats`)."""
+
+from wframe.optimizers.checks import check_opt_state, check_optimizer
+from wframe.training.checks import warn_softmax_with_logits
+from wframe.training.evaluate import evaluate
+from wframe.training.loop import fit
+from wframe.training.runner import FitSetup, RunSpec, make_runner
+from wframe.training.step import (
+    ConsumedStateError,
+    log_names,
+    make_eval_step,
+    make_grad_fn,
+    make_train_step,
+)
+from wframe.training.trainer import Trainer
+from wframe.types import TrainState
+
+__all__ = [
+    "ConsumedStateError",
+    "FitSetup",
+    "RunSpec",
+    "TrainState",
+    "Trainer",
+    "check_opt_state",
+    "check_optimizer",
+    "evaluate",
+    "fit",
+    "log_names",
+    "make_eval_step",
+    "make_grad_fn",
+    "make_runner",
+    "make_train_step",
+    "warn_softmax_with_logits",
+]

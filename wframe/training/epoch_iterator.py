@@ -1,0 +1,74 @@
+"""The batch plan of a ``fit``: each epoch's permutation, cut into compiled calls.
+
+Separation of concerns, as Keras' ``EpochIterator``: this object alone knows how examples are
+ordered and grouped (``steps_per_execution`` blocks, the last partial batch, a whole epoch in
+one call, batches fed per process); the loop only runs the calls it yields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from wframe.random import fold_in, generator
+from wframe.training.runner import RunSpec
+
+
+class Call(NamedTuple):
+    """One compiled call of an epoch: its shape, the rows of example indices it reads from
+    (``order[start : start + spec.steps]``, or the flat permutation for a whole epoch) and
+    how many of the epoch's batches are done once it has run."""
+
+    spec: RunSpec
+    order: Any
+    start: int
+    done: int
+
+
+class EpochIterator:
+    """Plans the batches of ``n`` examples: ``steps`` batches per epoch of ``batch_size``
+    (the last one partial), ``steps_per_execution`` full batches per call (``"epoch"``: all,
+    the last batch in the same call unless ``feeds``: then it is a call of its own)."""
+
+    def __init__(
+        self,
+        backend: Any,
+        n: int,
+        batch_size: int,
+        steps_per_execution: int | str,
+        *,
+        shuffle: bool,
+        seed: int,
+        feeds: bool = False,
+    ):
+        self.backend, self.n, self.batch_size = backend, n, batch_size
+        self.shuffle, self.seed = shuffle, seed
+        self.full, self.rest = divmod(n, batch_size)
+        self.steps = self.full + (self.rest > 0)
+        whole = steps_per_execution == "epoch"
+        self.per_call = self.full if whole else min(steps_per_execution, self.full)
+        self.whole = whole and self.rest > 0 and not feeds
+
+    def order(self, life_epoch: int) -> np.ndarray:
+        """The permutation of epoch ``life_epoch`` of the model's life (int32, on the host)."""
+        if not self.shuffle:
+            return np.arange(self.n, dtype=np.int32)
+        return generator(fold_in(self.seed, life_epoch)).permutation(self.n).astype(np.int32)
+
+    def calls(self, life_epoch: int, first: int = 0) -> Iterator[Call]:
+        """The calls of one epoch, from batch ``first`` on (after a restored backup)."""
+        order, put = self.order(life_epoch), self.backend.asarray
+        if self.whole:
+            yield Call(RunSpec(self.full, self.rest), put(order), 0, self.steps)
+            return
+        cut = self.full * self.batch_size
+        rows = put(order[:cut].reshape(self.full, self.batch_size))
+        done = first
+        while done < self.full:
+            k = min(self.per_call, self.full - done)
+            yield Call(RunSpec(k), rows, done, done + k)
+            done += k
+        if self.rest and done < self.steps:
+            yield Call(RunSpec(1), put(order[cut:].reshape(1, self.rest)), 0, self.steps)

@@ -1,0 +1,259 @@
+"""The fit loop: epochs of compiled calls from the :class:`~.epoch_iterator.EpochIterator`,
+read at sync points through the :class:`~.guard.FiniteGuard`, published through the
+:class:`~.sync.ArraySync`, with the callbacks called around them.
+
+Whatever ends it (its end, ``stop_training``, an exception, Ctrl-C), a ``finally`` leaves the
+model holding the arrays of the last completed step and counters that match them.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+from wframe.callbacks import CallbackList, History, ProgressBar
+from wframe.random import array_key
+from wframe.training import logs as logs_mod
+from wframe.training.epoch_iterator import Call, EpochIterator
+from wframe.training.evaluate import evaluate
+from wframe.training.guard import FiniteGuard
+from wframe.training.runner import FitSetup, RunSpec
+from wframe.training.step import log_names
+from wframe.training.sync import ArraySync, Interrupts
+
+#: Without a callback that reads every call, the logs are read at most this often (seconds).
+SYNC_EVERY = 0.1
+
+
+def fit(
+    model: Any,
+    x: Any,
+    y: Any,
+    *,
+    epochs: int,
+    batch_size: int,
+    validation: tuple | None,
+    shuffle: bool,
+    seed: int | None,
+    verbose: int,
+    callbacks: list | None,
+    initial_epoch: int,
+    steps_per_execution: int | str,
+    clip: Any = None,
+    strategy: Any = None,
+) -> History:
+    """The loop behind :meth:`wframe.Model.fit`; arguments are already checked and ``x``,
+    ``y`` (and ``validation = (x_val, y_val)`` or ``None``) are on the model's backend.
+
+    Callbacks see the model's arrays in ``on_epoch_end`` (and, for those with
+    ``needs_weights``, in ``on_train_batch_end``), and whatever they assign to
+    ``model.params``/``state``/``opt_state``/``masks`` there is what training goes on with.
+    When a callback has ``needs_grad_stats``, the runners log per-parameter statistics too
+    (:func:`wframe.training.grad_stats.grad_stats`), every call is read, and the callbacks
+    overriding ``on_grad_stats`` get each call's means; they stay out of the logs.
+    """
+    loop = _Loop(model, x, y, validation, batch_size, clip, strategy)
+    loop.plan = EpochIterator(
+        model.backend,
+        x.shape[0],
+        loop.batch_size,
+        steps_per_execution,
+        shuffle=shuffle,
+        seed=model.seed if seed is None else seed,
+        feeds=loop.feeds,
+    )
+    loop.connect(callbacks, epochs, verbose)
+    model.stop_training = False
+    loop.cb.on_train_begin()  # before the arrays are taken: a callback may set them up here
+    # A callback that restored a backup (BackupAndRestore) sets where training stopped: the
+    # epoch to go on with and how many of its batches were done. That wins over initial_epoch.
+    resume, model.resume_at = model.resume_at, None
+    start, skip = resume if resume is not None else (initial_epoch, 0)
+    with Interrupts() as loop.interrupts:
+        try:
+            loop.start()
+            for epoch in range(start, epochs):
+                loop.epoch(epoch, skip)
+                skip = 0
+                if loop.bad >= 0 or model.stop_training:
+                    break
+        finally:
+            loop.close()
+    loop.cb.on_train_end(loop.logs)
+    return loop.history
+
+
+class _Loop:
+    """One ``fit``'s state: the arrays it trains (``ts``), the running sums (``acc``) and the
+    life counters of the last completed step (``steps``, ``epochs``)."""
+
+    plan: EpochIterator
+    interrupts: Interrupts
+
+    def __init__(self, model, x, y, validation, batch_size, clip, strategy):
+        self.model, self.backend, self.strategy = model, model.backend, strategy
+        self.validation, self.batch_size, self.clip = validation, batch_size, clip
+        if strategy is not None:  # per-process data: this process's rows of each batch
+            self.batch_size = strategy.process_batch(batch_size)
+        self.feeds = strategy is not None and strategy.feeds_batches
+        # With a strategy: the data on every device (each step shards its batch), or kept by
+        # each process for ``feed`` to hand each call its batches (per-process data).
+        self.x, self.y = (x, y) if strategy is None else strategy.data(x, y)
+        self.names = log_names(model, model.loss, clip)
+        self.ts = self.acc = None
+        self.steps, self.epochs = model.steps, model.epochs
+        self.bad, self.logs, self.unread, self.step0 = -1, {}, False, self.steps
+
+    def connect(self, callbacks: list | None, epochs: int, verbose: int) -> None:
+        """The callbacks, and what they make the loop do: read and publish every call or not,
+        log per-parameter statistics or not."""
+        model = self.model
+        self.history = History()
+        cbs = [self.history, *(callbacks or [])]
+        if verbose:
+            cbs.append(ProgressBar(lines=verbose == 2))
+        params = {"epochs": epochs, "steps": self.plan.steps, "verbose": verbose}
+        self.cb = cb = CallbackList(cbs, model, params)
+        stats = cb.needs_grad_stats
+        self.stat_names = log_names(model, model.loss, self.clip, stats=True) if stats else ()
+        self.stat_names = self.stat_names[len(self.names) :]
+        metrics = (model.loss.metric,) if model.loss.metric else ()
+        self.setup = FitSetup(model.loss, model.optimizer, metrics, self.clip, self.strategy, stats)
+        self.each_call = cb.needs_batch_logs or cb.needs_weights or stats
+        # Only callbacks of the user's may read the model between epochs: publish copies then.
+        self.sync = ArraySync(
+            model, self.strategy, per_batch=cb.needs_weights, per_epoch=bool(callbacks)
+        )
+        # Whether a call consumes its train state. Published every call, a traced backend's
+        # calls keep theirs (no donation: the same numbers, no copy); NumPy's in-place
+        # optimizers stay (a callback never changes the numbers) and what is published is a copy.
+        self.consume = not (cb.needs_weights and self.backend.traced)
+        self.guard = FiniteGuard(self.backend, self.names, self.runner)
+
+    def runner(self, spec: RunSpec) -> Any:
+        return self.model.trainer.runner(self.setup, spec)
+
+    def start(self) -> None:
+        """Take the model's arrays (after ``on_train_begin``: a callback may have set them)."""
+        model, backend, seed = self.model, self.backend, self.plan.seed
+        self.steps, self.epochs = model.steps, model.epochs
+        # Neither is donated, so they are made once per build (eager device ops cost ~50 us).
+        key0 = model.trainer.memo(("key0", seed), lambda: array_key(seed, 0, backend))
+        # NcclDataParallel's ranks draw their own dropout masks.
+        self.key0 = key0 if self.strategy is None else self.strategy.fold_key(key0)
+        sizes = (len(self.names), len(self.stat_names))
+        self.acc = model.trainer.memo(
+            ("acc", *sizes), lambda: logs_mod.zero_sums(backend, model.dtype, *sizes)
+        )
+        self.take()
+
+    def take(self) -> None:
+        """Go on from the model's arrays (copied: the steps consume what they are given)."""
+        self.ts = self.sync.take()
+        self.guard.mark(self.ts, self.acc, copy=self.consume)
+
+    def epoch(self, epoch: int, first: int) -> None:
+        """Epoch ``epoch`` from its batch ``first``, then its end as Keras 3 ends it (also
+        when a hook set ``stop_training``): the logs of the batches that ran, validation,
+        ``on_epoch_end``."""
+        cb = self.cb
+        cb.on_epoch_begin(epoch)
+        if self.sync.per_epoch and self.sync.changed():  # e.g. a new learning rate
+            self.take()
+        self.step0 = self.steps - first
+        synced, before, fresh = time.perf_counter(), None, True
+        for call in self.plan.calls(self.epochs, first):
+            if self.model.stop_training:
+                break
+            self.run(call, fresh=fresh)
+            fresh, reading, now = False, None, time.perf_counter()
+            if self.each_call or now - synced > SYNC_EVERY or call.done == self.plan.steps:
+                reading, synced = self.read(), now
+                if self.cb.needs_grad_stats:  # a non-finite call's too: they name the culprit
+                    self.grad_stats(reading, before, self.step0 + call.done)
+                    before = reading.sums
+                if self.bad >= 0:
+                    return self.warn_bad(epoch)
+            if self.sync.per_batch:
+                self.sync.publish(self.ts, self.steps, self.epochs, copy=self.consume)
+            cb.batch_end(call.done - 1, reading.logs if reading is not None else None)
+            if self.sync.per_batch and self.sync.changed():
+                self.take()
+        self.end_epoch(epoch)
+
+    def run(self, call: Call, *, fresh: bool) -> None:
+        """One compiled call, taken in whole (Ctrl-C waits for it); ``fresh`` zeroes the
+        running sums first (an epoch's first call)."""
+        spec = self.guard.spec(call.spec, donate=self.consume)
+        done = call.done - call.spec.steps - (call.spec.tail > 0)  # batches before the call
+        self.cb.batch_begin(done)
+        x, y = self.x, self.y
+        step0 = self.step0
+        args = (x, y, call.order, call.start, (step0 + done) % 2**31, self.key0, fresh)
+        if self.feeds:  # this call's batches: each process's rows, assembled over processes
+            fed = self.strategy.feed(x, y, call.order, call.start, spec.steps)
+            args = (*fed, *args[4:])
+        with self.interrupts.held():
+            self.ts, self.acc = self.runner(spec)(self.ts, self.acc, *args)
+            self.guard.record(spec, args)
+            self.steps, self.unread = step0 + call.done, True
+
+    def read(self) -> logs_mod.Reading:
+        """Read the running sums (replaying a non-finite stretch guarded): a sync point."""
+        with self.interrupts.held():
+            self.ts, self.acc, reading = self.guard.settle(self.ts, self.acc, copy=self.consume)
+            self.unread = False
+            if reading.bad >= 0:  # the weights are those of the steps before it
+                self.bad, self.steps = reading.bad, reading.bad
+        logs = dict(reading.logs)
+        if self.ts.loss_scale is not None:  # mixed_float16: the scale the next step uses
+            logs["loss_scale"] = float(self.backend.to_numpy(self.ts.loss_scale.scale))
+        self.logs = logs
+        return reading._replace(logs=logs)
+
+    def grad_stats(self, reading: logs_mod.Reading, before: list | None, step: int) -> None:
+        """This call's statistics, ``step`` the steps run after it (a non-finite one
+        included): this reading of the running sums minus the last one."""
+        base = before if before is not None else [0.0] * len(reading.sums)
+        stats = logs_mod.call_stats(reading.sums, base, self.stat_names)
+        if stats:
+            self.cb.on_grad_stats(step, stats)
+
+    def end_epoch(self, epoch: int) -> None:
+        if self.unread:  # stop_training after a call that was not read: read it now
+            self.read()
+            if self.bad >= 0:
+                return self.warn_bad(epoch)
+        self.epochs += 1
+        if self.sync.per_epoch:  # copies: the next steps consume what they are given
+            self.sync.publish(self.ts, self.steps, self.epochs, copy=True)
+        logs = dict(self.logs)
+        if self.validation is not None:
+            size = max(self.batch_size, 256)
+            val = evaluate(
+                self.model, *self.validation, self.model.loss, size, self.ts, self.strategy
+            )
+            logs.update({f"val_{k}": v for k, v in val.items()})
+        self.logs = logs
+        self.cb.on_epoch_end(epoch, logs)
+        if self.sync.per_epoch and self.sync.changed():  # a callback set new arrays
+            self.take()
+
+    def warn_bad(self, epoch: int) -> None:
+        warnings.warn(
+            f"fit: the loss or gradients became NaN or inf at step {self.bad + 1} (epoch "
+            f"{epoch + 1}, batch {self.bad - self.step0 + 1}); training stopped with the weights "
+            "of the last finite step. Lower the learning rate, clip gradients or check the data.",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+
+    def close(self) -> None:
+        """Whatever ends the loop: read what was not read (a non-finite stretch is undone)
+        and give the model the arrays and counters of the last completed step."""
+        if self.ts is None:
+            return
+        if self.unread:
+            self.read()
+        self.sync.publish(self.ts, self.steps, self.epochs, copy=False)

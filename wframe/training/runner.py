@@ -1,0 +1,136 @@
+"""The compiled runner: several train steps over batches gathered on the device, in one call
+(a ``lax.scan`` on JAX), with the epoch's running sums and the first non-finite step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from wframe.optimizers import clipping
+from wframe.training.grad_stats import grad_stats
+from wframe.training.step import core_step
+
+
+class FitSetup(NamedTuple):
+    """What a ``fit`` trains with, the same for all its calls: the loss, the optimizer, the
+    metrics logged, gradient clipping, a distributed strategy and whether per-parameter
+    gradient statistics are logged."""
+
+    loss: Any
+    optimizer: Any
+    metrics: tuple[str, ...] = ()
+    clip: clipping.Clip | None = None
+    strategy: Any = None
+    stats: bool = False
+
+
+class RunSpec(NamedTuple):
+    """The shape of one compiled call: ``steps`` full batches, then a last batch of ``tail``
+    examples (0: none; the call is then a whole epoch), applied with the finite guard or not,
+    and consuming its train state (donated on JAX, updated in place on NumPy) or not."""
+
+    steps: int
+    tail: int = 0
+    guarded: bool = True
+    donate: bool = True
+
+
+def make_runner(model, setup: FitSetup, spec: RunSpec) -> Callable:
+    """``run(ts, acc, x, y, order, start, first_step, key0, fresh) -> (ts, acc)``: ``spec.steps``
+    train steps on the batches ``order[start : start + steps]`` (rows of example indices),
+    gathered on the device, in one compiled call (a ``lax.scan`` on JAX when ``steps > 1``).
+
+    ``acc = (sums, bad)``: ``sums`` the size-weighted loss and metrics of the finite steps and
+    their example count, ``bad`` the first non-finite step (-1 if none), after which updates are
+    skipped. ``fresh`` zeroes ``acc`` first (a new epoch) without a separate device call.
+    ``guarded=False`` applies non-finite steps too (``bad`` is still recorded): the fit loop runs
+    that and replays the call guarded only when ``bad`` says so. With ``tail > 0`` the call is a
+    whole epoch: ``order`` is the flat permutation, cut into ``steps`` full batches and a last
+    batch of ``tail`` examples, all in the one compiled call.
+
+    With ``setup.stats`` the step also logs :func:`grad_stats`' per-parameter statistics (their
+    names end :func:`log_names`), summed in ``acc`` as the losses are but in one vector, the
+    last entry of ``sums`` before the count; the first non-finite step adds its non-finite
+    statistics too, so that a reading names the params that broke. Without it none of that is
+    traced. With a ``setup.strategy`` (:class:`wframe.distributed.DataParallel`) each gathered batch
+    is sharded over its devices and the train state kept replicated; when it feeds batches
+    (per-process data) ``x``, ``y`` are the call's batches stacked, ``(steps, batch, ...)``, and
+    ``order`` is ``arange(steps)``. A strategy with ``sync`` (NcclDataParallel) averages each
+    step's gradients, loss and metrics over its ranks (:func:`~wframe.training.step.core_step`).
+    """
+    backend, strategy, steps, tail = model.backend, setup.strategy, spec.steps, spec.tail
+    stats = grad_stats(model) if setup.stats else None
+    stats = stats if stats and stats.params else None  # every param frozen: nothing to measure
+    core = core_step(
+        model,
+        setup.loss,
+        setup.optimizer,
+        setup.metrics,
+        backend,
+        spec.guarded,
+        setup.clip,
+        model.frozen,
+        stats,
+        getattr(strategy, "sync", None),
+        spec.donate,
+    )
+    stochastic = model.uses_key
+    xp = backend.xp
+    x_buffers: dict = {}  # the batch buffers NumPy reuses (per runner: one fit at a time)
+    y_buffers: dict = {}
+
+    def one(carry, i, x, y, order, start, first_step, key0):
+        ts, (sums, bad) = carry
+        idx = xp.take(order, start + i, axis=0)
+        # Into buffers reused from step to step where the backend can (NumPy); nothing holds
+        # a batch past its step.
+        xb, yb = backend.gather(x, idx, x_buffers), backend.gather(y, idx, y_buffers)
+        if strategy is not None:
+            xb, yb = strategy.shard_batch(xb), strategy.shard_batch(yb)
+        step = first_step + i
+        key = None
+        if stochastic:
+            counter = xp.asarray(step, dtype=xp.uint32)
+            key = key0 + xp.asarray([0, 1], dtype=xp.uint32) * counter
+        ts, value, values, ok = core(ts, xb, yb, key, bad < 0)
+        size = xb.shape[0]  # (idx is a step index when the strategy feeds stacked batches)
+
+        def add(acc):  # scalars, not a stacked vector: cheaper on NumPy, the same under jit
+            new = (v * size for v in (value, *values))
+            sums = (a + v for a, v in zip(acc[0][:-1], new, strict=True))
+            return (*sums, acc[0][-1] + size), acc[1]
+
+        def skip(acc):  # record the first non-finite step
+            first, sums = acc[1] < 0, acc[0]
+            if stats is not None:
+                v = values[-1]
+                poisoned = sums[-2] + xp.where(first & ~xp.isfinite(v), v, xp.zeros_like(v))
+                sums = (*sums[:-2], poisoned, sums[-1])
+            return sums, xp.where(first, xp.asarray(step, dtype=xp.int32), acc[1])
+
+        return (ts, backend.cond(ok, add, skip, (sums, bad))), None
+
+    def run(ts, acc, x, y, order, start, first_step, key0, fresh):
+        acc = backend.cond(
+            fresh,
+            lambda a: (tuple(xp.zeros_like(s) for s in a[0]), xp.full_like(a[1], -1)),
+            lambda a: a,
+            acc,
+        )
+        rows, carry = order, (ts, acc)
+        if tail:
+            cut = order.shape[0] - tail
+            last = xp.reshape(order[cut:], (1, tail))
+            rows = xp.reshape(order[:cut], (steps, cut // steps)) if steps else None
+        if steps == 1:
+            carry = one(carry, 0, x, y, rows, start, first_step, key0)[0]
+        elif steps:
+            body = lambda c, i: one(c, i, x, y, rows, start, first_step, key0)  # noqa: E731
+            carry = backend.scan(body, carry, xp.arange(steps, dtype=xp.int32))[0]
+        if tail:
+            carry = one(carry, 0, x, y, last, 0, first_step + steps, key0)[0]
+        if strategy is not None:
+            carry = (strategy.keep_replicated(carry[0]), carry[1])
+        return carry
+
+    return backend.jit(run, donate_argnums=(0,) if spec.donate else ())
