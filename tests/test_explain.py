@@ -179,7 +179,7 @@ def test_chunking_changes_nothing(monkeypatch):
         ]
 
     whole = run()
-    monkeypatch.setattr(explain, "_rows", lambda model: 7)  # tiny calls: chunks everywhere
+    monkeypatch.setattr(explain.common, "rows_per_call", lambda model: 7)  # chunks everywhere
     for a, b in zip(whole, run(), strict=True):
         np.testing.assert_allclose(host(a), host(b), rtol=1e-5, atol=1e-6)
 

@@ -265,7 +265,7 @@ def optax_values(optax_jnp):
 
 
 def _all_schedules():
-    modes = {f"cyclical_{m}": sch.cyclical_schedule(0.1, 1.0, 4, m, 0.9) for m in sch._MODES}
+    modes = {f"cyclical_{m}": sch.cyclical_schedule(0.1, 1.0, 4, m, 0.9) for m in sch.MODES}
     return {**{k: f(sch) for k, f in CASES.items()}, **modes}
 
 

@@ -26,6 +26,12 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+import wframe as wf
+from wframe.bench import report, runners_peers, runners_reference, runners_wframe, trees, workloads
+from wframe.bench import scaling as scaling_mod
+from wframe.bench.timing import Timer, gemm_peak
+from wframe.bench.workloads import WORKLOADS
+
 __all__ = ["add_arguments", "main", "run"]
 
 MODES = ("step", "epoch")
@@ -37,7 +43,6 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the suite's options to ``parser`` (the ``wframe bench`` subcommand reuses them)."""
-    from wframe.bench.workloads import WORKLOADS
 
     parser.add_argument(
         "--quick",
@@ -116,8 +121,6 @@ class Plan(NamedTuple):
 
 def _plan(args: argparse.Namespace) -> Plan | None:
     """The run's :class:`Plan`, or ``None`` after saying on stderr what is wrong."""
-    import wframe as wf
-    from wframe.bench import trees, workloads
 
     names = _split(args.workloads)
     try:
@@ -158,10 +161,6 @@ def _error(text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the suite for parsed ``args``: 0 done, 1 a target missed (``--check``), 2 bad
     arguments."""
-    import wframe as wf
-    from wframe.bench import report, trees
-    from wframe.bench import scaling as scaling_mod
-    from wframe.bench.timing import Timer
 
     plan = _plan(args)
     if plan is None:
@@ -214,8 +213,6 @@ def _measure(plan: Plan, timer, trees) -> tuple[list[dict], dict, list[str]]:
     """``(records, gemm peaks, notes)``: every workload and mode of ``plan``, its rows in
     rounds; wframe's rows on both trees when ``trees`` (a :class:`~wframe.bench.trees.Trees`)
     is given."""
-    from wframe.bench import runners_peers, runners_reference, runners_wframe, workloads
-    from wframe.bench.timing import gemm_peak
 
     backends, peers = plan.backends, plan.peers
     gemm_n, notes, records = 256 if plan.quick else 2048, [], []
@@ -248,7 +245,6 @@ def _measure(plan: Plan, timer, trees) -> tuple[list[dict], dict, list[str]]:
 
 def _document(plan: Plan, timer, records, verdicts, notes, peaks) -> dict:
     """The JSON document of a run (the caller adds wall time, load, scaling and trees)."""
-    from wframe.bench import report
 
     return {
         "environment": report.environment(),

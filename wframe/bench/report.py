@@ -116,56 +116,70 @@ def markdown(records: list[dict], verdicts: list[dict], doc: dict) -> str:
         "| workload | mode | runner | median ms | min–max ms | cold ms | samples/s | GFLOP/s "
         "| % peak | RSS MB | ratio (min–max) | vs |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for r in records:
-        rat = ""
-        if r["ratio"] is not None:
-            rat = f"{r['ratio']:.2f}x ({r['ratio_min']:.2f}–{r['ratio_max']:.2f})"
-        spread = f"{r['min_ms']:.3f}–{r['max_ms']:.3f}" if r.get("in_rounds", True) else "1 call"
-        mem = r["memory"]
-        rss = _num(mem.get("device_peak_mb") or mem.get("device_mb") or mem.get("rss_mb"), ".0f")
-        if mem.get("rss_growth_mb") is not None and "device_mb" not in mem:
-            rss += f" (+{max(mem['rss_growth_mb'], 0):.0f})"
-        lines.append(
-            f"| {r['workload']} | {r['mode']} | {r['runner']} | {r['median_ms']:.3f} "
-            f"| {spread} | {r['cold_ms']:.1f} "
-            f"| {_num(r['samples_per_s'], ',.0f')} | {_num(r['gflops'], '.1f')} "
-            f"| {_num(r['peak_fraction'] and 100 * r['peak_fraction'], '.0f')} "
-            f"| {rss} | {rat} | {r['ref'] or ''} |"
-        )
-    s = doc["settings"]
-    peaks = ", ".join(f"{k} {v['gflops']:.0f}" for k, v in doc["gemm_peak"].items())
-    lines += [
+        *map(_table_row, records),
         "",
-        f"{s['rounds']} rounds; step: ms per train step on a fixed batch (forward, gradient, "
-        "update); epoch: ms per `fit` epoch (shuffle, gather, steps, loss read). median/min/max "
-        "over the rounds' medians; cold: the first call (compilation included); ratio: median "
-        "(min–max) over rounds of row / `vs` row round medians. GFLOP/s counts matmuls and "
-        f"convolutions; % peak: of the {s['gemm_n']}² float32 GEMM peak measured in this run "
-        f"(GFLOP/s: {peaks}). RSS: the process's resident MiB after the row's set-up and first "
-        "calls (+ its growth during them); on a GPU, the device memory in use.",
+        _legend(doc["settings"], doc["gemm_peak"]),
         "",
+        *map(_verdict_line, verdicts),
     ]
-    for t in verdicts:
-        got = (
-            ""
-            if t["ratio"] is None
-            else (f"{t['ratio']:.2f}x (rounds {t['ratio_min']:.2f}–{t['ratio_max']:.2f}) ")
-        )
-        mark = {"met": "MET", "missed within noise": "missed (within noise)"}.get(
-            t["status"], t["status"]
-        )
-        lines.append(
-            f"- target {t['workload']} {t['mode']}: {t['runner']} <= {t['limit']:.2f}x "
-            f"{t['ref']}: {got}{mark}"
-        )
     lines += [
         f"- check {r['workload']} {r['mode']}: {r['runner']} {r['check']}"
         for r in records
         if r.get("check", "").endswith("DIFFERS")
     ]
     lines += [f"- note: {n}" for n in doc["notes"]]
-    env = doc["environment"]
+    lines.append(_machine_line(doc["environment"], doc["settings"]))
+    return "\n".join(lines) + "\n"
+
+
+def _table_row(r: dict) -> str:
+    rat = ""
+    if r["ratio"] is not None:
+        rat = f"{r['ratio']:.2f}x ({r['ratio_min']:.2f}–{r['ratio_max']:.2f})"
+    spread = f"{r['min_ms']:.3f}–{r['max_ms']:.3f}" if r.get("in_rounds", True) else "1 call"
+    mem = r["memory"]
+    rss = _num(mem.get("device_peak_mb") or mem.get("device_mb") or mem.get("rss_mb"), ".0f")
+    if mem.get("rss_growth_mb") is not None and "device_mb" not in mem:
+        rss += f" (+{max(mem['rss_growth_mb'], 0):.0f})"
+    return (
+        f"| {r['workload']} | {r['mode']} | {r['runner']} | {r['median_ms']:.3f} "
+        f"| {spread} | {r['cold_ms']:.1f} "
+        f"| {_num(r['samples_per_s'], ',.0f')} | {_num(r['gflops'], '.1f')} "
+        f"| {_num(r['peak_fraction'] and 100 * r['peak_fraction'], '.0f')} "
+        f"| {rss} | {rat} | {r['ref'] or ''} |"
+    )
+
+
+def _legend(s: dict, gemm_peak: dict) -> str:
+    """What the table's columns mean, under the run's settings ``s``."""
+    peaks = ", ".join(f"{k} {v['gflops']:.0f}" for k, v in gemm_peak.items())
+    return (
+        f"{s['rounds']} rounds; step: ms per train step on a fixed batch (forward, gradient, "
+        "update); epoch: ms per `fit` epoch (shuffle, gather, steps, loss read). median/min/max "
+        "over the rounds' medians; cold: the first call (compilation included); ratio: median "
+        "(min–max) over rounds of row / `vs` row round medians. GFLOP/s counts matmuls and "
+        f"convolutions; % peak: of the {s['gemm_n']}² float32 GEMM peak measured in this run "
+        f"(GFLOP/s: {peaks}). RSS: the process's resident MiB after the row's set-up and first "
+        "calls (+ its growth during them); on a GPU, the device memory in use."
+    )
+
+
+def _verdict_line(t: dict) -> str:
+    got = (
+        ""
+        if t["ratio"] is None
+        else (f"{t['ratio']:.2f}x (rounds {t['ratio_min']:.2f}–{t['ratio_max']:.2f}) ")
+    )
+    mark = {"met": "MET", "missed within noise": "missed (within noise)"}.get(
+        t["status"], t["status"]
+    )
+    return (
+        f"- target {t['workload']} {t['mode']}: {t['runner']} <= {t['limit']:.2f}x "
+        f"{t['ref']}: {got}{mark}"
+    )
+
+
+def _machine_line(env: dict, s: dict) -> str:
     pools = "; ".join(
         f"{p['library'] or p['internal_api']} {p['num_threads']} threads"
         for p in env.get("threadpools", [])
@@ -173,11 +187,10 @@ def markdown(records: list[dict], verdicts: list[dict], doc: dict) -> str:
     vers = ", ".join(f"{k} {v}" for k, v in env["versions"].items())
     load = s.get("loadavg_1min_start_end") or [None, None]
     load_text = "" if None in load else f"; 1-min load {load[0]:.1f} at start, {load[1]:.1f} at end"
-    lines.append(
+    return (
         f"- machine: {env['cpu']}, {env.get('cpus_usable', env['cpus'])} usable CPUs, "
         f"GPU {env['gpu'] or 'none'}; {vers}; {pools}{load_text}; wall {s['wall_s']:.0f} s"
     )
-    return "\n".join(lines) + "\n"
 
 
 def chart(records: list[dict], path: Path) -> bool:

@@ -21,6 +21,11 @@ import subprocess
 import sys
 from typing import Any
 
+import wframe as wf
+from wframe.bench import workloads
+from wframe.bench.runners_wframe import epoch
+from wframe.bench.timing import Row, Timer, ratio
+
 COUNTS = (1, 2, 4)
 WORKLOAD = "mlp_large"
 OVERHEAD_LIMIT = 1.05  # DataParallel on one device vs no strategy
@@ -29,11 +34,6 @@ OVERHEAD_LIMIT = 1.05  # DataParallel on one device vs no strategy
 def child(devices: int, quick: bool, rounds: int) -> dict:
     """In a process whose XLA_FLAGS force ``devices`` CPU devices: time the rows; the records."""
     import jax
-
-    import wframe as wf
-    from wframe.bench import workloads
-    from wframe.bench.runners_wframe import epoch
-    from wframe.bench.timing import Row, Timer, ratio
 
     notes: list[str] = []
     have = jax.devices()

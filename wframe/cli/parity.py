@@ -141,11 +141,7 @@ def parity(
     Raises:
       ValueError: an unknown model or backend name, before anything runs.
     """
-    unknown = [m for m in models if m not in MODELS]
-    if unknown:
-        raise ValueError(f"Unknown model {unknown[0]!r}. Expected one of {list(MODELS)}.")
-    if dtype not in TOLERANCES:
-        raise ValueError(f"Unknown dtype {dtype!r}. Expected one of {list(TOLERANCES)}.")
+    _check_names(models, dtype)
     rtol = TOLERANCES[dtype][0] if rtol is None else rtol
     atol = TOLERANCES[dtype][1] if atol is None else atol
     names, skipped = plan_backends(backends)
@@ -155,14 +151,7 @@ def parity(
             names.remove("jax")
             skipped["jax"] = why
 
-    print_fn(
-        f"parity: {dtype}, seed {seed}, models {', '.join(models)}; reference {REFERENCE}; "
-        f"fit: {STEPS} SGD steps (lr {LEARNING_RATE}) on the whole batch"
-    )
-    print_fn(
-        f"tolerance: |diff| <= max(atol, rtol*|{REFERENCE}|), rtol {rtol:g}, atol {atol:g}; "
-        f"max rel = |diff| / max(|{REFERENCE}|, atol/rtol)"
-    )
+    _print_header(print_fn, models, dtype=dtype, seed=seed, rtol=rtol, atol=atol)
     for name, why in skipped.items():
         print_fn(f"skipped {name}: {why}")
     others = [n for n in names if n != REFERENCE]
@@ -171,49 +160,96 @@ def parity(
         return 0
 
     rows: list[tuple[str, ...]] = []
-    failures = total = 0
     for kind in models:
-        results = {}
-        for name in names:
-            try:
-                results[name] = run_model(kind, name, seed=seed, dtype=dtype)
-            except Exception as e:  # a backend that raises is a parity failure, not a crash
-                results[name] = f"{type(e).__name__}: {e}".splitlines()[0]
-        reference = results[REFERENCE]
-        for name in others:
-            got = results[name]
-            failed = got if isinstance(got, str) else None
-            if failed is None and isinstance(reference, str):
-                failed = f"the {REFERENCE} reference raised {reference}"
-            if failed is not None:
-                rows.append((kind, name, "(run)", "", "", "", f"FAIL {failed}"))
-                failures, total = failures + 1, total + 1
-                continue
-            for quantity, expected in reference.items():
-                actual = got.get(quantity)
-                if actual is None:
-                    max_abs, max_rel, problem = math.nan, math.nan, f"missing on {name}"
-                else:
-                    max_abs, max_rel, problem = compare(actual, expected, rtol=rtol, atol=atol)
-                total += 1
-                failures += bool(problem)
-                rows.append(
-                    (
-                        kind,
-                        name,
-                        quantity,
-                        str(tuple(expected.shape)),
-                        f"{max_abs:.2e}",
-                        f"{max_rel:.2e}",
-                        f"FAIL {problem}" if problem else "ok",
-                    )
-                )
+        results = _run_everywhere(kind, names, seed=seed, dtype=dtype)
+        rows.extend(_compared_rows(kind, results, others, rtol=rtol, atol=atol))
     print_fn(_table(("model", "backend", "quantity", "shape", "max abs", "max rel", ""), rows))
+    failures, total = sum(r[-1].startswith("FAIL") for r in rows), len(rows)
     if failures:
         print_fn(f"parity: FAILED, {failures} of {total} comparisons exceed the tolerance")
         return 1
     print_fn(f"parity: ok, all {total} comparisons within tolerance")
     return 0
+
+
+def _check_names(models: Sequence[str], dtype: str) -> None:
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise ValueError(f"Unknown model {unknown[0]!r}. Expected one of {list(MODELS)}.")
+    if dtype not in TOLERANCES:
+        raise ValueError(f"Unknown dtype {dtype!r}. Expected one of {list(TOLERANCES)}.")
+
+
+def _print_header(
+    print_fn: Callable[[str], Any],
+    models: Sequence[str],
+    *,
+    dtype: str,
+    seed: int,
+    rtol: float,
+    atol: float,
+) -> None:
+    print_fn(
+        f"parity: {dtype}, seed {seed}, models {', '.join(models)}; reference {REFERENCE}; "
+        f"fit: {STEPS} SGD steps (lr {LEARNING_RATE}) on the whole batch"
+    )
+    print_fn(
+        f"tolerance: |diff| <= max(atol, rtol*|{REFERENCE}|), rtol {rtol:g}, atol {atol:g}; "
+        f"max rel = |diff| / max(|{REFERENCE}|, atol/rtol)"
+    )
+
+
+def _run_everywhere(
+    kind: str, names: Sequence[str], *, seed: int, dtype: str
+) -> dict[str, dict[str, np.ndarray] | str]:
+    """:func:`run_model` of ``kind`` on each backend, or the one-line error it raised there."""
+    results: dict[str, dict[str, np.ndarray] | str] = {}
+    for name in names:
+        try:
+            results[name] = run_model(kind, name, seed=seed, dtype=dtype)
+        except Exception as e:  # a backend that raises is a parity failure, not a crash
+            results[name] = f"{type(e).__name__}: {e}".splitlines()[0]
+    return results
+
+
+def _compared_rows(
+    kind: str,
+    results: dict[str, dict[str, np.ndarray] | str],
+    others: Sequence[str],
+    *,
+    rtol: float,
+    atol: float,
+) -> list[tuple[str, ...]]:
+    """The table rows of model ``kind``: each backend of ``others`` against the reference,
+    quantity by quantity; the last cell is ``"ok"`` or ``"FAIL ..."``."""
+    rows: list[tuple[str, ...]] = []
+    reference = results[REFERENCE]
+    for name in others:
+        got = results[name]
+        failed = got if isinstance(got, str) else None
+        if failed is None and isinstance(reference, str):
+            failed = f"the {REFERENCE} reference raised {reference}"
+        if failed is not None:
+            rows.append((kind, name, "(run)", "", "", "", f"FAIL {failed}"))
+            continue
+        for quantity, expected in reference.items():
+            actual = got.get(quantity)
+            if actual is None:
+                max_abs, max_rel, problem = math.nan, math.nan, f"missing on {name}"
+            else:
+                max_abs, max_rel, problem = compare(actual, expected, rtol=rtol, atol=atol)
+            rows.append(
+                (
+                    kind,
+                    name,
+                    quantity,
+                    str(tuple(expected.shape)),
+                    f"{max_abs:.2e}",
+                    f"{max_rel:.2e}",
+                    f"FAIL {problem}" if problem else "ok",
+                )
+            )
+    return rows
 
 
 def plan_backends(requested: Sequence[str] | None) -> tuple[list[str], dict[str, str]]:

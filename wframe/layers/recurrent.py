@@ -186,37 +186,49 @@ class _Recurrent(Layer):
         carry0 = self._check_input(params, x, initial_state)
         xp = array_namespace(x)
         backend = backend_of(x)
-        batch, steps, n_in = x.shape
         seq = self.return_sequences
-
-        def unroll(keep: bool):
-            # Time-major rows, so that every step's slice and the weight gradients' matmuls
-            # read contiguous blocks.
-            x_tm = xp.reshape(xp.permute_dims(x, (1, 0, 2)), (steps * batch, n_in))
-            return (x_tm, *self._unroll(params, x_tm, carry0, steps, keep))
-
         if backend.has_autodiff:
-            # The step written for autodiff, in the backend's scan (one compiled loop body);
-            # a backprop closure asked of it here (tests, symmetry) runs the unrolled forward
+            # A backprop closure asked of the scan (tests, symmetry) runs the unrolled forward
             # again when called.
-            xs, consts = self._scan_inputs(params, xp.matmul(x, params["W_x"]) + params["b"])
-
-            def body(carry, z):
-                carry, h = self._step(consts, carry, z)
-                return carry, (h if seq else None)
-
-            last, hs = backend.scan(body, carry0, xs)
-            y = xp.permute_dims(hs, (1, 0, 2)) if seq else last[0]
-            kept = None
+            y, kept = self._scanned(backend, xp, params, x, carry0), None
         else:
-            kept = unroll(vjp)
+            kept = self._unrolled(xp, params, x, carry0, vjp)
             hs, last = kept[1], kept[2]
             y = xp.permute_dims(hs, (1, 0, 2)) if seq else last[0]
         if not vjp:
             return y, state, None
+        return y, state, self._bptt(xp, params, x, carry0, kept)
+
+    def _scanned(self, backend, xp, params: Params, x: Array, carry0: Carry) -> Array:
+        """``y`` from :meth:`_step`, written for autodiff, in the backend's scan (one loop body)."""
+        seq = self.return_sequences
+        xs, consts = self._scan_inputs(params, xp.matmul(x, params["W_x"]) + params["b"])
+
+        def body(carry, z):
+            carry, h = self._step(consts, carry, z)
+            return carry, (h if seq else None)
+
+        last, hs = backend.scan(body, carry0, xs)
+        return xp.permute_dims(hs, (1, 0, 2)) if seq else last[0]
+
+    def _unrolled(self, xp, params: Params, x: Array, carry0: Carry, keep: bool) -> tuple:
+        """``(x_tm, hs, last carry, back)``: :meth:`_unroll` over ``x``'s time-major rows."""
+        batch, steps, n_in = x.shape
+        # Time-major rows, so that every step's slice and the weight gradients' matmuls
+        # read contiguous blocks.
+        x_tm = xp.reshape(xp.permute_dims(x, (1, 0, 2)), (steps * batch, n_in))
+        return (x_tm, *self._unroll(params, x_tm, carry0, steps, keep))
+
+    def _bptt(self, xp, params: Params, x: Array, carry0: Carry, kept: tuple | None):
+        """The ``backprop`` of :meth:`forward`: backprop through time from what the unrolled
+        forward ``kept`` (``None``: unroll again when called)."""
+        batch, steps, n_in = x.shape
+        seq = self.return_sequences
 
         def backprop(dy, input_grad=True, need=None):
-            x_tm, hs, _, back = kept if kept is not None else unroll(True)
+            x_tm, hs, _, back = (
+                kept if kept is not None else self._unrolled(xp, params, x, carry0, True)
+            )
             if seq:
                 dzx, drec, extra = back(lambda t: dy[:, t, :])
             else:
@@ -244,7 +256,7 @@ class _Recurrent(Layer):
                 dx = xp.permute_dims(dx, (1, 0, 2))
             return dx, grads
 
-        return y, state, backprop
+        return backprop
 
 
 @dataclass(frozen=True)

@@ -226,16 +226,12 @@ class Model(Holder):
             divide over them), ``NcclDataParallel`` for one process per GPU (cupy). Validation
             runs under it too.
 
-        The logs hold ``loss`` (the data loss), the loss's metric, and ``penalty`` (the
-        layers' regularizers, added to the loss that is differentiated) when there are any;
-        a ``mixed_float16`` model adds ``loss_scale``, its dynamic loss scale at the log's time
-        (a step whose float16 gradients overflow is skipped and halves it, see
-        :class:`wframe.precision.DynamicLossScale`; it is no non-finite step for ``fit``).
-
-        Whatever ends it (its end, ``stop_training``, a callback's exception, Ctrl-C), the
-        model then holds the arrays of the last completed step and ``steps``/``epochs`` that
-        match them; the exception propagates. A second ``fit`` (or ``build``,
-        ``to_backend``, a load from another thread) meanwhile raises ``RuntimeError``.
+        The logs hold ``loss``, the loss's metric, ``penalty`` (the regularizers, added to
+        the loss differentiated) when there are any, and ``loss_scale`` for ``mixed_float16``
+        (:class:`wframe.precision.DynamicLossScale`). Whatever ends ``fit`` (its end,
+        ``stop_training``, an exception, Ctrl-C), the model holds the arrays of its last
+        completed step with matching ``steps``/``epochs``; an exception propagates. A second
+        ``fit`` (``build``, ``to_backend``, a load from another thread) meanwhile raises.
         """
         options = data.fit_options(
             epochs=epochs,
@@ -252,30 +248,32 @@ class Model(Holder):
         with self.exclusive("fit"):
             # Everything is checked before anything is committed: a refused fit changes nothing.
             loss = losses_mod.get(loss) if loss is not None else self.loss
-            validation = (
-                None
-                if validation_data is None
-                else data.pair(validation_data, "fit: validation_data")
-            )
-            if validation is None and validation_split:
-                x, y, validation = data.split(x, y, validation_split)
-            x = self.prepare_inputs(x, finite=True)
-            n = x.shape[0]
-            if n == 0:
-                raise ValueError(f"fit: x has no examples (shape {tuple(x.shape)})")
-            y = self.prepare_labels(y, n, loss)
-            if validation is not None:  # checked and moved once, not at every epoch
-                x_val = self.prepare_inputs(validation[0], "x_val", finite=True)
-                y_val = self.prepare_labels(validation[1], x_val.shape[0], loss, "y_val")
-                validation = (x_val, y_val)
+            x, y, validation = self._fit_data(x, y, loss, validation_data, validation_split)
             self._commit_optimizer(loss, optimizer)
             training.warn_softmax_with_logits(self, self.loss)
             if strategy is not None:
-                strategy.check(self, options["batch_size"], n)
+                strategy.check(self, options["batch_size"], x.shape[0])
             self.history = training.fit(
                 self, x, y, validation=validation, clip=clip, strategy=strategy, **options
             )
         return self.history
+
+    def _fit_data(self, x, y, loss, validation_data, validation_split) -> tuple:
+        """``(x, y, (x_val, y_val) or None)`` checked and on the backend (the model built)."""
+        validation = None
+        if validation_data is not None:
+            validation = data.pair(validation_data, "fit: validation_data")
+        elif validation_split:
+            x, y, validation = data.split(x, y, validation_split)
+        x = self.prepare_inputs(x, finite=True)
+        if x.shape[0] == 0:
+            raise ValueError(f"fit: x has no examples (shape {tuple(x.shape)})")
+        y = self.prepare_labels(y, x.shape[0], loss)
+        if validation is not None:  # checked and moved once, not at every epoch
+            x_val = self.prepare_inputs(validation[0], "x_val", finite=True)
+            y_val = self.prepare_labels(validation[1], x_val.shape[0], loss, "y_val")
+            validation = (x_val, y_val)
+        return x, y, validation
 
     def _commit_optimizer(self, loss: losses_mod.Loss, optimizer: Any) -> None:
         tx, name, opt_state = self._choose_optimizer(optimizer)  # built here: checked

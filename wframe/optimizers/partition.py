@@ -38,6 +38,35 @@ def partition(
     transforms = dict(transforms)
     if not transforms or not all(callable(getattr(t, "update", None)) for t in transforms.values()):
         raise TypeError("partition: transforms must be a non-empty dict {label: optimizer}")
+    groups = _grouping(transforms, labels)
+
+    def init_fn(params):
+        return MultiTransformState(
+            {
+                label: tx.init(_pick(params, g))
+                for (label, tx), g in zip(transforms.items(), groups(params).values(), strict=True)
+            }
+        )
+
+    def update_fn(updates, state, params=None):
+        out: dict = {}
+        inner = {}
+        for label, names in groups(updates).items():
+            sub_params = None if params is None else _pick(params, names)
+            new, inner[label] = transforms[label].update(
+                _pick(updates, names), state.inner_states[label], sub_params
+            )
+            out = merge(out, new, updates)
+        return out, MultiTransformState(inner)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def _grouping(
+    transforms: Mapping[str, GradientTransformation],
+    labels: Callable[[str], str] | Mapping[str, str],
+) -> Callable[[Any], dict[str, frozenset[str]]]:
+    """``params -> {label: flat param names}``, every label of ``transforms`` in order."""
     cache: dict[tuple[str, ...], dict[str, frozenset[str]]] = {}
 
     def groups(params: Any) -> dict[str, frozenset[str]]:
@@ -55,29 +84,11 @@ def partition(
             cache[names] = {k: frozenset(v) for k, v in out.items()}
         return cache[names]
 
-    def pick(tree: Any, names: frozenset[str]) -> Any:
-        return split(tree, names)[1]
+    return groups
 
-    def init_fn(params):
-        return MultiTransformState(
-            {
-                label: tx.init(pick(params, g))
-                for (label, tx), g in zip(transforms.items(), groups(params).values(), strict=True)
-            }
-        )
 
-    def update_fn(updates, state, params=None):
-        out: dict = {}
-        inner = {}
-        for label, names in groups(updates).items():
-            sub_params = None if params is None else pick(params, names)
-            new, inner[label] = transforms[label].update(
-                pick(updates, names), state.inner_states[label], sub_params
-            )
-            out = merge(out, new, updates)
-        return out, MultiTransformState(inner)
-
-    return GradientTransformation(init_fn, update_fn)
+def _pick(tree: Any, names: frozenset[str]) -> Any:
+    return split(tree, names)[1]
 
 
 def _label(labels: Callable[[str], str] | Mapping[str, str], name: str) -> str:

@@ -218,75 +218,91 @@ def _arrays(model: Any, path: str, tensors: dict, meta: dict, frozen: frozenset)
             _fail(path, f"the model is not built and the metadata has no valid input_shape ({e!r})")
         model.build(shape)
     backend = model.backend
-    problems: list[str] = []
-    used: set[str] = set()
-
-    def take(name: str, ref: Any, what: str) -> Any:
-        """The stored array ``name`` checked against the template leaf ``ref``."""
-        a = tensors.get(name)
-        if a is None:
-            problems.append(f"missing {what} {name!r}")
-            return ref
-        used.add(name)
-        if not hasattr(ref, "shape"):  # a Python number in an optimizer state
-            if a.shape != ():
-                problems.append(f"{what} {name!r}: expected a scalar, got shape {a.shape}")
-                return ref
-            return type(ref)(a.item())
-        want = (tuple(ref.shape), np.dtype(str(ref.dtype)))
-        if (a.shape, a.dtype) != want:
-            problems.append(
-                f"{what} {name!r}: expected shape {want[0]} and dtype {want[1]}, "
-                f"got shape {a.shape} and dtype {a.dtype}"
-            )
-            return ref
-        return backend.asarray(a)
-
-    def fill(template: Any, prefix: str, what: str) -> Any:
-        leaves = iter([take(prefix + name, ref, what) for name, ref in flatten(template)])
-        return tree_map(lambda _: next(leaves), template)
-
+    fill = _Filler(tensors, backend, [], set())
     params = fill(model.params, PARAMS, "param")
     state = fill(model.state, STATE, "state")
     stored = {k[len(MASKS) :]: a for k, a in tensors.items() if k.startswith(MASKS)}
-    used.update(MASKS + k for k in stored)
+    fill.used.update(MASKS + k for k in stored)
     masks = None
     try:
         masks = data.check_masks(stored, model.params, backend) or None
     except (TypeError, ValueError) as e:
-        problems.append(str(e))
-
-    unknown = sorted(frozen - {name for name, _ in flatten(model.params)})
-    if unknown:
-        problems.append(f"frozen params the model does not have: {unknown}")
-        used.update(k for k in tensors if k.startswith(OPT))  # no template to check them on
-    optimizer, spec, opt_state = model.optimizer, model.optimizer_name, None
-    if meta.get("opt_state") == "present" and not unknown:
-        if optimizer is None:
-            spec = meta.get("optimizer") or None
-            if spec is None:
-                _fail(
-                    path,
-                    "it holds the state of an optimizer given as an object, which the "
-                    "file cannot rebuild: call model.compile(optimizer=...) with that "
-                    "optimizer before loading",
-                    label=model.label,
-                )
-            optimizer = optimizers_mod.get(spec)
-        check_optimizer(optimizer, backend)
-        template = optimizer.init(split(model.params, frozen)[0] if frozen else model.params)
-        check_opt_state(template, backend)
-        opt_state = fill(template, OPT, "optimizer state")
+        fill.problems.append(str(e))
+    optimizer, name, opt_state = _optimizer(model, path, meta, frozen, fill)
     loss_scale, scaler = None, model.policy.loss_scale
     if scaler is not None and any(k.startswith(SCALE) for k in tensors):
         loss_scale = fill(scaler.init(backend), SCALE, "loss scale")
     elif scaler is None:  # a mixed_float16 checkpoint resumed without loss scaling
-        used.update(k for k in tensors if k.startswith(SCALE))
-    unexpected = sorted(k for k in tensors if k not in used)
+        fill.used.update(k for k in tensors if k.startswith(SCALE))
+    unexpected = sorted(k for k in tensors if k not in fill.used)
     if unexpected:
-        problems.append(f"unexpected tensors {unexpected}")
-    if problems:
-        _fail(path, *problems, label=model.label)
+        fill.problems.append(f"unexpected tensors {unexpected}")
+    if fill.problems:
+        _fail(path, *fill.problems, label=model.label)
     if scaler is not None and loss_scale is None:  # a float32 model's checkpoint
         loss_scale = model.loss_scale
-    return TrainState(params, state, opt_state, masks, loss_scale), optimizer, spec
+    return TrainState(params, state, opt_state, masks, loss_scale), optimizer, name
+
+
+def _optimizer(model: Any, path: str, meta: dict, frozen: frozenset, fill: _Filler) -> tuple:
+    """``(optimizer, name, opt_state)``: the model's optimizer (or the one the file names)
+    and the stored state checked against its ``init`` of the params not in ``frozen``."""
+    optimizer, name, opt_state = model.optimizer, model.optimizer_name, None
+    unknown = sorted(frozen - {n for n, _ in flatten(model.params)})
+    if unknown:
+        fill.problems.append(f"frozen params the model does not have: {unknown}")
+        fill.used.update(k for k in fill.tensors if k.startswith(OPT))  # no template for them
+        return optimizer, name, opt_state
+    if meta.get("opt_state") != "present":
+        return optimizer, name, opt_state
+    if optimizer is None:
+        name = meta.get("optimizer") or None
+        if name is None:
+            _fail(
+                path,
+                "it holds the state of an optimizer given as an object, which the "
+                "file cannot rebuild: call model.compile(optimizer=...) with that "
+                "optimizer before loading",
+                label=model.label,
+            )
+        optimizer = optimizers_mod.get(name)
+    check_optimizer(optimizer, model.backend)
+    template = optimizer.init(split(model.params, frozen)[0] if frozen else model.params)
+    check_opt_state(template, model.backend)
+    return optimizer, name, fill(template, OPT, "optimizer state")
+
+
+class _Filler(NamedTuple):
+    """Stored arrays checked against template leaves: every problem is collected, every
+    tensor taken is marked used."""
+
+    tensors: dict
+    backend: Any
+    problems: list[str]
+    used: set[str]
+
+    def __call__(self, template: Any, prefix: str, what: str) -> Any:
+        """``template`` with each leaf replaced by the stored ``prefix + its flat name``."""
+        leaves = iter([self.take(prefix + name, ref, what) for name, ref in flatten(template)])
+        return tree_map(lambda _: next(leaves), template)
+
+    def take(self, name: str, ref: Any, what: str) -> Any:
+        """The stored array ``name`` checked against the template leaf ``ref``."""
+        a = self.tensors.get(name)
+        if a is None:
+            self.problems.append(f"missing {what} {name!r}")
+            return ref
+        self.used.add(name)
+        if not hasattr(ref, "shape"):  # a Python number in an optimizer state
+            if a.shape != ():
+                self.problems.append(f"{what} {name!r}: expected a scalar, got shape {a.shape}")
+                return ref
+            return type(ref)(a.item())
+        want = (tuple(ref.shape), np.dtype(str(ref.dtype)))
+        if (a.shape, a.dtype) != want:
+            self.problems.append(
+                f"{what} {name!r}: expected shape {want[0]} and dtype {want[1]}, "
+                f"got shape {a.shape} and dtype {a.dtype}"
+            )
+            return ref
+        return self.backend.asarray(a)

@@ -204,6 +204,28 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
 
 def _read_header(f: Any, path: str, size: int) -> tuple[int, dict[str, tuple], dict[str, str]]:
     """``(data start, {name: (dtype, shape, begin, end)}, metadata)``, all checked."""
+    n, header = _header_json(f, path, size)
+    problems: list[str] = []
+    metadata = header.pop("__metadata__", None)
+    metadata = {} if metadata is None else metadata
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        problems.append(f"__metadata__ must map strings to strings, got {_short(metadata)}")
+        metadata = {}
+    buffer = size - 8 - n
+    layout = {
+        name: e
+        for name, entry in header.items()
+        if (e := _entry(name, entry, buffer, problems)) is not None
+    }
+    entries_ok = len(layout) == len(header)  # else coverage is unknown
+    problems += _coverage_problems(layout, buffer, entries_ok)
+    if problems:
+        raise _not_safetensors(path, problems)
+    return 8 + n, layout, metadata
+
+
+def _header_json(f: Any, path: str, size: int) -> tuple[int, dict]:
+    """``(header length, header object)``: the 8-byte length and the JSON it announces."""
     prefix = f.read(8)
 
     def fail(reason: str) -> WeightsFileError:
@@ -231,19 +253,12 @@ def _read_header(f: Any, path: str, size: int) -> tuple[int, dict[str, tuple], d
         raise fail(f"the header is not valid JSON ({e})") from None
     if not isinstance(header, dict):
         raise fail(f"the header is a JSON {_json_type(header)}, expected an object of tensors")
+    return n, header
+
+
+def _coverage_problems(layout: dict[str, tuple], buffer: int, entries_ok: bool) -> list[str]:
+    """Tensors that overlap, and (when every entry is valid) data bytes that no tensor covers."""
     problems: list[str] = []
-    metadata = header.pop("__metadata__", None)
-    metadata = {} if metadata is None else metadata
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        problems.append(f"__metadata__ must map strings to strings, got {_short(metadata)}")
-        metadata = {}
-    buffer = size - 8 - n
-    layout = {
-        name: e
-        for name, entry in header.items()
-        if (e := _entry(name, entry, buffer, problems)) is not None
-    }
-    entries_ok = len(layout) == len(header)  # else coverage is unknown
     cursor, last = 0, None
     for begin, end, name in sorted((e[2], e[3], k) for k, e in layout.items()):
         if begin < cursor:
@@ -263,9 +278,7 @@ def _read_header(f: Any, path: str, size: int) -> tuple[int, dict[str, tuple], d
             f"the data buffer has {buffer} bytes but the tensors end at byte "
             f"{cursor}: {buffer - cursor} trailing bytes"
         )
-    if problems:
-        raise _not_safetensors(path, problems)
-    return 8 + n, layout, metadata
+    return problems
 
 
 def _entry(name: str, entry: Any, buffer: int, problems: list[str]) -> tuple | None:

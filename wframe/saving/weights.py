@@ -18,7 +18,7 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -108,18 +108,8 @@ def load_weights(
       WeightsFileError: listing every problem with the file or its fit to the model; the
         model is then unchanged.
     """
-    for flag, value in (
-        ("strict", strict),
-        ("skip_mismatch", skip_mismatch),
-        ("allow_nonfinite", allow_nonfinite),
-    ):
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"load_weights: {flag} must be True or False, got {value!r}")
-    if isinstance(rename, Mapping):
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in rename.items()):
-            raise TypeError(f"load_weights: rename must map str to str, got {rename!r}")
-    elif rename is not None and not callable(rename):
-        raise TypeError(f"load_weights: rename must be a dict or a callable, got {rename!r}")
+    flags = {"strict": strict, "skip_mismatch": skip_mismatch, "allow_nonfinite": allow_nonfinite}
+    _check_options(flags, rename)
     if not model.built:
         raise RuntimeError(
             f"load_weights: {model.label} has no params yet; build the model first "
@@ -161,6 +151,17 @@ def load_weights(
         raise
 
 
+def _check_options(flags: dict[str, Any], rename: Any) -> None:
+    for flag, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"load_weights: {flag} must be True or False, got {value!r}")
+    if isinstance(rename, Mapping):
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in rename.items()):
+            raise TypeError(f"load_weights: rename must map str to str, got {rename!r}")
+    elif rename is not None and not callable(rename):
+        raise TypeError(f"load_weights: rename must be a dict or a callable, got {rename!r}")
+
+
 def _plan(model, tensors, metadata, path, *, strict, skip, rename, dtype, finite) -> dict:
     """The checked host arrays to load, ``{"params": ..., "state": ..., "masks": ...}``."""
     problems: list[str] = []
@@ -171,20 +172,14 @@ def _plan(model, tensors, metadata, path, *, strict, skip, rename, dtype, finite
             f"the file has wframe format version {version!r}; this wframe reads "
             f"version {FORMAT_VERSION!r} (upgrade wframe)"
         )
-    spaces: dict[str, dict[str, np.ndarray]] = {"params": {}, "state": {}, "masks": {}}
-    for key, a in tensors.items():
-        if key.startswith(STATE_PREFIX):
-            spaces["state"][key[len(STATE_PREFIX) :]] = a
-        elif key.startswith(MASK_PREFIX):
-            spaces["masks"][key[len(MASK_PREFIX) :]] = a
-        elif not key.startswith("@"):  # other "@" namespaces belong to other file kinds
-            spaces["params"][key] = a
+    spaces = _spaces(tensors)
     if rename is not None:
         spaces = _renamed(spaces, rename, list(tensors), problems)
     params = dict(flatten(model.params))
     have = {"params": params, "state": dict(flatten(model.state)), "masks": params}
     out: dict[str, Any] = {"params": {}, "state": {}, "masks": {}}
     skipped: list[str] = []
+    check = _Check(model.dtype, dtype, finite, problems, fixes)
     for space, prefix in (("params", ""), ("state", STATE_PREFIX), ("masks", MASK_PREFIX)):
         file, ours = spaces[space], have[space]
         missing = [] if space == "masks" else [prefix + n for n in ours if n not in file]
@@ -206,30 +201,9 @@ def _plan(model, tensors, metadata, path, *, strict, skip, rename, dtype, finite
                 if not skip:
                     fixes.add("skip_mismatch=True skips arrays whose shapes differ, with a warning")
                 continue
-            if space == "masks":
-                if not np.isin(a, (0, 1)).all():
-                    problems.append(f"{key} holds values other than 0 and 1")
+            a = check.mask(a, key) if space == "masks" else check.values(a, ref, key)
+            if a is not None:
                 out[space][name] = a
-                continue
-            want = np.dtype(str(ref.dtype))
-            if a.dtype != want and dtype is not None and a.dtype.kind == want.kind == "f":
-                with np.errstate(over="ignore"):  # overflow to inf is reported just below
-                    a = a.astype(want)
-            if a.dtype != want:
-                problems.append(f"dtype mismatch for {key}: file has {a.dtype}, model has {want}")
-                if a.dtype.kind == want.kind == "f":
-                    fixes.add(f"dtype={model.dtype!r} casts the file's floating arrays")
-                continue
-            if finite and a.dtype.kind in "fc" and not np.isfinite(a).all():
-                bad = np.argwhere(~np.isfinite(a))
-                at = tuple(int(i) for i in bad[0])
-                problems.append(
-                    f"non-finite values in {key}: {len(bad)} NaN or inf (first at "
-                    f"index {at}: {a[at]})"
-                )
-                fixes.add("allow_nonfinite=True loads NaN and inf values")
-                continue
-            out[space][name] = a
     if not problems and not any(out.values()):
         problems.append(
             f"no array to load: the file's names {_names(list(tensors))} match none "
@@ -249,6 +223,56 @@ def _plan(model, tensors, metadata, path, *, strict, skip, rename, dtype, finite
         kept = {} if strict else {n: m for n, m in (model.masks or {}).items()}
         masks = {**kept, **out["masks"]}
     return {"params": out["params"], "state": out["state"], "masks": masks}
+
+
+def _spaces(tensors: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """The file's arrays by namespace, names without their prefix (other ``@`` namespaces
+    belong to other file kinds and are left out)."""
+    spaces: dict[str, dict[str, np.ndarray]] = {"params": {}, "state": {}, "masks": {}}
+    for key, a in tensors.items():
+        if key.startswith(STATE_PREFIX):
+            spaces["state"][key[len(STATE_PREFIX) :]] = a
+        elif key.startswith(MASK_PREFIX):
+            spaces["masks"][key[len(MASK_PREFIX) :]] = a
+        elif not key.startswith("@"):
+            spaces["params"][key] = a
+    return spaces
+
+
+class _Check(NamedTuple):
+    """Checks of one file array against the model's (its shape already matches): each
+    returns the array to load, or ``None`` after recording the problem and its fix."""
+
+    model_dtype: str
+    dtype: Any  # load_weights(dtype=...): floating arrays cast to it
+    finite: bool
+    problems: list[str]
+    fixes: set[str]
+
+    def mask(self, a: np.ndarray, key: str) -> np.ndarray | None:
+        if not np.isin(a, (0, 1)).all():
+            self.problems.append(f"{key} holds values other than 0 and 1")
+        return a
+
+    def values(self, a: np.ndarray, ref: Any, key: str) -> np.ndarray | None:
+        want = np.dtype(str(ref.dtype))
+        if a.dtype != want and self.dtype is not None and a.dtype.kind == want.kind == "f":
+            with np.errstate(over="ignore"):  # overflow to inf is reported just below
+                a = a.astype(want)
+        if a.dtype != want:
+            self.problems.append(f"dtype mismatch for {key}: file has {a.dtype}, model has {want}")
+            if a.dtype.kind == want.kind == "f":
+                self.fixes.add(f"dtype={self.model_dtype!r} casts the file's floating arrays")
+            return None
+        if self.finite and a.dtype.kind in "fc" and not np.isfinite(a).all():
+            bad = np.argwhere(~np.isfinite(a))
+            at = tuple(int(i) for i in bad[0])
+            self.problems.append(
+                f"non-finite values in {key}: {len(bad)} NaN or inf (first at index {at}: {a[at]})"
+            )
+            self.fixes.add("allow_nonfinite=True loads NaN and inf values")
+            return None
+        return a
 
 
 def _renamed(spaces: dict, rename: Any, keys: list[str], problems: list[str]) -> dict:

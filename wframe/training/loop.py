@@ -104,6 +104,7 @@ class _Loop:
         self.ts = self.acc = None
         self.steps, self.epochs = model.steps, model.epochs
         self.bad, self.logs, self.unread, self.step0 = -1, {}, False, self.steps
+        self._trainer, self._runners, self.calling = None, {}, False
 
     def connect(self, callbacks: list | None, epochs: int, verbose: int) -> None:
         """The callbacks, and what they make the loop do: read and publish every call or not,
@@ -132,7 +133,15 @@ class _Loop:
         self.guard = FiniteGuard(self.backend, self.names, self.runner)
 
     def runner(self, spec: RunSpec) -> Any:
-        return self.model.trainer.runner(self.setup, spec)
+        """The compiled runner of ``spec`` (kept per fit; a new trainer, after a callback
+        changed the frozen set, makes new ones)."""
+        trainer = self.model.trainer
+        if trainer is not self._trainer:
+            self._trainer, self._runners = trainer, {}
+        run = self._runners.get(spec)
+        if run is None:
+            run = self._runners[spec] = trainer.runner(self.setup, spec)
+        return run
 
     def start(self) -> None:
         """Take the model's arrays (after ``on_train_begin``: a callback may have set them)."""
@@ -194,14 +203,15 @@ class _Loop:
         if self.feeds:  # this call's batches: each process's rows, assembled over processes
             fed = self.strategy.feed(x, y, call.order, call.start, spec.steps)
             args = (*fed, *args[4:])
-        with self.interrupts.held():
+        with self.interrupts.held:
+            self.calling = True
             self.ts, self.acc = self.runner(spec)(self.ts, self.acc, *args)
             self.guard.record(spec, args)
-            self.steps, self.unread = step0 + call.done, True
+            self.steps, self.unread, self.calling = step0 + call.done, True, False
 
     def read(self) -> logs_mod.Reading:
         """Read the running sums (replaying a non-finite stretch guarded): a sync point."""
-        with self.interrupts.held():
+        with self.interrupts.held:
             self.ts, self.acc, reading = self.guard.settle(self.ts, self.acc, copy=self.consume)
             self.unread = False
             if reading.bad >= 0:  # the weights are those of the steps before it
@@ -251,8 +261,10 @@ class _Loop:
 
     def close(self) -> None:
         """Whatever ends the loop: read what was not read (a non-finite stretch is undone)
-        and give the model the arrays and counters of the last completed step."""
-        if self.ts is None:
+        and give the model the arrays and counters of the last completed step. A compiled call
+        that itself failed may have consumed its input on a traced backend: the model then
+        keeps what was last published (arrays and counters of one step still)."""
+        if self.ts is None or (self.calling and self.backend.traced):
             return
         if self.unread:
             self.read()

@@ -59,56 +59,8 @@ def make_runner(model, setup: FitSetup, spec: RunSpec) -> Callable:
     step's gradients, loss and metrics over its ranks (:func:`~wframe.training.step.core_step`).
     """
     backend, strategy, steps, tail = model.backend, setup.strategy, spec.steps, spec.tail
-    stats = grad_stats(model) if setup.stats else None
-    stats = stats if stats and stats.params else None  # every param frozen: nothing to measure
-    core = core_step(
-        model,
-        setup.loss,
-        setup.optimizer,
-        setup.metrics,
-        backend,
-        spec.guarded,
-        setup.clip,
-        model.frozen,
-        stats,
-        getattr(strategy, "sync", None),
-        spec.donate,
-    )
-    stochastic = model.uses_key
     xp = backend.xp
-    x_buffers: dict = {}  # the batch buffers NumPy reuses (per runner: one fit at a time)
-    y_buffers: dict = {}
-
-    def one(carry, i, x, y, order, start, first_step, key0):
-        ts, (sums, bad) = carry
-        idx = xp.take(order, start + i, axis=0)
-        # Into buffers reused from step to step where the backend can (NumPy); nothing holds
-        # a batch past its step.
-        xb, yb = backend.gather(x, idx, x_buffers), backend.gather(y, idx, y_buffers)
-        if strategy is not None:
-            xb, yb = strategy.shard_batch(xb), strategy.shard_batch(yb)
-        step = first_step + i
-        key = None
-        if stochastic:
-            counter = xp.asarray(step, dtype=xp.uint32)
-            key = key0 + xp.asarray([0, 1], dtype=xp.uint32) * counter
-        ts, value, values, ok = core(ts, xb, yb, key, bad < 0)
-        size = xb.shape[0]  # (idx is a step index when the strategy feeds stacked batches)
-
-        def add(acc):  # scalars, not a stacked vector: cheaper on NumPy, the same under jit
-            new = (v * size for v in (value, *values))
-            sums = (a + v for a, v in zip(acc[0][:-1], new, strict=True))
-            return (*sums, acc[0][-1] + size), acc[1]
-
-        def skip(acc):  # record the first non-finite step
-            first, sums = acc[1] < 0, acc[0]
-            if stats is not None:
-                v = values[-1]
-                poisoned = sums[-2] + xp.where(first & ~xp.isfinite(v), v, xp.zeros_like(v))
-                sums = (*sums[:-2], poisoned, sums[-1])
-            return sums, xp.where(first, xp.asarray(step, dtype=xp.int32), acc[1])
-
-        return (ts, backend.cond(ok, add, skip, (sums, bad))), None
+    one = _batch_step(model, setup, spec)
 
     def run(ts, acc, x, y, order, start, first_step, key0, fresh):
         acc = backend.cond(
@@ -134,3 +86,74 @@ def make_runner(model, setup: FitSetup, spec: RunSpec) -> Callable:
         return carry
 
     return backend.jit(run, donate_argnums=(0,) if spec.donate else ())
+
+
+def _batch_step(model, setup: FitSetup, spec: RunSpec) -> Callable:
+    """``one((ts, acc), i, x, y, order, start, first_step, key0) -> ((ts, acc), None)``: the
+    train step on the batch of row ``start + i`` of ``order``, gathered on the device, with
+    its logged values added to the running sums (a ``lax.scan`` body on JAX)."""
+    backend, strategy = model.backend, setup.strategy
+    stats = grad_stats(model) if setup.stats else None
+    stats = stats if stats and stats.params else None  # every param frozen: nothing to measure
+    core = core_step(
+        model,
+        setup.loss,
+        setup.optimizer,
+        setup.metrics,
+        backend,
+        spec.guarded,
+        setup.clip,
+        model.frozen,
+        stats,
+        getattr(strategy, "sync", None),
+        spec.donate,
+    )
+    stochastic = model.uses_key
+    xp = backend.xp
+    x_buffers: dict = {}  # the batch buffers NumPy reuses (per runner: one fit at a time)
+    y_buffers: dict = {}
+
+    def one(carry, i, x, y, order, start, first_step, key0):
+        ts, acc = carry
+        idx = xp.take(order, start + i, axis=0)
+        # Into buffers reused from step to step where the backend can (NumPy); nothing holds
+        # a batch past its step.
+        xb, yb = backend.gather(x, idx, x_buffers), backend.gather(y, idx, y_buffers)
+        if strategy is not None:
+            xb, yb = strategy.shard_batch(xb), strategy.shard_batch(yb)
+        step = first_step + i
+        key = None
+        if stochastic:
+            counter = xp.asarray(step, dtype=xp.uint32)
+            key = key0 + xp.asarray([0, 1], dtype=xp.uint32) * counter
+        ts, value, values, ok = core(ts, xb, yb, key, acc[1] < 0)
+        # (idx is a step index when the strategy feeds stacked batches: size from the batch)
+        logged = _Logged((value, *values), xb.shape[0], step, stats is not None, xp)
+        return (ts, backend.cond(ok, logged.add, logged.skip, acc)), None
+
+    return one
+
+
+class _Logged(NamedTuple):
+    """One step's logged values (the statistics' vector last when ``stats``), its batch size
+    and life index: added to the running sums, or recorded as the first non-finite step."""
+
+    values: tuple
+    size: Any
+    step: Any
+    stats: bool
+    xp: Any
+
+    def add(self, acc: tuple) -> tuple:
+        # Scalars, not a stacked vector: cheaper on NumPy, the same under jit.
+        sums = (a + v * self.size for a, v in zip(acc[0][:-1], self.values, strict=True))
+        return (*sums, acc[0][-1] + self.size), acc[1]
+
+    def skip(self, acc: tuple) -> tuple:
+        (sums, bad), xp = acc, self.xp
+        first = bad < 0
+        if self.stats:  # the first bad step's non-finite statistics name what broke
+            v = self.values[-1]
+            poisoned = sums[-2] + xp.where(first & ~xp.isfinite(v), v, xp.zeros_like(v))
+            sums = (*sums[:-2], poisoned, sums[-1])
+        return sums, xp.where(first, xp.asarray(self.step, dtype=xp.int32), bad)

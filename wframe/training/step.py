@@ -146,7 +146,7 @@ def core_step(
     halves the scale (:class:`wframe.precision.DynamicLossScale`):
     it is ``ok`` unless the scale is at its minimum."""
     grad_fn = make_grad_fn(layer, loss, frozen)
-    update = _update_fn(optimizer, backend, in_place)
+    apply = _applier(_update_fn(optimizer, backend, in_place), frozen)
     metric_fns = [losses_mod.METRICS[name] for name in metrics]
     scaler = getattr(getattr(layer, "policy", None), "loss_scale", None)
 
@@ -162,46 +162,25 @@ def core_step(
         logged = [fn(pred, y) for fn in metric_fns]
         if sync is not None:  # data parallel over processes (NcclDataParallel): rank means
             value, grads, logged, new_state = sync(value, grads, logged, new_state)
-        if stats is not None:
-            norms = xp.stack([leaf_norm(path_get(grads, p)) for p in stats.params])
-            dead = [dead_fraction(grads, path, have) for path, have in stats.relu]
-            # Copies: NumPy's fused optimizers update the params in place.
-            before = [xp.asarray(path_get(ts.params, p), copy=True) for p in stats.params]
+        if stats is not None:  # before the update: NumPy's fused optimizers work in place
+            norms, dead, before = _stats_before(stats, grads, ts.params, xp)
         if grad_fn.penalized:
             logged.append(penalty)
-        if clip is not None:
-            # The norm over the trainable params' gradients (``grads`` holds only those),
-            # logged before clipping.
-            norm = clipping.global_norm(grads)
-            grads = clipping.apply(grads, clip, norm)
-            logged.append(norm)
-            spread = norm
-        else:
-            spread = sum(xp.sum(g) for g in tree_leaves(grads))
-        total = value + penalty + spread
+        grads, spread = _clipped(grads, clip, logged, xp)
         # As optax.apply_if_finite: a step whose loss or gradients are not finite changes
         # nothing, so the weights left are those of the last finite step.
-        ok = xp.isfinite(total) & allowed
+        ok = xp.isfinite(value + penalty + spread) & allowed
         gate = ok if guard else None  # when the update applies (None: always)
         if scaler is not None:  # mixed_float16: an overflowing backward pass skips the step
             ok, gate, loss_scale = scaler.judge(
                 ts.loss_scale, value + penalty, spread, allowed, guard, backend
             )
         # On JAX both branches are computed and selected elementwise (fit runs unguarded and
-        # replays guarded instead, see fitting; make_train_step has no later point to replay).
-
-        def apply(ts):
-            if frozen:  # frozen params: no update, no optimizer state
-                trainable, fixed = split(ts.params, frozen)
-                trainable, opt_state = update(trainable, grads, ts.opt_state)
-                params = merge(trainable, fixed, ts.params)
-            else:
-                params, opt_state = update(ts.params, grads, ts.opt_state)
-            return TrainState(
-                _masked(params, ts.masks), new_state, opt_state, ts.masks, ts.loss_scale
-            )
-
-        ts = backend.cond(gate, apply, lambda ts: ts, ts) if gate is not None else apply(ts)
+        # replays guarded instead, see FiniteGuard; make_train_step has no later point).
+        if gate is None:
+            ts = apply(ts, grads, new_state)
+        else:
+            ts = backend.cond(gate, lambda t: apply(t, grads, new_state), lambda t: t, ts)
         if scaler is not None:
             ts = ts._replace(loss_scale=loss_scale)
         if stats is not None:  # one vector: one accumulator, not one per statistic
@@ -210,6 +189,42 @@ def core_step(
         return ts, value, logged, ok
 
     return core if scaler is None else precision.quietly(core)
+
+
+def _applier(update: Callable, frozen: frozenset[str]) -> Callable:
+    """``apply(ts, grads, new_state) -> ts``: the optimizer's update of the trainable params
+    (frozen ones get none, and no optimizer state), pruned entries kept at zero."""
+
+    def apply(ts, grads, new_state):
+        if frozen:
+            trainable, fixed = split(ts.params, frozen)
+            trainable, opt_state = update(trainable, grads, ts.opt_state)
+            params = merge(trainable, fixed, ts.params)
+        else:
+            params, opt_state = update(ts.params, grads, ts.opt_state)
+        return TrainState(_masked(params, ts.masks), new_state, opt_state, ts.masks, ts.loss_scale)
+
+    return apply
+
+
+def _clipped(grads: Params, clip: Any, logged: list, xp: Any) -> tuple[Params, Any]:
+    """``(grads, spread)``: the gradients clipped (their pre-clip global norm logged and the
+    spread), or as they are with their sum as the spread (finite exactly when they all are)."""
+    if clip is None:
+        return grads, sum(xp.sum(g) for g in tree_leaves(grads))
+    # The norm over the trainable params' gradients (``grads`` holds only those).
+    norm = clipping.global_norm(grads)
+    logged.append(norm)
+    return clipping.apply(grads, clip, norm), norm
+
+
+def _stats_before(stats: GradStats, grads: Params, params: Params, xp: Any) -> tuple:
+    """The statistics read before the update: each gradient's norm, each ReLU layer's dead
+    fraction, and copies of the params whose update ratios are measured."""
+    norms = xp.stack([leaf_norm(path_get(grads, p)) for p in stats.params])
+    dead = [dead_fraction(grads, path, have) for path, have in stats.relu]
+    before = [xp.asarray(path_get(params, p), copy=True) for p in stats.params]
+    return norms, dead, before
 
 
 class ConsumedStateError(RuntimeError):

@@ -12,10 +12,8 @@ what the loop holds is always one complete step.
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 from wframe.types import TrainState
@@ -48,12 +46,13 @@ class ArraySync:
 
 class Interrupts:
     """While entered (in the main thread, where Python's default Ctrl-C handler is in place;
-    a handler of the user's is left alone), Ctrl-C inside :meth:`held` is raised when the
-    block ends instead of inside it; a second Ctrl-C there is raised at once."""
+    a handler of the user's is left alone), Ctrl-C inside ``with interrupts.held:`` is raised
+    when the block ends instead of inside it; a second Ctrl-C there is raised at once."""
 
     def __init__(self) -> None:
         self._holding = self._pending = False
         self._previous: Any = None
+        self.held = _Held(self)
 
     def __enter__(self) -> Interrupts:
         main = threading.current_thread() is threading.main_thread()
@@ -72,14 +71,22 @@ class Interrupts:
             return
         raise KeyboardInterrupt
 
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        """Run the block whole: a Ctrl-C during it is raised after it."""
-        self._holding = True
-        try:
-            yield
-        finally:
-            self._holding = False
-        if self._pending:
+    def hold(self, on: bool) -> None:
+        """Start (``True``) or end holding Ctrl-C; ending raises one that came meanwhile."""
+        self._holding = on
+        if not on and self._pending:
             self._pending = False
             raise KeyboardInterrupt
+
+
+class _Held:
+    """``with interrupts.held:``: a block run whole (a plain class: it runs at every call)."""
+
+    def __init__(self, interrupts: Interrupts):
+        self.hold = interrupts.hold
+
+    def __enter__(self) -> None:
+        self.hold(True)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.hold(False)

@@ -74,7 +74,7 @@ class Trainer:
         """The compiled runner of ``spec`` for ``setup`` (:func:`make_runner`); a new setup
         drops the runners of the previous one."""
         with self._lock:
-            if setup != self._setup:
+            if setup is not self._setup and setup != self._setup:
                 self._setup, self._runners = setup, {}
             run = self._runners.get(spec)
             if run is None:

@@ -289,11 +289,37 @@ def from_torch(
     """
     groups, modules = _torch_groups(state_dict_or_path)
     report = TransferReport("from_torch")
+    groups = _without_counters(groups, report)
+    pairs, extra = _pair_modules(groups, _slots(model), mapping, modules, report)
+    params, state = _plan(model, pairs, modules, report)  # raises on a pair that cannot match
+    if strict and (extra or report.missing):
+        raise ValueError(
+            f"from_torch: left over: torch modules {extra}, wframe layers {report.missing}; "
+            "map a module to None to skip it, or pass strict=False to keep those weights"
+        )
+    model.params, model.state = params, state
+    return report
+
+
+def _without_counters(groups: dict[str, dict], report: TransferReport) -> dict[str, dict]:
+    """``groups`` less BatchNorm's ``num_batches_tracked`` (reported skipped) and empty modules."""
     for prefix, t in groups.items():
         if t.pop("num_batches_tracked", None) is not None:
             report.skipped.append((_join(prefix, "num_batches_tracked"), "a counter"))
-    groups = {p: t for p, t in groups.items() if t}
-    slots = {s.name: s for s in _slots(model)}
+    return {p: t for p, t in groups.items() if t}
+
+
+def _pair_modules(
+    groups: dict[str, dict],
+    layers: list[_Slot],
+    mapping: Mapping[str, str | None] | None,
+    modules: dict[str, Any],
+    report: TransferReport,
+) -> tuple[list[tuple[str, dict, _Slot]], list[str]]:
+    """``(pairs, extra)``: ``(prefix, entries, slot)`` of each torch module paired with a layer
+    (by ``mapping``, else in order), and the labels of the modules left over; the skipped
+    entries and the layers left over (``report.missing``) go into ``report``."""
+    slots = {s.name: s for s in layers}
     mapping = dict(mapping or {})
     for p, n in mapping.items():
         if p not in groups or (n is not None and n not in slots):
@@ -314,14 +340,7 @@ def from_torch(
         else:
             pairs.append((prefix, t, slot))
     report.missing = [s.name for s in free]
-    params, state = _plan(model, pairs, modules, report)  # raises on a pair that cannot match
-    if strict and (extra or report.missing):
-        raise ValueError(
-            f"from_torch: left over: torch modules {extra}, wframe layers {report.missing}; "
-            "map a module to None to skip it, or pass strict=False to keep those weights"
-        )
-    model.params, model.state = params, state
-    return report
+    return pairs, extra
 
 
 def _join(prefix: str, key: str) -> str:
