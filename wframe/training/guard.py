@@ -20,15 +20,13 @@ class FiniteGuard:
     """Owns the replay: the copy of the train state at the last sync point and the calls run
     since. ``in_step`` says whether the steps guard themselves (no replay needed)."""
 
-    def __init__(self, backend: Any, names: tuple[str, ...], runner: Callable[[RunSpec], Any]):
-        self.backend, self.names, self.runner = backend, names, runner
+    def __init__(
+        self, backend: Any, names: tuple[str, ...], runner: Callable[[RunSpec, bool], Any]
+    ):
+        self.backend, self.names, self.runner = backend, names, runner  # runner(spec, guarded)
         self.in_step = not backend.traced
         self._saved: tuple | None = None
         self._pending: list[tuple[RunSpec, tuple]] = []
-
-    def spec(self, spec: RunSpec, donate: bool) -> RunSpec:
-        """``spec`` as this guard runs it (guarded in the step or not)."""
-        return spec._replace(guarded=self.in_step, donate=donate)
 
     def mark(self, ts: Any, acc: tuple, *, copy: bool = True) -> None:
         """A sync point: ``(ts, acc)`` is what a replay would start from (a copy where the
@@ -52,7 +50,7 @@ class FiniteGuard:
         if reading.bad >= 0 and not self.in_step and self._pending:
             ts, acc = self._saved
             for spec, args in self._pending:
-                ts, acc = self.runner(spec._replace(guarded=True))(ts, acc, *args)
+                ts, acc = self.runner(spec, True)(ts, acc, *args)
             reading = logs_mod.read(self.backend, acc, self.names)
         self.mark(ts, acc, copy=copy)
         return ts, acc, reading

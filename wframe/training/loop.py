@@ -132,15 +132,17 @@ class _Loop:
         self.consume = not (cb.needs_weights and self.backend.traced)
         self.guard = FiniteGuard(self.backend, self.names, self.runner)
 
-    def runner(self, spec: RunSpec) -> Any:
-        """The compiled runner of ``spec`` (kept per fit; a new trainer, after a callback
-        changed the frozen set, makes new ones)."""
-        trainer = self.model.trainer
-        if trainer is not self._trainer:
-            self._trainer, self._runners = trainer, {}
-        run = self._runners.get(spec)
+    def runner(self, spec: RunSpec, guarded: bool | None = None) -> Any:
+        """The compiled runner of the iterator's ``spec``, guarded as the guard runs it (or
+        as ``guarded`` says: the guard's replay), consuming its input or not; kept per fit."""
+        key = spec if guarded is None else (spec, guarded)
+        run = self._runners.get(key)
         if run is None:
-            run = self._runners[spec] = trainer.runner(self.setup, spec)
+            guarded = self.guard.in_step if guarded is None else guarded
+            run = self.model.trainer.runner(
+                self.setup, spec._replace(guarded=guarded, donate=self.consume)
+            )
+            self._runners[key] = run
         return run
 
     def start(self) -> None:
@@ -159,6 +161,8 @@ class _Loop:
 
     def take(self) -> None:
         """Go on from the model's arrays (copied: the steps consume what they are given)."""
+        if self.model.trainer is not self._trainer:  # a callback changed the frozen set
+            self._trainer, self._runners = self.model.trainer, {}
         self.ts = self.sync.take()
         self.guard.mark(self.ts, self.acc, copy=self.consume)
 
@@ -194,8 +198,8 @@ class _Loop:
     def run(self, call: Call, *, fresh: bool) -> None:
         """One compiled call, taken in whole (Ctrl-C waits for it); ``fresh`` zeroes the
         running sums first (an epoch's first call)."""
-        spec = self.guard.spec(call.spec, donate=self.consume)
-        done = call.done - call.spec.steps - (call.spec.tail > 0)  # batches before the call
+        spec = call.spec
+        done = call.done - spec.steps - (spec.tail > 0)  # batches before the call
         self.cb.batch_begin(done)
         x, y = self.x, self.y
         step0 = self.step0
@@ -203,11 +207,18 @@ class _Loop:
         if self.feeds:  # this call's batches: each process's rows, assembled over processes
             fed = self.strategy.feed(x, y, call.order, call.start, spec.steps)
             args = (*fed, *args[4:])
-        with self.interrupts.held:
-            self.calling = True
-            self.ts, self.acc = self.runner(spec)(self.ts, self.acc, *args)
-            self.guard.record(spec, args)
+        interrupts = self.interrupts
+        interrupts.holding = self.calling = True  # (inline: this runs at every call)
+        try:
+            run = self._runners.get(spec) or self.runner(spec)
+            self.ts, self.acc = run(self.ts, self.acc, *args)
+            if not self.guard.in_step:
+                self.guard.record(spec, args)
             self.steps, self.unread, self.calling = step0 + call.done, True, False
+        finally:
+            interrupts.holding = False
+        if interrupts.pending:
+            interrupts.raise_pending()
 
     def read(self) -> logs_mod.Reading:
         """Read the running sums (replaying a non-finite stretch guarded): a sync point."""

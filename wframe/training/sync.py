@@ -46,11 +46,12 @@ class ArraySync:
 
 class Interrupts:
     """While entered (in the main thread, where Python's default Ctrl-C handler is in place;
-    a handler of the user's is left alone), Ctrl-C inside ``with interrupts.held:`` is raised
-    when the block ends instead of inside it; a second Ctrl-C there is raised at once."""
+    a handler of the user's is left alone), Ctrl-C while ``holding`` is set is only marked
+    ``pending`` (:meth:`raise_pending` raises it once the block is done; ``with
+    interrupts.held:`` does both); a second Ctrl-C meanwhile is raised at once."""
 
     def __init__(self) -> None:
-        self._holding = self._pending = False
+        self.holding = self.pending = False
         self._previous: Any = None
         self.held = _Held(self)
 
@@ -66,27 +67,27 @@ class Interrupts:
             self._previous = None
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self._holding and not self._pending:
-            self._pending = True
+        if self.holding and not self.pending:
+            self.pending = True
             return
         raise KeyboardInterrupt
 
-    def hold(self, on: bool) -> None:
-        """Start (``True``) or end holding Ctrl-C; ending raises one that came meanwhile."""
-        self._holding = on
-        if not on and self._pending:
-            self._pending = False
+    def raise_pending(self) -> None:
+        """Raise the Ctrl-C that came while holding, if one did."""
+        if self.pending:
+            self.pending = False
             raise KeyboardInterrupt
 
 
 class _Held:
-    """``with interrupts.held:``: a block run whole (a plain class: it runs at every call)."""
+    """``with interrupts.held:``: a block run whole."""
 
     def __init__(self, interrupts: Interrupts):
-        self.hold = interrupts.hold
+        self.interrupts = interrupts
 
     def __enter__(self) -> None:
-        self.hold(True)
+        self.interrupts.holding = True
 
     def __exit__(self, *exc: Any) -> None:
-        self.hold(False)
+        self.interrupts.holding = False
+        self.interrupts.raise_pending()
