@@ -24,10 +24,10 @@ from wframe.bench.timing import Row, Timer, ratio
 BODY = ["dense_0", "dense_1"]
 
 
-def rows(w: workloads.Workload, x, y) -> list[Row]:
+def rows(w: workloads.Workload, x, y, backends: list[str]) -> list[Row]:
     """Per backend: the whole model trainable, then the body frozen (its ratio's reference)."""
     out = []
-    for b in [b for b in ("numpy", "jax") if b in wf.available()]:
+    for b in [b for b in backends if b in wf.available()]:
 
         def frozen(w=w):
             return w.model().build((None, *w.in_shape)).freeze(BODY)
@@ -42,10 +42,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--rows", type=int, default=4096)
+    ap.add_argument("--backends", default="numpy,jax", help="comma list (those available run)")
     args = ap.parse_args(argv)
     w = replace(workloads.WORKLOADS["mlp_large"], rows=args.rows)
     x, y, _ = workloads.make_data(w)
-    table, notes = rows(w, x, y), []
+    table, notes = rows(w, x, y, args.backends.split(",")), []
     res = Timer(rounds=args.rounds).measure(table, notes)
     print(f"| backend | trainable | ms per epoch ({args.rows} rows) | frozen / trainable |")
     print("|---|---|---:|---:|")

@@ -190,11 +190,12 @@ def main(argv=None):
     ap.add_argument(
         "--layers", default=",".join(LAYERS), help="comma list of: " + ", ".join(LAYERS)
     )
+    ap.add_argument("--backends", default="numpy,jax", help="comma list (those available run)")
     args = ap.parse_args(argv)
     names = args.layers.split(",")
     if unknown := [n for n in names if n not in LAYERS]:
         ap.error(f"unknown layers {unknown}; choose from {', '.join(LAYERS)}")
-    backends = [b for b in ("numpy", "jax") if b in wf.available()]
+    backends = [b for b in args.backends.split(",") if b in wf.available()]
     load, notes, timer = os.getloadavg()[0], [], Timer(rounds=args.rounds)
     rows = [r for name in names for r in bench(name, timer, backends, notes)]
     info = report.environment()  # after the runs, so that torch's thread pools show too

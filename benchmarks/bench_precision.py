@@ -25,10 +25,10 @@ from wframe.bench.timing import Row, Timer, ratio
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
-def rows(w: workloads.Workload, x, y) -> list[Row]:
+def rows(w: workloads.Workload, x, y, backends: list[str]) -> list[Row]:
     """One row per available backend and dtype policy; each divides by float32's."""
     out = []
-    for b in [b for b in ("numpy", "jax", "cupy") if b in wf.available()]:
+    for b in [b for b in backends if b in wf.available()]:
         for policy in POLICIES:
 
             def build(policy=policy):
@@ -44,11 +44,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--rows", type=int, default=4096)
     ap.add_argument("--width", type=int, default=1024)
+    ap.add_argument("--backends", default="numpy,jax,cupy", help="comma list (available ones run)")
     args = ap.parse_args(argv)
     large = workloads.WORKLOADS["mlp_large"]
     w = replace(large, hidden=(args.width,) * 2, optimizer="adam", lr=1e-3, rows=args.rows)
     x, y, _ = workloads.make_data(w)
-    table, notes = rows(w, x, y), []
+    table, notes = rows(w, x, y, args.backends.split(",")), []
     res = Timer(rounds=args.rounds).measure(table, notes)
     print(f"| backend | dtype | ms per epoch ({args.rows} rows) | / float32 | first loss |")
     print("|---|---|---:|---:|---:|")

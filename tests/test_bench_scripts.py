@@ -108,16 +108,14 @@ def test_wframe_rows_say_how_a_worker_makes_them_again():
 @pytest.mark.parametrize(
     "script, args, heading",
     [
-        ("bench_freeze.py", ["--rounds", "1", "--rows", "256"], "| backend | trainable |"),
-        (
-            "bench_precision.py",
-            ["--rounds", "1", "--rows", "256", "--width", "32"],
-            "| backend | dtype |",
-        ),
-        ("bench_layers.py", ["--rounds", "1", "--layers", "dense"], "| layer | input |"),
+        ("bench_freeze.py", ["--rows", "256"], "| backend | trainable |"),
+        ("bench_precision.py", ["--rows", "256", "--width", "32"], "| backend | dtype |"),
+        ("bench_layers.py", ["--layers", "dense"], "| layer | input |"),
     ],
 )
 def test_scripts_time_with_the_suite(tmp_path, script, args, heading):
     extra = ["--out", str(tmp_path)] if script == "bench_layers.py" else []
-    out = run([str(SCRIPTS / script), *args, *extra], tmp_path)
+    # numpy alone (jax only adds compilations here): the plumbing is what is tested.
+    args = [*args, "--rounds", "1", "--backends", "numpy", *extra]
+    out = run([str(SCRIPTS / script), *args], tmp_path)
     assert heading in out.stdout and ("| numpy |" in out.stdout or "| dense |" in out.stdout)

@@ -157,6 +157,13 @@ class Restored(NamedTuple):
     metadata: dict[str, str]
 
 
+def load(model: Any, path: str | os.PathLike) -> dict[str, str]:
+    """Restore the checkpoint at ``path`` into ``model`` (``model.load_checkpoint(path)``:
+    everything checked first) and return the file's metadata."""
+    model.load_checkpoint(path)
+    return io.read_metadata(path)
+
+
 def read(model: Any, path: str | os.PathLike) -> Restored:
     """What :func:`save` wrote, checked against ``model``, for ``model.load_checkpoint`` to
     commit (this changes nothing in the model but building an unbuilt one).

@@ -17,7 +17,7 @@ import os
 import stat
 import struct
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -180,14 +180,7 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
       WeightsFileError: listing every problem with the content.
       FileNotFoundError, IsADirectoryError, PermissionError: ``path`` cannot be read.
     """
-    path = os.fspath(path)
-    info = os.stat(path)
-    if stat.S_ISDIR(info.st_mode):
-        raise IsADirectoryError(errno.EISDIR, "expected a safetensors file, got a folder", path)
-    if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
-        raise _not_safetensors(path, ["it is not a regular file (a pipe, socket or device)"])
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+    with _open(path) as (f, path, size):
         start, layout, metadata = _read_header(f, path, size)
         tensors = {}
         for name, (dtype, shape, begin, end) in layout.items():
@@ -200,6 +193,27 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
                 )
             tensors[name] = a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
     return tensors, metadata
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of a safetensors file, from its header alone (checked as
+    :func:`read_safetensors` checks it; no tensor is read)."""
+    with _open(path) as (f, path, size):
+        return _read_header(f, path, size)[2]
+
+
+@contextlib.contextmanager
+def _open(path: str | os.PathLike) -> Iterator[tuple[Any, str, int]]:
+    """``(file, path, size)`` of a regular file opened for reading (a folder, pipe or
+    device is refused before anything is read)."""
+    path = os.fspath(path)
+    info = os.stat(path)
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "expected a safetensors file, got a folder", path)
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+        raise _not_safetensors(path, ["it is not a regular file (a pipe, socket or device)"])
+    with open(path, "rb") as f:
+        yield f, path, os.fstat(f.fileno()).st_size
 
 
 def _read_header(f: Any, path: str, size: int) -> tuple[int, dict[str, tuple], dict[str, str]]:
