@@ -19,7 +19,7 @@ One module per callback, as Keras': ``base`` (:class:`Callback`), ``callback_lis
 share), ``early_stopping``, ``reduce_lr_on_plateau``, ``learning_rate_scheduler``,
 ``learning_rate_monitor``, ``gradient_monitor``, ``csv_logger``, ``tensorboard``,
 ``lambda_callback``, ``model_checkpoint`` and ``backup_and_restore`` (these two write files
-through :mod:`wframe.checkpoint`).
+through :mod:`wframe.saving.checkpoint`).
 
 Per-parameter gradient statistics travel apart from the logs: a callback with
 :attr:`Callback.needs_grad_stats` makes ``fit`` compile them into the train step, and every

@@ -5,14 +5,14 @@ Every layer holds ``W_x`` (features, gates * units), ``W_h`` (units, gates * uni
 every time step. The input projection ``x @ W_x + b`` of all steps is one matmul before the time
 loop.
 
-On an autodiff backend (JAX) the loop is the backend's :meth:`~wframe.backends.base.Backend.scan`
-(``lax.scan``: ``jit`` compiles one loop body instead of unrolling ``T`` copies) over
-:meth:`_Recurrent._step`, written for autodiff, which differentiates it. On NumPy/CuPy the
-layer unrolls a fused step itself (one matmul and one ``tanh`` for all gates) and, when backprop is
-asked for, keeps what backprop through time reads: a reverse loop that carries ``dh`` (and
-``dc``) and collects the gradient of every step's pre-activations, which become ``dW_x``,
-``dW_h``, ``db`` and ``dx`` with one matmul each after the loop. The cells' arithmetic is in
-:mod:`wframe.layers.recurrent_cells`.
+On a traced backend (JAX: ``Backend.traced``) the loop is the backend's
+:meth:`~wframe.backends.base.Backend.scan` (``lax.scan``: ``jit`` compiles one loop body instead of
+unrolling ``T`` copies) over :meth:`_Recurrent._step`, written for autodiff, which differentiates
+it. On NumPy/CuPy the layer unrolls a fused step itself (one matmul and one ``tanh`` for all gates)
+and, when backprop is asked for, keeps what backprop through time reads: a reverse loop that carries
+``dh`` (and ``dc``) and collects the gradient of every step's pre-activations, which become
+``dW_x``, ``dW_h``, ``db`` and ``dx`` with one matmul each after the loop. The cells' arithmetic is
+in :mod:`wframe.layers.recurrent_cells`.
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ class _Recurrent(Layer):
         xp = array_namespace(x)
         backend = backend_of(x)
         seq = self.return_sequences
-        if backend.has_autodiff:
+        if backend.traced:  # one loop body under jit, not T unrolled copies
             # A backprop closure asked of the scan (tests, symmetry) runs the unrolled forward
             # again when called.
             y, kept = self._scanned(backend, xp, params, x, carry0), None

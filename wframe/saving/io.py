@@ -1,5 +1,5 @@
 """Safetensors files, read and written safely (the format; a model's weights are
-:mod:`wframe.weights`).
+:mod:`wframe.saving.weights`).
 
 Writes go to a temporary file in the same folder, fsync, ``os.replace``: a crash leaves the old
 file or the new one, never a torn one (a killed writer may leave a ``.name.*.tmp`` file, which

@@ -1,5 +1,5 @@
 """A model's weights on disk: :func:`save_weights` and :func:`load_weights` over the
-safetensors files of :mod:`wframe.io`.
+safetensors files of :mod:`wframe.saving.io`.
 
 Keys of a weights file: params under their flat names (``"block_0/dense_1/W"``), state under
 ``"@state/"`` + its flat name (``"@state/batch_norm_0/mean"``), pruning masks under ``"@mask/"``

@@ -122,7 +122,7 @@ def load_pretrained(
 
     Args:
       model: the built :class:`wframe.Sequential` to fill.
-      path_or_model: a safetensors file written by :mod:`wframe.io` (params under their flat
+      path_or_model: a safetensors file written by :mod:`wframe.saving.io` (params under their flat
         names, state under io's prefix; pruning masks are skipped), a built model, or a dict
         of arrays keyed by flat name (nested dicts such as ``model.params`` flatten).
       include: globs on the source's flat names or their ``/``-prefixes (``"dense_0"`` takes
