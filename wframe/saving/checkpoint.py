@@ -1,11 +1,12 @@
 """Training checkpoints: everything ``fit`` needs to go on exactly where it stopped, in one file.
 
 A checkpoint is one safetensors file (written atomically by
-:func:`wframe.saving.io.write_safetensors`) holding the params, the layer state, the pruning
-masks and every leaf of the optimizer state, with the model's life counters (``model.epochs``, ``model.steps``) and seed in its metadata.
-Those counters and the seed are the whole random position of training: epoch ``e`` of a model's
-life always shuffles the same way and step ``s`` always draws the same dropout masks, so a model
-that loads a checkpoint and fits on continues bit for bit as if it had never stopped.
+:func:`wframe.saving.io.write_safetensors`) holding the params, the layer state, the pruning masks
+and every leaf of the optimizer state, with the model's life counters (``model.epochs``,
+``model.steps``) and seed in its metadata. Those counters and the seed are the whole random position
+of training: epoch ``e`` of a model's life always shuffles the same way and step ``s`` always draws
+the same dropout masks, so a model that loads a checkpoint and fits on continues bit for bit as if
+it had never stopped.
 
 Tensor names extend :mod:`wframe.saving.io`'s weights files, so ``model.load_weights`` and
 ``wf.load_model`` read a checkpoint too (they ignore the optimizer state): params under their
