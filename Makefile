@@ -21,7 +21,7 @@ test: $(VENV)/.installed-jax,examples,viz,test
 	$(PY) -m ruff check wframe tests benchmarks examples
 	$(PY) -m ruff format --check wframe tests benchmarks examples
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 --dist worksteal
 
 bench: $(VENV)/.installed-jax,examples,bench
 	$(PY) -m wframe bench --out benchmarks/results
