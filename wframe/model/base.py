@@ -202,29 +202,23 @@ class Model(Holder):
           epochs: train until this epoch index (Keras: ``epochs - initial_epoch`` epochs run).
           batch_size: examples per step; the last partial batch is kept.
           optimizer: name or ``(init, update)`` transformation; default: the compiled one or
-            ``"adam"``. Its state carries over to the next ``fit`` while the optimizer is the
-            same object (or the same name).
-          loss: name or :class:`~wframe.losses.Loss`; default: the compiled one
-            (``softmax_cross_entropy``).
+            ``"adam"``; its state carries over while it is the same object (or name).
+          loss: name or :class:`~wframe.losses.Loss`; default: the compiled one.
           validation_data: ``(x_val, y_val)`` evaluated after each epoch (``val_`` logs).
-          validation_split: a fraction in [0, 1): the last examples of ``x`` and ``y`` (before
-            any shuffle, as Keras) are held out as validation data instead; ignored when
-            ``validation_data`` is given.
-          shuffle: reshuffle each epoch; epoch ``e`` of the model's life always gets the same
-            permutation (from ``seed``, default the model seed).
-          seed: seed of the shuffles and dropout masks.
+          validation_split: a fraction in [0, 1) of the last examples (before any shuffle, as
+            Keras) held out instead, when ``validation_data`` is not given.
+          shuffle, seed: reshuffle each epoch; epoch ``e`` of the model's life always gets the
+            same permutation, from ``seed`` (default the model's; also the dropout masks').
           verbose: 0 silent, 1 a progress bar (one line per epoch when not on a terminal).
-          callbacks: :class:`~wframe.callbacks.Callback` instances.
-          initial_epoch: the epoch index to start at (for the logs and callbacks).
+          callbacks, initial_epoch: :class:`~wframe.callbacks.Callback` instances; the epoch
+            index to start at.
           steps_per_execution: train steps per compiled call (a ``lax.scan`` on JAX), or
             ``"epoch"`` for the whole epoch.
-          clipnorm, clipvalue, global_clipnorm: clip each parameter's gradient to this L2 norm,
-            each element to ``[-v, v]``, or all gradients together to this global norm (Keras'
-            names; at most one); the pre-clip global norm is logged as ``grad_norm``.
-          strategy: a :mod:`wframe.distributed` strategy: ``DataParallel`` or
-            ``ModelParallel`` to shard each batch over several JAX devices (every batch must
-            divide over them), ``NcclDataParallel`` for one process per GPU (cupy). Validation
-            runs under it too.
+          clipnorm, clipvalue, global_clipnorm: clip each gradient to this L2 norm, each element
+            to ``[-v, v]``, or all together to this global norm (Keras'; at most one); the
+            pre-clip global norm is logged as ``grad_norm``.
+          strategy: a :mod:`wframe.distributed` strategy (``DataParallel``, ``ModelParallel``:
+            batches sharded over JAX devices; ``NcclDataParallel``: a process per GPU).
 
         The logs hold ``loss``, the loss's metric, ``penalty`` (the regularizers, added to
         the loss differentiated) when there are any, and ``loss_scale`` for ``mixed_float16``
