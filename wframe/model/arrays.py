@@ -62,7 +62,6 @@ class Holder(Layer):
         self.history: History | None = None
         self._optimizer_name: str | None = None
         self._now: Snapshot | None = None  # None until built
-        self._pending_opt_state: Any = None  # an optimizer state set before the build
         self._frozen: frozenset[str] = frozenset()
         self._backend: Backend | None = None
         self._shapes: tuple[Shape, Shape] | None = None
@@ -149,10 +148,8 @@ class Holder(Layer):
         move = data.mover(backend)
         arrays = TrainState(tree_map(move, params), tree_map(move, state), None)
         self._backend, self._shapes = backend, (shape, tuple(out))
-        self._now = Snapshot(arrays, *self._counters())
+        self._now = Snapshot(arrays)
         self._frozen, self._trainer = frozenset(), None
-        if self._pending_opt_state is not None:
-            self.opt_state, self._pending_opt_state = self._pending_opt_state, None
         return self
 
     def init(self, key, in_shape, *, dtype="float32"):
@@ -286,10 +283,11 @@ class Holder(Layer):
 
     @opt_state.setter
     def opt_state(self, new: Any) -> None:
-        if self._now is None:
-            self._pending_opt_state = new
-        else:
-            self._set(opt_state=new)
+        if self._now is None:  # nothing to hold it yet (compile before build resets it)
+            if new is not None:
+                self.require_built("opt_state")
+            return
+        self._set(opt_state=new)
 
     @property
     def masks(self) -> dict[str, Array] | None:
