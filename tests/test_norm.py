@@ -1,20 +1,26 @@
-"""BatchNorm and LayerNorm (wframe/layers/norm.py).
+"""BatchNorm, LayerNorm and RMSNorm (wframe/layers/norm.py).
 
 * Hand-written backprop against central finite differences (float64, NumPy, rtol 1e-6) and
   against ``jax.grad`` of the same forward (float32, rtol 1e-5), BatchNorm in train mode
-  (through the batch statistics) and eval mode, on 2-D and 4-D inputs.
-* Outputs against PyTorch's ``batch_norm`` / ``layer_norm`` (an oracle no one here wrote).
+  (through the batch statistics) and eval mode, on 2-D and 4-D inputs; LayerNorm and RMSNorm
+  on 2-D and 3-D inputs, over the last axis, another one, or two.
+* Outputs against PyTorch's ``batch_norm`` / ``layer_norm`` / ``nn.RMSNorm`` (oracles no one
+  here wrote); RMSNorm in half precision and through weight and model files.
 * Running statistics through ``Sequential.fit`` against the closed-form exponential average,
   and the inference mode of ``evaluate`` / ``predict``.
 """
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 import wframe as wf
-from wframe.layers import BatchNorm, Dense, LayerNorm
+from wframe.layers import BatchNorm, Dense, LayerNorm, RMSNorm, RMSNormalization
+from wframe.saving import layer_config, layer_from_config, load_model, save_model
+from wframe.saving.io import read_safetensors
 from wframe.testing import assert_close, numerical_grad
 from wframe.tree import flatten, tree_map
 
@@ -34,7 +40,22 @@ BN_CASES = {
     "4d-axis1": (lambda: BatchNorm(axis=1), (3, 2, 3, 2)),
     "2d-noaffine": (lambda: BatchNorm(center=False, scale=False), (5, 4)),
 }
-LN_SHAPES = {"2d": (4, 5), "3d": (2, 3, 4)}
+# (id, layer factory, input shape): LayerNorm and RMSNorm over the last axis (2-D, 3-D), over
+# the last two and over a middle axis; LayerNorm without gamma or beta.
+LN_CASES = {
+    "2d": (LayerNorm, (4, 5)),
+    "3d": (LayerNorm, (2, 3, 4)),
+    "3d-axes12": (lambda: LayerNorm(axis=(1, 2), epsilon=1e-3), (2, 3, 4)),
+    "3d-axis1": (lambda: LayerNorm(axis=1), (2, 5, 3)),
+    "3d-nocenter": (lambda: LayerNorm(center=False), (2, 3, 4)),
+    "2d-noscale": (lambda: LayerNorm(scale=False), (4, 5)),
+}
+RMS_CASES = {
+    "2d": (RMSNorm, (4, 5)),
+    "3d": (RMSNorm, (2, 3, 4)),
+    "3d-axes12": (lambda: RMSNorm(axis=[-2, -1], epsilon=1e-3), (2, 3, 4)),
+    "3d-axis1": (lambda: RMSNorm(axis=1), (2, 5, 3)),
+}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -67,16 +88,16 @@ def _bn_case(case: str, dtype: str, seed: int = 0):
     return layer, tree_map(cast, params), tree_map(cast, state), cast(x), cast(dy)
 
 
-def _ln_case(case: str, dtype: str, seed: int = 1):
-    shape = LN_SHAPES[case]
-    layer = LayerNorm()
+def _ln_case(case: str, dtype: str, seed: int = 1, cases=LN_CASES):
+    """LayerNorm (or RMSNorm, from ``cases``) with random params of the features' shape."""
+    make, shape = cases[case]
+    layer = make()
     rng = np.random.default_rng(seed)
     with wf.use_backend("numpy"):
         params, state, out_shape = layer.init(0, (None, *shape[1:]), dtype=dtype)
     assert out_shape == (None, *shape[1:]) and state == {}
     params = {
-        "gamma": rng.standard_normal(shape[-1]) * 0.5 + 1,
-        "beta": rng.standard_normal(shape[-1]) * 0.5,
+        k: rng.standard_normal(v.shape) * 0.5 + (0 if k == "beta" else 1) for k, v in params.items()
     }
     x = rng.standard_normal(shape) * 2 + 1
     dy = rng.standard_normal(shape)
@@ -85,12 +106,16 @@ def _ln_case(case: str, dtype: str, seed: int = 1):
 
 
 def _case(kind: str, case: str, dtype: str):
-    return _bn_case(case, dtype) if kind == "bn" else _ln_case(case, dtype)
+    if kind == "bn":
+        return _bn_case(case, dtype)
+    return _ln_case(case, dtype, cases=LN_CASES if kind == "ln" else RMS_CASES)
 
 
-ALL_CASES = [("bn", c, t) for c in BN_CASES for t in (True, False)] + [
-    ("ln", c, True) for c in LN_SHAPES
-]
+ALL_CASES = (
+    [("bn", c, t) for c in BN_CASES for t in (True, False)]
+    + [("ln", c, True) for c in LN_CASES]
+    + [("rms", c, True) for c in RMS_CASES]
+)
 ALL_IDS = [f"{k}-{c}-{'train' if t else 'eval'}" for k, c, t in ALL_CASES]
 
 
@@ -106,6 +131,13 @@ def test_init_params_state_and_shapes(backend):
     assert params == {} and state["mean"].shape == (4,)
     params, state, shape = LayerNorm().init(0, (None, 6))
     assert shape == (None, 6) and state == {} and params["gamma"].shape == (6,)
+    params, _, shape = LayerNorm(axis=(1, 2), center=False).init(0, (None, 3, 4, 5))
+    assert shape == (None, 3, 4, 5) and list(params) == ["gamma"]
+    assert params["gamma"].shape == (3, 4)
+    params, state, shape = RMSNorm().init(0, (None, 3, 6))
+    assert shape == (None, 3, 6) and state == {} and list(params) == ["scale"]
+    assert_close(params["scale"], np.ones(6))
+    assert RMSNormalization is RMSNorm and RMSNorm().epsilon == 1e-6 and RMSNorm().axis == -1
 
 
 # ----------------------------------------------------------------------------- finite differences
@@ -224,22 +256,54 @@ def test_batch_norm_matches_torch(case):
     assert_close(y_eval, np.moveaxis(ty_eval.numpy(), 1, axis), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("case", list(LN_SHAPES))
-def test_layer_norm_matches_torch(case):
+@pytest.mark.parametrize("case", ["2d", "3d", "3d-axes12"])
+def test_layer_norm_matches_torch(backend, case):
     torch = pytest.importorskip("torch")
     layer, params, _, x, dy = _ln_case(case, "float32")
-    with wf.use_backend("numpy"):
-        y, _, backprop = layer.forward(params, {}, x, train=False)
-        dx, grads = backprop(dy)
+    dev = tree_map(backend.asarray, params)
+    y, _, backprop = layer.forward(dev, {}, backend.asarray(x), train=False)
+    dx, grads = backprop(backend.asarray(dy))
     tx = torch.from_numpy(x).requires_grad_(True)
     tg = torch.from_numpy(params["gamma"]).requires_grad_(True)
     tb = torch.from_numpy(params["beta"]).requires_grad_(True)
-    ty = torch.nn.functional.layer_norm(tx, (x.shape[-1],), tg, tb, eps=1e-5)
+    features = params["gamma"].shape  # the trailing axes torch normalizes over
+    ty = torch.nn.functional.layer_norm(tx, features, tg, tb, eps=layer.epsilon)
     ty.backward(torch.from_numpy(dy))
     assert_close(y, ty.detach().numpy(), rtol=1e-5, atol=1e-5)
     assert_close(dx, tx.grad.numpy(), rtol=1e-5, atol=1e-5)
     assert_close(grads["gamma"], tg.grad.numpy(), rtol=1e-5, atol=1e-5)
     assert_close(grads["beta"], tb.grad.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["2d", "3d", "3d-axes12"])
+def test_rms_norm_matches_torch(backend, case):
+    torch = pytest.importorskip("torch")
+    layer, params, _, x, dy = _ln_case(case, "float32", cases=RMS_CASES)
+    dev = tree_map(backend.asarray, params)
+    y, _, backprop = layer.forward(dev, {}, backend.asarray(x), train=False)
+    dx, grads = backprop(backend.asarray(dy))
+    norm = torch.nn.RMSNorm(params["scale"].shape, eps=layer.epsilon)
+    with torch.no_grad():
+        norm.weight.copy_(torch.from_numpy(params["scale"]))
+    tx = torch.from_numpy(x).requires_grad_(True)
+    ty = norm(tx)
+    ty.backward(torch.from_numpy(dy))
+    assert_close(y, ty.detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert_close(dx, tx.grad.numpy(), rtol=1e-5, atol=1e-6)
+    assert_close(grads["scale"], norm.weight.grad.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_rms_norm_in_half_precision_computes_in_float32(backend):
+    layer, params, _, x, dy = _ln_case("3d", "float32", cases=RMS_CASES)
+    ref, _, ref_back = layer.forward(params, {}, x)
+    half = {k: backend.asarray(v, dtype="float16") for k, v in params.items()}
+    xh = backend.asarray(x, dtype="float16")
+    y, _, backprop = layer.forward(half, {}, xh)
+    dx, grads = backprop(backend.asarray(dy, dtype="float16"))
+    assert y.dtype == dx.dtype == grads["scale"].dtype == xh.dtype
+    # float16 inputs and params (3 significant digits), float32 arithmetic.
+    assert_close(wf.to_numpy(y).astype(np.float32), ref, rtol=3e-3, atol=3e-3)
+    assert_close(wf.to_numpy(dx).astype(np.float32), ref_back(dy)[0], rtol=1e-2, atol=1e-2)
 
 
 # ----------------------------------------------------------------------------- Sequential
@@ -347,6 +411,46 @@ def test_runs_on_array_api_strict():
             assert_close(np.asarray(grads2[k]), grads[k], rtol=1e-12, atol=1e-12)
 
 
+# ----------------------------------------------------------------------------- files
+def _norm_model(seed):
+    layers = [Dense(4), RMSNorm(), LayerNorm(axis=(1, 2), center=False), Dense(2)]
+    return wf.Sequential(layers, seed=seed).build((None, 3, 5))
+
+
+def test_norm_layers_round_trip_through_weight_and_model_files(backend, tmp_path):
+    model = _norm_model(0)
+    rng = np.random.default_rng(0)
+    model.params = tree_map(
+        lambda a: backend.asarray(rng.standard_normal(a.shape) * 0.5 + 1, dtype="float32"),
+        model.params,
+    )
+    assert sorted(model.params["rms_norm_0"]) == ["scale"]
+    x = rng.standard_normal((2, 3, 5)).astype(np.float32)
+    expected = wf.to_numpy(model.predict(x))
+
+    model.save_weights(tmp_path / "w.safetensors")
+    other = _norm_model(1).load_weights(tmp_path / "w.safetensors")
+    np.testing.assert_array_equal(wf.to_numpy(other.predict(x)), expected)
+
+    save_model(model, tmp_path / "m.safetensors")
+    loaded = load_model(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(wf.to_numpy(loaded.predict(x)), expected)
+    assert [n for n, _ in flatten(loaded.params)] == [n for n, _ in flatten(model.params)]
+    assert '"class": "RMSNorm"' in read_safetensors(tmp_path / "m.safetensors")[1]["config"]
+
+
+def test_norm_configs_and_the_keras_name():
+    for layer in (RMSNorm(axis=(1, 2), epsilon=1e-5), LayerNorm(axis=1, center=False)):
+        config = layer_config(layer)
+        assert config["class"] == type(layer).__name__
+        assert layer_from_config(json.loads(json.dumps(config))) == layer
+    keras_named = {"class": "RMSNormalization", "config": {"axis": [-1], "epsilon": 1e-4}}
+    assert layer_from_config(keras_named) == RMSNorm(axis=(-1,), epsilon=1e-4)
+    assert RMSNorm(axis=[1, 2]).axis == (1, 2)
+    model = wf.Sequential([RMSNorm(), RMSNorm()]).build((None, 3))
+    assert list(model.params) == ["rms_norm_0", "rms_norm_1"]
+
+
 # ----------------------------------------------------------------------------- errors
 def test_channel_mismatch_names_the_layer(backend):
     model = wf.Sequential([BatchNorm(), Dense(2)]).build((None, 4))
@@ -362,6 +466,13 @@ def test_channel_mismatch_names_the_layer(backend):
     with pytest.raises(ValueError, match=r"LayerNorm 'ln' expects inputs \(batch, \.\.\., 4\)"):
         ln = LayerNorm(name="ln")
         ln.forward(ln.init(0, (None, 4))[0], {}, backend.asarray(np.zeros((2, 3))), train=False)
+    rms = RMSNorm(name="r")
+    wrong = r"RMSNorm 'r' expects inputs \(batch, \.\.\., 4\), got .*\(2, 5, 3\)"
+    with pytest.raises(ValueError, match=wrong):
+        rms.forward(rms.init(0, (None, 5, 4))[0], {}, backend.asarray(np.zeros((2, 5, 3))))
+    ln = LayerNorm(axis=(1, 2), name="ln")
+    with pytest.raises(ValueError, match=r"sizes \(5, 4\) on axis=\(1, 2\), got .*\(2, 4, 4\)"):
+        ln.forward(ln.init(0, (None, 5, 4))[0], {}, backend.asarray(np.zeros((2, 4, 4))))
 
 
 def test_bad_shapes_and_arguments():
@@ -383,3 +494,16 @@ def test_bad_shapes_and_arguments():
         LayerNorm(epsilon=-1, name="l")
     with pytest.raises(ValueError, match=r"axis must be an int, got 1.0"):
         BatchNorm(axis=1.0)
+    with pytest.raises(ValueError, match=r"RMSNorm 'r': epsilon must be positive, got 0"):
+        RMSNorm(epsilon=0, name="r")
+    for bad in (1.0, (), (1, "a"), True):
+        with pytest.raises(ValueError, match=r"axis must be an int or a non-empty tuple of ints"):
+            RMSNorm(axis=bad)
+        with pytest.raises(ValueError, match=r"LayerNorm: axis must be an int or a non-empty"):
+            LayerNorm(axis=bad)
+    axis_error = r"RMSNorm expects inputs \(batch, \.\.\., features\) whose axis=.* names"
+    for axis, shape in ((0, (None, 3)), (2, (None, 3)), ((1, -2), (None, 3, 4)), (-3, (None, 3))):
+        with pytest.raises(ValueError, match=axis_error):
+            RMSNorm(axis=axis).init(0, shape)
+    with pytest.raises(ValueError, match=r"LayerNorm needs known sizes for axis=1, got .*None, 3"):
+        LayerNorm(axis=1).init(0, (None, None, 3))

@@ -348,15 +348,15 @@ def test_model_with_2d_inputs_fails_at_build():
         model.build((None, 8))
 
 
-def test_dense_on_a_sequence_says_so():
-    # A return_sequences output fed straight into Dense: the message names Dense and the
-    # 3-D shape at build time (Flatten or return_sequences=False is the fix).
+def test_dense_after_a_sequence_acts_on_the_last_axis():
+    # A return_sequences output fed straight into Dense: as Keras' Dense and nn.Linear, it maps
+    # each time step; a wrong last axis names the layer and the expected size.
     model = wf.Sequential([LSTM(4, return_sequences=True), Dense(2)])
-    with pytest.raises(ValueError, match=r"Dense 'dense_0' expects 2-D inputs .*\(None, 5, 4\)"):
-        model.build((None, 5, 3))
+    assert model.build((None, 5, 3)).output_shape == (None, 5, 2)
+    assert model.predict(np.ones((2, 5, 3))).shape == (2, 5, 2)
     dense = Dense(2, name="head")
     p, _, _ = dense.init(0, (None, 4))
-    with pytest.raises(ValueError, match=r"Dense 'head' expects inputs of shape \(batch, 4\), "):
-        dense.forward(p, {}, np.ones((2, 5, 4), dtype=np.float32))
-    model = wf.Sequential([LSTM(4, return_sequences=True), wf.layers.Flatten(), Dense(2)])
-    assert model.build((None, 5, 3)).predict(np.ones((2, 5, 3))).shape == (2, 2)
+    with pytest.raises(
+        ValueError, match=r"Dense 'head' expects inputs of shape \(batch, \.\.\., 4\)"
+    ):
+        dense.forward(p, {}, np.ones((2, 5, 3), dtype=np.float32))

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from wframe.backends import array_namespace
+from wframe.backends import array_namespace, backend_of
 from wframe.backends.fusion import FUSED
 from wframe.types import Array
 
@@ -68,21 +68,103 @@ def softmax(x: Array):
     return y, lambda dy: y * (dy - xp.sum(dy * y, axis=-1, keepdims=True))
 
 
-_GELU_C = math.sqrt(2 / math.pi)
+def silu(x: Array):
+    """``x * sigmoid(x)`` (Keras ``silu``, alias ``swish``; PyTorch ``SiLU``)."""
+    s, _ = sigmoid(x)
+    return x * s, lambda dy: dy * (s * (1 + x * (1 - s)))
 
 
-def gelu(x: Array):
-    """GELU, tanh approximation (jax.nn.gelu's default; torch's ``approximate="tanh"``).
+def elu(x: Array, alpha: float = 1.0):
+    """x for x > 0 else ``alpha * (exp(x) - 1)`` (Keras and PyTorch: ``alpha = 1.0``)."""
+    xp = array_namespace(x)
+    mask = x > 0
+    # expm1 of the negative part only: exp of a large positive x would overflow unused.
+    neg = alpha * xp.expm1(xp.where(mask, xp.zeros_like(x), x))
+    return xp.where(mask, x, neg), lambda dy: xp.where(mask, dy, dy * (neg + alpha))
 
-    The array API has no ``erf``, so the exact form would need a backend op; the approximation
-    differs from it by less than 1e-3.
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def selu(x: Array):
+    """``scale * elu(x, alpha)`` with the self-normalizing constants of Klambauer et al. (2017),
+    ``alpha = 1.67326...`` and ``scale = 1.05070...`` (Keras, PyTorch)."""
+    y, backprop = elu(x, _SELU_ALPHA)
+    return _SELU_SCALE * y, lambda dy: backprop(_SELU_SCALE * dy)
+
+
+def softplus(x: Array):
+    """``log(1 + exp(x))``, as ``max(x, 0) + log1p(exp(-|x|))``: no overflow at any ``|x|``.
+
+    The gradient is ``sigmoid(x)``.
     """
     xp = array_namespace(x)
-    inner = _GELU_C * (x + 0.044715 * x * x * x)
+    y = xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+    s, _ = sigmoid(x)
+    return y, lambda dy: dy * s
+
+
+def relu6(x: Array):
+    """``min(max(x, 0), 6)``; the gradient is 0 at the kinks 0 and 6 (as PyTorch)."""
+    xp = array_namespace(x)
+    y = xp.minimum(xp.maximum(x, 0), 6)
+    return y, lambda dy: dy * xp.astype((x > 0) & (x < 6), dy.dtype)
+
+
+def hard_sigmoid(x: Array):
+    """``relu6(x + 3) / 6``: 0 below -3, 1 above 3, linear between (Keras 3 and PyTorch
+    ``hardsigmoid``; Keras 2's was ``0.2 * x + 0.5``)."""
+    xp = array_namespace(x)
+    y = xp.minimum(xp.maximum(x + 3, 0), 6) / 6
+    return y, lambda dy: dy * (xp.astype((x > -3) & (x < 3), dy.dtype) / 6)
+
+
+_GELU_C = math.sqrt(2 / math.pi)
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
+
+
+def gelu(x: Array, approximate: bool = False):
+    """GELU, ``x * Phi(x)`` with ``Phi`` the standard normal CDF: ``0.5 x (1 + erf(x / sqrt 2))``.
+
+    The exact form is the default, as in Keras (``gelu(x, approximate=False)``) and PyTorch;
+    ``approximate=True`` (or the name ``"gelu_approximate"``/``"gelu_tanh"``) gives the tanh
+    approximation :func:`gelu_approximate`. The ``erf`` is the arrays' backend's
+    (:meth:`wframe.backends.base.Backend.erf`).
+
+    Args:
+      x: the input array.
+      approximate: use the tanh approximation instead.
+    """
+    if approximate:
+        return gelu_approximate(x)
+    xp = array_namespace(x)
+    cdf = 0.5 * (1 + backend_of(x).erf(x * _SQRT_HALF))
+
+    def backprop(dy):
+        # The density at |x| <= 40 (0 beyond, in float64 too): x * x would overflow float16.
+        u = xp.minimum(xp.abs(x), 40.0)
+        return dy * (cdf + x * (_INV_SQRT_2PI * xp.exp(-0.5 * u * u)))
+
+    return x * cdf, backprop
+
+
+def gelu_approximate(x: Array):
+    """GELU, tanh approximation: ``0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))``.
+
+    Keras' ``gelu(x, approximate=True)``, jax.nn.gelu's default, PyTorch's
+    ``approximate="tanh"``; within 1e-3 of the exact :func:`gelu`. Names: ``"gelu_approximate"``,
+    ``"gelu_tanh"``.
+    """
+    xp = array_namespace(x)
+    # tanh is 1 long before |x| = 30, and 30^3 fits float16: no overflow (nor a NaN gradient).
+    xc = xp.minimum(xp.maximum(x, -30.0), 30.0)
+    inner = _GELU_C * (x + 0.044715 * xc * xc * xc)
     t = xp.tanh(inner)
 
     def backprop(dy):
-        dinner = _GELU_C * (1 + 3 * 0.044715 * x * x)
+        dinner = _GELU_C * (1 + 3 * 0.044715 * xc * xc)
         return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dinner)
 
     return 0.5 * x * (1 + t), backprop
@@ -97,6 +179,15 @@ _ACTIVATIONS: dict[str, Forward] = {
     "tanh": tanh,
     "softmax": softmax,
     "gelu": gelu,
+    "gelu_approximate": gelu_approximate,
+    "gelu_tanh": gelu_approximate,
+    "silu": silu,
+    "swish": silu,
+    "elu": elu,
+    "selu": selu,
+    "softplus": softplus,
+    "relu6": relu6,
+    "hard_sigmoid": hard_sigmoid,
 }
 
 

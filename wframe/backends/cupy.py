@@ -27,9 +27,13 @@ try:  # the namespace imports CuPy itself; without CuPy, is_available() says how
 except ImportError as e:
     cupy_xp, _XP_ERROR = None, e
 
-#: The wframe activations that have a fused kernel, known by name: wframe.activations sits
-#: above the backends, so its functions are recognised by module and name, not imported.
-FUSED_ACTIVATIONS = frozenset(cupy_kernels.ACTIVATIONS[1:])  # all but linear
+#: The wframe activations that have a fused kernel -> the kernel's name, known by name:
+#: wframe.activations sits above the backends, so its functions are recognised by module and
+#: name, not imported. The "gelu" kernel is the tanh form, wframe's ``gelu_approximate``; the
+#: exact (erf) ``gelu`` has none and runs the generic code. All but linear.
+FUSED_ACTIVATIONS = {
+    ("gelu_approximate" if k == "gelu" else k): k for k in cupy_kernels.ACTIVATIONS[1:]
+}
 
 
 class CupyBackend(Backend):
@@ -57,8 +61,10 @@ class CupyBackend(Backend):
 
     def __init__(self):
         import cupy
+        import cupyx.scipy.special
 
         self._cupy = cupy
+        self._special = cupyx.scipy.special
         self.xp = cupy_xp.xp
         register_namespace(cupy.ndarray, self.xp)  # array_namespace(x) of a CuPy array is ours
         fusion.FUSED[self.xp] = self
@@ -84,6 +90,14 @@ class CupyBackend(Backend):
 
     def to_host(self, tree):
         return host.to_host(self._cupy, tree)
+
+    def scatter_add(self, shape, idx, values):
+        out = self._cupy.zeros(shape, dtype=values.dtype)
+        self._cupy.add.at(out, idx, values)  # atomic adds; cupyx.scatter_add is deprecated
+        return out
+
+    def concrete(self, x):
+        return not capturing()  # a host read would abandon the CUDA-graph capture
 
     def synchronize(self, x=None):
         self._cupy.cuda.get_current_stream().synchronize()
@@ -155,6 +169,10 @@ class CupyBackend(Backend):
     def softmax_cross_entropy(self, logits, labels):
         return ops.softmax_cross_entropy(self._cupy, logits, labels)
 
+    def erf(self, x):
+        y = self._special.erf(x)  # half precision may come back as float32
+        return y if y.dtype == x.dtype else y.astype(x.dtype)
+
     def col2im(self, cols, in_shape, window, strides, padding, dilation):
         out = ops.col2im(self._cupy, cols, in_shape, window, strides, padding, dilation)
         if out is None:
@@ -186,8 +204,9 @@ class CupyBackend(Backend):
 
 
 def _activation_name(fn) -> str | None:
-    """The name of ``fn`` if it is a wframe activation with a fused kernel, else ``None``."""
+    """The fused kernel's name of ``fn`` if it is a wframe activation that has one, else
+    ``None``."""
     if getattr(fn, "__module__", None) != "wframe.activations":
         return None
     name = getattr(fn, "__name__", None)
-    return name if name in FUSED_ACTIVATIONS else None
+    return FUSED_ACTIVATIONS.get(name) if isinstance(name, str) else None

@@ -64,6 +64,10 @@ class JaxBackend(Backend):
     def to_host(self, tree):
         return self._jax.device_get(tree)
 
+    def scatter_add(self, shape, idx, values):
+        # Indices past the end are dropped (XLA's scatter), as jnp.take fills them on the way in.
+        return self.xp.zeros(shape, dtype=values.dtype).at[idx].add(values)
+
     def synchronize(self, x=None):
         return self._jax.block_until_ready(x) if x is not None else x
 
@@ -75,6 +79,9 @@ class JaxBackend(Backend):
 
     def scan(self, fn, init, xs):
         return self._jax.lax.scan(fn, init, xs)
+
+    def erf(self, x):
+        return self._jax.lax.erf(x)
 
     def cond(self, pred, true_fn, false_fn, *operands):
         # Both branches, then an elementwise select: XLA fuses the select into the producers,

@@ -9,6 +9,7 @@ import threading
 import numpy
 from numpy.lib.stride_tricks import sliding_window_view
 
+from wframe.backends import special
 from wframe.backends.base import Backend, taps
 from wframe.backends.numpy_xp import xp as numpy_xp
 
@@ -16,6 +17,8 @@ from wframe.backends.numpy_xp import xp as numpy_xp
 #: 1.3 vs 1.8 ms, cin=2: 8.5 vs 4.0 ms on 64x24x24x32 -> 26x26xcin).
 _TAP_GEMM_MIN_CIN = 2
 _SINGLE_OR_DOUBLE = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+#: Rounds of distinct-index adds in scatter_add before the rest goes through add.at.
+_SCATTER_ROUNDS = 5
 
 
 class NumpyBackend(Backend):
@@ -33,6 +36,59 @@ class NumpyBackend(Backend):
         if out is None:
             out = buffers[key] = numpy.empty((len(idx), *a.shape[1:]), dtype=a.dtype)
         return numpy.take(a, idx, axis=0, out=out)
+
+    def scatter_add(self, shape, idx, values):
+        # In rounds: each adds every row's next occurrence with one fancy-indexed add (its
+        # indices are distinct); what is left after a few rounds (a padding id repeated many
+        # times) goes through add.at on flat indices (its 1-D fast path). Occurrences add in
+        # order, as add.at. 10k x 128 rows, 8192 ids: 1.4 ms; add.at on rows 13, bincount 6.5.
+        if type(values) is not numpy.ndarray or type(idx) is not numpy.ndarray:
+            return super().scatter_add(shape, idx, values)
+        width, n = math.prod(shape[1:]), len(idx)
+        acc = values if values.dtype in _SINGLE_OR_DOUBLE else values.astype(numpy.float32)
+        flat = numpy.reshape(acc, (n, width))
+        idx = idx.astype(numpy.intp, copy=False)
+        out = numpy.zeros((shape[0], width), dtype=acc.dtype)
+        owner, rest = numpy.full(shape[0], n, dtype=numpy.intp), numpy.arange(n)
+        for _ in range(_SCATTER_ROUNDS):
+            if not rest.size:
+                break
+            ids = idx[rest]
+            owner[ids] = n
+            numpy.minimum.at(owner, ids, rest)  # each row's earliest remaining occurrence
+            now = owner[ids] == rest
+            out[ids[now]] += flat[rest[now]]
+            rest = rest[~now]
+        if rest.size:
+            cells = (idx[rest, None] * width + numpy.arange(width)).reshape(-1)
+            numpy.add.at(out.reshape(-1), cells, flat[rest].reshape(-1))
+        return out.reshape(shape).astype(values.dtype, copy=False)
+
+    def erf(self, x):
+        # Each of Cody's ranges on its own entries only (gathered by index: boolean masks are
+        # 5x slower), in float64 (so float32 rounds correctly), with in-place Horner steps:
+        # 1M float32 in ~25 ms, where the generic code, all three ranges everywhere, takes 130.
+        if type(x) is not numpy.ndarray or not (x.dtype.kind == "f" or x.dtype.name == "bfloat16"):
+            return super().erf(x)
+        flat = numpy.reshape(x, -1)
+        a = numpy.abs(flat.astype(numpy.float64))
+        out = numpy.empty_like(a)
+        idx = numpy.flatnonzero(a <= special.SMALL)
+        t = a[idx]
+        out[idx] = _ratio_inplace(t * t, special.R1) * t
+        idx = numpy.flatnonzero((a > special.SMALL) & (a <= special.MIDDLE))
+        t = a[idx]
+        erfc = _ratio_inplace(t, special.R2)
+        erfc *= numpy.exp(-(t * t))
+        out[idx] = (0.5 - erfc) + 0.5
+        idx = numpy.flatnonzero(~(a <= special.MIDDLE))  # NaN too
+        if idx.size:
+            t = numpy.minimum(a[idx], special.ONE)  # erf is 1 beyond, to float64 rounding
+            inv = 1.0 / (t * t)
+            erfc = (special.INV_SQRT_PI - _ratio_inplace(inv, special.R3) * inv) / t
+            out[idx] = (0.5 - erfc * numpy.exp(-(t * t))) + 0.5
+        numpy.copysign(out, flat, out=out)
+        return numpy.reshape(out.astype(x.dtype, copy=False), x.shape)
 
     def im2col(self, x, window, strides, padding, dilation, *, fill=0.0):
         # A strided view of every window, copied once in the destination's order: about 5x
@@ -232,3 +288,18 @@ def _blocks(*arrays):
         return ((*arrays, numpy.empty_like(arrays[0])),)
     flat, s = [numpy.reshape(a, -1) for a in arrays], numpy.empty(block, arrays[0].dtype)
     return [(*(f[i : i + block] for f in flat), s[: min(block, n - i)]) for i in range(0, n, block)]
+
+
+def _ratio_inplace(t, coefficients):
+    """:func:`wframe.backends.special.ratio` with in-place steps on its own temporaries."""
+    p, q = coefficients
+    num, den = p[0] * t, t.copy()
+    for a, b in zip(p[1:-1], q[1:-1], strict=True):
+        num += a
+        num *= t
+        den += b
+        den *= t
+    num += p[-1]
+    den += q[-1]
+    num /= den
+    return num

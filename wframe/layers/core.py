@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -44,6 +45,97 @@ class Flatten(Layer):
         shape = tuple(x.shape)
         y = xp.reshape(x, (shape[0], math.prod(shape[1:])))
         return y, state, lambda dy, input_grad=True: (xp.reshape(dy, shape), {})
+
+
+@dataclass(frozen=True)
+class Reshape(Layer):
+    """Reshapes every example: (N, ...) -> (N, *target_shape), the batch axis kept (Keras).
+
+    Args:
+      target_shape: the shape of one example, a tuple of positive ints with at most one -1
+        (the size that makes the number of values match).
+    """
+
+    target_shape: tuple[int, ...]
+
+    def __post_init__(self):
+        target = self.target_shape
+        ok = isinstance(target, (tuple, list)) and all(
+            _is_int(d) and (d > 0 or d == -1) for d in target
+        )
+        if not ok or sum(d == -1 for d in target) > 1:
+            raise ValueError(
+                f"{self.label}: target_shape must be a tuple of positive ints (the shape of one "
+                f"example, without the batch axis) with at most one -1, got {target!r}"
+            )
+        object.__setattr__(self, "target_shape", tuple(int(d) for d in target))
+
+    def _resolve(self, shape: tuple) -> tuple:
+        """``target_shape`` with its -1 resolved for inputs of ``shape`` (batch axis first)."""
+        if len(shape) < 1:
+            raise ValueError(f"{self.label} expects inputs with a batch axis, got shape {shape}")
+        if any(d is None for d in shape[1:]):  # unknown sizes: the -1 stays unknown
+            return tuple(None if d == -1 else d for d in self.target_shape)
+        size, known = math.prod(shape[1:]), math.prod(d for d in self.target_shape if d != -1)
+        fits = size % known == 0 if -1 in self.target_shape else size == known
+        if not fits:
+            raise ValueError(
+                f"{self.label} cannot reshape inputs of shape {shape} ({size} values per "
+                f"example) to target_shape {self.target_shape}; pick a target_shape whose "
+                f"sizes multiply to {size}"
+            )
+        return tuple(size // known if d == -1 else d for d in self.target_shape)
+
+    def init(self, key, in_shape, *, dtype="float32"):
+        shape = tuple(in_shape)
+        return {}, {}, (shape[0] if shape else None, *self._resolve(shape))
+
+    def forward(self, params, state, x, *, train=False, key=None):
+        xp = array_namespace(x)
+        shape = tuple(x.shape)
+        y = xp.reshape(x, (shape[0], *self._resolve(shape)))
+        return y, state, lambda dy, input_grad=True: (xp.reshape(dy, shape), {})
+
+
+@dataclass(frozen=True)
+class Permute(Layer):
+    """Permutes the axes after the batch axis (Keras): ``Permute((2, 1))`` swaps axes 1 and 2.
+
+    Args:
+      dims: a permutation of ``1 .. rank - 1`` (1-based; the batch axis 0 stays first).
+    """
+
+    dims: tuple[int, ...]
+
+    def __post_init__(self):
+        dims = self.dims
+        ok = isinstance(dims, (tuple, list)) and all(_is_int(d) for d in dims)
+        if not ok or not dims or sorted(dims) != list(range(1, len(dims) + 1)):
+            raise ValueError(
+                f"{self.label}: dims must be a permutation of 1..n, the non-batch axes numbered "
+                f"from 1 (e.g. (2, 1) swaps the two axes after the batch axis), got {dims!r}"
+            )
+        object.__setattr__(self, "dims", tuple(int(d) for d in dims))
+
+    def _check(self, shape: tuple) -> None:
+        if len(shape) != len(self.dims) + 1:
+            raise ValueError(
+                f"{self.label} with dims={self.dims} expects {len(self.dims) + 1}-D inputs "
+                f"(batch axis first), got shape {shape}"
+            )
+
+    def init(self, key, in_shape, *, dtype="float32"):
+        shape = tuple(in_shape)
+        self._check(shape)
+        return {}, {}, (shape[0], *(shape[d] for d in self.dims))
+
+    def forward(self, params, state, x, *, train=False, key=None):
+        self._check(tuple(x.shape))
+        xp = array_namespace(x)
+        axes = (0, *self.dims)
+        inverse = tuple(sorted(range(len(axes)), key=axes.__getitem__))
+        y = xp.permute_dims(x, axes)
+        return y, state, lambda dy, input_grad=True: (xp.permute_dims(dy, inverse), {})
 
 
 @dataclass(frozen=True)
@@ -91,3 +183,8 @@ class Dropout(Layer):
             out = x * mask, mask
         y, mask = out
         return y, state, lambda dy, input_grad=True: (dy * mask, {})
+
+
+def _is_int(value) -> bool:
+    """A Python or NumPy integer, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -1,7 +1,8 @@
-"""Dense: ``y = activation(x @ W + b)`` with ``W`` of shape (in, out)."""
+"""Dense: ``y = activation(x @ W + b)`` with ``W`` of shape (in, out), on the last axis."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,7 +15,9 @@ from wframe.regularizers import Regularizer
 
 @dataclass(frozen=True)
 class Dense(Layer):
-    """Fully connected layer on (batch, features) inputs.
+    """Fully connected layer on the last axis: inputs (batch, ..., features) of any rank >= 2
+    give (batch, ..., units), the same ``W`` applied at every leading position (Keras ``Dense``,
+    PyTorch ``nn.Linear``).
 
     Args:
       units: number of output features.
@@ -49,16 +52,23 @@ class Dense(Layer):
         return self._regularizers(W="kernel_regularizer", **bias)
 
     def init(self, key, in_shape, *, dtype="float32"):
-        self.expect_rank(in_shape, 2, "(batch, features)")
+        shape = tuple(in_shape)
+        if len(shape) < 2 or shape[-1] is None:
+            raise ValueError(
+                f"{self.label} expects inputs (batch, ..., features) of rank >= 2 with a known "
+                f"number of features, got shape {shape}"
+            )
         kw, kb = split(key)
-        params = {"W": initializers.get(self.kernel_init)(kw, (in_shape[-1], self.units), dtype)}
+        params = {"W": initializers.get(self.kernel_init)(kw, (shape[-1], self.units), dtype)}
         if self.use_bias:
             params["b"] = initializers.get(self.bias_init)(kb, (self.units,), dtype)
-        return params, {}, (in_shape[0], self.units)
+        return params, {}, (*shape[:-1], self.units)
 
     def forward(self, params, state, x, *, train=False, key=None, vjp=True):
         W = params["W"]
-        if x.ndim != 2 or x.shape[1] != W.shape[0]:
+        if x.ndim != 2:
+            return self._forward_nd(params, state, x, vjp=vjp)
+        if x.shape[1] != W.shape[0]:
             raise ValueError(
                 f"{self.label} expects inputs of shape (batch, {W.shape[0]}), got array of "
                 f"shape {tuple(x.shape)}"
@@ -79,5 +89,28 @@ class Dense(Layer):
             if self.use_bias and (need is None or "b" in need):
                 grads["b"] = xp.sum(dz, axis=0)
             return (xp.matmul(dz, W.mT) if input_grad else None), grads
+
+        return y, state, backprop
+
+    def _forward_nd(self, params, state, x, *, vjp):
+        """Inputs of rank > 2: the 2-D forward on (positions, features), one GEMM for all
+        leading axes, and back; ``W``'s gradient sums over every position."""
+        n_in = params["W"].shape[0]
+        if x.ndim < 2 or x.shape[-1] != n_in:
+            raise ValueError(
+                f"{self.label} expects inputs of shape (batch, ..., {n_in}), got array of "
+                f"shape {tuple(x.shape)}"
+            )
+        xp = array_namespace(x)
+        lead = tuple(x.shape[:-1])
+        flat = xp.reshape(x, (math.prod(lead), n_in))
+        y, state, back = self.forward(params, state, flat, vjp=vjp)
+        y = xp.reshape(y, (*lead, self.units))
+        if back is None:
+            return y, state, None
+
+        def backprop(dy, input_grad=True, need=None):
+            dx, grads = back(xp.reshape(dy, (math.prod(lead), self.units)), input_grad, need)
+            return (None if dx is None else xp.reshape(dx, tuple(x.shape))), grads
 
         return y, state, backprop

@@ -1,13 +1,15 @@
-"""Normalization layers: BatchNorm (running statistics in ``state``) and LayerNorm.
+"""Normalization layers: BatchNorm (running statistics in ``state``), LayerNorm and RMSNorm.
 
-On half-precision inputs (the mixed-precision policies) both compute in float32 and return the
+On half-precision inputs (the mixed-precision policies) they compute in float32 and return the
 input's dtype (:func:`wframe.precision.in_float32`); running statistics stay float32.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from wframe import initializers, precision
 from wframe.backends import array_namespace
@@ -146,34 +148,119 @@ class BatchNorm(Layer):
         return y, new_state, backprop
 
 
+def _check_axis(layer: Layer) -> None:
+    """``layer.axis`` as an int or a tuple of ints (a list becomes a tuple), else a ValueError."""
+    axis = layer.axis
+    if isinstance(axis, list):
+        axis = tuple(axis)
+        object.__setattr__(layer, "axis", axis)
+    items = axis if isinstance(axis, tuple) else (axis,)
+    if not items or not all(isinstance(a, int) and not isinstance(a, bool) for a in items):
+        raise ValueError(
+            f"{layer.label}: axis must be an int or a non-empty tuple of ints (the feature "
+            f"axes, -1 for the last), got {axis!r}"
+        )
+
+
+def _feature_axes(layer: Layer, shape: tuple) -> tuple[int, ...]:
+    """The normalized axes of inputs of ``shape``, sorted and non-negative, or a ValueError:
+    ``layer.axis`` must name distinct axes of (batch, ...) inputs, none of them the batch axis."""
+    ndim = len(shape)
+    items = layer.axis if isinstance(layer.axis, tuple) else (layer.axis,)
+    axes = tuple(sorted({a % ndim for a in items if -ndim <= a < ndim})) if ndim else ()
+    if ndim < 2 or len(axes) != len(items) or 0 in axes:
+        raise ValueError(
+            f"{layer.label} expects inputs (batch, ..., features) whose axis={layer.axis} names "
+            f"distinct non-batch axes, got shape {shape}"
+        )
+    return axes
+
+
+def _feature_shape(layer: Layer, shape: tuple) -> tuple[int, ...]:
+    """The sizes of the normalized axes of ``shape``: the shape of the layer's params."""
+    features = tuple(shape[a] for a in _feature_axes(layer, shape))
+    if any(f is None for f in features):
+        raise ValueError(
+            f"{layer.label} needs known sizes for axis={layer.axis}, got input shape {shape}"
+        )
+    return features
+
+
+class _Features(NamedTuple):
+    """Where a LayerNorm/RMSNorm meets its input: the normalized ``axes``, the others
+    (``batch_axes``, summed over for the params' gradients) and the params' broadcast
+    shape (``None``: the last axis alone, where they broadcast as they are)."""
+
+    axes: tuple[int, ...]
+    batch_axes: tuple[int, ...]
+    bshape: tuple[int, ...] | None
+
+
+@functools.cache
+def _last_axis(ndim: int) -> _Features:
+    """The common case: the last axis of ``ndim``-D inputs."""
+    return _Features((ndim - 1,), tuple(range(ndim - 1)), None)
+
+
+def _features_of(layer: Layer, params, x) -> _Features:
+    """:class:`_Features` for ``x``, after checking its sizes there against the params'."""
+    shape = tuple(x.shape)
+    ndim = len(shape)
+    built = None
+    for p in params.values():  # they all have the features' shape
+        built = tuple(p.shape)
+        break
+    if layer.axis == -1 and ndim >= 2 and (built is None or shape[-1:] == built):
+        return _last_axis(ndim)
+    axes = _feature_axes(layer, shape)
+    if built is not None and tuple(shape[a] for a in axes) != built:
+        want = built[0] if layer.axis == -1 else built
+        raise ValueError(
+            f"{layer.label} expects inputs (batch, ..., {want})"
+            + ("" if layer.axis == -1 else f" with sizes {built} on axis={layer.axis}")
+            + f", got array of shape {shape}"
+        )
+    batch_axes = tuple(i for i in range(ndim) if i not in axes)
+    if axes == (ndim - 1,):
+        return _Features(axes, batch_axes, None)
+    return _Features(axes, batch_axes, tuple(shape[i] if i in axes else 1 for i in range(ndim)))
+
+
 @dataclass(frozen=True)
 class LayerNorm(Layer):
-    """Layer normalization over the last axis, with learned ``gamma`` and ``beta`` per feature.
+    """Layer normalization over the feature axes of each example (Keras ``LayerNormalization``,
+    PyTorch ``LayerNorm``), with learned ``gamma`` and ``beta`` of the features' shape.
 
     ``y = gamma * (x - mean) / sqrt(var + epsilon) + beta`` with the mean and (biased) variance
-    of each example's last axis; the same in training and inference (PyTorch ``LayerNorm``).
+    of each example over ``axis``; the same in training and inference. Inputs of any rank >= 2.
 
     Args:
-      epsilon: added to the variance before the square root (PyTorch's default).
+      axis: the axis or tuple of axes to normalize over (not the batch axis); -1, the last
+        axis, as Keras.
+      epsilon: added to the variance before the square root (PyTorch's default 1e-5; Keras'
+        is 1e-3).
+      center: learn the offset ``beta``.
+      scale: learn the scale ``gamma``.
     """
 
+    axis: int | tuple[int, ...] = -1
     epsilon: float = 1e-5
+    center: bool = True
+    scale: bool = True
 
     def __post_init__(self):
+        _check_axis(self)
         if not _is_real(self.epsilon) or not self.epsilon > 0:
             raise ValueError(f"{self.label}: epsilon must be positive, got {self.epsilon!r}")
 
     def init(self, key, in_shape, *, dtype="float32"):
         shape = tuple(in_shape)
-        if len(shape) < 2 or shape[-1] is None:
-            raise ValueError(
-                f"{self.label} expects inputs (batch, ..., features) with a known number of "
-                f"features, got shape {shape}"
-            )
-        params = {
-            "gamma": initializers.get("ones")(key, (shape[-1],), dtype),
-            "beta": initializers.get("zeros")(key, (shape[-1],), dtype),
-        }
+        features = _feature_shape(self, shape)
+        params = {}
+        if self.scale:
+            params["gamma"] = initializers.get("ones")(key, features, dtype)
+        if self.center:
+            params["beta"] = initializers.get("zeros")(key, features, dtype)
         return params, {}, shape
 
     def forward(self, params, state, x, *, train=False, key=None):
@@ -182,29 +269,86 @@ class LayerNorm(Layer):
         return self._forward(params, state, x)
 
     def _forward(self, params, state, x):
-        features = params["gamma"].shape[0]
-        if x.ndim < 2 or x.shape[-1] != features:
-            raise ValueError(
-                f"{self.label} expects inputs (batch, ..., {features}), got array of shape "
-                f"{tuple(x.shape)}"
-            )
+        axes, batch_axes, bshape = _features_of(self, params, x)
         xp = array_namespace(x)
-        axes = (x.ndim - 1,)
         xhat, _, _, inv = _normalize(x, axes, self.epsilon)
-        gamma = params["gamma"]
-        y = xhat * gamma + params["beta"]
-        batch_axes = tuple(range(x.ndim - 1))
+        gamma = params.get("gamma")
+        if gamma is not None and bshape is not None:
+            gamma = xp.reshape(gamma, bshape)
+        y = xhat * gamma if self.scale else xhat
+        if self.center:
+            beta = params["beta"]
+            y = y + (beta if bshape is None else xp.reshape(beta, bshape))
 
         def backprop(dy, input_grad=True):
-            grads = {
-                "gamma": xp.sum(dy * xhat, axis=batch_axes),
-                "beta": xp.sum(dy, axis=batch_axes),
-            }
+            grads = {}
+            if self.scale:
+                grads["gamma"] = xp.sum(dy * xhat, axis=batch_axes)
+            if self.center:
+                grads["beta"] = xp.sum(dy, axis=batch_axes)
             if not input_grad:
                 return None, grads
-            return _normalize_backprop(dy * gamma, xhat, inv, axes), grads
+            dxhat = dy * gamma if self.scale else dy
+            return _normalize_backprop(dxhat, xhat, inv, axes), grads
 
         return y, state, backprop
+
+
+@dataclass(frozen=True)
+class RMSNorm(Layer):
+    """Root-mean-square normalization (Zhang and Sennrich, 2019; Keras ``RMSNormalization``,
+    PyTorch ``RMSNorm``), with a learned ``scale`` of the features' shape, initialized to ones.
+
+    ``y = x / sqrt(mean(x**2) + epsilon) * scale`` with the mean of each example over ``axis``:
+    no centering, no offset. Inputs of any rank >= 2; ``RMSNormalization`` is the same class.
+
+    Args:
+      axis: the axis or tuple of axes to normalize over (not the batch axis); -1, the last.
+      epsilon: added to the mean square before the square root (Keras' default).
+    """
+
+    axis: int | tuple[int, ...] = -1
+    epsilon: float = 1e-6
+
+    def __post_init__(self):
+        _check_axis(self)
+        if not _is_real(self.epsilon) or not self.epsilon > 0:
+            raise ValueError(f"{self.label}: epsilon must be positive, got {self.epsilon!r}")
+
+    @property
+    def kind(self) -> str:
+        return "rms_norm"  # not the automatic "r_m_s_norm"
+
+    def init(self, key, in_shape, *, dtype="float32"):
+        shape = tuple(in_shape)
+        scale = initializers.get("ones")(key, _feature_shape(self, shape), dtype)
+        return {"scale": scale}, {}, shape
+
+    def forward(self, params, state, x, *, train=False, key=None):
+        if precision.is_half(x.dtype):
+            return precision.in_float32(self._forward, params, state, x)
+        return self._forward(params, state, x)
+
+    def _forward(self, params, state, x):
+        axes, batch_axes, bshape = _features_of(self, params, x)
+        xp = array_namespace(x)
+        inv = 1.0 / xp.sqrt(xp.mean(x * x, axis=axes, keepdims=True) + self.epsilon)
+        xhat = x * inv
+        scale = params["scale"] if bshape is None else xp.reshape(params["scale"], bshape)
+
+        def backprop(dy, input_grad=True):
+            grads = {"scale": xp.sum(dy * xhat, axis=batch_axes)}
+            if not input_grad:
+                return None, grads
+            # Through inv = (mean(x^2) + eps)^-1/2: dx = inv * (g - xhat * mean(g * xhat)).
+            g = dy * scale
+            return inv * (g - xhat * xp.mean(g * xhat, axis=axes, keepdims=True)), grads
+
+        return xhat * scale, state, backprop
+
+
+#: Keras' name for :class:`RMSNorm` (the same class).
+RMSNormalization = RMSNorm
 
 
 def _is_real(v) -> bool:

@@ -1,14 +1,30 @@
 """PyTorch interop: :func:`from_torch` copies a PyTorch twin's ``state_dict`` into a built model,
 :func:`to_torch_state_dict` is its exact inverse. torch is imported only where a module object
-is passed; files are read as safetensors, never unpickled.
+is passed; files are read as safetensors, never unpickled. The per-layer conversions are in
+:mod:`wframe.transfer.torch_layers`.
+
+Recurrent modules: LSTM, GRU and RNN gates are reordered to wframe's (an LSTM's two biases
+add; a GRU's ``bias_ih`` becomes ``b`` and ``bias_hh`` ``b_h``, as wframe's GRU is Keras'
+``reset_after=True``). A module with ``num_layers=n`` fills the next ``n`` layers (its ``_l0``,
+``_l1``... weights), each a recurrent layer with ``return_sequences=True`` but maybe the last;
+with ``bidirectional=True`` each of them is a :class:`~wframe.layers.Bidirectional` whose
+``forward`` takes ``*_lk`` and ``backward`` ``*_lk_reverse``, with ``merge_mode="concat"``
+(PyTorch concatenates the directions). Outputs correspond so: ``return_sequences=True`` gives
+torch's ``output``; ``False`` gives ``torch.cat([h_n[-2], h_n[-1]], -1)``: the backward half is
+the backward direction's state after the whole reversed sequence (torch's ``output[:, 0, H:]``),
+not ``output[:, -1, H:]``.
+
+``nn.MultiheadAttention`` (``in_proj_weight`` rows [q; k; v], ``in_proj_bias``, ``out_proj``;
+or ``q_proj_weight``, ``k_proj_weight``, ``v_proj_weight`` where ``kdim``/``vdim`` differ)
+fills a :class:`~wframe.layers.MultiHeadAttention` with ``key_dim = embed_dim / num_heads``:
+each kernel transposed and split per head, ``query/W`` (E, H, dh), ``output/W`` (H, dh, E).
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,24 +33,22 @@ import numpy as np
 from wframe import layers as wl
 from wframe.backends import to_numpy, use_backend
 from wframe.layers.combinators import Sequential as Chain
+from wframe.layers.graph import Graph
 from wframe.model import Sequential
 from wframe.saving import io
+from wframe.transfer import torch_layers as tl
 from wframe.transfer.report import TransferReport
 from wframe.transfer.report import const as _const
-from wframe.tree import map_at
+from wframe.tree import flatten, map_at
 
-#: wframe layer -> the PyTorch module kind that holds the same weights.
-_TORCH_KINDS = {
-    wl.Dense: "Linear",
-    wl.Conv2D: "Conv2d",
-    wl.BatchNorm: "BatchNorm",
-    wl.LayerNorm: "LayerNorm",
-    wl.LSTM: "LSTM",
-    wl.GRU: "GRU",
-    wl.SimpleRNN: "RNN",
-}
-_RNN_KEYS = {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"}
-_FLAT = "NCHW -> NHWC rows (after Flatten)"
+#: Layers that become two modules in an ``nn.Sequential`` twin when they have an activation.
+_FUSED = (wl.Dense, wl.Conv2D, wl.Conv1D)
+#: Layers whose input features a Flatten's permutation reaches (and passes on, for the norms).
+_PER_FEATURE = (wl.Dense, wl.BatchNorm, wl.LayerNorm, wl.RMSNorm)
+_HANDLED = (
+    ", ".join(tl.KINDS.values()).replace("LSTM, GRU, RNN", "LSTM/GRU/RNN")
+    + " (bidirectional: Bidirectional; num_layers > 1: consecutive layers)"
+)
 
 
 # ------------------------------------------------------------------ the model's layers
@@ -64,11 +78,14 @@ def _walk(layer, name, prefix, shape, perm, dtype, out) -> tuple[tuple, Any]:
                 seen.add(child.name)
                 at = (join(name, child.name), tjoin(prefix, i))
                 shape, perm = _walk(child, *at, shape, perm, dtype, out)
-            # A Dense or Conv2D with an activation is two modules in the twin (Linear, ReLU).
-            fused = isinstance(child, (wl.Dense, wl.Conv2D)) and child.activation is not None
-            i += 1 + (fused and child.activation != "linear")
+            # A Dense or Conv with an activation is two modules in the twin (Linear, ReLU).
+            i += 1 + (isinstance(child, _FUSED) and child.activation not in (None, "linear"))
         return shape, perm
-    if layer.children():  # Residual, Concatenate: every child sees the container's input
+    if isinstance(layer, Graph):
+        return _walk_graph(layer, name, prefix, shape, dtype, out), None
+    # Residual, Concatenate: every child sees the container's input. A Bidirectional is one
+    # module in the twin (an nn.GRU with bidirectional=True).
+    if layer.children() and not isinstance(layer, wl.Bidirectional):
         for i, (key, child) in enumerate(layer.children()):
             at = (join(name, key), tjoin(prefix, i)) if key else (name, prefix)
             _walk(child, *at, shape, None, dtype, out)
@@ -77,10 +94,21 @@ def _walk(layer, name, prefix, shape, perm, dtype, out) -> tuple[tuple, Any]:
     if isinstance(layer, wl.Flatten):
         return out_shape, (_nchw_perm(*shape[1:]) if len(shape) == 4 else None)
     features = len(shape) == 2  # per-feature layers keep the permutation of a Flatten
-    takes = features and isinstance(layer, (wl.Dense, wl.BatchNorm, wl.LayerNorm))
+    takes = features and isinstance(layer, _PER_FEATURE)
     out.append(_Slot(name, prefix, layer, perm if takes else None))
-    passes = isinstance(layer, (wl.Activation, wl.Dropout, wl.BatchNorm, wl.LayerNorm))
+    passes = isinstance(layer, (wl.Activation, wl.Dropout, *_PER_FEATURE[1:]))
     return out_shape, (perm if features and passes else None)
+
+
+def _walk_graph(graph: Graph, name: str, prefix: str, shape: Any, dtype: str, out: list) -> Any:
+    """Append the leaf layers of a graph in the order of their first calls (a twin's module
+    ``i`` is the ``i``-th of them); returns the graph's output shape."""
+    with use_backend("numpy"):  # the shapes each layer is first called on
+        calls = {n.layer: arg for _, n, arg, *_ in graph.walk(0, shape, dtype)}
+    for i, (key, arg) in enumerate(calls.items()):  # (dicts keep the first call's position)
+        at = (f"{name}/{key}" if name else key, f"{prefix}.{i}" if prefix else str(i))
+        _walk(graph.get_layer(key), *at, arg, None, dtype, out)
+    return _out_shape(graph, shape, dtype)
 
 
 def _nchw_perm(h: int, w: int, c: int) -> np.ndarray | None:
@@ -104,110 +132,6 @@ def _sub(tree: dict, name: str) -> dict:
 
 def _shapes(d: Mapping) -> str:
     return ", ".join(f"{k} {tuple(a.shape)}" for k, a in d.items())
-
-
-# ------------------------------------------------------------------ conversions
-def _fields(layer: wl.Layer, perm: np.ndarray | None) -> list[tuple]:
-    """``(torch key, wframe name, tree, to wframe, to torch, note)`` of a one-to-one layer."""
-    same = lambda a: a  # noqa: E731
-    inverse = None if perm is None else np.argsort(perm)
-    rows = same if perm is None else lambda a: a[perm]
-    unrows = same if perm is None else lambda a: a[inverse]
-    note = "" if perm is None else _FLAT
-    if isinstance(layer, wl.Dense):
-        t = "transposed" + (", " + _FLAT if note else "")
-        return [
-            ("weight", "W", "params", lambda a: rows(a.T), lambda a: unrows(a).T, t),
-            ("bias", "b", "params", same, same, ""),
-        ]
-    if isinstance(layer, wl.Conv2D):
-        return [
-            (
-                "weight",
-                "W",
-                "params",
-                lambda a: a.transpose(2, 3, 1, 0),
-                lambda a: a.transpose(3, 2, 0, 1),
-                "OIHW -> HWIO",
-            ),
-            ("bias", "b", "params", same, same, ""),
-        ]
-    names = [("weight", "gamma", "params"), ("bias", "beta", "params")]
-    if isinstance(layer, wl.BatchNorm):
-        names += [("running_mean", "mean", "state"), ("running_var", "var", "state")]
-    return [(k, n, tree, rows, unrows, note) for k, n, tree in names]
-
-
-def _blocks(a: np.ndarray, order: tuple, units: int) -> np.ndarray:
-    return np.concatenate([a[k * units : (k + 1) * units] for k in order], axis=0)
-
-
-def _gates(layer: wl.Layer) -> tuple:
-    # PyTorch's GRU gates are r, z, n and wframe's (Keras') z, r, h: a swap, its own inverse.
-    # LSTM: i, f, g, o in both.
-    return (1, 0, 2) if isinstance(layer, wl.GRU) else tuple(range(layer.gates))
-
-
-def _rnn_from(t: dict, layer: wl.Layer) -> dict[str, tuple]:
-    wi, wh = t["weight_ih_l0"], t["weight_hh_l0"]
-    u, order = wh.shape[1], _gates(layer)
-    note = "gates r, z, n -> z, r, h" if isinstance(layer, wl.GRU) else "transposed"
-    zeros = np.zeros(wi.shape[0], wi.dtype)
-    bi, bh = t.get("bias_ih_l0", zeros), t.get("bias_hh_l0", zeros)
-    p = {
-        "W_x": (_blocks(wi, order, u).T, "weight_ih_l0", note),
-        "W_h": (_blocks(wh, order, u).T, "weight_hh_l0", note),
-    }
-    if isinstance(layer, wl.GRU):  # reset_after: b_hh stays inside r * (h @ W_h + b_h)
-        p["b"] = (_blocks(bi, order, u), "bias_ih_l0", note)
-        p["b_h"] = (_blocks(bh, order, u), "bias_hh_l0", note)
-    else:  # both biases enter the same pre-activation: they add
-        p["b"] = (bi + bh, "bias_ih_l0 + bias_hh_l0", "the two biases add")
-    return p
-
-
-def _rnn_to(p: dict, layer: wl.Layer) -> dict[str, np.ndarray]:
-    u, order = p["W_h"].shape[0], _gates(layer)
-    return {
-        "weight_ih_l0": _blocks(p["W_x"].T, order, u),
-        "weight_hh_l0": _blocks(p["W_h"].T, order, u),
-        "bias_ih_l0": _blocks(p["b"], order, u),
-        "bias_hh_l0": _blocks(p["b_h"], order, u) if "b_h" in p else np.zeros_like(p["b"]),
-    }
-
-
-def _kind_of(layer: wl.Layer) -> str | None:
-    return next((v for k, v in _TORCH_KINDS.items() if isinstance(layer, k)), None)
-
-
-def _torch_kind(t: dict) -> str | None:
-    """The module kind a group of state-dict entries comes from, or ``None`` if unsupported."""
-    keys = set(t)
-    if {"weight_ih_l0", "weight_hh_l0"} <= keys <= _RNN_KEYS:
-        gates = t["weight_ih_l0"].shape[0] // max(t["weight_hh_l0"].shape[1], 1)
-        return {4: "LSTM", 3: "GRU", 1: "RNN"}.get(gates)
-    if {"running_mean", "running_var"} <= keys <= {"weight", "bias", "running_mean", "running_var"}:
-        return "BatchNorm"
-    if "weight" in keys and keys <= {"weight", "bias"}:
-        return {4: "Conv2d", 2: "Linear", 1: "LayerNorm"}.get(t["weight"].ndim)
-    return None
-
-
-def _check_module(module: Any, layer: wl.Layer) -> str | None:
-    """What a state dict cannot tell but the module can: epsilon, strides, dilation."""
-    eps = getattr(module, "eps", None)
-    if eps is not None and not math.isclose(eps, layer.epsilon, rel_tol=1e-6):
-        return (
-            f"its eps={eps} differs from epsilon={layer.epsilon}; build the twins with the same "
-            "epsilon (wframe's BatchNorm defaults to 1e-3, PyTorch's to 1e-5)"
-        )
-    if isinstance(layer, wl.Conv2D):
-        got = (tuple(module.stride), tuple(module.dilation), module.groups)
-        if got != (layer.strides, layer.dilation_rate, 1):
-            return f"its (stride, dilation, groups) {got} differ from the layer's"
-        if layer.padding == "valid" and module.padding not in ("valid", (0, 0)):
-            return f"its padding={module.padding} differs from padding='valid'"
-    return None
 
 
 def _host(v: Any) -> np.ndarray:
@@ -237,25 +161,19 @@ def _torch_groups(source: Any) -> tuple[dict[str, dict[str, np.ndarray]], dict[s
     for key in source if ordered else sorted(source, key=_natural):
         prefix, _, leaf = key.rpartition(".")
         groups.setdefault(prefix, {})[leaf] = _host(source[key])
+    # nn.MultiheadAttention keeps its output projection in a submodule "out_proj"
+    for prefix in [p for p in groups if p == "out_proj" or p.endswith(".out_proj")]:
+        owner = groups.get(prefix.removesuffix("out_proj").removesuffix("."))
+        if owner is not None and {"in_proj_weight", "q_proj_weight"} & set(owner):
+            owner.update({f"out_proj.{k}": a for k, a in groups.pop(prefix).items()})
     return groups, modules
-
-
-def _from_torch(t: dict, slot: _Slot) -> dict[str, dict[str, tuple]]:
-    """``{"params"|"state": {name: (array, torch keys, note)}}`` of one paired module."""
-    if isinstance(slot.layer, (wl.LSTM, wl.GRU, wl.SimpleRNN)):
-        return {"params": _rnn_from(t, slot.layer), "state": {}}
-    new: dict[str, dict[str, tuple]] = {"params": {}, "state": {}}
-    for key, ours, tree, to_wframe, _, note in _fields(slot.layer, slot.perm):
-        if key in t:
-            new[tree][ours] = (to_wframe(t[key]), key, note)
-    return new
 
 
 # ------------------------------------------------------------------ PyTorch
 def from_torch(
     model: Sequential,
     state_dict_or_path: Any,
-    mapping: Mapping[str, str | None] | None = None,
+    mapping: Mapping[str, str | Sequence[str] | None] | None = None,
     *,
     strict: bool = True,
 ) -> TransferReport:
@@ -264,23 +182,27 @@ def from_torch(
     State-dict entries are grouped by module prefix (``"features.3.weight"`` -> module
     ``"features.3"``) and paired in order with the model's layers that hold weights (a walk
     through its containers), each pair checked for kind and shapes. Linear weights are
-    transposed; Conv2d kernels go OIHW -> HWIO; LSTM, GRU and RNN gates are reordered to
-    wframe's (an LSTM's two biases add; a GRU's ``bias_ih`` becomes ``b`` and ``bias_hh``
-    ``b_h``, as wframe's GRU is Keras' ``reset_after=True``); BatchNorm's running statistics
-    become the state ``mean``/``var`` (both frameworks store the running variance; PyTorch
-    updates it with the unbiased batch variance, wframe with the biased one, a difference only
-    further training sees) and ``num_batches_tracked`` is skipped. A Dense (or BatchNorm,
-    LayerNorm) fed by a Flatten of an (H, W, C) map gets its input rows permuted: PyTorch
-    flattens NCHW maps in (C, H, W) order, wframe NHWC maps in (H, W, C) order.
+    transposed; Conv2d kernels go OIHW -> HWIO and Conv1d kernels (out, in, k) -> (k, in, out);
+    an Embedding's ``weight`` is ``embeddings`` as it is; LayerNorm's ``weight``/``bias`` are
+    ``gamma``/``beta``, RMSNorm's ``weight`` is ``scale``; recurrent and attention modules go
+    as the module's docstring says; BatchNorm's running statistics become the state
+    ``mean``/``var`` (both frameworks store the running variance; PyTorch updates it with the
+    unbiased batch variance, wframe with the biased one, a difference only further training
+    sees) and ``num_batches_tracked`` is skipped. A Dense (or a norm) fed by a Flatten of an
+    (H, W, C) map gets its input rows permuted: PyTorch flattens NCHW maps in (C, H, W) order,
+    wframe NHWC maps in (H, W, C) order.
 
     Args:
-      model: a built :class:`wframe.Sequential`.
+      model: a built :class:`wframe.Sequential` (or graph ``wf.Model``, its layers in the
+        order of their first calls).
       state_dict_or_path: a ``state_dict`` (torch tensors or NumPy arrays), a ``.safetensors``
         path (never a pickle), or the ``torch.nn.Module`` itself, which also lets ``eps``,
-        strides and dilation be checked. A file keeps no module order (safetensors sorts the
-        names), so its modules are taken in natural name order; ``mapping`` fixes the rest.
+        strides, dilation, heads and an RNN's nonlinearity be checked. A file keeps no module
+        order (safetensors sorts the names), so its modules are taken in natural name order;
+        ``mapping`` fixes the rest.
       mapping: ``{torch module prefix: wframe flat layer name}`` pairs that override the order
-        (the other modules pair in order with the other layers); ``None`` skips a module.
+        (the other modules pair in order with the other layers); ``None`` skips a module; a
+        recurrent module of ``n`` layers takes a list of ``n`` names.
       strict: raise when modules are left over on either side (else report them).
 
     Raises:
@@ -309,36 +231,53 @@ def _without_counters(groups: dict[str, dict], report: TransferReport) -> dict[s
     return {p: t for p, t in groups.items() if t}
 
 
-def _pair_modules(
-    groups: dict[str, dict],
-    layers: list[_Slot],
-    mapping: Mapping[str, str | None] | None,
-    modules: dict[str, Any],
-    report: TransferReport,
-) -> tuple[list[tuple[str, dict, _Slot]], list[str]]:
-    """``(pairs, extra)``: ``(prefix, entries, slot)`` of each torch module paired with a layer
-    (by ``mapping``, else in order), and the labels of the modules left over; the skipped
-    entries and the layers left over (``report.missing``) go into ``report``."""
-    slots = {s.name: s for s in layers}
-    mapping = dict(mapping or {})
+def _mapped_names(groups: dict, mapping: dict, slots: dict) -> dict[str, list | None]:
+    """``mapping`` checked, as ``{prefix: [one name per layer of the module] or None}``."""
+    out = {}
     for p, n in mapping.items():
-        if p not in groups or (n is not None and n not in slots):
+        names = None if n is None else [n] if isinstance(n, str) else list(n)
+        parts = len(tl.rnn_layers(groups[p])) if p in groups else 0
+        if not parts or (names is not None and not set(names) <= set(slots)):
             raise ValueError(
                 f"from_torch: mapping {p!r}: {n!r} names a missing module or layer; the torch "
                 f"modules are {list(groups)}, the layers with weights {list(slots)}"
             )
-    free = iter([s for s in slots.values() if s.name not in set(mapping.values())])
+        if names is not None and len(names) != parts:
+            raise ValueError(
+                f"from_torch: mapping {p!r}: {n!r} gives {len(names)} layer names, but the "
+                f"module holds {parts} layers; give a list of {parts} names"
+            )
+        out[p] = names
+    return out
+
+
+def _pair_modules(
+    groups: dict[str, dict],
+    layers: list[_Slot],
+    mapping: Mapping[str, Any] | None,
+    modules: dict[str, Any],
+    report: TransferReport,
+) -> tuple[list[tuple[str, dict, _Slot]], list[str]]:
+    """``(pairs, extra)``: ``(prefix, entries, slot)`` of each torch module (each layer of a
+    multi-layer recurrent module) paired with a layer (by ``mapping``, else in order), and the
+    labels of the modules left over; the skipped entries and the layers left over
+    (``report.missing``) go into ``report``."""
+    slots = {s.name: s for s in layers}
+    mapped = _mapped_names(groups, dict(mapping or {}), slots)
+    taken = {n for names in mapped.values() for n in names or ()}
+    free = iter([s for s in slots.values() if s.name not in taken])
     pairs, extra = [], []
-    for prefix, t in groups.items():
-        if prefix in mapping and mapping[prefix] is None:
-            report.skipped += [(_join(prefix, k), "mapped to None") for k in t]
+    for prefix, whole in groups.items():
+        if prefix in mapped and mapped[prefix] is None:
+            report.skipped += [(_join(prefix, k), "mapped to None") for k in whole]
             continue
-        slot = slots[mapping[prefix]] if prefix in mapping else next(free, None)
-        if slot is None:
-            extra.append(_torch_label(prefix, t, modules))
-            report.skipped += [(_join(prefix, k), "no wframe layer left") for k in t]
-        else:
-            pairs.append((prefix, t, slot))
+        for i, t in enumerate(tl.rnn_layers(whole)):
+            slot = slots[mapped[prefix][i]] if prefix in mapped else next(free, None)
+            if slot is None:
+                extra.append(_torch_label(prefix, t, modules))
+                report.skipped += [(_join(prefix, k), "no wframe layer left") for k in t]
+            else:
+                pairs.append((prefix, t, slot))
     report.missing = [s.name for s in free]
     return pairs, extra
 
@@ -347,31 +286,40 @@ def _join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
-def _torch_label(prefix: str, t: dict, modules: dict) -> str:
-    kind = type(modules[prefix]).__name__ if prefix in modules else _torch_kind(t) or "unknown"
+def _torch_label(prefix: str, t: dict, modules: dict, want: str | None = None) -> str:
+    kinds = tl.torch_kinds(t)  # (the kind wanted, where the entries cannot tell it apart)
+    kinds = want if want in kinds else " or ".join(kinds) or "unknown"
+    kind = type(modules[prefix]).__name__ if prefix in modules else kinds
     return f"torch module {prefix or '<root>'!r} ({kind}: {_shapes(t)})"
+
+
+def _mismatch(prefix: str, t: dict, slot: _Slot, modules: dict) -> str | None:
+    """Why module ``prefix``'s entries ``t`` cannot fill ``slot`` (``None``: they can)."""
+    kinds, want = tl.torch_kinds(t), tl.kind_of(slot.layer)
+    known = tl.module_kind(modules[prefix]) if prefix in modules else None
+    kinds = (known,) if known in kinds else kinds  # a module tells Linear from Embedding
+    if not kinds:
+        return f"its kind is not handled ({_HANDLED})"
+    if want not in kinds:
+        return f"a {' or '.join(kinds)} cannot fill a {type(slot.layer).__name__}"
+    return tl.check_module(modules[prefix], slot.layer) if prefix in modules else None
 
 
 def _plan(model, pairs: list, modules: dict, report: TransferReport) -> tuple[dict, dict]:
     """The model's new params and state, every pair converted and checked first."""
     fns: dict[str, dict[str, Callable]] = {"params": {}, "state": {}}
     for prefix, t, slot in pairs:
-        own = {"params": _sub(model.params, slot.name), "state": _sub(model.state, slot.name)}
-        kind, want = _torch_kind(t), _kind_of(slot.layer)
-        if kind is None:
-            why = "its kind is not handled (Linear, Conv2d, BatchNorm, LayerNorm, LSTM/GRU/RNN)"
-        elif kind != want:
-            why = f"a {kind} cannot fill a {type(slot.layer).__name__}"
-        else:
-            why = _check_module(modules[prefix], slot.layer) if prefix in modules else None
-        new = _from_torch(t, slot) if why is None else {}
+        own = {tree: dict(flatten(_sub(getattr(model, tree), slot.name))) for tree in fns}
+        why = _mismatch(prefix, t, slot, modules)
+        new = tl.from_torch(t, slot.layer, slot.perm) if why is None else {}
         for tree in new:
             got = {k: v[0].shape for k, v in new[tree].items()}
             if got != {k: tuple(a.shape) for k, a in own[tree].items()}:
                 why = f"it converts to {tree} {_shapes({k: v[0] for k, v in new[tree].items()})}"
         if why:
             raise ValueError(
-                f"from_torch: {_torch_label(prefix, t, modules)} paired with wframe layer "
+                f"from_torch: {_torch_label(prefix, t, modules, tl.kind_of(slot.layer))} "
+                f"paired with wframe layer "
                 f"{slot.name!r} ({type(slot.layer).__name__}: "
                 f"{_shapes({**own['params'], **own['state']})}): {why}"
             )
@@ -392,30 +340,27 @@ def to_torch_state_dict(model: Sequential) -> dict[str, np.ndarray]:
     The exact inverse of :func:`from_torch`: ``from_torch(other, to_torch_state_dict(model))``
     copies the weights bit for bit. Keys are those of an ``nn.Sequential`` twin with one module
     per wframe layer (``"0.weight"``, ``"3.running_var"``, nested chains ``"2.1.weight"``), a
-    Dense or Conv2D with an activation counting as two (``nn.Linear`` then ``nn.ReLU``). Load a
+    Dense or Conv with an activation counting as two (``nn.Linear`` then ``nn.ReLU``). Load a
     twin with ``twin.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``; a twin
     that names its modules itself takes ``dict(zip(twin.state_dict(), sd.values()))`` (the same
-    order); ``safetensors.numpy.save_file`` writes it. An LSTM/RNN bias goes to ``bias_ih_l0``
-    (``bias_hh_l0`` is zero); a BatchNorm gets ``num_batches_tracked = 0``.
+    order: consecutive recurrent layers give ``_l0`` entries of one module each, in the order of
+    one ``nn.GRU(num_layers=n)``'s ``_l0``, ``_l1``..., and a Bidirectional gives ``*_l0`` then
+    ``*_l0_reverse`` as torch does); ``safetensors.numpy.save_file`` writes it. An LSTM/RNN
+    bias goes to ``bias_ih_l0`` (``bias_hh_l0`` is zero); a BatchNorm gets
+    ``num_batches_tracked = 0``.
     """
     out: dict[str, np.ndarray] = {}
     for slot in _slots(model):
         layer = slot.layer
-        if _kind_of(layer) is None:
+        if tl.kind_of(layer) is None:
             raise ValueError(
                 f"to_torch_state_dict: {layer.label} ({slot.name!r}) has no PyTorch counterpart "
-                f"here; handled: {[k.__name__ for k in _TORCH_KINDS]}"
+                f"here; handled: {_HANDLED}"
             )
         p, s = (
-            {k: to_numpy(a) for k, a in _sub(tree, slot.name).items()}
+            {k: to_numpy(a) for k, a in flatten(_sub(tree, slot.name))}
             for tree in (model.params, model.state)
         )
-        if isinstance(layer, (wl.LSTM, wl.GRU, wl.SimpleRNN)):
-            tensors = _rnn_to(p, layer)
-        else:
-            fields = _fields(layer, slot.perm)
-            tensors = {k: back({**p, **s}[n]) for k, n, _, _, back, _ in fields if n in {**p, **s}}
-        if isinstance(layer, wl.BatchNorm):
-            tensors["num_batches_tracked"] = np.array(0, np.int64)
+        tensors = tl.to_torch(p, s, layer, slot.perm)
         out.update({_join(slot.torch, k): np.array(a, order="C") for k, a in tensors.items()})
     return out
