@@ -249,3 +249,10 @@ def test_pruning_zeroes_moments_inside_partitions_and_trainable_parts(backend):
                 leaf = dict(flatten(moment)).get(name)
                 if leaf is not None:
                     assert not np.any(wf.to_numpy(leaf)[wf.to_numpy(mask) == 0]), (label, name)
+
+
+def test_value_and_grad_of_a_partly_frozen_model_leaves_the_frozen_params_out(backend):
+    model = wf.Sequential([wf.layers.Dense(3), wf.layers.Dense(2)]).build((None, 4))
+    model.freeze("dense_0")
+    _, grads = model.value_and_grad(np.ones((2, 4)), np.array([0, 1]))
+    assert list(grads) == ["dense_1"] and set(grads["dense_1"]) == {"W", "b"}

@@ -36,6 +36,7 @@ from wframe.backends import (
     use_backend,
 )
 from wframe.callbacks import History
+from wframe.layers import Input
 from wframe.model import Model, Sequential
 from wframe.optimizers import clipping
 from wframe.saving import checkpoint, io, load_model, save_model, weights
@@ -45,6 +46,7 @@ from wframe.training import TrainState, make_train_step
 __all__ = [
     "BackendUnavailableError",
     "History",
+    "Input",
     "Model",
     "Sequential",
     "WeightsFileError",

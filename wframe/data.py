@@ -90,6 +90,7 @@ def inputs(x: Any, backend: Backend, dtype: str, what: str = "x", *, finite: boo
         host = np.asarray(x)
         if not (np.issubdtype(host.dtype, np.number) or host.dtype == np.bool_):
             raise TypeError(f"{what} must be a numeric array, got dtype {host.dtype}")
+        _check_ids(host.dtype, dtype, what)
         if host.ndim == 0:
             raise ValueError(f"{what} must have a batch axis, got a scalar {host!r}")
         if finite:
@@ -104,10 +105,20 @@ def inputs(x: Any, backend: Backend, dtype: str, what: str = "x", *, finite: boo
         )
     if x.ndim == 0:
         raise ValueError(f"{what} must have a batch axis, got a scalar")
+    _check_ids(np.dtype(str(x.dtype)) if str(x.dtype) != "bfloat16" else x.dtype, dtype, what)
     if finite:
         check_finite(x, what, dtype)
     target = backend.dtype(dtype)
     return x if x.dtype == target else backend.xp.astype(x, target)
+
+
+def _check_ids(got: Any, dtype: str, what: str) -> None:
+    """Refuse non-integer data for an integer input (token ids are never cast from floats)."""
+    if np.dtype(dtype).kind in "iu" and getattr(got, "kind", "f") not in "iu":
+        raise TypeError(
+            f"{what} must hold integer ids (the model's input is {dtype}), got dtype {got}; "
+            f"convert it with {what.split('[')[0]}.astype('int32') if the values are ids"
+        )
 
 
 def labels(
@@ -142,9 +153,9 @@ def split(x: Any, y: Any, fraction: Any) -> tuple[Any, Any, tuple[Any, Any]]:
     ok = isinstance(fraction, (int, float, np.floating)) and not isinstance(fraction, bool)
     if not ok or not 0 <= fraction < 1:
         raise ValueError(f"fit: validation_split must be a number in [0, 1), got {fraction!r}")
-    x = x if hasattr(x, "shape") else np.asarray(x)
-    y = y if hasattr(y, "shape") else np.asarray(y)
-    n = x.shape[0] if x.ndim else 0
+    x, y = _arrays(x), _arrays(y)
+    first = _first(x)
+    n = first.shape[0] if first.ndim else 0
     cut = math.ceil(n * (1 - float(fraction)))
     if cut == 0 or cut == n:
         raise ValueError(
@@ -152,7 +163,96 @@ def split(x: Any, y: Any, fraction: Any) -> tuple[Any, Any, tuple[Any, Any]]:
             f"{'no training' if cut == 0 else 'no validation'} examples; use a larger "
             "dataset or another fraction"
         )
-    return x[:cut], y[:cut], (x[cut:], y[cut:])
+    head, tail = slice(None, cut), slice(cut, None)
+    return take(x, head), take(y, head), (take(x, tail), take(y, tail))
+
+
+def _arrays(x: Any) -> Any:
+    """``x`` with nested sequences made NumPy arrays (a list or dict of arrays kept one)."""
+    if isinstance(x, dict):
+        return {k: _arrays(v) for k, v in x.items()}
+    if _is_array_list(x):
+        return tuple(_arrays(v) for v in x)
+    return x if hasattr(x, "shape") else np.asarray(x)
+
+
+def _first(x: Any) -> Any:
+    if isinstance(x, dict):
+        return _first(next(iter(x.values())))
+    return _first(x[0]) if isinstance(x, tuple) else x
+
+
+def take(x: Any, rows: Any) -> Any:
+    """``x[rows]`` of an array, or of each array of a tuple or dict of them."""
+    if isinstance(x, dict):
+        return {k: take(v, rows) for k, v in x.items()}
+    if isinstance(x, tuple):
+        return tuple(take(v, rows) for v in x)
+    return x[rows]
+
+
+def rows(x: Any) -> int:
+    """The number of examples of an array or tuple of arrays (checked to agree)."""
+    return int(_first(x).shape[0])
+
+
+def concat_rows(parts: list, xp: Any) -> Any:
+    """Batches (arrays, or tuples of one array per output) joined along the batch axis."""
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], tuple):
+        return tuple(xp.concat([p[i] for p in parts], axis=0) for i in range(len(parts[0])))
+    return xp.concat(parts, axis=0)
+
+
+def _is_array_list(x: Any) -> bool:
+    """A list or tuple of arrays of at least one axis (several inputs), not nested numbers."""
+    return (
+        isinstance(x, (list, tuple))
+        and bool(x)
+        and all(getattr(a, "ndim", 0) >= 1 and not isinstance(a, (list, tuple)) for a in x)
+    )
+
+
+def per_name(x: Any, names: tuple[str, ...], what: str, kind: str) -> tuple:
+    """``x`` as a tuple with one entry per name: from a dict by name, a list or tuple of
+    arrays in order, or (one name) one array; a ``ValueError`` naming what is wrong."""
+    n = len(names)
+    if isinstance(x, dict):
+        unknown = sorted(set(x) - set(names))
+        missing = [k for k in names if k not in x]
+        if unknown or missing:
+            raise ValueError(
+                f"{what}: the dict's keys {sorted(x)} must be the model's {kind} names "
+                f"{list(names)} (missing {missing}, unknown {unknown})"
+            )
+        return tuple(x[k] for k in names)
+    if _is_array_list(x):
+        if len(x) != n:
+            fix = (
+                "stack them into one array, or build a graph model with a wf.Input per array"
+                if n == 1
+                else "pass one per " + kind
+            )
+            raise ValueError(
+                f"{what}: a {type(x).__name__} of {len(x)} arrays for a model of {n} {kind}"
+                f"{'s' if n > 1 else ''} {list(names)}; {fix}"
+            )
+        return tuple(x)
+    if n > 1:
+        raise ValueError(
+            f"{what}: the model has {n} {kind}s {list(names)}; pass a list of {n} arrays or a "
+            f"dict by {kind} name, got {type(x).__name__}"
+        )
+    return (x,)
+
+
+def same_rows(arrays: tuple, names: tuple[str, ...], what: str) -> None:
+    """Refuse inputs (or labels) of different numbers of examples."""
+    counts = [int(a.shape[0]) for a in arrays]
+    if len(set(counts)) > 1:
+        got = ", ".join(f"{n!r}: {c}" for n, c in zip(names, counts, strict=True))
+        raise ValueError(f"{what}: every input needs the same number of examples, got {got}")
 
 
 def default_batch(out_elements: int, rows: int) -> int:

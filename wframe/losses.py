@@ -52,14 +52,30 @@ class Loss:
         """The dtype labels take on the backend: the model dtype unless overridden."""
         return dtype
 
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """What ``fit``/``evaluate`` log after ``loss``, in order."""
+        return (self.metric,) if self.metric else ()
+
+    def metric_fn(self, name: str):
+        """``(pred, labels) -> value`` of one of :attr:`metric_names`."""
+        return METRICS[name]
+
 
 #: Probabilities are clipped to [EPSILON, 1 - EPSILON] before the log, as Keras does.
 EPSILON = 1e-7
 
 
+def _as_float(labels: np.ndarray) -> np.ndarray:
+    """One-hot labels given as integers, as floats (the model dtype on the backend)."""
+    return labels.astype(np.float64) if not np.issubdtype(labels.dtype, np.floating) else labels
+
+
 @dataclass(frozen=True)
 class SoftmaxCrossEntropy(Loss):
-    """Cross-entropy with integer labels (N,) or one-hot/soft labels (N, C).
+    """Cross-entropy with integer labels (N,) or one-hot/soft labels (N, C); predictions of
+    more axes (a sequence's ``(N, T, C)``) take labels ``(N, T)`` or ``(N, T, C)`` and the
+    loss is the mean over every position, as Keras'.
 
     Args:
       from_logits: the predictions are logits (default: softmax is applied here, stably); with
@@ -72,6 +88,13 @@ class SoftmaxCrossEntropy(Loss):
 
     def __call__(self, logits, labels):
         xp = array_namespace(logits)
+        if logits.ndim > 2:  # every position a row
+            c = logits.shape[-1]
+            flat = labels if labels.ndim == logits.ndim else xp.reshape(labels, (-1,))
+            if labels.ndim == logits.ndim:
+                flat = xp.reshape(labels, (-1, c))
+            value, grad = self(xp.reshape(logits, (-1, c)), flat)
+            return value, xp.reshape(grad, logits.shape)
         if not self.from_logits:
             return self._from_probabilities(xp, logits, labels)
         fused = FUSED.get(xp)  # value and gradient in one row kernel (CuPy)
@@ -102,6 +125,16 @@ class SoftmaxCrossEntropy(Loss):
         return value, -labels / clipped * inside / n
 
     def check(self, pred_shape, labels):
+        if len(pred_shape) > 2 and labels.ndim == len(pred_shape) - 1:
+            if labels.shape != tuple(pred_shape[:-1]):
+                raise ValueError(
+                    f"loss '{self.name}' expects integer labels of shape {tuple(pred_shape[:-1])} "
+                    f"for predictions of shape {tuple(pred_shape)}, got {labels.shape}"
+                )
+            flat = (int(np.prod(pred_shape[:-1])), pred_shape[-1])
+            return self.check(flat, labels.reshape(-1)).reshape(labels.shape)
+        if len(pred_shape) > 2:
+            return _as_float(super().check(pred_shape, labels))
         n, c = pred_shape
         if labels.ndim == 1:
             if labels.shape[0] != n:
@@ -120,10 +153,12 @@ class SoftmaxCrossEntropy(Loss):
                     f"[{labels.min()}, {labels.max()}]"
                 )
             return labels
-        return super().check(pred_shape, labels)
+        return _as_float(super().check(pred_shape, labels))
 
     def label_dtype(self, labels, dtype):
-        return "int32" if labels.ndim == 1 else dtype
+        # Class indices (one axis fewer than the predictions) stay integers; one-hot or soft
+        # labels were made float by check.
+        return "int32" if np.issubdtype(labels.dtype, np.integer) else dtype
 
 
 @dataclass(frozen=True)
@@ -182,9 +217,9 @@ class MeanSquaredError(Loss):
 def accuracy(pred: Array, labels: Array) -> Array:
     """Fraction of correct predictions: argmax for (N, C > 1), ``logit > 0`` for one output."""
     xp = array_namespace(pred)
-    if pred.ndim == 2 and pred.shape[1] > 1:
+    if pred.ndim >= 2 and pred.shape[-1] > 1:
         hits = xp.argmax(pred, axis=-1) == (
-            labels if labels.ndim == 1 else xp.argmax(labels, axis=-1)
+            labels if labels.ndim == pred.ndim - 1 else xp.argmax(labels, axis=-1)
         )
     else:
         hits = (pred > 0) == (labels > 0.5)
@@ -205,7 +240,7 @@ _LOSSES = {
 
 def probability_accuracy(pred: Array, labels: Array) -> Array:
     """:func:`accuracy` for probabilities: a single output counts as 1 above 0.5."""
-    if pred.ndim == 2 and pred.shape[1] > 1:
+    if pred.ndim >= 2 and pred.shape[-1] > 1:
         return accuracy(pred, labels)
     xp = array_namespace(pred)
     hits = (pred > 0.5) == (labels > 0.5)
@@ -213,6 +248,104 @@ def probability_accuracy(pred: Array, labels: Array) -> Array:
 
 
 METRICS = {"accuracy": accuracy, "probability_accuracy": probability_accuracy}
+
+
+@dataclass(frozen=True)
+class Outputs(Loss):
+    """The loss of a model of several outputs: a loss per output, their weighted sum.
+
+    Predictions and labels are tuples in the order of ``names``. The logs add each output's
+    (unweighted) loss and metric as Keras names them: ``"<output>_loss"``,
+    ``"<output>_accuracy"``.
+
+    Args:
+      losses: a :class:`Loss` per output.
+      names: the outputs' names.
+      weights: a weight per output (Keras' ``loss_weights``).
+    """
+
+    losses: tuple = ()
+    names: tuple = ()
+    weights: tuple = ()
+    name = "loss"
+
+    def __call__(self, preds, labels):
+        total, grads = 0.0, []
+        for loss, w, p, y in zip(self.losses, self.weights, preds, labels, strict=True):
+            value, grad = loss(p, y)
+            total = total + (value if w == 1 else w * value)
+            grads.append(grad if w == 1 else grad * w)
+        return total, tuple(grads)
+
+    def check(self, pred_shape, labels):
+        return tuple(
+            loss.check(shape, y)
+            for loss, shape, y in zip(self.losses, pred_shape, labels, strict=True)
+        )
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return tuple(
+            f"{name}_{what}"
+            for name, loss in zip(self.names, self.losses, strict=True)
+            for what in ("loss", *loss.metric_names)
+        )
+
+    def metric_fn(self, name: str):
+        for i, (out, loss) in enumerate(zip(self.names, self.losses, strict=True)):
+            if name == f"{out}_loss":
+                return lambda p, y, i=i, loss=loss: loss(p[i], y[i])[0]
+            for metric in loss.metric_names:
+                if name == f"{out}_{metric}":
+                    fn = loss.metric_fn(metric)
+                    return lambda p, y, i=i, fn=fn: fn(p[i], y[i])
+        raise KeyError(name)
+
+    @classmethod
+    def of(cls, loss, names: tuple[str, ...], weights=None) -> Outputs:
+        """The loss of outputs ``names`` from Keras' ``compile`` arguments: one loss for every
+        output, a list (in output order) or a dict by output name; ``weights`` likewise."""
+        if isinstance(loss, Outputs):
+            return (
+                loss
+                if weights is None
+                else cls(
+                    losses=loss.losses,
+                    names=names,
+                    weights=_per_output(weights, names, "loss_weights", float),
+                )
+            )
+        losses = _per_output(loss, names, "loss", get, broadcast=True)
+        w = (
+            (1.0,) * len(names)
+            if weights is None
+            else _per_output(weights, names, "loss_weights", float)
+        )
+        return cls(losses=losses, names=tuple(names), weights=w)
+
+
+def _per_output(value, names, what, convert, broadcast=False) -> tuple:
+    """One ``convert``-ed entry per output from a dict by name, a list in order, or (with
+    ``broadcast``) one value for all."""
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(names))
+        missing = [n for n in names if n not in value]
+        if unknown or missing:
+            raise ValueError(
+                f"{what}: the dict names outputs {sorted(value)}, the model's outputs are "
+                f"{list(names)} (missing {missing}, unknown {unknown})"
+            )
+        return tuple(convert(value[n]) for n in names)
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(names):
+            raise ValueError(
+                f"{what}: a list of {len(value)} for the model's {len(names)} outputs "
+                f"{list(names)}; give one per output, or a dict by output name"
+            )
+        return tuple(convert(v) for v in value)
+    if broadcast:
+        return (convert(value),) * len(names)
+    raise TypeError(f"{what} must be a list or a dict by output name {list(names)}, got {value!r}")
 
 
 def get(identifier: str | Loss, **kwargs) -> Loss:

@@ -260,6 +260,13 @@ def _cast(xp: Any, tree: Any, dtype: Any) -> Any:
     return tree_map(lambda a: xp.astype(a, dtype), tree)
 
 
+def _cast_floats(xp: Any, x: Any, dtype: Any) -> Any:
+    """An input (or a tuple of them) with its floating arrays cast; integer ids are kept."""
+    if isinstance(x, tuple):
+        return tuple(_cast_floats(xp, a, dtype) for a in x)
+    return x if x is None or xp.isdtype(x.dtype, ("integral", "bool")) else xp.astype(x, dtype)
+
+
 def mixed_forward(policy: Policy, forward: Any, params, state, x, *, train, key, vjp):
     """``forward`` (a chain's, taking ``vjp`` and a backprop ``need``) run in ``policy``'s
     compute dtype: params and ``x`` cast to it, the output cast back to the params' dtype.
@@ -268,21 +275,20 @@ def mixed_forward(policy: Policy, forward: Any, params, state, x, *, train, key,
     layers' backprop there and returns the gradients in the params' dtype and ``dx`` in ``x``'s.
     On JAX, autodiff through the same casts does the same. Layer state keeps its dtype.
     """
-    xp = array_namespace(x)
+    xp = array_namespace(x[0] if isinstance(x, tuple) else x)
     low, high = dtype_in(xp, policy.compute_dtype), dtype_in(xp, policy.param_dtype)
-    x_dtype = x.dtype
     y, new_state, back = forward(
-        _cast(xp, params, low), state, xp.astype(x, low), train=train, key=key, vjp=vjp
+        _cast(xp, params, low), state, _cast_floats(xp, x, low), train=train, key=key, vjp=vjp
     )
     # Running statistics stay float32 (normalization layers keep them so; this is a guard).
     new_state = tree_map(lambda a: xp.astype(a, high) if is_half(a.dtype) else a, new_state)
-    y = xp.astype(y, high)
+    y = _cast(xp, y, high)
     if back is None:
         return y, new_state, None
 
     def backprop(dy, input_grad=True, need=None):
-        dx, grads = back(xp.astype(dy, low), input_grad=input_grad, need=need)
-        return (None if dx is None else xp.astype(dx, x_dtype)), _cast(xp, grads, high)
+        dx, grads = back(_cast(xp, dy, low), input_grad=input_grad, need=need)
+        return (None if dx is None else _cast_floats(xp, dx, high)), _cast(xp, grads, high)
 
     return y, new_state, backprop
 

@@ -116,19 +116,33 @@ def evaluate(
         yb, _ = _padded(y, start, rows, y.shape[1:], y.dtype, xp)
         batch = [strategy.assemble(a, strategy.batch_sharding) for a in (xb, yb, _mask(real, rows))]
         sums.append(fn(params, state, *batch))
-    names = ("loss", loss.metric) if loss.metric else ("loss",)
+    names = ("loss", *loss.metric_names)
     total = sum(counts)
     host = model.backend.to_host(sums)  # one transfer, after every batch is queued
     return {k: sum(float(s[k]) for s in host) / total for k in names} if total else {}
+
+
+def check_single_io(strategy: Any, model: Any, what: str) -> None:
+    """Refuse a graph model of several inputs or outputs (the strategies shard one array)."""
+    several = [
+        f"{len(s)} {kind}"
+        for kind, s in (("inputs", model.input_shape), ("outputs", model.output_shape))
+        if s and isinstance(s[0], tuple)
+    ]
+    if several:
+        raise ValueError(
+            f"{what}: strategy={strategy!r} shards models of one input and one output; "
+            f"{model.label} has {' and '.join(several)}: train it without a strategy"
+        )
 
 
 def _eval_fn(strategy: Any, model: Any, loss: losses_mod.Loss) -> Any:
     jax = strategy.jax
     jnp = jax.numpy
     per_example = {"loss": lambda p, t: loss(p[None], t[None])[0]}
-    if loss.metric:
-        metric = losses_mod.METRICS[loss.metric]
-        per_example[loss.metric] = lambda p, t: metric(p[None], t[None])
+    for name in loss.metric_names:
+        metric = loss.metric_fn(name)
+        per_example[name] = lambda p, t, metric=metric: metric(p[None], t[None])
 
     def fn(params, state, x, y, mask):
         x, y, mask = (strategy.shard_batch(a) for a in (x, y, mask))

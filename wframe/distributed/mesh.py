@@ -90,7 +90,8 @@ class DataParallel:
 
     # ------------------------------------------------------------------ checks
     def check_model(self, model: Any, what: str) -> None:
-        """Refuse a model off JAX."""
+        """Refuse a model off JAX, or one of several inputs or outputs."""
+        inference.check_single_io(self, model, what)
         if not model.backend.has_autodiff or model.backend.name != "jax":
             raise ValueError(
                 f"{what}: strategy={self!r} needs a model on the jax backend, but it lives on "

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from wframe.backends import backend_of
-from wframe.distributed import process
+from wframe.distributed import inference, process
 from wframe.distributed.comm import NcclComm, TcpComm
 from wframe.random import fold_in
 from wframe.training import TrainState, evaluate
@@ -86,7 +86,9 @@ class NcclDataParallel:
 
     # ------------------------------------------------------------------ checks
     def check_model(self, model: Any, what: str) -> None:
-        """Refuse a JAX model (DataParallel's job), or one off CuPy with NCCL."""
+        """Refuse a JAX model (DataParallel's job), or one off CuPy with NCCL, or one of
+        several inputs or outputs."""
+        inference.check_single_io(self, model, what)
         if model.backend.has_autodiff:
             raise ValueError(
                 f"{what}: strategy={self!r} runs the hand-written backprop of the numpy and cupy "
@@ -194,7 +196,7 @@ class NcclDataParallel:
         self.check_model(model, "evaluate")
         arrays = None if params is None else TrainState(params, state, None)
         local = evaluate(model, x, y, loss, size, arrays)
-        names = ("loss", loss.metric) if loss.metric else ("loss",)
+        names = ("loss", *loss.metric_names)
         n = x.shape[0]
         sums = np.array([*(local.get(k, 0.0) * n for k in names), n], np.float64)
         backend = model.backend

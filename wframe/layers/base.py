@@ -32,6 +32,14 @@ class Layer:
     may then skip what only the backward needs and return ``None`` instead of ``backprop``.
     Callers go through :meth:`apply`, which passes ``vjp`` only to layers that take it.
 
+    **Several inputs** (merge layers, attention, a graph): ``in_shape`` is a tuple of shapes
+    (each a tuple with ``None`` for the batch axis), ``x`` a tuple of arrays in the same order,
+    and ``backprop`` returns ``dx`` as a tuple with one entry per input (``None`` for an input
+    that has no gradient: integer ids, a mask). A layer that returns several outputs returns a
+    tuple of shapes from ``init``, a tuple of arrays from ``forward`` and takes a tuple ``dy``.
+    How a call on symbolic tensors (``layer(a, b, flag=True)``, the functional API) maps to
+    ``x`` and to static keyword options of ``forward`` is :meth:`call_args`.
+
     Layers with ``selective_grads = True`` also take ``backprop(dy, input_grad, need=...)``:
     ``need`` is ``None`` (every param's gradient) or a dict shaped like the layer's params
     holding only the params whose gradients are wanted (``{}``: none, just ``dx``), so frozen
@@ -46,6 +54,9 @@ class Layer:
     uses_key = False
     #: True when ``backprop`` takes ``need`` (see above).
     selective_grads = False
+    #: The dtype a model feeds this layer when it comes first (``None``: the model's float
+    #: dtype; ``"int32"``: token ids, as Embedding takes them, never cast to float).
+    input_dtype = None
     #: Whether ``forward`` takes ``vjp`` (set per class from its signature).
     _takes_vjp = False
 
@@ -85,6 +96,37 @@ class Layer:
         for f in fields:
             object.__setattr__(self, f, regularizers.get(getattr(self, f), f"{self.label}: {f}"))
 
+    def call_args(self, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        """``(inputs, options)`` of a call ``layer(*args, **kwargs)`` on symbolic tensors:
+        ``inputs`` one tensor or a tuple of them (what ``forward`` gets as ``x``), ``options``
+        static JSON values (bools, ints, strings) passed to ``forward`` as keyword arguments.
+
+        The default takes one tensor, or one list/tuple of tensors (a merge layer's inputs),
+        and no options; a layer with a richer call signature (``MultiHeadAttention(query,
+        value, key=None, attention_mask=None, use_causal_mask=False)``) overrides this.
+        """
+        if kwargs or len(args) != 1:
+            raise TypeError(
+                f"{self.label} is called on one tensor (or one list of tensors), got "
+                f"{len(args)} positional and {sorted(kwargs)} keyword arguments"
+            )
+        x = args[0]
+        return (tuple(x) if isinstance(x, (list, tuple)) else x), {}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call on symbolic tensors (``wf.Input`` and what layers made of it): records the
+        call in the graph under construction and returns the output tensor(s)."""
+        inputs, options = self.call_args(*args, **kwargs)
+        tensors = inputs if isinstance(inputs, tuple) else (inputs,)
+        symbolic = next((t for t in tensors if getattr(t, "is_symbolic", False)), None)
+        if symbolic is None:
+            raise TypeError(
+                f"{self.label} is a description without weights: call it on wf.Input tensors "
+                "to build a graph (wf.Model(inputs, outputs)), or put it in a model and call "
+                "model.predict(x)"
+            )
+        return symbolic.record(self, inputs, options)
+
     def init(self, key: Key, in_shape: Shape, *, dtype: str = "float32"):
         raise TypeError(f"{type(self).__name__} does not define init")
 
@@ -100,11 +142,13 @@ class Layer:
         train: bool = False,
         key: Any = None,
         vjp: bool = True,
+        **options: Any,
     ):
-        """:meth:`forward`, telling layers that accept it whether ``backprop`` will be called."""
+        """:meth:`forward`, telling layers that accept it whether ``backprop`` will be called;
+        ``options`` are the static call options of :meth:`call_args`."""
         if self._takes_vjp:
-            return self.forward(params, state, x, train=train, key=key, vjp=vjp)
-        return self.forward(params, state, x, train=train, key=key)
+            return self.forward(params, state, x, train=train, key=key, vjp=vjp, **options)
+        return self.forward(params, state, x, train=train, key=key, **options)
 
     def positive_int(self, what: str, value: Any) -> int:
         """``value`` as a Python int > 0 (NumPy integers accepted), or a ValueError naming it."""

@@ -20,7 +20,7 @@ from wframe.tree import tree_map
 _EMPTY: dict = {}
 
 
-def _accumulate(grads: dict, name: str, g: Any) -> None:
+def accumulate(grads: dict, name: str, g: Any) -> None:
     """Add ``g`` to ``grads[name]``: a layer used twice gets the sum of its uses' gradients."""
     if g:
         grads[name] = tree_map(lambda u, v: u + v, grads[name], g) if name in grads else g
@@ -43,7 +43,7 @@ def _call(child: Layer, i: int, params, state: dict, x, train: bool, key, vjp: b
     return y, back
 
 
-def _back(child: Layer, back: Any, dy: Any, input_grad: bool, need: Any) -> tuple[Any, Any]:
+def back_through(child: Layer, back: Any, dy: Any, input_grad: bool, need: Any) -> tuple[Any, Any]:
     """``child``'s backprop asked only for the gradients in ``need`` (its part of the parent's
     ``need``; ``None``: all of them): passed on to a layer that takes it, else filtered."""
     if need is None:
@@ -62,7 +62,7 @@ def _only(grads: dict, need: dict) -> dict:
     return out
 
 
-def _name_children(owner: str, layers: Any) -> tuple[Layer, ...]:
+def name_layers(owner: str, layers: Any) -> tuple[Layer, ...]:
     """``layers`` with every instance named; the same instance twice gets the same name."""
     if isinstance(layers, Layer) or not isinstance(layers, Sequence):
         raise TypeError(
@@ -123,11 +123,15 @@ class Sequential(Layer):
     selective_grads = True
 
     def __post_init__(self):
-        object.__setattr__(self, "layers", _name_children(type(self).__name__, self.layers))
+        object.__setattr__(self, "layers", name_layers(type(self).__name__, self.layers))
 
     @property
     def uses_key(self) -> bool:
         return any(layer.uses_key for layer in self.layers)
+
+    @property
+    def input_dtype(self) -> str | None:
+        return self.layers[0].input_dtype if self.layers else None
 
     def children(self):
         return tuple((layer.name, layer) for _, layer in _unique(self.layers))
@@ -175,8 +179,8 @@ class Sequential(Layer):
             for i in range(len(backs) - 1, stop - 1, -1):
                 name, back = backs[i]
                 sub = None if need is None else need.get(name, _EMPTY)
-                dy, g = _back(self.layers[i], back, dy, input_grad or i > stop, sub)
-                _accumulate(grads, name, g)
+                dy, g = back_through(self.layers[i], back, dy, input_grad or i > stop, sub)
+                accumulate(grads, name, g)
             return (dy if input_grad else None), {
                 name: grads[name] for name in params if name in grads
             }
@@ -210,6 +214,10 @@ class Residual(Layer):
     def uses_key(self) -> bool:
         return self.layer.uses_key
 
+    @property
+    def input_dtype(self) -> str | None:
+        return self.layer.input_dtype
+
     def children(self):
         return ((None, self.layer),)
 
@@ -232,7 +240,7 @@ class Residual(Layer):
             return x + fx, new_state, None
 
         def backprop(dy, input_grad=True, need=None):
-            dfx, grads = _back(self.layer, back, dy, input_grad, need)
+            dfx, grads = back_through(self.layer, back, dy, input_grad, need)
             return (dy + dfx if input_grad else None), grads
 
         return x + fx, new_state, backprop
@@ -240,11 +248,13 @@ class Residual(Layer):
 
 @dataclass(frozen=True)
 class Concatenate(Layer):
-    """Parallel branches on the same input, outputs concatenated along ``axis``.
+    """Parallel branches on the same input, outputs concatenated along ``axis``; without
+    branches, a merge layer (Keras' ``Concatenate(axis=-1)``) that concatenates the list of
+    tensors it is called on in a graph.
 
     Args:
       branches: layers (each may be a chain) applied to the same input; their outputs must
-        agree on every axis but ``axis``.
+        agree on every axis but ``axis``. Empty: the merge layer.
       axis: the axis to concatenate along (default: the last, features or channels).
     """
 
@@ -254,7 +264,7 @@ class Concatenate(Layer):
     selective_grads = True
 
     def __post_init__(self):
-        object.__setattr__(self, "branches", _name_children(self.label, self.branches))
+        object.__setattr__(self, "branches", name_layers(self.label, self.branches))
         if not isinstance(self.axis, int) or isinstance(self.axis, bool):
             raise ValueError(f"{self.label}: axis must be an int, got {self.axis!r}")
 
@@ -274,9 +284,14 @@ class Concatenate(Layer):
         return self.axis % ndim
 
     def init(self, key, in_shape, *, dtype="float32"):
-        if not self.branches:
-            raise ValueError(f"{self.label} has no branches; pass a non-empty list")
         params, state, outs = {}, {}, []
+        if not self.branches:
+            if not (isinstance(in_shape, tuple) and in_shape and isinstance(in_shape[0], tuple)):
+                raise ValueError(
+                    f"{self.label} has no branches, so it merges a list of tensors in a graph "
+                    "(Concatenate(axis=-1)([a, b])); in a chain pass it branches"
+                )
+            outs = [tuple(s) for s in in_shape]
         for i, branch in enumerate(self.branches):
             p, s, out = branch.init(fold_in(key, i), in_shape, dtype=dtype)
             if p:
@@ -296,6 +311,8 @@ class Concatenate(Layer):
         return params, state, out
 
     def forward(self, params, state, x, *, train=False, key=None, vjp=True):
+        if not self.branches:
+            return self._merge(x, vjp)
         new_state = dict(state)
         ys, backs = [], []
         for i, branch in enumerate(self.branches):
@@ -317,10 +334,34 @@ class Concatenate(Layer):
                 index = [slice(None)] * dy.ndim
                 index[ax] = slice(bounds[i], bounds[i + 1])
                 sub = None if need is None else need.get(name, _EMPTY)
-                d, g = _back(self.branches[i], back, dy[tuple(index)], input_grad, sub)
+                d, g = back_through(self.branches[i], back, dy[tuple(index)], input_grad, sub)
                 if input_grad:
                     dx = d if dx is None else dx + d
-                _accumulate(grads, name, g)
+                accumulate(grads, name, g)
             return dx, {name: grads[name] for name in params if name in grads}
 
         return y, new_state, backprop
+
+    def _merge(self, xs, vjp):
+        if not isinstance(xs, tuple):
+            raise ValueError(f"{self.label} merges a tuple of arrays, got one array")
+        xp = array_namespace(xs[0])
+        ax = self._axis(xs[0].ndim)
+        y = xp.concat(xs, axis=ax)
+        if not vjp:
+            return y, {}, None
+        bounds = [0]
+        for part in xs:
+            bounds.append(bounds[-1] + part.shape[ax])
+
+        def backprop(dy, input_grad=True, need=None):
+            if not input_grad:
+                return None, {}
+            index = [slice(None)] * dy.ndim
+            parts = []
+            for i in range(len(xs)):
+                index[ax] = slice(bounds[i], bounds[i + 1])
+                parts.append(dy[tuple(index)])
+            return tuple(parts), {}
+
+        return y, {}, backprop

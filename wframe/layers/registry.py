@@ -13,12 +13,19 @@ from __future__ import annotations
 from typing import Any
 
 from wframe import regularizers
+from wframe.layers.attention import MultiHeadAttention
 from wframe.layers.base import Layer
+from wframe.layers.bidirectional import Bidirectional
 from wframe.layers.combinators import Concatenate, Residual, Sequential
 from wframe.layers.conv import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
-from wframe.layers.core import Activation, Dropout, Flatten
+from wframe.layers.conv1d import AvgPool1D, Conv1D, MaxPool1D
+from wframe.layers.core import Activation, Dropout, Flatten, Permute, Reshape
 from wframe.layers.dense import Dense
-from wframe.layers.norm import BatchNorm, LayerNorm
+from wframe.layers.embedding import Embedding, PositionEmbedding
+from wframe.layers.graph import Graph
+from wframe.layers.merge import Add, Average, Maximum, Minimum, Multiply, Subtract
+from wframe.layers.norm import BatchNorm, LayerNorm, RMSNorm
+from wframe.layers.pool import GlobalAvgPool1D, GlobalMaxPool1D, GlobalMaxPool2D
 from wframe.layers.recurrent import GRU, LSTM, SimpleRNN
 
 __all__ = ["lookup", "name_of", "register", "registered", "unregister"]
@@ -123,6 +130,8 @@ def registered() -> list[str]:
     return sorted(_BY_NAME)
 
 
+# Keras' name for RMSNorm loads too; files write "RMSNorm", registered last (below).
+_add(RMSNorm, "RMSNormalization")
 for _cls in (
     Layer,
     Sequential,
@@ -133,14 +142,34 @@ for _cls in (
     MaxPool2D,
     AvgPool2D,
     GlobalAvgPool2D,
+    Conv1D,
+    MaxPool1D,
+    AvgPool1D,
+    GlobalAvgPool1D,
+    GlobalMaxPool1D,
+    GlobalMaxPool2D,
     Activation,
     Dropout,
     Flatten,
+    Reshape,
+    Permute,
+    Embedding,
+    PositionEmbedding,
     BatchNorm,
     LayerNorm,
+    RMSNorm,
     SimpleRNN,
     LSTM,
     GRU,
+    Bidirectional,
+    MultiHeadAttention,
+    Add,
+    Subtract,
+    Multiply,
+    Average,
+    Maximum,
+    Minimum,
+    Graph,
     regularizers.Regularizer,
     regularizers.L1,
     regularizers.L2,

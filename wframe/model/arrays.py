@@ -132,9 +132,9 @@ class Holder(Layer):
         then (``to_backend`` moves them). On a built model this is a no-op when the shape is
         the one it was built for and a ``ValueError`` otherwise: it never re-initialises.
         """
-        shape = data.input_shape(input_shape)
+        shape = self.build_shape(input_shape)
         if self._shapes is not None:
-            if shape[1:] != self._shapes[0][1:]:
+            if shape != self._shapes[0]:
                 raise ValueError(
                     f"{self.label} is built for inputs {self._shapes[0]}, got build({shape}); "
                     "a built model keeps its weights: make a new model for another input shape"
@@ -147,16 +147,25 @@ class Holder(Layer):
             params, state, out = self.init(self.seed, shape, dtype=self.dtype)
         move = data.mover(backend)
         arrays = TrainState(tree_map(move, params), tree_map(move, state), None)
-        self._backend, self._shapes = backend, (shape, tuple(out))
+        self._backend, self._shapes = backend, (shape, out)
         self._now = Snapshot(arrays)
         self._frozen, self._trainer = frozenset(), None
         return self
+
+    def build_shape(self, input_shape: Any) -> Any:
+        """``input_shape`` checked and with ``None`` for the batch axis (a subclass of several
+        inputs takes a tuple of shapes)."""
+        return data.input_shape(input_shape)
 
     def init(self, key, in_shape, *, dtype="float32"):
         """As a layer inside another model: this model's current params if it is built."""
         if not self.built:
             return super().init(key, in_shape, dtype=dtype)
-        if tuple(in_shape[1:]) != self._shapes[0][1:] or dtype != self.dtype:
+        try:
+            same = self.build_shape(in_shape) == self._shapes[0]
+        except (TypeError, ValueError):
+            same = False
+        if not same or dtype != self.dtype:
             raise ValueError(
                 f"{self.label} was built for inputs {self._shapes[0]} in {self.dtype}, but is "
                 f"used on inputs {tuple(in_shape)} in {dtype}; nest an unbuilt model instead"
@@ -167,7 +176,8 @@ class Holder(Layer):
 
     def forward(self, params, state, x, *, train=False, key=None, vjp=True):
         # Half-precision x: nested in a mixed model, which has cast everything already.
-        if not self.policy.mixed or precision.is_half(x.dtype):
+        first = x[0] if isinstance(x, tuple) else x
+        if not self.policy.mixed or precision.is_half(first.dtype):
             return super().forward(params, state, x, train=train, key=key, vjp=vjp)
         return precision.mixed_forward(
             self.policy, super().forward, params, state, x, train=train, key=key, vjp=vjp

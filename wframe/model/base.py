@@ -9,7 +9,6 @@ checks live in :mod:`wframe.data`, the compiled functions and the loop in
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
@@ -19,53 +18,44 @@ from wframe import data, saving, training
 from wframe import losses as losses_mod
 from wframe import optimizers as optimizers_mod
 from wframe.callbacks import History
+from wframe.layers import registry, symbolic
 from wframe.model import summary as summary_mod
-from wframe.model.arrays import Holder, Snapshot
+from wframe.model.arrays import Snapshot
+from wframe.model.inputs import Inputs
 from wframe.optimizers import clipping
 from wframe.random import array_key
-from wframe.tree import reorder
+from wframe.tree import reorder, split
 from wframe.types import Array, Grads
 
 
-class Model(Holder):
+class Model(Inputs):
     """A trainable model: arrays on one backend and Keras' training API over them.
 
-    Subclasses give the structure (``wf.Sequential``: a chain of layers) as a layer's
-    ``init``/``forward``; everything here works the same for any of them.
+    ``wf.Model(inputs, outputs)`` makes a graph model (:mod:`wframe.model.functional`);
+    ``wf.Sequential`` is a chain. Subclasses give the structure as a layer's
+    ``init``/``forward`` and name their inputs and outputs (``input_names``,
+    ``input_dtypes``, ``output_names``); everything here works the same for any of them.
     """
 
-    # ----------------------------------------------------------------- inputs
-    def prepare_inputs(self, x: Any, what: str = "x", *, finite: bool = False) -> Array:
-        """``x`` checked (shape, dtype, and with ``finite`` NaN/inf) and on the model's backend
-        in its dtype; an unbuilt model is built for ``x``'s shape first."""
-        if not self.built:
-            shape = data.shape_of(x, what)
-            if len(shape) < 2:
-                raise ValueError(
-                    f"{what} must have a batch axis and at least one feature axis, got shape "
-                    f"{shape}; for one feature per example use {what}[:, None]"
-                )
-            self.build((None, *shape[1:]))
-        return data.inputs(x, self._backend, self.dtype, what, finite=finite)
+    def __new__(cls, *args: Any, **kwargs: Any) -> Model:
+        # wf.Model(inputs, outputs) is the graph model, registered where it is defined.
+        return super().__new__(registry.lookup("wframe.Model") if cls is Model else cls)
 
-    def prepare_labels(self, y: Any, n: int, loss: losses_mod.Loss, what: str = "y") -> Array:
-        """``y`` checked against ``n`` examples, the output shape and ``loss``, on the backend."""
-        return data.labels(y, n, self.output_shape, loss, self._backend, self.dtype, what)
-
-    def default_batch_size(self, n: int) -> int:
-        """The inference batch for ``n`` examples: as many as keep activations near 4M
-        elements (from the widest activation of one example)."""
-        widest = self.trainer.memo(("widest",), self._widest)
-        return data.default_batch(widest, n)
-
-    def _widest(self) -> int:
-        shapes = [self.input_shape, *(row[2] for row in summary_mod.layer_rows(self))]
-        return max(math.prod(s[1:]) for s in shapes)
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """On symbolic tensors: this model as a layer of a graph under construction; on
+        arrays: :meth:`predict`."""
+        if any(symbolic.is_symbolic(a) for a in (*args, *kwargs.values())):
+            return super().__call__(*args, **kwargs)
+        return self.predict(*args, **kwargs)
 
     # ----------------------------------------------------------------- compile
-    def compile(self, optimizer: Any = "adam", loss: Any = "softmax_cross_entropy") -> Model:
-        """Set the optimizer and loss that ``fit`` and ``evaluate`` use by default."""
-        loss = losses_mod.get(loss)
+    def compile(
+        self, optimizer: Any = "adam", loss: Any = "softmax_cross_entropy", loss_weights: Any = None
+    ) -> Model:
+        """Set the optimizer and loss that ``fit`` and ``evaluate`` use by default; a model of
+        several outputs takes a loss per output (a list or a dict by output name; one loss
+        alone applies to every output) and ``loss_weights`` (likewise) for their sum."""
+        loss = self.resolve_loss(loss, loss_weights)
         choice = self._choose_optimizer(optimizer, force=True)
         self.loss = loss
         self.optimizer, self._optimizer_name, self.opt_state = choice
@@ -107,20 +97,27 @@ class Model(Holder):
         """
         _check_strategy(strategy, "predict")
         size = data.as_int(batch_size, "predict: batch_size", allow_none=True)
-        n = data.shape_of(x, "x")[0]
+        parts = tuple(
+            p if hasattr(p, "shape") else np.asarray(p)
+            for p in data.per_name(x, self.input_names, "x", "input")
+        )
+        n = data.shape_of(parts[0], "x")[0]
         if not self.built:
-            self.prepare_inputs(x[:1] if hasattr(x, "shape") else np.asarray(x)[:1])
+            self.prepare_inputs(parts[0][:1])
         size = size or self.default_batch_size(n)
         if strategy is not None:
-            return strategy.predict(self, x, size)
+            return strategy.predict(self, parts[0], size)
         fn, arrays = self.trainer.predict_fn(), self.train_state  # one step's arrays
-        parts = [
-            fn(arrays.params, arrays.state, self.prepare_inputs(x[i : i + size]))
-            for i in range(0, max(n, 1), size)
-        ]
-        return parts[0] if len(parts) == 1 else self.backend.xp.concat(parts, axis=0)
+        outs = []
+        for i in range(0, max(n, 1), size):
+            batch = tuple(p[i : i + size] for p in parts)
+            outs.append(fn(arrays.params, arrays.state, self.prepare_inputs(_one(batch))))
+        return self.format_outputs(data.concat_rows(outs, self.backend.xp))
 
-    __call__ = predict
+    def format_outputs(self, y: Any) -> Any:
+        """``predict``'s outputs as the model gives them (a graph: as its outputs were given,
+        one array, a list or a dict by output name)."""
+        return y
 
     def value_and_grad(
         self, x: Any, y: Any, *, loss: Any = None, key: Any = None
@@ -135,17 +132,19 @@ class Model(Holder):
             Dropout; default: the key the next ``fit`` step would use.
 
         Returns:
-          ``(loss, grads)``, ``grads`` a dict shaped (and ordered) like ``params``.
+          ``(loss, grads)``, ``grads`` a dict shaped (and ordered) like ``params``, without
+          the frozen params (``trainable_params``' shape).
         """
-        loss = losses_mod.get(loss) if loss is not None else self.loss
+        loss = self.resolve_loss(loss if loss is not None else self.loss)
         x = self.prepare_inputs(x)
-        y = self.prepare_labels(y, x.shape[0], loss)
+        y = self.prepare_labels(y, data.rows(x), loss)
         arrays = self.train_state
         if key is None and self.uses_key:
             key = array_key(self.seed, self.steps, self.backend)
         fn = self.trainer.grad_fn(loss)
         value, grads, _, _, penalty = fn(arrays.params, arrays.state, x, y, key)
-        return value + penalty, reorder(grads, arrays.params)
+        trained = split(arrays.params, self.frozen)[0] if self.frozen else arrays.params
+        return value + penalty, reorder(grads, trained)
 
     def evaluate(
         self,
@@ -165,10 +164,10 @@ class Model(Holder):
         """
         _check_strategy(strategy, "evaluate")
         size = data.as_int(batch_size, "evaluate: batch_size", allow_none=True)
-        loss = losses_mod.get(loss) if loss is not None else self.loss
+        loss = self.resolve_loss(loss if loss is not None else self.loss)
         x = self.prepare_inputs(x)
-        size = size or self.default_batch_size(x.shape[0])
-        y = self.prepare_labels(y, x.shape[0], loss)
+        size = size or self.default_batch_size(data.rows(x))
+        y = self.prepare_labels(y, data.rows(x), loss)
         return training.evaluate(self, x, y, loss, size, strategy=strategy)
 
     # ----------------------------------------------------------------- training
@@ -241,12 +240,12 @@ class Model(Holder):
         _check_strategy(strategy, "fit")
         with self.exclusive("fit"):
             # Everything is checked before anything is committed: a refused fit changes nothing.
-            loss = losses_mod.get(loss) if loss is not None else self.loss
+            loss = self.resolve_loss(loss if loss is not None else self.loss)
             x, y, validation = self._fit_data(x, y, loss, validation_data, validation_split)
             self._commit_optimizer(loss, optimizer)
             training.warn_softmax_with_logits(self, self.loss)
             if strategy is not None:
-                strategy.check(self, options["batch_size"], x.shape[0])
+                strategy.check(self, options["batch_size"], data.rows(x))
             self.history = training.fit(
                 self, x, y, validation=validation, clip=clip, strategy=strategy, **options
             )
@@ -260,12 +259,12 @@ class Model(Holder):
         elif validation_split:
             x, y, validation = data.split(x, y, validation_split)
         x = self.prepare_inputs(x, finite=True)
-        if x.shape[0] == 0:
-            raise ValueError(f"fit: x has no examples (shape {tuple(x.shape)})")
-        y = self.prepare_labels(y, x.shape[0], loss)
+        if data.rows(x) == 0:
+            raise ValueError("fit: x has no examples")
+        y = self.prepare_labels(y, data.rows(x), loss)
         if validation is not None:  # checked and moved once, not at every epoch
             x_val = self.prepare_inputs(validation[0], "x_val", finite=True)
-            y_val = self.prepare_labels(validation[1], x_val.shape[0], loss, "y_val")
+            y_val = self.prepare_labels(validation[1], data.rows(x_val), loss, "y_val")
             validation = (x_val, y_val)
         return x, y, validation
 
@@ -337,10 +336,29 @@ class Model(Holder):
         return cls(**saving.fields_from_config(cls, config, cls.__name__))
 
     # ----------------------------------------------------------------- reporting
+    def get_layer(self, name: str | None = None, index: int | None = None) -> Any:
+        """The layer called ``name``, or the ``index``-th (in call order), as Keras'."""
+        layers = [layer for _, layer in self.children()]
+        if (name is None) == (index is None):
+            raise ValueError("get_layer takes a name or an index (exactly one)")
+        if index is not None:
+            if not -len(layers) <= index < len(layers):
+                raise ValueError(f"get_layer: index {index} out of range: {len(layers)} layers")
+            return layers[index]
+        for layer in layers:
+            if layer.name == name:
+                return layer
+        names = [layer.name for layer in layers]
+        raise ValueError(f"{self.label} has no layer {name!r}; its layers are {names}")
+
     def summary(self, print_fn=print) -> str:
         """Print (and return) a table of layers, output shapes and parameter counts."""
         self.require_built("summary")
         return summary_mod.summary(self, print_fn)
+
+
+def _one(parts: tuple) -> Any:
+    return parts if len(parts) > 1 else parts[0]
 
 
 def _check_strategy(strategy: Any, what: str) -> None:

@@ -30,6 +30,22 @@ class Sequential(Model, combinators.Sequential):
         combinators.Sequential.__init__(self, layers, name=name)
         Model.__init__(self, seed=seed, dtype=dtype)
 
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """``("input",)``: a chain has one input."""
+        return ("input",)
+
+    @property
+    def input_dtypes(self) -> tuple[str | None, ...]:
+        """The first layer's input dtype (``"int32"`` before an Embedding; ``None``: the
+        model's float dtype)."""
+        return (self.input_dtype,)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The last layer's name, as Keras names a chain's output."""
+        return (self.layers[-1].name,) if self.layers else ("output",)
+
 
 # Files name it "wframe.Sequential" ("Sequential" is the plain chain, wf.layers.Sequential).
 registry.register(Sequential, name="wframe.Sequential")

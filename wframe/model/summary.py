@@ -8,6 +8,7 @@ from typing import Any
 
 from wframe.backends import use_backend
 from wframe.layers.combinators import Sequential as Chain
+from wframe.layers.graph import Graph
 from wframe.tree import tree_leaves
 
 
@@ -22,7 +23,10 @@ def _out_shape(layer: Any, shape: tuple, dtype: str) -> tuple:
 
 
 def _rows(layer: Any, params: dict, in_shape: tuple, dtype: str, prefix: str, depth: int):
-    """``(name, type, output shape, #params)`` rows of ``layer``'s children, in call order."""
+    """``(name, type, output shape, #params, connected to)`` rows of ``layer``'s children, in
+    call order (``connected to`` names a graph node's inputs; empty in a chain)."""
+    if isinstance(layer, Graph):
+        return _graph_rows(layer, params, in_shape, dtype, prefix, depth)
     rows = []
     shape = in_shape
     children = layer.layers if isinstance(layer, Chain) else [c for _, c in layer.children()]
@@ -33,26 +37,51 @@ def _rows(layer: Any, params: dict, in_shape: tuple, dtype: str, prefix: str, de
         name = f"{prefix}{key if key is not None else child.name or child.kind}"
         child_in = shape if isinstance(layer, Chain) else in_shape
         out = _out_shape(child, child_in, dtype)
-        rows.append(("  " * depth + name, type(child).__name__, out, _count(sub)))
+        rows.append(("  " * depth + name, type(child).__name__, out, _count(sub), ""))
         if child.children():
             rows.extend(_rows(child, sub, child_in, dtype, f"{name.strip()}/", depth + 1))
         shape = out
     return rows
 
 
-def layer_rows(model: Any) -> list[tuple[str, str, tuple, int]]:
-    """``(name, type, output shape, #params)`` for every layer of a built model, nested too."""
+def _graph_rows(graph: Graph, params: dict, in_shape: Any, dtype: str, prefix: str, depth: int):
+    """A row per input and per call of a graph (a shared layer's params counted once)."""
+    rows = [
+        ("  " * depth + prefix + spec.name, "Input", spec.shape, 0, "") for spec in graph.inputs
+    ]
+    counted = set()
+    with use_backend("numpy"):
+        calls = [(node, arg, out) for _, node, arg, _, _, out in graph.walk(0, in_shape, dtype)]
+    for node, arg, out in calls:
+        child, name = graph.get_layer(node.layer), f"{prefix}{node.layer}"
+        count = 0 if node.layer in counted else _count(params.get(node.layer, {}))
+        counted.add(node.layer)
+        links = ", ".join(graph.source(ref) for ref in node.inputs)
+        rows.append(("  " * depth + name, type(child).__name__, out, count, links))
+        if child.children() and count:
+            rows.extend(_rows(child, params.get(node.layer, {}), arg, dtype, f"{name}/", depth + 1))
+    return rows
+
+
+def layer_rows(model: Any) -> list[tuple[str, str, Any, int, str]]:
+    """``(name, type, output shape, #params, connected to)`` for every layer of a built
+    model, nested too."""
     return _rows(model, model.params, model.input_shape, model.dtype, "", 0)
 
 
 def summary(model: Any, print_fn: Callable[[str], Any] = print) -> str:
     """Print (and return) ``model``'s table: layers, output shapes, parameter counts."""
-    rows = [("Layer (type)", "Output shape", "Params")]
-    for name, kind, out, count in layer_rows(model):
-        rows.append((f"{name} ({kind})", str(out), f"{count:,}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    line = "-" * (sum(widths) + 6)
-    fmt = [f"{r[0]:<{widths[0]}}   {r[1]:<{widths[1]}}   {r[2]:>{widths[2]}}" for r in rows]
+    rows = [("Layer (type)", "Output shape", "Params", "Connected to")]
+    for name, kind, out, count, links in layer_rows(model):
+        rows.append((f"{name} ({kind})", str(out), f"{count:,}", links))
+    columns = 4 if any(r[3] for r in rows[1:]) else 3
+    widths = [max(len(r[i]) for r in rows) for i in range(columns)]
+    line = "-" * (sum(widths) + 3 * (columns - 1))
+    fmt = [
+        f"{r[0]:<{widths[0]}}   {r[1]:<{widths[1]}}   {r[2]:>{widths[2]}}"
+        + (f"   {r[3]}" if columns == 4 else "")
+        for r in rows
+    ]
     state = _count(model.state)
     trainable = _count(model.trainable_params)
     frozen = model.count_params() - trainable

@@ -75,8 +75,13 @@ def model_config(model: Any) -> dict[str, Any]:
         )
     out = _encode_object(model)
     if model.built:
-        out["input_shape"] = list(model.input_shape)
+        out["input_shape"] = _as_lists(model.input_shape)
     return out
+
+
+def _as_lists(shape: Any) -> list:
+    """A shape (or a tuple of shapes, for several inputs) as JSON lists."""
+    return [_as_lists(s) if isinstance(s, tuple) else s for s in shape]
 
 
 def _is_model_class(cls: Any) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from wframe import data
 from wframe.types import Array, TrainState
 
 
@@ -22,12 +23,13 @@ def evaluate(
     arrays = model.train_state if arrays is None else arrays
     if strategy is not None:
         return strategy.evaluate(model, x, y, loss, batch_size, arrays.params, arrays.state)
-    step = model.trainer.eval_fn(loss, (loss.metric,) if loss.metric else ())
-    n = x.shape[0]
+    step = model.trainer.eval_fn(loss, loss.metric_names)
+    n = data.rows(x)
     totals = None
     for i in range(0, n, batch_size):
-        logs = step(arrays.params, arrays.state, x[i : i + batch_size], y[i : i + batch_size])
+        rows = slice(i, i + batch_size)
+        logs = step(arrays.params, arrays.state, data.take(x, rows), data.take(y, rows))
         part = {k: v * min(batch_size, n - i) for k, v in logs.items()}
         totals = part if totals is None else {k: totals[k] + part[k] for k in part}
-    names = ("loss", loss.metric) if loss.metric else ("loss",)  # JAX returns sorted keys
+    names = ("loss", *loss.metric_names)  # JAX returns sorted keys
     return {k: float(totals[k]) / n for k in names} if totals else {}

@@ -12,6 +12,7 @@ import time
 import warnings
 from typing import Any
 
+from wframe import data
 from wframe.callbacks import CallbackList, History, ProgressBar
 from wframe.random import array_key
 from wframe.training import logs as logs_mod
@@ -56,7 +57,7 @@ def fit(
     loop = _Loop(model, x, y, validation, batch_size, clip, strategy)
     loop.plan = EpochIterator(
         model.backend,
-        x.shape[0],
+        data.rows(x),
         loop.batch_size,
         steps_per_execution,
         shuffle=shuffle,
@@ -119,7 +120,7 @@ class _Loop:
         stats = cb.needs_grad_stats
         self.stat_names = log_names(model, model.loss, self.clip, stats=True) if stats else ()
         self.stat_names = self.stat_names[len(self.names) :]
-        metrics = (model.loss.metric,) if model.loss.metric else ()
+        metrics = model.loss.metric_names
         self.setup = FitSetup(model.loss, model.optimizer, metrics, self.clip, self.strategy, stats)
         self.each_call = cb.needs_batch_logs or cb.needs_weights or stats
         # Only callbacks of the user's may read the model between epochs: publish copies then.

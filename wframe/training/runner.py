@@ -118,7 +118,7 @@ def _batch_step(model, setup: FitSetup, spec: RunSpec) -> Callable:
         idx = xp.take(order, start + i, axis=0)
         # Into buffers reused from step to step where the backend can (NumPy); nothing holds
         # a batch past its step.
-        xb, yb = backend.gather(x, idx, x_buffers), backend.gather(y, idx, y_buffers)
+        xb, yb = _gather(backend, x, idx, x_buffers), _gather(backend, y, idx, y_buffers)
         if strategy is not None:
             xb, yb = strategy.shard_batch(xb), strategy.shard_batch(yb)
         step = first_step + i
@@ -128,10 +128,19 @@ def _batch_step(model, setup: FitSetup, spec: RunSpec) -> Callable:
             key = key0 + xp.asarray([0, 1], dtype=xp.uint32) * counter
         ts, value, values, ok = core(ts, xb, yb, key, acc[1] < 0)
         # (idx is a step index when the strategy feeds stacked batches: size from the batch)
-        logged = _Logged((value, *values), xb.shape[0], step, stats is not None, xp)
+        size = (xb[0] if isinstance(xb, tuple) else xb).shape[0]
+        logged = _Logged((value, *values), size, step, stats is not None, xp)
         return (ts, backend.cond(ok, logged.add, logged.skip, acc)), None
 
     return one
+
+
+def _gather(backend, a, idx, buffers: dict):
+    """Rows ``idx`` of an array, or of each array of a tuple (several inputs or outputs),
+    each into buffers of its own."""
+    if isinstance(a, tuple):
+        return tuple(backend.gather(v, idx, buffers.setdefault(i, {})) for i, v in enumerate(a))
+    return backend.gather(a, idx, buffers)
 
 
 class _Logged(NamedTuple):

@@ -49,7 +49,7 @@ def make_grad_fn(layer, loss: losses_mod.Loss, frozen: frozenset[str] = frozense
         return grads if scale is None else tree_map(lambda g: g / scale, grads)
 
     def grad_fn(params, state, x, y, key=None, scale=None):
-        backend = backend_of(x)
+        backend = backend_of(*x) if isinstance(x, tuple) else backend_of(x)
         fixed, need = None, None
         if frozen:
             need, fixed = split(params, frozen)  # (trainable, frozen) partitions
@@ -109,7 +109,7 @@ def log_names(
     extra = ("penalty",) if regularizers_mod.collect(layer) else ()
     return (
         "loss",
-        *((loss.metric,) if loss.metric else ()),
+        *loss.metric_names,
         *extra,
         *(("grad_norm",) if clip else ()),
         *(grad_stats(layer).names if stats else ()),
@@ -147,7 +147,7 @@ def core_step(
     it is ``ok`` unless the scale is at its minimum."""
     grad_fn = make_grad_fn(layer, loss, frozen)
     apply = _applier(_update_fn(optimizer, backend, in_place), frozen)
-    metric_fns = [losses_mod.METRICS[name] for name in metrics]
+    metric_fns = [loss.metric_fn(name) for name in metrics]
     scaler = getattr(getattr(layer, "policy", None), "loss_scale", None)
 
     def core(ts, x, y, key, allowed):
@@ -273,7 +273,7 @@ def make_train_step(
     clip = clipping.options(clipnorm, clipvalue, global_clipnorm)
     backend = model.backend
     core = core_step(model, loss, optimizer, metrics, backend, clip=clip, frozen=model.frozen)
-    names = (*metrics, *log_names(model, loss, clip)[1 + bool(loss.metric) :])
+    names = (*metrics, *log_names(model, loss, clip)[1 + len(loss.metric_names) :])
     scaler = model.policy.loss_scale
 
     def pure(train_state, masks, x, y, key):
@@ -310,7 +310,7 @@ def make_train_step(
 def make_eval_step(model, loss, *, metrics: tuple[str, ...] = ()) -> Callable:
     """A pure ``step(params, state, x, y) -> logs`` in inference mode, compiled once."""
     loss = losses_mod.get(loss)
-    metric_fns = {name: losses_mod.METRICS[name] for name in metrics}
+    metric_fns = {name: loss.metric_fn(name) for name in metrics}
 
     def step(params, state, x, y):
         pred, _, _ = model.apply(params, state, x, train=False, vjp=False)
