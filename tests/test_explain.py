@@ -14,6 +14,7 @@ import pytest
 
 import wframe as wf
 from wframe import explain
+from wframe.testing import numerical_grad
 from wframe.tree import tree_map
 
 METHODS = ("riemann_trapezoid", "gausslegendre")
@@ -337,3 +338,220 @@ def test_example_runs_quick_on_numpy(tmp_path):
     assert len(re.findall(r'^- ".+": (holds|does not hold): ', out.stdout, re.M)) == 2
     if "figure: skipped" not in out.stdout:
         assert list(tmp_path.glob("attr*.png")), out.stdout
+
+
+# ----------------------------------------------------------------- graph models
+def multi_net(dtype="float32", seed=1):
+    """An image, a vector and token ids in; a class head and a regression head out."""
+    L = wf.layers
+    img, vec = wf.Input((3, 4, 1), name="img"), wf.Input((3,), name="vec")
+    ids = wf.Input((2,), dtype="int32", name="ids")
+    tokens = L.Flatten()(L.Embedding(7, 2)(ids))
+    h = L.Concatenate()([L.Dense(4, activation="tanh")(L.Flatten()(img)), vec, tokens])
+    h = L.Dense(5, activation="tanh")(h)
+    heads = [L.Dense(3, name="cls")(h), L.Dense(1, name="reg")(h)]
+    return wf.Model([img, vec, ids], heads, seed=seed, dtype=dtype)
+
+
+def multi_data(n=3, dtype="float32"):
+    rng = np.random.default_rng(5)
+    return [
+        rng.normal(size=(n, 3, 4, 1)).astype(dtype),
+        rng.normal(size=(n, 3)).astype(dtype),
+        rng.integers(0, 7, size=(n, 2)).astype("int32"),
+    ]
+
+
+def linear_two_inputs():
+    """Dense(3) on [flattened image, vector]: W's first 12 rows see the image, the last 3 the
+    vector."""
+    img, vec = wf.Input((3, 4, 1), name="img"), wf.Input((3,), name="vec")
+    joined = wf.layers.Concatenate()([wf.layers.Flatten()(img), vec])
+    return wf.Model([img, vec], wf.layers.Dense(3)(joined), seed=4)
+
+
+def test_graph_model_of_one_input_equals_sequential(backend):
+    def stack():
+        return [wf.layers.Flatten(), wf.layers.Dense(4, activation="tanh"), wf.layers.Dense(3)]
+
+    seq = wf.Sequential(stack(), seed=2).build((None, 4, 3, 1))
+    h = inp = wf.Input((4, 3, 1))
+    for layer in stack():
+        h = layer(h)
+    graph = wf.Model(inp, h, seed=2)
+    x, bg, t = data((2, 4, 3, 1)), data((4, 3, 1), seed=1), [1, 2]
+
+    def run(m):
+        return [
+            explain.gradient_x_input(m, x, t),
+            *explain.integrated_gradients(m, x, 0.5, t, steps=4),
+            explain.smoothgrad(m, x, t, n_samples=3),
+            explain.occlusion(m, x, t),
+            explain.shapley_sampling(m, x, bg, t, exact=False, n_permutations=1),
+        ]
+
+    for a, b in zip(run(seq), run(graph), strict=True):
+        assert type(a) is type(b)
+        np.testing.assert_allclose(host(a), host(b), rtol=1e-6, atol=1e-7)
+
+
+def test_several_inputs_numpy_and_jax_agree(jax):
+    x = multi_data()
+    bg = [data((2, 3, 4, 1), seed=2), data((2, 3), seed=3), None]
+    results = {}
+    for name in ("numpy", "jax"):
+        with wf.use_backend(name):
+            m = multi_net()
+            gxi = explain.gradient_x_input(m, x, output="cls")
+            named = {"img": x[0], "vec": x[1], "ids": x[2]}
+            ig = explain.integrated_gradients(m, named, output=1, steps=8)
+            sg = explain.smoothgrad(m, x, output=0, n_samples=3)
+            occ = explain.occlusion(m, x, [0, 2, 1], output="cls", baseline=0.5)
+            phi = explain.shapley_sampling(m, x, bg, output="reg", exact=False, n_permutations=2)
+            assert isinstance(gxi, list) and isinstance(ig.attributions, dict)
+            assert gxi[2] is None and ig.attributions["ids"] is None and sg[2] is None
+            assert occ[1] is None and occ[2] is None and phi[2] is None
+            attributions = ig.attributions
+            results[name] = [*gxi[:2], attributions["img"], attributions["vec"], ig.delta]
+            results[name] += [*sg[:2], occ[0], *phi[:2]]
+    for i, (a, b) in enumerate(zip(results["numpy"], results["jax"], strict=True)):
+        np.testing.assert_allclose(host(a), host(b), rtol=1e-5, atol=1e-6, err_msg=str(i))
+
+
+def _head(model, xs, output, t):
+    """The explained output of each row, on the host (float64)."""
+    return host(model.predict(xs)[output])[np.arange(len(xs[0])), t]
+
+
+def test_several_inputs_finite_differences_completeness_and_occlusion():
+    with wf.use_backend("numpy"):
+        m = multi_net("float64")
+    x, t = multi_data(dtype="float64"), np.array([2, 0, 1])
+    for output, targets in (("reg", 0 * t), ("cls", t)):
+        gxi = explain.gradient_x_input(m, x, targets, output=output)
+        for i in (0, 1):
+
+            def f(v, i=i, output=output, targets=targets):
+                return _head(m, [*x[:i], v, *x[i + 1 :]], m.output_names.index(output), targets)
+
+            grad = numerical_grad(lambda v, f=f: f(v).sum(), x[i].copy())
+            np.testing.assert_allclose(host(gxi[i]), x[i] * grad, rtol=1e-6, atol=1e-9)
+    plain = explain.smoothgrad(m, x, t, noise=0.0, n_samples=2, output="cls")
+    for i in (0, 1):  # no noise: the plain gradient (gxi is the "cls" one)
+        np.testing.assert_allclose(host(plain[i]) * x[i], host(gxi[i]), rtol=1e-12, atol=1e-15)
+    # Completeness over both float inputs together; the ids stay at x.
+    base = {"img": 0.25, "vec": data((3,), seed=4).astype("float64")}
+    attr, delta = explain.integrated_gradients(m, x, base, t, output="cls", method="gausslegendre")
+    change = _head(m, x, 0, t) - _head(m, [x[0] * 0 + 0.25, x[1] * 0 + base["vec"], x[2]], 0, t)
+    total = host(attr[0]).sum(axis=(1, 2, 3)) + host(attr[1]).sum(axis=1)
+    np.testing.assert_allclose(host(delta), total - change, atol=1e-12)
+    np.testing.assert_allclose(host(delta), 0, atol=1e-8)
+    # Occlusion of the image by hand: each 2x2 window's drop, averaged over covering windows.
+    occ = host(explain.occlusion(m, x, t, output="cls", baseline=0.5)[0])
+    drops, counts = np.zeros(x[0].shape), np.zeros(x[0].shape)
+    for r in range(2):
+        for c in range(3):
+            covered = x[0].copy()
+            covered[:, r : r + 2, c : c + 2] = 0.5
+            drop = _head(m, x, 0, t) - _head(m, [covered, *x[1:]], 0, t)
+            drops[:, r : r + 2, c : c + 2] += drop[:, None, None, None]
+            counts[:, r : r + 2, c : c + 2] += 1
+    np.testing.assert_allclose(occ, drops / counts, rtol=1e-9, atol=1e-12)
+
+
+def test_two_inputs_linear_closed_forms(backend):
+    m = linear_two_inputs()
+    W = host(m.params["dense_0"]["W"])
+    x, t = [data((3, 3, 4, 1)), data((3, 3), seed=1)], np.array([0, 2, 1])
+    image = data((3, 4, 1), seed=2)
+    w_img, w_vec = W[:12, t].T.reshape(3, 3, 4, 1), W[12:, t].T  # the concatenation's order
+    expected = [w_img * (x[0] - image), w_vec * (x[1] - 0.5)]
+    attr, delta = explain.integrated_gradients(m, x, [image, 0.5], t, steps=2)
+    # 15 features: sampled, which is exact on a linear model.
+    phi = explain.shapley_sampling(m, x, {"img": image, "vec": np.full(3, 0.5)}, t)
+    for got in (attr, phi):
+        for g, e in zip(got, expected, strict=True):
+            np.testing.assert_allclose(host(g), e, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(host(delta), 0, atol=1e-5)
+    gxi = explain.gradient_x_input(m, x, t)
+    np.testing.assert_allclose(host(gxi[0]), w_img * x[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(host(gxi[1]), w_vec * x[1], rtol=1e-5, atol=1e-6)
+    occ = explain.occlusion(m, x, t, window=1, baseline=[image, None])  # 1x1: W * (x - base)
+    assert occ[1] is None
+    np.testing.assert_allclose(host(occ[0]), expected[0], rtol=1e-5, atol=1e-5)
+
+
+def test_output_selects_the_head(backend):
+    m, x = multi_net(), multi_data()
+    reg, by_index = (explain.gradient_x_input(m, x, 0, output=o) for o in ("reg", 1))
+    cls = explain.gradient_x_input(m, x, 0, output="cls")
+    np.testing.assert_array_equal(host(reg[1]), host(by_index[1]))
+    assert not np.allclose(host(reg[1]), host(cls[1]))
+    keys = {k for k in m.trainer.memos() if k[:2] == ("explain", "gxi")}
+    assert keys == {("explain", "gxi", 0), ("explain", "gxi", 1)}  # one compile per output
+    one, xs = linear(), data((2, 5))
+    plain = host(explain.gradient_x_input(one, xs, 1))
+    for output in (0, "dense_0"):
+        np.testing.assert_array_equal(
+            host(explain.gradient_x_input(one, xs, 1, output=output)), plain
+        )
+
+
+def test_bad_input_of_graph_models(backend):
+    m, x = multi_net(), multi_data()
+    ig, gxi = explain.integrated_gradients, explain.gradient_x_input
+    with pytest.raises(ValueError, match=r"has 2 outputs \['cls', 'reg'\]; pass output="):
+        gxi(m, x, 0)
+    with pytest.raises(ValueError, match=r"'nope' is not one of the outputs \['cls', 'reg'\]"):
+        explain.smoothgrad(m, x, 0, output="nope")
+    with pytest.raises(ValueError, match=r"output 2 is out of range: the model has 2 outputs"):
+        explain.occlusion(m, x, 0, output=2)
+    with pytest.raises(ValueError, match="output must be an int >= 0, got -1"):
+        explain.shapley_sampling(m, x, None, 0, output=-1)
+    with pytest.raises(ValueError, match=r"\[0, 1\): output 'reg' has 1 outputs, got 1"):
+        gxi(m, x, 1, output="reg")
+    with pytest.raises(ValueError, match=r"baseline: 2 entries for the model's 3 inputs"):
+        ig(m, x, [0, 0], 0, output=0)
+    with pytest.raises(ValueError, match=r"baseline\['ids'\] must be None: input 'ids' gets no"):
+        ig(m, x, {"ids": 0}, 0, output=0)
+    with pytest.raises(ValueError, match=r"unknown input names \['nope'\]"):
+        ig(m, x, {"nope": 0}, 0, output=0)
+    with pytest.raises(ValueError, match="give a list of one per input .* got one array"):
+        ig(m, x, np.zeros(3), 0, output=0)
+    with pytest.raises(ValueError, match=r"baseline\['vec'\] must be .* got shape \(4,\)"):
+        ig(m, x, [None, np.zeros(4), None], 0, output=0)
+    with pytest.raises(ValueError, match=r"background\['vec'\] is missing"):
+        explain.shapley_sampling(m, x, [np.zeros((3, 4, 1)), None, None], 0, output=0)
+    with pytest.raises(ValueError, match=r"same number of rows .* \{'img': 2, 'vec': 3\}"):
+        explain.shapley_sampling(
+            m, x, [np.zeros((2, 3, 4, 1)), np.zeros((3, 3)), None], 0, output=0
+        )
+    with pytest.raises(ValueError, match=r"occlusion: baseline\['vec'\] must be None"):
+        explain.occlusion(m, x, 0, output=0, baseline=[0.0, 0.0, None])
+    a, b = wf.Input((5,)), wf.Input((3,))
+    vectors = wf.Model([a, b], wf.layers.Dense(2)(wf.layers.Concatenate()([a, b])))
+    with pytest.raises(ValueError, match=r"got inputs of shapes \[\(2, 5\), \(2, 3\)\]; a grad"):
+        explain.occlusion(vectors, [data((2, 5)), data((2, 3))], 0)
+    ids = wf.Input((2,), dtype="int32")
+    tokens = wf.Model(ids, wf.layers.Dense(2)(wf.layers.Flatten()(wf.layers.Embedding(7, 2)(ids))))
+    with pytest.raises(ValueError, match=r"inputs \['input_0'\] are all integer"):
+        gxi(tokens, np.zeros((2, 2), "int32"), 0)
+
+
+def test_several_inputs_chunking_changes_nothing(monkeypatch):
+    with wf.use_backend("numpy"):
+        m = multi_net()
+    x, bg = multi_data(n=5), {"img": data((2, 3, 4, 1), seed=2), "vec": data((2, 3), seed=3)}
+
+    def run():
+        return [
+            *explain.integrated_gradients(m, x, output="cls", steps=8).attributions[:2],
+            *explain.smoothgrad(m, x, output="reg", n_samples=4, seed=3)[:2],
+            *explain.shapley_sampling(m, x, bg, output="cls", exact=False, n_permutations=2)[:2],
+            explain.occlusion(m, x, output="cls")[0],
+        ]
+
+    whole = run()
+    monkeypatch.setattr(explain.common, "rows_per_call", lambda model: 7)  # chunks everywhere
+    for a, b in zip(whole, run(), strict=True):
+        np.testing.assert_allclose(host(a), host(b), rtol=1e-5, atol=1e-6)

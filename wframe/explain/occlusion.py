@@ -9,14 +9,20 @@ import numpy as np
 from wframe import data
 from wframe.backends import backend_of
 from wframe.explain.common import (
+    Head,
+    Prepared,
     broadcast_baseline,
     chunks,
     compiled,
     concat,
+    is_float,
     per_call,
+    per_input,
     prepare,
     repeat_rows,
+    results,
     scores,
+    take,
 )
 from wframe.types import Array
 
@@ -28,14 +34,18 @@ def _pair(value: Any, what: str) -> tuple[int, int]:
     return tuple(data.as_int(v, what) for v in pair)
 
 
-def _occluded(model, params, state, x, masks, base, w):
-    xp = backend_of(x).xp
+def _occluded(model, head: Head, which: int, params, state, xs, masks, base, w):
+    """Per sample and pixel, the summed drops of the patches (``masks``) covering input
+    ``which``; the other inputs stay as they are."""
+    xp = backend_of(w).xp
+    x = xs[which]
     m, p = x.shape[0], masks.shape[0]
     keep = xp.expand_dims(1 - masks, axis=0)
     rows = xp.expand_dims(x, axis=1) * keep + xp.expand_dims(base * masks, axis=0)
     rows = xp.reshape(rows, (m * p, *x.shape[1:]))
-    drops = scores(model, params, state, x, w)[:, None] - xp.reshape(
-        scores(model, params, state, rows, repeat_rows(w, p)), (m, p)
+    covered = tuple(rows if i == which else repeat_rows(a, p) for i, a in enumerate(xs))
+    drops = scores(model, head, params, state, xs, w)[:, None] - xp.reshape(
+        scores(model, head, params, state, covered, repeat_rows(w, p)), (m, p)
     )
     return xp.matmul(drops, xp.reshape(masks[..., 0], (p, -1)))  # (m, H * W)
 
@@ -48,30 +58,57 @@ def occlusion(
     window: Any = (2, 2),
     stride: Any = (1, 1),
     baseline: Any = 0.0,
-) -> Array:
+    output: Any = None,
+) -> Any:
     """Occlusion (Zeiler and Fergus, 2014): the drop of the target output when a window of
     pixels (all channels) is replaced by ``baseline``, averaged over the windows covering each
     pixel, as captum's ``Occlusion``.
 
     Args:
-      x: images (batch, H, W, C).
+      model: a :class:`wframe.Sequential` or graph :class:`wframe.Model`.
+      x: images (batch, H, W, C). For a model of several inputs a list or a dict by input
+        name: each image input (float, 4-D) is occluded in turn with the others as they are
+        (as captum does for a tuple of inputs); the other inputs get ``None``.
       window: (h, w) of the occluded patch (an int for a square).
       stride: (h, w) step between patches (captum's default 1). Where it does not divide the
         image, the last patch of the row or column hangs over the edge (clipped), as captum.
-      baseline: the replacement value: a number, or one image of shape (H, W, C).
+      baseline: the replacement value: a number, or one image of shape (H, W, C); for several
+        inputs one number for all, or a list / dict of those per image input.
+      output: the name or index of the output explained (required when there are several).
 
     Returns:
       Shaped like ``x`` (each pixel's value repeated over its channels), an array of the
-      model's backend.
+      model's backend (one per input, as ``x`` was given).
     """
-    (wh, ww), (sh, sw) = _pair(window, "occlusion: window"), _pair(stride, "occlusion: stride")
-    x, w = prepare(model, x, target)
-    if x.ndim != 4:
-        raise ValueError(f"occlusion expects images (batch, H, W, C), got shape {tuple(x.shape)}")
+    window, stride = _pair(window, "occlusion: window"), _pair(stride, "occlusion: stride")
+    prep = prepare(model, x, target, output, "occlusion")
+    images = tuple(a.ndim == 4 and is_float(a) for a in prep.xs)
+    if not any(images):
+        shapes = [tuple(a.shape) for a in prep.xs]
+        got = f"got shape {shapes[0]}" if len(shapes) == 1 else f"got inputs of shapes {shapes}"
+        raise ValueError(
+            f"occlusion expects images (batch, H, W, C), {got}; a gradient method "
+            "(integrated_gradients) attributes any float input"
+        )
+    bases = per_input(model, baseline, "occlusion: baseline", images)
+    named = len(prep.xs) > 1
+    out = [None] * len(prep.xs)
+    for i, name in enumerate(model.input_names):
+        if images[i]:
+            out[i] = _occlude(model, prep, i, window, stride, bases[i], repr(name) if named else "")
+    return results(model, prep, tuple(out))
+
+
+def _occlude(model, prep: Prepared, which: int, window, stride, baseline, name: str) -> Array:
+    """Occlusion of input ``which`` (images), the others held as they are."""
+    (wh, ww), (sh, sw) = window, stride
+    x = prep.xs[which]
     n, h, wd = x.shape[:3]
     if wh > h or ww > wd:
-        raise ValueError(f"occlusion: window {(wh, ww)} is larger than the images ({h}, {wd})")
-    base = broadcast_baseline(model, x[:1], baseline)[0]
+        images = f"the images of input {name}" if name else "the images"
+        raise ValueError(f"occlusion: window {(wh, ww)} is larger than {images} ({h}, {wd})")
+    what = f"occlusion: baseline[{name}]" if name else "baseline"
+    base = broadcast_baseline(model, x[:1], baseline, what)[0]
     # As captum: ceil((size - window) / stride) + 1 windows per axis, the last one clipped.
     tops, lefts = np.meshgrid(
         np.arange(-(-(h - wh) // sh) + 1) * sh,
@@ -82,7 +119,7 @@ def occlusion(
     rr, cc = np.arange(h), np.arange(wd)
     patches = min(len(tops), per_call(model))
     per_samples = list(chunks(n, per_call(model, patches)))
-    fn = compiled(model, "occlusion", _occluded)
+    fn = compiled(model, "occlusion", prep.head, _occluded, which)
     parts, counts = [0.0] * len(per_samples), 0
     for c in chunks(len(tops), patches):  # patch masks made and moved one chunk at a time
         t, left = tops[c, None], lefts[c, None]
@@ -90,7 +127,8 @@ def occlusion(
         counts = counts + masks.sum(axis=0).reshape(-1)
         mk = model.backend.asarray(masks[..., None], dtype=model.dtype)
         for i, s in enumerate(per_samples):
-            parts[i] = parts[i] + fn(model.params, model.state, x[s], mk, base, w[s])
+            fn_args = (take(prep.xs, s), mk, base, prep.w[s])
+            parts[i] = parts[i] + fn(model.params, model.state, *fn_args)
     xp = model.backend.xp
     scale = model.backend.asarray(1.0 / np.maximum(counts, 1), dtype=model.dtype)
     per_pixel = xp.reshape(concat(parts) * scale, (n, h, wd, 1))
