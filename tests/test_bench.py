@@ -9,14 +9,17 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
+import numpy as np
 import pytest
 
 import wframe as wf
 from wframe import bench
-from wframe.bench import report
+from wframe.bench import report, runners_peers, runners_reference, runners_wframe
 from wframe.bench.timing import Row, Timer, ratio
-from wframe.bench.workloads import TARGETS, WORKLOADS, get
+from wframe.bench.workloads import TARGETS, WORKLOADS, get, initial_params, make_data
+from wframe.testing import assert_close
 
 RECORD_KEYS = {
     "workload",
@@ -250,3 +253,87 @@ def test_workloads_flops_and_quick_shapes():
     assert WORKLOADS["mlp_large"].flops(256) == 2 * 256 * (784 * 1024 * 2 + 1024**2 * 3 + 10240 * 3)
     for w in get(list(WORKLOADS), quick=True):
         assert w.flops(w.batch) > 0 and w.rows >= w.batch
+
+
+# ------------------------------------------------------------------ the sequence workloads
+SEQUENCE = ("attention", "embedding", "conv1d", "transformer", "graph")
+
+
+def _steps(run, n=3) -> list[float]:
+    """The losses of ``n`` calls of a row's ``run()`` (each one train step)."""
+    return [float(run()) for _ in range(n)]
+
+
+def _quick(name: str, **changes):
+    """``(w, p0, x, y)`` of a quick workload: one batch of its seeded data, its weights."""
+    w = replace(get([name], quick=True)[0], **changes)
+    x, y, _ = make_data(w)
+    return w, initial_params(w), x[: w.batch], y[: w.batch]
+
+
+@pytest.mark.parametrize("name", ["attention", "embedding", "conv1d"])
+def test_torch_twins_train_like_wframe(name):
+    """Three wframe train steps (make_train_step, as the bench times them) give the losses of
+    the PyTorch twin, which holds the same weights and sees the same batch. (The twin's weight
+    layout is what is checked: NumPy's steps stand for every backend's, which the layers'
+    own tests hold equal.)"""
+    pytest.importorskip("torch")
+    w, p0, x, y = _quick(name)
+    ours = _steps(runners_wframe.step(w, "numpy", p0, x, y))
+    assert ours[-1] < ours[0]  # it trains
+    twin = _steps(runners_peers.torch_runner(w, p0, x, y, "step"))
+    assert_close(np.array(ours), np.array(twin), rtol=1e-5, atol=1e-6)
+
+
+def test_graph_workload_trains_like_its_sequential_twin(backend):
+    """The functional MLP and the same chain as a Sequential: the same three losses."""
+    w, p0, x, y = _quick("graph", data="random")  # no scikit-learn import for a test
+    graph = _steps(runners_wframe.step(w, backend.name, p0, x, y))
+    chain = _steps(runners_wframe.step(replace(w, kind="mlp"), backend.name, p0, x, y))
+    assert graph[-1] < graph[0]
+    assert_close(np.array(graph), np.array(chain), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["conv1d", "transformer"])
+def test_plain_jax_references_train_like_wframe(jax, name):
+    """The plain-JAX reference step (jax.jit of value_and_grad plus optax) gives wframe's
+    NumPy losses: the same model, weights and data. The transformer's covers the attention's
+    and the embedding's reference code too. SGD, whose steps follow the gradients' size (Adam's
+    first steps follow only their signs), and a cheaper compilation."""
+    w, p0, x, y = _quick(name, optimizer="sgd", lr=0.1)
+    ours = _steps(runners_wframe.step(w, "numpy", p0, x, y))
+    ref = _steps(runners_reference.jax_runner(w, p0, x, y, "step"))
+    assert_close(np.array(ours), np.array(ref), rtol=1e-5, atol=1e-6)
+
+
+def test_sequence_rows_divide_by_their_references():
+    """Which row each new workload's rows divide by, and the graph's Sequential twins."""
+    p0, x, y = {}, np.zeros((4, 2)), np.zeros(4)
+    backends = ["numpy", "jax"]
+    refs = {
+        name: {
+            r.label: r.ref for r in runners_wframe.rows(WORKLOADS[name], "step", backends, p0, x, y)
+        }
+        for name in SEQUENCE
+    }
+    assert refs["attention"] == {"wframe[numpy]": "torch[cpu]", "wframe[jax]": "reference[jax]"}
+    assert refs["transformer"] == {"wframe[numpy]": None, "wframe[jax]": "reference[jax]"}
+    assert refs["graph"] == {
+        "wframe[numpy]": "wframe[numpy] sequential",
+        "wframe[numpy] sequential": None,
+        "wframe[jax]": "wframe[jax] sequential",
+        "wframe[jax] sequential": None,
+    }
+    graph = runners_wframe.rows(WORKLOADS["graph"], "epoch", ["jax"], p0, x, y)
+    assert [(r.label, r.extra.get("kind")) for r in graph] == [
+        ("wframe[jax]", None),
+        ("wframe[jax] sequential", "mlp"),
+        ("wframe[jax] spe=epoch", None),
+        ("wframe[jax] spe=epoch sequential", "mlp"),
+    ]
+    assert runners_reference.rows(WORKLOADS["graph"], "step", backends, p0, x, y) == []
+    assert [
+        r.label for r in runners_reference.rows(WORKLOADS["conv1d"], "step", backends, p0, x, y)
+    ] == ["reference[jax]"]
+    for w in get(list(SEQUENCE), quick=False):
+        assert w.flops(w.batch) > 0 and w.describe()

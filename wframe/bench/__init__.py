@@ -3,7 +3,10 @@
 Times MLP, CNN and RNN workloads (:mod:`wframe.bench.workloads`) as a train step and as a
 ``fit`` epoch, on every selected backend, next to hand-written references of the same backend
 (:mod:`~wframe.bench.runners_reference`) and to PyTorch and Keras 3 when installed
-(:mod:`~wframe.bench.runners_peers`), all from the same data and initial weights. Rows take
+(:mod:`~wframe.bench.runners_peers`), all from the same data and initial weights; and the
+sequence workloads (attention, embedding, conv1d, a small transformer) next to PyTorch and
+plain JAX (:mod:`~wframe.bench.reference_seq`), and a functional graph next to the same
+``wf.Sequential``. Rows take
 turns in rounds (:mod:`~wframe.bench.timing`); the report (:mod:`~wframe.bench.report`) gives
 median ms with min/max over rounds, cold (compile) time, samples/s, GFLOP/s, the fraction of the
 GEMM peak measured in the same run, memory, ratios to the reference, and the targets' verdicts,
@@ -36,8 +39,9 @@ __all__ = ["add_arguments", "main", "run"]
 
 MODES = ("step", "epoch")
 DESCRIPTION = (
-    "Time wframe's train steps and fit epochs (MLP, CNN, LSTM, GRU) on each backend next to "
-    "hand-written references and PyTorch/Keras, and report ratios, GFLOP/s and targets."
+    "Time wframe's train steps and fit epochs (MLP, CNN, LSTM, GRU, attention, embedding, "
+    "conv1d, transformer, functional graph) on each backend next to hand-written references, "
+    "plain JAX and PyTorch/Keras, and report ratios, GFLOP/s and targets."
 )
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from wframe.bench.workloads import Workload
+from wframe.bench import reference_seq
+from wframe.bench.workloads import HAND_WRITTEN, Workload
 
 
 # ------------------------------------------------------------------ NumPy / CuPy
@@ -165,7 +166,10 @@ FORWARD = {
 # ------------------------------------------------------------------ JAX
 def jax_loss_fn(w: Workload) -> Callable:
     """``loss(params, x, y) -> (loss, logits)``: the plain JAX forward and mean softmax
-    cross-entropy, the logits as ``value_and_grad(..., has_aux=True)``'s aux (for a metric)."""
+    cross-entropy, the logits as ``value_and_grad(..., has_aux=True)``'s aux (for a metric);
+    the sequence kinds' own loss (:func:`wframe.bench.reference_seq.jax_loss_fn`)."""
+    if w.kind not in HAND_WRITTEN:
+        return reference_seq.jax_loss_fn(w)
     import jax
     import jax.numpy as jnp
     import optax

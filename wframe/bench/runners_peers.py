@@ -2,7 +2,8 @@
 
 Both start from wframe's seed-0 weights: PyTorch's twin loads
 :func:`wframe.transfer.to_torch_state_dict` (Linear ``W.T``, conv OIHW, GRU gates reordered,
-Flatten's NHWC order permuted); Keras takes wframe's arrays as they are (same layouts, and a
+Flatten's NHWC order permuted; the sequence kinds' twins are
+:mod:`wframe.bench.reference_seq`'s); Keras takes wframe's arrays as they are (same layouts, and a
 GRU's two biases stacked as Keras' ``(2, 3 * units)`` bias).
 """
 
@@ -17,8 +18,9 @@ from collections.abc import Callable
 import numpy as np
 
 import wframe as wf
+from wframe.bench import reference_seq
 from wframe.bench.timing import Row
-from wframe.bench.workloads import Workload, batches, permutation
+from wframe.bench.workloads import HAND_WRITTEN, TORCH_TWINS, Workload, batches, permutation
 
 
 # ------------------------------------------------------------------ PyTorch
@@ -32,6 +34,8 @@ def torch_twin(w: Workload, p0: dict):
     """The ``nn.Module`` twin of ``w``'s model holding the weights ``p0``."""
     import torch
 
+    if w.kind not in HAND_WRITTEN:  # the sequence kinds
+        return reference_seq.torch_twin(w, p0)
     nn = torch.nn
     if w.kind == "mlp":
         sizes, mods = (w.in_shape[0], *w.hidden), []
@@ -78,9 +82,12 @@ def torch_runner(w: Workload, p0: dict, x: np.ndarray, y: np.ndarray, mode: str)
     device = torch_device()
     net = torch_twin(w, p0).to(device).train()
     opt_cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[w.optimizer]
-    opt, loss_fn = opt_cls(net.parameters(), lr=w.lr), torch.nn.CrossEntropyLoss()
-    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy() if w.kind == "cnn" else x).to(device)
-    yt = torch.from_numpy(y.astype(np.int64)).to(device)
+    mse = w.loss == "mse"  # else cross-entropy, of every position for a sequence's labels
+    opt = opt_cls(net.parameters(), lr=w.lr)
+    loss_fn = torch.nn.MSELoss() if mse else torch.nn.CrossEntropyLoss()
+    x = x.transpose(0, 3, 1, 2).copy() if w.kind == "cnn" else reference_seq.torch_input(w, x)
+    xt = torch.from_numpy(x).to(device)
+    yt = torch.from_numpy(y if mse else y.astype(np.int64)).to(device)
     sync = torch.cuda.synchronize if device == "cuda" else lambda: None
 
     def train(xb, yb):
@@ -179,12 +186,13 @@ def rows(
     peers: tuple[str, ...] = ("torch", "keras"),
     notes: list[str] | None = None,
 ) -> list[Row]:
-    """Peer rows: PyTorch when installed; Keras when installed and ``jax`` is benchmarked."""
+    """Peer rows: PyTorch when installed (kinds with a twin); Keras when installed and ``jax``
+    is benchmarked (the MLP, CNN and RNN kinds)."""
     out, notes = [], notes if notes is not None else []
     xs, ys = (x[: w.batch], y[: w.batch]) if mode == "step" else (x, y)
-    if "torch" in peers and importlib.util.find_spec("torch"):
+    if "torch" in peers and w.kind in TORCH_TWINS and importlib.util.find_spec("torch"):
         device = torch_device()
-        ref = "reference[numpy]" if device == "cpu" else None
+        ref = "reference[numpy]" if device == "cpu" and w.kind in HAND_WRITTEN else None
         out.append(
             Row(
                 f"torch[{device}]",
@@ -194,7 +202,7 @@ def rows(
                 ref=ref,
             )
         )
-    if "keras" in peers and "jax" in backends:
+    if "keras" in peers and "jax" in backends and w.kind in HAND_WRITTEN:
         keras = import_keras()
         if keras is None:
             notes.append("keras[jax]: not run (Keras 3 with the jax backend is not importable)")

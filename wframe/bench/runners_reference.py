@@ -4,7 +4,8 @@
 written out per model (:mod:`wframe.bench.reference_models`: im2col convolution, 2x2 max
 pooling, LSTM/GRU backprop through time) and an in-place SGD/Adam update. ``reference[jax]``:
 ``jax.jit(jax.value_and_grad)`` of a plain forward (``lax.conv_general_dilated``,
-``lax.reduce_window``, a ``lax.scan`` cell) plus optax, state donated; ``reference[jax] scan``:
+``lax.reduce_window``, a ``lax.scan`` cell; the sequence kinds' in
+:mod:`wframe.bench.reference_seq`) plus optax, state donated; ``reference[jax] scan``:
 a whole epoch in one jit (``lax.scan`` over the batches, data on the device). Params are lists
 of dicts in layer order (a jitted dict would sort its keys).
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from wframe.bench.reference_models import FORWARD, jax_loss_fn
 from wframe.bench.timing import Row
-from wframe.bench.workloads import Workload, batches, permutation
+from wframe.bench.workloads import HAND_WRITTEN, Workload, batches, permutation
 
 
 def uses_metric(w: Workload, mode: str) -> bool:
@@ -152,7 +153,7 @@ def jax_runner(w: Workload, p0: dict, x, y, mode: str) -> Callable:
 
     metric = uses_metric(w, mode)
     tx, update = jax_update(w, metric)
-    params = [{k: jnp.array(v) for k, v in d.items()} for d in p0.values()]
+    params = jax.tree_util.tree_map(jnp.array, list(p0.values()))
     state, epoch, n, logs = [params, tx.init(params)], [0], x.shape[0], {}
     step, xd, yd = jax.jit(update, donate_argnums=(0, 1)), jnp.asarray(x), jnp.asarray(y)
     if mode == "step":
@@ -198,9 +199,14 @@ def _xp_maker(w: Workload, backend: str, mode: str, p0: dict, x, y) -> Callable:
 
 
 def rows(w: Workload, mode: str, backends: list[str], p0: dict, x, y) -> list[Row]:
+    """The references of ``w`` on ``backends``: hand-written NumPy/CuPy for the kinds that
+    have one (:data:`~wframe.bench.workloads.HAND_WRITTEN`), plain JAX for every kind but the
+    graph (whose reference is wframe's own Sequential, :mod:`~wframe.bench.runners_wframe`)."""
     out = []
     xb, yb = x[: w.batch], y[: w.batch]
     for b in backends:
+        if w.kind == "graph" or (b != "jax" and w.kind not in HAND_WRITTEN):
+            continue
         if b == "jax":
             if mode == "step":
                 out.append(

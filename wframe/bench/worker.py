@@ -12,7 +12,8 @@ was started with (anything else printed goes to stderr); its first line names th
 imported:
 
 - ``{"op": "setup", "id": ..., "workload": {Workload fields}, "mode": "step" | "epoch",
-  "backend": ..., "spe": ...}``: make the row (its data and first weights as the suite's);
+  "backend": ..., "spe": ..., "kind": ...}``: make the row (its data and first weights as the
+  suite's); ``kind``, when given, replaces the workload's (a graph's Sequential twin);
 - ``{"op": "run", "id": ...}``: one call, answered ``{"loss": ..., "seconds": ...}``, timed
   here around the call, which synchronizes;
 - ``{"op": "reset"}``: forget every row. End of input ends the worker; an error is answered
@@ -45,11 +46,12 @@ def step(w: Workload, backend: str, p0: dict, xb: np.ndarray, yb: np.ndarray) ->
         b = wf.get_backend()
         model = w.model().build((None, *w.in_shape))
         # Fresh copies: NumPy's step updates its train state in place, JAX's donates it.
-        model.params = {k: {p: b.asarray(np.array(v)) for p, v in d.items()} for k, d in p0.items()}
+        model.params = wf.tree.tree_map(lambda v: b.asarray(np.array(v)), p0)
         opt = getattr(wf.optimizers, w.optimizer)(w.lr)
-        train_step = wf.make_train_step(model, "softmax_cross_entropy", opt)
+        train_step = wf.make_train_step(model, w.loss_fn(), opt)
         ts = [wf.TrainState(model.params, model.state, opt.init(model.params))]
-        x, y = b.asarray(xb), b.asarray(yb, dtype="int32")
+        # Inputs keep their dtype (float32, or int32 ids); labels are int32, targets float32.
+        x, y = b.asarray(xb), b.asarray(yb, dtype="float32" if yb.dtype.kind == "f" else "int32")
     call = _calling_convention(train_step)
 
     def run() -> Any:
@@ -135,7 +137,7 @@ def _answer(msg: dict, runs: dict, workloads) -> dict:
     op = msg.get("op")
     if op == "setup":
         fields = {k: tuple(v) if isinstance(v, list) else v for k, v in msg["workload"].items()}
-        w = workloads.Workload(**fields)
+        w = workloads.Workload(**{**fields, "kind": msg.get("kind", fields["kind"])})
         x, y, _ = workloads.make_data(w)
         if msg["mode"] == "step":
             p0 = workloads.initial_params(w)
