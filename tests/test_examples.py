@@ -100,3 +100,52 @@ def test_transfer_example_trains_a_head_on_the_pretrained_body(backend_name):
     frozen = float(_cells(stdout, "(a) frozen body + new head")[1].split()[0])  # test accuracy
     assert frozen > 0.7, stdout
     assert stdout.count('\n- "') == 2, stdout  # a verdict per transfer mode, (a) and (b)
+
+
+def _run(script: str, backend_name: str, *args: str) -> str:
+    """Run ``script`` with ``args`` on ``backend_name``; its stdout."""
+    if backend_name not in wf.available():
+        pytest.skip(f"backend {backend_name!r} unavailable")
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args, "--verbose", "0"],
+        env={**os.environ, "WFRAME_BACKEND": backend_name},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "jax"])
+def test_transformer_example_trains_and_samples(backend_name):
+    stdout = _run("transformer_chars.py", backend_name, "--quick")
+    match = re.search(
+        rf"backend {backend_name}: validation bits per character: transformer (\S+), bigram "
+        r"(\S+), unigram (\S+)",
+        stdout,
+    )
+    assert match, stdout
+    model, bigram, unigram = map(float, match.groups())
+    assert 0 < bigram < unigram < 7 and 0 < model < 7, stdout  # 7 bits: ~ 1/128 per char
+    assert " >>> " in stdout, stdout  # the sampled continuation
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "jax"])
+def test_multi_input_example_trains_two_heads_and_reloads(backend_name):
+    pytest.importorskip("sklearn")
+    stdout = _run("multi_input_digits.py", backend_name, "--epochs", "3")
+    match = re.search(rf"backend {backend_name}: test accuracy (\S+), ink mse (\S+)", stdout)
+    assert match, stdout
+    assert float(match.group(1)) > 0.8 and float(match.group(2)) < 0.5, stdout
+    gap = float(re.search(r"largest difference from the original's outputs (\S+)", stdout)[1])
+    assert gap < 1e-4, stdout
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "jax"])
+def test_sequence_classifier_example_runs(backend_name):
+    stdout = _run("sequence_classifier.py", backend_name, "--quick")
+    accuracies = re.findall(rf"backend {backend_name}: .+: test accuracy (\S+)", stdout)
+    assert len(accuracies) == 2, stdout
+    assert all(0 <= float(a) <= 1 for a in accuracies), stdout
