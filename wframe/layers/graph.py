@@ -124,6 +124,21 @@ class Graph(Layer):
                 f"{len(self.outputs)} outputs"
             )
         object.__setattr__(self, "_by_name", by_name)
+        # Per node, what the forward and backward read on every call, resolved once: the
+        # layer, its options, and the value it reads when that is one whole value (else None).
+        steps = tuple(
+            (
+                node.layer,
+                by_name[node.layer],
+                node.inputs[0].value if not node.multi and node.inputs[0].index is None else None,
+                node,
+                dict(node.options),
+            )
+            for node in self.nodes
+        )
+        object.__setattr__(self, "_steps", steps)
+        everything = {flag: self._wanted(flag, None) for flag in (False, True)}
+        object.__setattr__(self, "_wanted_all", everything)
 
     @property
     def uses_key(self) -> bool:
@@ -220,20 +235,19 @@ class Graph(Layer):
         values: list = list(self.split_inputs(x))
         new_state = dict(state)
         backs = []
-        for k, node in enumerate(self.nodes):
-            layer = self._by_name[node.layer]
+        for k, (name, layer, src, node, options) in enumerate(self._steps):
             sub_key = fold_in(key, k) if key is not None and layer.uses_key else None
             y, s, back = layer.apply(
-                params.get(node.layer, _EMPTY),
-                new_state.get(node.layer, _EMPTY),
-                self._read(values, node),
+                params.get(name, _EMPTY),
+                new_state.get(name, _EMPTY),
+                values[src] if src is not None else self._read(values, node),
                 train=train,
                 key=sub_key,
                 vjp=vjp,
-                **dict(node.options),
+                **options,
             )
             if s:
-                new_state[node.layer] = s
+                new_state[name] = s
             values.append(y)
             backs.append(back)
         out = self._outputs(values)
@@ -247,26 +261,34 @@ class Graph(Layer):
 
     def _backward(self, values, backs, dy, input_grad, need, params):
         n_in = len(self.inputs)
-        wanted = self._wanted(input_grad, need)
+        wanted = self._wanted_all[input_grad] if need is None else self._wanted(input_grad, need)
         cot: list = [None] * len(values)  # the cotangent of each value, summed over its uses
         for ref, d in zip(self.outputs, dy if len(self.outputs) > 1 else (dy,), strict=True):
             _add(cot, ref, d)
         grads: dict = {}
-        for k in range(len(self.nodes) - 1, -1, -1):
-            v, node = n_in + k, self.nodes[k]
+        steps = self._steps
+        for k in range(len(steps) - 1, -1, -1):
+            v = n_in + k
             if not wanted[v]:
                 continue
-            g = _cotangent(cot[v], values[v])
+            name, layer, src, node, _ = steps[k]
+            g = cot[v]
+            if g is None or isinstance(values[v], tuple):
+                g = _cotangent(g, values[v])
             cot[v] = None
-            sub = None if need is None else need.get(node.layer, _EMPTY)
-            want_dx = any(wanted[r.value] for r in node.inputs)
-            layer = self._by_name[node.layer]
-            dx, got = back_through(layer, backs[k], g, want_dx, sub)
-            accumulate(grads, node.layer, got)
-            if want_dx:
-                for ref, d in zip(node.inputs, dx if node.multi else (dx,), strict=True):
-                    if wanted[ref.value]:
-                        _add(cot, ref, d)
+            sub = None if need is None else need.get(name, _EMPTY)
+            if src is not None:  # one whole value in (a chain's step): no bookkeeping
+                dx, got = back_through(layer, backs[k], g, wanted[src], sub)
+                if dx is not None and wanted[src]:
+                    cot[src] = dx if cot[src] is None else cot[src] + dx
+            else:
+                want_dx = any(wanted[r.value] for r in node.inputs)
+                dx, got = back_through(layer, backs[k], g, want_dx, sub)
+                if want_dx:
+                    for ref, d in zip(node.inputs, dx if node.multi else (dx,), strict=True):
+                        if wanted[ref.value]:
+                            _add(cot, ref, d)
+            accumulate(grads, name, got)
         dx = None
         if input_grad:
             dx = tuple(_cotangent(cot[i], values[i]) for i in range(n_in))
