@@ -21,14 +21,12 @@ TARGETS = {
 }
 
 
-@pytest.mark.parametrize("backend_name", ["numpy", "jax"])
-@pytest.mark.parametrize("script", sorted(TARGETS))
-def test_example_reaches_its_accuracy(script, backend_name):
-    pytest.importorskip("sklearn")
+def _run(script: str, backend_name: str, *args: str, verbose: bool = True) -> str:
+    """Run ``script`` with ``args`` (and ``--verbose 0``) on ``backend_name``; its stdout."""
     if backend_name not in wf.available():
         pytest.skip(f"backend {backend_name!r} unavailable")
     out = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), "--verbose", "0"],
+        [sys.executable, str(EXAMPLES / script), *args, *(("--verbose", "0") if verbose else ())],
         env={**os.environ, "WFRAME_BACKEND": backend_name},
         capture_output=True,
         text=True,
@@ -36,28 +34,26 @@ def test_example_reaches_its_accuracy(script, backend_name):
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    match = re.search(rf"backend {backend_name}: test accuracy (\S+)", out.stdout)
-    assert match, out.stdout
+    return out.stdout
+
+
+@pytest.mark.parametrize("backend_name", ["numpy", "jax"])
+@pytest.mark.parametrize("script", sorted(TARGETS))
+def test_example_reaches_its_accuracy(script, backend_name):
+    pytest.importorskip("sklearn")
+    stdout = _run(script, backend_name)
+    match = re.search(rf"backend {backend_name}: test accuracy (\S+)", stdout)
+    assert match, stdout
     assert float(match.group(1)) >= TARGETS[script]
 
 
 def _run_quick(script: str, backend_name: str) -> str:
     """Run a claim-measuring example with ``--quick --seeds 1``; its stdout."""
     pytest.importorskip("sklearn")
-    if backend_name not in wf.available():
-        pytest.skip(f"backend {backend_name!r} unavailable")
-    out = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), "--quick", "--seeds", "1"],
-        env={**os.environ, "WFRAME_BACKEND": backend_name},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    assert re.search(r"^\|:-+\|", out.stdout, re.MULTILINE), out.stdout  # a Markdown table
-    assert re.search(r'^- ".+": (holds|does not hold): ', out.stdout, re.MULTILINE), out.stdout
-    return out.stdout
+    stdout = _run(script, backend_name, "--quick", "--seeds", "1", verbose=False)
+    assert re.search(r"^\|:-+\|", stdout, re.MULTILINE), stdout  # a Markdown table
+    assert re.search(r'^- ".+": (holds|does not hold): ', stdout, re.MULTILINE), stdout
+    return stdout
 
 
 def _cells(stdout: str, *first: str) -> list[str]:
@@ -100,22 +96,6 @@ def test_transfer_example_trains_a_head_on_the_pretrained_body(backend_name):
     frozen = float(_cells(stdout, "(a) frozen body + new head")[1].split()[0])  # test accuracy
     assert frozen > 0.7, stdout
     assert stdout.count('\n- "') == 2, stdout  # a verdict per transfer mode, (a) and (b)
-
-
-def _run(script: str, backend_name: str, *args: str) -> str:
-    """Run ``script`` with ``args`` on ``backend_name``; its stdout."""
-    if backend_name not in wf.available():
-        pytest.skip(f"backend {backend_name!r} unavailable")
-    out = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), *args, "--verbose", "0"],
-        env={**os.environ, "WFRAME_BACKEND": backend_name},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
 
 
 @pytest.mark.parametrize("backend_name", ["numpy", "jax"])

@@ -9,25 +9,12 @@ import pytest
 import wframe as wf
 from wframe import transfer
 from wframe.layers import GRU, LSTM, Bidirectional, Dense, LayerNorm, SimpleRNN
-from wframe.tree import flatten
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-
-def _flat(tree) -> dict[str, np.ndarray]:
-    return {k: np.array(wf.to_numpy(a)) for k, a in flatten(tree)}
-
-
-class _Recurrent(nn.Module):
-    """``rnn`` (batch_first) then ``fc`` on the last step's output."""
-
-    def __init__(self, rnn):
-        super().__init__()
-        self.rnn, self.fc = rnn, nn.Linear(rnn.hidden_size, 3)
-
-    def forward(self, x):
-        return self.fc(self.rnn(x)[0][:, -1])
+from _torch_twins import Recurrent as _Recurrent  # noqa: E402
+from _torch_twins import flat_params as _flat  # noqa: E402
 
 
 class _BiRecurrent(nn.Module):

@@ -20,25 +20,13 @@ from wframe.layers import (
     SimpleRNN,
 )
 from wframe.optimizers import GradientTransformation, sgd
-from wframe.tree import flatten, tree_map
+from wframe.tree import tree_map
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
-
-def _flat(tree) -> dict[str, np.ndarray]:
-    return {k: np.array(wf.to_numpy(a)) for k, a in flatten(tree)}
-
-
-class _Recurrent(nn.Module):
-    """``rnn`` (batch_first) then ``fc`` on the last step, as wframe's return_sequences=False."""
-
-    def __init__(self, rnn):
-        super().__init__()
-        self.rnn, self.fc = rnn, nn.Linear(rnn.hidden_size, 3)
-
-    def forward(self, x):
-        return self.fc(self.rnn(x)[0][:, -1])
+from _torch_twins import Recurrent as _Recurrent  # noqa: E402
+from _torch_twins import flat_params as _flat  # noqa: E402
 
 
 def _mlp():

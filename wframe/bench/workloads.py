@@ -105,7 +105,9 @@ class Workload:
 
     def loss_fn(self) -> str | wf.losses.Loss:
         """The loss that wframe's train step takes."""
-        return TokenCrossEntropy() if self.loss == "token_cross_entropy" else self.loss
+        if self.loss == "token_cross_entropy":  # every position's, no metric (as the twins)
+            return wf.losses.SoftmaxCrossEntropy(metric=None)
+        return self.loss
 
     def flops(self, m: int) -> float:
         """Multiply-add FLOPs (2 per MAC) of one train step on ``m`` examples: each matmul or
@@ -358,18 +360,3 @@ def _describe_seq(w: Workload) -> str:
         f"decoder transformer: {blocks} pre-LayerNorm blocks, width {width}, {heads} causal "
         f"heads, gelu ffn {ffn}, vocab {w.vocab}; next-token loss"
     )
-
-
-@dataclass(frozen=True)
-class TokenCrossEntropy(wf.losses.SoftmaxCrossEntropy):
-    """Softmax cross-entropy of every position: logits (N, T, V), integer labels (N, T); the
-    mean over the N * T positions (the loss a language model trains on)."""
-
-    metric: str | None = None
-
-    def __call__(self, logits, labels):
-        xp = wf.backends.array_namespace(logits)
-        vocab = logits.shape[-1]
-        flat = (xp.reshape(logits, (-1, vocab)), xp.reshape(labels, (-1,)))
-        value, grad = super().__call__(*flat)
-        return value, xp.reshape(grad, logits.shape)
