@@ -120,6 +120,7 @@ def main() -> None:
     cut = int(len(ids) * 0.9)
     train, val = ids[:cut], ids[cut:]
     x, y = windows(train, length)
+    x, y = x[: len(x) // 32 * 32], y[: len(y) // 32 * 32]  # whole batches: one compiled step
     x_val, y_val = windows(val, length)
     model = make_model(len(vocab), length, width, heads, blocks, dropout, args.seed)
     model.compile(
