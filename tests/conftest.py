@@ -22,8 +22,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import wframe as wf
-from wframe.backends import backend_class
+import wframe as wf  # noqa: E402 (after the environment above)
+from wframe.backends import backend_class  # noqa: E402
 
 BACKENDS = ["numpy", "jax", "cupy"]
 
