@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=1)
     args = parser.parse_args()
-    n, epochs = (256, 1) if args.quick else (4000, 30)
+    n, epochs = (800, 4) if args.quick else (4000, 30)
     epochs = args.epochs or epochs
     x, y = make_data(n, args.seed)
     x_test, y_test = make_data(n // 4, args.seed + 1)

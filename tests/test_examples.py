@@ -139,4 +139,4 @@ def test_sequence_classifier_example_runs(backend_name):
     stdout = _run("sequence_classifier.py", backend_name, "--quick")
     accuracies = re.findall(rf"backend {backend_name}: .+: test accuracy (\S+)", stdout)
     assert len(accuracies) == 2, stdout
-    assert all(0 <= float(a) <= 1 for a in accuracies), stdout
+    assert float(accuracies[0]) > 0.2, stdout  # twice chance after the quick run's 4 epochs
