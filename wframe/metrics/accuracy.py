@@ -1,0 +1,103 @@
+"""Accuracy metrics: binary (a threshold per element), categorical and sparse (arg-max), top-k,
+and :class:`AutoAccuracy`, what ``"accuracy"`` means when the loss does not decide."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wframe.backends import array_namespace
+from wframe.metrics.base import Metric, aligned, float_dtype, is_sparse, logit, mean_stats, scores
+
+
+@dataclass(frozen=True)
+class BinaryAccuracy(Metric):
+    """Fraction of elements whose prediction is on the label's side of ``threshold``.
+
+    Labels count as 1 above 0.5 (Keras compares them with ``==``: the same for 0/1 labels);
+    integer class indices for several outputs count as one-hot. With ``from_logits`` the
+    threshold applies to ``sigmoid(pred)`` (0.5: a logit above 0).
+    """
+
+    name: str = "binary_accuracy"
+    threshold: float = 0.5
+    from_logits: bool | None = None
+
+    def stats(self, pred, labels, sample_weight=None):
+        xp = array_namespace(pred)
+        dtype = float_dtype(xp, pred)
+        labels = aligned(xp, self, pred, labels, dtype, classes=True)
+        values, logits = scores(xp, self, pred, dtype)
+        t = logit(self.threshold) if logits else self.threshold
+        return mean_stats(self, (values > t) == (labels > 0.5), sample_weight, dtype)
+
+
+@dataclass(frozen=True)
+class CategoricalAccuracy(Metric):
+    """Fraction of examples whose arg-max prediction is the label's class: one-hot labels
+    (their arg-max) or class indices, told apart by their shape (``(N,)`` or ``(N, 1)`` for
+    predictions ``(N, C)``). ``from_logits`` changes nothing (softmax keeps the arg-max)."""
+
+    name: str = "categorical_accuracy"
+    from_logits: bool | None = None
+
+    def stats(self, pred, labels, sample_weight=None):
+        xp = array_namespace(pred)
+        if is_sparse(pred, labels):
+            classes = xp.reshape(labels, pred.shape[:-1])
+        elif tuple(labels.shape) == tuple(pred.shape):
+            classes = xp.argmax(labels, axis=-1)
+        else:
+            raise ValueError(
+                f"metric '{self.name}' expects one-hot labels of shape {tuple(pred.shape)} or "
+                f"class indices of shape {tuple(pred.shape[:-1])}, got {tuple(labels.shape)}"
+            )
+        hits = xp.argmax(pred, axis=-1) == classes
+        return mean_stats(self, hits, sample_weight, float_dtype(xp, pred))
+
+
+@dataclass(frozen=True)
+class SparseCategoricalAccuracy(CategoricalAccuracy):
+    """:class:`CategoricalAccuracy` under Keras' name for class-index labels."""
+
+    name: str = "sparse_categorical_accuracy"
+
+
+@dataclass(frozen=True)
+class AutoAccuracy(Metric):
+    """``"accuracy"`` for a loss that does not decide it (Keras 3's rule, by shapes): binary
+    for one output (threshold 0.5, or 0 on logits), else categorical or sparse by the labels'
+    shape."""
+
+    name: str = "accuracy"
+    from_logits: bool | None = None
+
+    def stats(self, pred, labels, sample_weight=None):
+        if pred.ndim >= 2 and pred.shape[-1] > 1:
+            return CategoricalAccuracy(self.name).stats(pred, labels, sample_weight)
+        inner = BinaryAccuracy(self.name, from_logits=self.from_logits)
+        return inner.stats(pred, labels, sample_weight)
+
+
+@dataclass(frozen=True)
+class TopKCategoricalAccuracy(Metric):
+    """Fraction of examples whose label's class is among the ``k`` highest predictions (ties
+    counted in the label's favour, as Keras' ``in_top_k``); one-hot labels or class indices."""
+
+    k: int = 5
+    name: str = "top_k_categorical_accuracy"
+    from_logits: bool | None = None
+
+    def stats(self, pred, labels, sample_weight=None):
+        xp = array_namespace(pred)
+        dtype = float_dtype(xp, pred)
+        onehot = aligned(xp, self, pred, labels, dtype, classes=True)
+        at_label = xp.sum(xp.where(onehot > 0.5, pred, xp.zeros_like(pred)), axis=-1)
+        above = xp.sum(xp.astype(pred > at_label[..., None], xp.int32), axis=-1)
+        return mean_stats(self, above < self.k, sample_weight, dtype)
+
+
+@dataclass(frozen=True)
+class SparseTopKCategoricalAccuracy(TopKCategoricalAccuracy):
+    """:class:`TopKCategoricalAccuracy` under Keras' name for class-index labels."""
+
+    name: str = "sparse_top_k_categorical_accuracy"
