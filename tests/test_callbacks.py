@@ -225,20 +225,23 @@ def test_reduce_lr_on_plateau_changes_the_rate_fit_uses(backend):
     assert learning_rate(model.optimizer, model.opt_state) == 0.0
 
 
-def test_reduce_lr_on_plateau_needs_an_injected_learning_rate(backend):
+def test_reduce_lr_on_plateau_refuses_a_constant_rate_before_any_step(backend):
+    # wf.optimizers.sgd(0.1) is schedulable (tests/test_optimizers_more.py); a chain built by
+    # hand keeps its rate as a constant: refused at on_train_begin, naming the fix.
     x, y = data()
     model = tiny()
-    with pytest.raises(ValueError, match="holds no injected hyper-parameters") as info:
+    by_hand = wf.optimizers.chain(wf.optimizers.trace(0.9), wf.optimizers.scale(-0.1))
+    with pytest.raises(TypeError, match="keeps its learning rate as a constant") as info:
         model.fit(
             x,
             y,
             epochs=2,
             batch_size=16,
-            optimizer=wf.optimizers.sgd(0.1),
+            optimizer=by_hand,
             verbose=0,
             callbacks=[ReduceLROnPlateau(monitor="loss")],
         )
-    assert 'optimizer="adam"' in str(info.value)
+    assert 'optimizer="adam"' in str(info.value) and model.steps == 0
 
 
 # ------------------------------------------------------------------------- LearningRateScheduler
@@ -246,8 +249,8 @@ def test_learning_rate_scheduler_sets_the_rate_each_epoch_directly(capsys):
     model = built("sgd")
     seen = drive(LearningRateScheduler(lambda epoch, lr: lr * 0.5, verbose=1), model, [0.0] * 3)
     assert [logs["learning_rate"] for logs in seen] == pytest.approx([0.005, 0.0025, 0.00125])
-    # the rate read back is the stored float32 one, as Keras reads its optimizer's variable
-    assert "Epoch 3: LearningRateScheduler setting learning rate to 0.001249" in (
+    # the stored float32 rate read back as the shortest decimal that rounds to it (host_float)
+    assert "Epoch 3: LearningRateScheduler setting learning rate to 0.00125." in (
         capsys.readouterr().out
     )
     seen = drive(LearningRateScheduler(lambda epoch: 0.1 * (epoch + 1)), model, [0.0] * 2)

@@ -590,7 +590,8 @@ def test_get_passes_transformations_through():
 def test_get_unknown_name_lists_valid_names():
     with pytest.raises(ValueError, match="adamm") as info:
         opt.get("adamm")
-    assert "['adam', 'adamw', 'rmsprop', 'sgd']" in str(info.value)
+    names = "['adafactor', 'adagrad', 'adam', 'adamax', 'adamw', 'lion', 'nadam', 'rmsprop', 'sgd']"
+    assert names in str(info.value)
 
 
 def test_get_bad_type_names_it():

@@ -16,13 +16,14 @@ class LearningRateMonitor(Callback):
     it), and with ``interval="step"`` the rate of every optimizer step as well.
 
     The rate is what :func:`wframe.optimizers.learning_rate` says: the stored or scheduled
-    value of an injected learning rate (an optimizer given by name), or the rate :func:`sgd`,
-    :func:`adam`, :func:`adamw` and :func:`rmsprop` were made with (their schedule at each
-    step). The epoch's entry is the rate of the next update, as Keras logs
-    ``optimizer.learning_rate``. Per-step rates go to :attr:`steps` / :attr:`values` and to the
-    ``steps["learning_rate"]`` series of the History ``fit`` returns (reached as
-    ``self.model.history``, which :class:`CallbackList` sets), one per step also when
-    ``fit(steps_per_execution=k)`` calls the hooks once per ``k`` steps. It does not read the
+    value of an injected learning rate (an optimizer given by name, or one whose rate a
+    callback made settable), or the rate a named optimizer (``wf.optimizers.adam``, ...) was
+    made with (its schedule at each step); a float32 value reads as the shortest decimal that
+    rounds to it (0.001, not 0.0010000000474974513). The epoch's entry is the rate of the next
+    update, as Keras logs ``optimizer.learning_rate``. Per-step rates go to :attr:`steps` /
+    :attr:`values` and to the ``steps["learning_rate"]`` series of the History ``fit`` returns
+    (reached as ``self.model.history``, which :class:`CallbackList` sets), one per step also
+    when ``fit(steps_per_execution=k)`` calls the hooks once per ``k`` steps. It does not read the
     batch logs, so ``fit`` does not sync for them.
 
     Args:
@@ -60,9 +61,9 @@ class LearningRateMonitor(Callback):
             self._warned = True
             warnings.warn(
                 "LearningRateMonitor: the learning rate of this optimizer is unknown (it was not "
-                "made by wframe's sgd, adam, adamw or rmsprop, nor by inject_hyperparams); "
-                "nothing is recorded. Pass it by name or through "
-                "wf.optimizers.inject_hyperparams",
+                "made by a wframe optimizer such as wf.optimizers.adam, nor by "
+                "inject_hyperparams); nothing is recorded. Pass it by name, use a "
+                "wf.optimizers factory or wrap it in wf.optimizers.inject_hyperparams",
                 UserWarning,
                 stacklevel=3,
             )

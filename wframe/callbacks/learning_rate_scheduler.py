@@ -8,18 +8,24 @@ from numbers import Real
 from typing import Any
 
 from wframe.callbacks.base import Callback
-from wframe.optimizers import get_hyperparam, is_scheduled, set_hyperparam
+from wframe.optimizers import get_hyperparam, set_hyperparam, with_settable_learning_rate
 
 
 class LearningRateScheduler(Callback):
     """At the start of each epoch, set the learning rate to ``schedule(epoch, lr)``, as Keras'.
 
-    ``lr`` is the current learning rate, read from the optimizer state (an optimizer given by
-    name, or made with :func:`wframe.optimizers.inject_hyperparams`); the new one is assigned
-    through ``model.opt_state`` (:func:`~wframe.optimizers.set_hyperparam`). A ``schedule`` that
-    takes one argument is called ``schedule(epoch)``, as Keras allows (Keras finds out by
-    catching a ``TypeError``; here the signature says). ``learning_rate`` is added to the epoch
-    logs.
+    ``lr`` is the current learning rate, read from the optimizer state; the new one is assigned
+    through ``model.opt_state`` (:func:`~wframe.optimizers.set_hyperparam`). Any wframe
+    optimizer works as it is (``wf.optimizers.adam(1e-3)``, a name, one made with
+    :func:`~wframe.optimizers.inject_hyperparams`): at ``on_train_begin`` its state is made to
+    hold the rate (:func:`prepare_learning_rate`), and an optimizer whose rate nothing can set
+    is refused there, before any step. A ``schedule`` that takes one argument is called
+    ``schedule(epoch)``, as Keras allows (Keras finds out by catching a ``TypeError``; here the
+    signature says). ``learning_rate`` is added to the epoch logs.
+
+    Rates are read back from the stored float32 value as the shortest decimal that rounds to it
+    (:func:`~wframe.optimizers.host_float`), in the logs and in what ``verbose`` prints: a rate
+    set to 0.001 shows ``0.001``, not ``0.0010000000474974513``.
 
     Args:
       schedule: ``(epoch, lr) -> new lr`` or ``epoch -> new lr``; epochs count from 0.
@@ -42,8 +48,11 @@ class LearningRateScheduler(Callback):
             return self.schedule(epoch, lr)
         return self.schedule(epoch)
 
+    def on_train_begin(self, logs=None):
+        prepare_learning_rate(self.model, type(self).__name__)
+
     def on_epoch_begin(self, epoch, logs=None):
-        check_learning_rate_settable(self.model.optimizer, type(self).__name__)
+        prepare_learning_rate(self.model, type(self).__name__)  # e.g. after a restored backup
         lr = self._call(epoch, get_hyperparam(self.model.opt_state, "learning_rate"))
         if isinstance(lr, bool) or not isinstance(lr, Real):
             raise ValueError(
@@ -51,8 +60,9 @@ class LearningRateScheduler(Callback):
             )
         self.model.opt_state = set_hyperparam(self.model.opt_state, "learning_rate", float(lr))
         if self.verbose > 0:
+            stored = get_hyperparam(self.model.opt_state, "learning_rate")
             print(
-                f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr}.",
+                f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to {stored}.",
                 flush=True,
             )
 
@@ -61,12 +71,24 @@ class LearningRateScheduler(Callback):
             logs["learning_rate"] = get_hyperparam(self.model.opt_state, "learning_rate")
 
 
-def check_learning_rate_settable(optimizer: Any, who: str) -> None:
-    """Raise ``TypeError`` (naming the callback ``who``) if ``optimizer`` recomputes its learning
-    rate from a schedule at every step, so that setting it would change nothing (as Keras)."""
-    if is_scheduled(optimizer, "learning_rate"):
-        raise TypeError(
-            f"{who} cannot set the learning rate: the optimizer was made with a schedule for "
-            "it, which recomputes it at every step. Pass a number instead (inject_hyperparams"
-            "(...)(learning_rate=0.01)), or drop the callback"
-        )
+def prepare_learning_rate(model: Any, who: str) -> None:
+    """Make ``model``'s optimizer state hold a learning rate that can be set, or refuse.
+
+    Called by the learning-rate callbacks at ``on_train_begin``, before any step: the state of a
+    named optimizer made with a number (``wf.optimizers.adam(1e-3)``) is wrapped with its rate
+    (:func:`~wframe.optimizers.with_settable_learning_rate`; training goes on with the same
+    numbers); a state that already holds one is left as it is.
+
+    Raises:
+      TypeError: naming the callback ``who``, where nothing can set the rate (a schedule
+        recomputes it at every step; an optax object or a chain built by hand keeps it as a
+        constant), with what to use instead.
+    """
+    state = model.opt_state
+    params = None if state is None else model.trainable_params
+    try:
+        new = with_settable_learning_rate(model.optimizer, state, params)
+    except TypeError as e:
+        raise TypeError(f"{who} cannot set the learning rate: {e}") from None
+    if new is not state:
+        model.opt_state = new

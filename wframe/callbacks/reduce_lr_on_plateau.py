@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from wframe.callbacks.learning_rate_scheduler import check_learning_rate_settable
+from wframe.callbacks.learning_rate_scheduler import prepare_learning_rate
 from wframe.callbacks.monitor import MonitorCallback
 from wframe.optimizers import get_hyperparam, set_hyperparam
 
@@ -13,12 +13,18 @@ class ReduceLROnPlateau(MonitorCallback):
     """Multiply the learning rate by ``factor`` when ``logs[monitor]`` has not improved for
     ``patience`` epochs, as Keras 3's.
 
-    The learning rate lives in the optimizer state (an optimizer given by name, or one made with
-    :func:`wframe.optimizers.inject_hyperparams`): the callback reads it with
+    The learning rate lives in the optimizer state: the callback reads it with
     :func:`~wframe.optimizers.get_hyperparam` and assigns ``model.opt_state`` a new state made by
-    :func:`~wframe.optimizers.set_hyperparam`. It adds ``learning_rate`` (the rate the epoch used)
-    to the epoch logs, so :class:`History` records it. After a reduction, ``cooldown`` epochs
-    pass before the wait counts again; the rate never goes below ``min_lr``.
+    :func:`~wframe.optimizers.set_hyperparam`. Any wframe optimizer works as it is
+    (``wf.optimizers.adam(1e-3)``, a name, one made with
+    :func:`~wframe.optimizers.inject_hyperparams`): at ``on_train_begin`` its state is made to
+    hold the rate (:func:`~wframe.callbacks.learning_rate_scheduler.prepare_learning_rate`), and
+    an optimizer whose rate nothing can set is refused there, before any step. It adds
+    ``learning_rate`` (the rate the epoch used) to the epoch logs, so :class:`History` records
+    it. After a reduction, ``cooldown`` epochs pass before the wait counts again; the rate never
+    goes below ``min_lr``. Rates are read back from the stored float32 value as the shortest
+    decimal that rounds to it (:func:`~wframe.optimizers.host_float`), in the logs and in what
+    ``verbose`` prints: ``0.0005``, not ``0.0005000000237487257``.
 
     Differences from Keras: an unknown ``mode`` raises; ``"auto"`` maximizes names containing
     ``"acc"`` or ``"auc"``; a missing ``monitor`` entry warns once per ``fit``.
@@ -34,8 +40,9 @@ class ReduceLROnPlateau(MonitorCallback):
       min_lr: the lowest learning rate.
 
     Raises:
-      ValueError: for ``factor >= 1`` or an unknown ``mode``; in training, if the optimizer
-        state holds no injected learning rate (the message says how to make one).
+      ValueError: for ``factor >= 1`` or an unknown ``mode``.
+      TypeError: at ``on_train_begin``, for an optimizer whose learning rate nothing can set
+        (the message says what to use instead).
     """
 
     _missing = "Learning rate reduction is conditioned on metric"
@@ -69,13 +76,14 @@ class ReduceLROnPlateau(MonitorCallback):
         self.cooldown_counter = 0
         self.wait = 0
         self._warned = False
+        prepare_learning_rate(self.model, type(self).__name__)
 
     def in_cooldown(self) -> bool:
         return self.cooldown_counter > 0
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        check_learning_rate_settable(self.model.optimizer, type(self).__name__)
+        prepare_learning_rate(self.model, type(self).__name__)  # e.g. after a restored backup
         logs["learning_rate"] = lr = get_hyperparam(self.model.opt_state, "learning_rate")
         current = self._monitor_value(logs)
         if current is None:
@@ -91,9 +99,10 @@ class ReduceLROnPlateau(MonitorCallback):
             return
         self.wait += 1
         # Compared in float32 as Keras does, so a rate stored at min_lr is not "reduced" again.
-        if self.wait >= self.patience and lr > np.float32(self.min_lr):
+        if self.wait >= self.patience and np.float32(lr) > np.float32(self.min_lr):
             new_lr = max(lr * self.factor, self.min_lr)
             self.model.opt_state = set_hyperparam(self.model.opt_state, "learning_rate", new_lr)
+            new_lr = get_hyperparam(self.model.opt_state, "learning_rate")  # as stored
             if self.verbose > 0:
                 print(
                     f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new_lr}.",

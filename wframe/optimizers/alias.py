@@ -1,5 +1,6 @@
-"""The named optimizers (:func:`sgd`, :func:`adam`, :func:`adamw`, :func:`rmsprop`) as optax's
-chains of transformations, each declaring its :class:`~wframe.optimizers.OptimizerSpec`, and
+"""The named optimizers (:func:`sgd`, :func:`adam`, :func:`adamw`, :func:`rmsprop`; the others
+in :mod:`~wframe.optimizers.alias_more`) as optax's chains of transformations, each declaring
+its :class:`~wframe.optimizers.OptimizerSpec` (:func:`~wframe.optimizers.named.declare`), and
 :func:`get` to look one up by name with Keras's defaults.
 """
 
@@ -7,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from wframe.optimizers.alias_more import adafactor, adagrad, adamax, lion, nadam
 from wframe.optimizers.base import GradientTransformation, ScalarOrSchedule, chain, identity
 from wframe.optimizers.inject import inject_hyperparams
+from wframe.optimizers.named import declare
 from wframe.optimizers.spec import (
     AdamHyperparams,
     DeclaredTransformation,
@@ -45,13 +48,14 @@ def sgd(
       ``chain(trace or identity, scale_by_learning_rate)``, as optax, declaring an in-place
       update unless ``accumulator_dtype`` is given.
     """
+    arguments = dict(locals())  # first: every argument, by name
     first = identity() if momentum is None else trace(momentum, nesterov, accumulator_dtype)
     tx = chain(first, scale_by_learning_rate(learning_rate))
     fused = None
     if accumulator_dtype is None:
         fused = FusedSpec("sgd", SgdHyperparams(learning_rate, momentum, nesterov))
     parts = ("momentum", "learning_rate")
-    return _declared(tx, OptimizerSpec("sgd", learning_rate, parts, fused))
+    return declare(tx, OptimizerSpec("sgd", learning_rate, parts, fused), sgd, arguments)
 
 
 def adam(
@@ -74,6 +78,7 @@ def adam(
       A :class:`GradientTransformation` whose state mirrors optax's, declaring an in-place
       update unless ``mu_dtype`` or ``nesterov`` is given.
     """
+    arguments = dict(locals())  # first: every argument, by name
     tx = chain(
         scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
         scale_by_learning_rate(learning_rate),
@@ -82,7 +87,7 @@ def adam(
     if mu_dtype is None and not nesterov:
         fused = FusedSpec("adam", AdamHyperparams(learning_rate, b1, b2, eps, eps_root))
     parts = ("moments", "learning_rate")
-    return _declared(tx, OptimizerSpec("adam", learning_rate, parts, fused))
+    return declare(tx, OptimizerSpec("adam", learning_rate, parts, fused), adam, arguments)
 
 
 def adamw(
@@ -108,6 +113,7 @@ def adamw(
       ``chain(scale_by_adam, add_decayed_weights, scale_by_learning_rate)``, as optax,
       declaring an in-place update unless ``mu_dtype`` or ``nesterov`` is given.
     """
+    arguments = dict(locals())  # first: every argument, by name
     tx = chain(
         scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
         add_decayed_weights(weight_decay, mask),
@@ -118,7 +124,7 @@ def adamw(
         hyper = AdamHyperparams(learning_rate, b1, b2, eps, eps_root, weight_decay, mask)
         fused = FusedSpec("adam", hyper)
     parts = ("moments", "weight_decay", "learning_rate")
-    return _declared(tx, OptimizerSpec("adamw", learning_rate, parts, fused))
+    return declare(tx, OptimizerSpec("adamw", learning_rate, parts, fused), adamw, arguments)
 
 
 def rmsprop(
@@ -145,6 +151,7 @@ def rmsprop(
       declaring an in-place update (run where the backend has one: CuPy) unless ``centered``
       or ``bias_correction``.
     """
+    arguments = dict(locals())  # first: every argument, by name
     scaler = scale_by_stddev if centered else scale_by_rms
     tx = chain(
         scaler(decay, eps, initial_scale, eps_in_sqrt, bias_correction),
@@ -156,15 +163,29 @@ def rmsprop(
         hyper = RmspropHyperparams(learning_rate, decay, eps, eps_in_sqrt, momentum, nesterov)
         fused = FusedSpec("rmsprop", hyper)
     parts = ("moments", "learning_rate", "momentum")
-    return _declared(tx, OptimizerSpec("rmsprop", learning_rate, parts, fused))
+    spec = OptimizerSpec("rmsprop", learning_rate, parts, fused)
+    return declare(tx, spec, rmsprop, arguments)
 
 
-def _declared(tx: GradientTransformation, spec: OptimizerSpec) -> DeclaredTransformation:
-    return DeclaredTransformation(tx.init, tx.update, spec)
-
-
-_FACTORIES = {"adam": adam, "adamw": adamw, "rmsprop": rmsprop, "sgd": sgd}
-_DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "sgd": 0.01}  # as Keras
+_FACTORIES = {
+    "adafactor": adafactor,
+    "adagrad": adagrad,
+    "adam": adam,
+    "adamax": adamax,
+    "adamw": adamw,
+    "lion": lion,
+    "nadam": nadam,
+    "rmsprop": rmsprop,
+    "sgd": sgd,
+}
+_DEFAULT_LR = {name: 1e-3 for name in _FACTORIES} | {"sgd": 0.01}  # as Keras 3
+# Arguments passed as given by get, never injected: masks (callables, not schedules), dtypes,
+# and integers that decide shapes.
+_STATIC = {
+    "adamw": ("mask",),
+    "lion": ("mask",),
+    "adafactor": ("min_dim_size_to_factor", "weight_decay_mask", "dtype_momentum"),
+}
 
 
 def get(name_or_tx: str | GradientTransformation, **kwargs: Any) -> GradientTransformation:
@@ -173,11 +194,13 @@ def get(name_or_tx: str | GradientTransformation, **kwargs: Any) -> GradientTran
     A named optimizer is made with :func:`inject_hyperparams`, so its learning rate (and its
     other numeric arguments) live in its state, where callbacks such as
     :class:`~wframe.callbacks.ReduceLROnPlateau` change them, as Keras'
-    ``compile(optimizer="adam")`` allows.
+    ``compile(optimizer="adam")`` allows. The default learning rates are Keras 3's (0.01 for
+    SGD, 0.001 for the others); the other defaults are optax's.
 
     Args:
-      name_or_tx: ``"adam"``, ``"adamw"``, ``"rmsprop"`` or ``"sgd"`` (any case), or any object
-        with callable ``init`` and ``update`` (e.g. an optax transformation).
+      name_or_tx: ``"adafactor"``, ``"adagrad"``, ``"adam"``, ``"adamax"``, ``"adamw"``,
+        ``"lion"``, ``"nadam"``, ``"rmsprop"`` or ``"sgd"`` (any case), or any object with
+        callable ``init`` and ``update`` (e.g. an optax transformation).
       **kwargs: arguments of the named factory (numbers or schedules), overriding the defaults.
 
     Returns:
@@ -190,7 +213,7 @@ def get(name_or_tx: str | GradientTransformation, **kwargs: Any) -> GradientTran
                 f"Unknown optimizer {name_or_tx!r}. Expected one of {sorted(_FACTORIES)}."
             )
         kwargs.setdefault("learning_rate", _DEFAULT_LR[name])
-        return inject_hyperparams(_FACTORIES[name])(**kwargs)
+        return inject_hyperparams(_FACTORIES[name], _STATIC.get(name, ()))(**kwargs)
     if callable(getattr(name_or_tx, "init", None)) and callable(
         getattr(name_or_tx, "update", None)
     ):

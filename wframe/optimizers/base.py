@@ -75,6 +75,30 @@ class MaskedState(NamedTuple):
     inner_state: Any
 
 
+class ScaleByRssState(NamedTuple):
+    sum_of_squares: Params
+
+
+class ScaleByLionState(NamedTuple):
+    count: Array
+    mu: Params
+
+
+class EmaState(NamedTuple):
+    count: Array
+    ema: Params
+
+
+class FactoredState(NamedTuple):
+    """Adafactor's second moments: per leaf, the row and column means (``v_row``, ``v_col``) of
+    a factored leaf or the full moment ``v`` of another; the unused ones are ``(1,)`` zeros."""
+
+    count: Array
+    v_row: Params
+    v_col: Params
+    v: Params
+
+
 # --- helpers the transformations share (pure xp; jit-traceable) ------------------------------
 # Public to the modules of this package (transforms, inject, clipping); not re-exported.
 

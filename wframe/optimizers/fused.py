@@ -16,6 +16,7 @@ from typing import Any
 
 from wframe.backends import array_namespace, backend_of
 from wframe.optimizers.base import OptState, ScalarOrSchedule, apply_updates
+from wframe.optimizers.inject import is_injected_state
 from wframe.optimizers.spec import (
     AdamHyperparams,
     InjectedSpec,
@@ -40,8 +41,10 @@ def fused(tx: Any) -> Apply | None:
     param and state leaves (and the step counts) and returns the same objects, when the backend
     of the arrays has in-place kernels (NumPy: :meth:`NumpyBackend.fusable` says which arrays
     qualify); an injected state with a schedule comes back as a new tuple whose scheduled
-    hyper-parameters are new arrays. Otherwise it runs ``tx.update`` and :func:`apply_updates`
-    and returns new trees, leaving its inputs untouched. Results equal that pure path to float32
+    hyper-parameters are new arrays. A named optimizer's state with its learning rate injected
+    (:func:`with_settable_learning_rate`) runs the same kernel at the stored rate. Otherwise it
+    runs ``tx.update`` and :func:`apply_updates` and returns new trees, leaving its inputs
+    untouched. Results equal that pure path to float32
     rounding, and the state keeps its structure, classes and dtypes, so either path (or optax)
     can continue it. The caller must own the buffers (arrays a user still holds are overwritten)
     and check the gradients first where a step must be skippable: nothing is kept to undo one.
@@ -55,13 +58,18 @@ def fused(tx: Any) -> Apply | None:
       ``mu_dtype`` or ``accumulator_dtype``).
     """
     spec = spec_of(tx)
+    pure = functools.partial(_pure, tx)
     if isinstance(spec, InjectedSpec):
-        return _injected(spec, functools.partial(_pure, tx))
+        return _injected(spec, pure)
     if not isinstance(spec, OptimizerSpec) or spec.fused is None:
         return None
     step, hyper = _STEPS[spec.fused.kind], spec.fused.hyperparams
+    # Its state with the learning rate injected (made settable by a callback): that kernel.
+    settable = None if spec.settable is None else _injected(spec.settable, pure)
 
     def apply(params, grads, opt_state):
+        if settable is not None and is_injected_state(opt_state):
+            return settable(params, grads, opt_state)
         if not spec.fits(opt_state):  # not this optimizer's state: the pure path says so
             return _pure(tx, params, grads, opt_state)
         part = functools.partial(spec.part, opt_state)

@@ -23,6 +23,10 @@ from wframe.optimizers.spec import DeclaredTransformation, InjectedSpec
 from wframe.tree import tree_leaves
 from wframe.types import Array
 
+# What makes a state an injected one, wframe's InjectHyperparamsState or optax's
+# Inject[Stateful]HyperparamsState: these field names.
+_INJECT_FIELDS = frozenset({"count", "hyperparams", "inner_state"})
+
 
 class InjectHyperparamsState(NamedTuple):
     """The step count, the hyper-parameters the last update used (each a 0-d array) and the state
@@ -127,6 +131,46 @@ def _transformation(spec: InjectedSpec, values: dict, dtype_arg: Any) -> Declare
         return updates, _next_state(state, hyper, inner)
 
     return DeclaredTransformation(init_fn, update_fn, spec)
+
+
+def from_spec(
+    spec: InjectedSpec, values: dict[str, Any], hyperparam_dtype: Any = None
+) -> DeclaredTransformation:
+    """The transformation that ``spec`` declares (what :func:`inject_hyperparams` returns), its
+    stored hyper-parameters starting at ``values`` (a value for each of ``spec.numeric``)."""
+    return _transformation(spec, values, hyperparam_dtype)
+
+
+def is_injected_state(state: Any) -> bool:
+    """Whether ``state`` is an injected state (wframe's :class:`InjectHyperparamsState` or
+    optax's ``Inject[Stateful]HyperparamsState``), told by its field names."""
+    fields = getattr(state, "_fields", None)  # a plain tuple (a chain's state) has none
+    return fields is not None and isinstance(state, tuple) and _INJECT_FIELDS.issubset(fields)
+
+
+def wrap_state(
+    inner_state: OptState,
+    values: dict[str, Any],
+    params: Any,
+    count: Array | None = None,
+    hyperparam_dtype: Any = None,
+) -> InjectHyperparamsState:
+    """An :class:`InjectHyperparamsState` holding ``inner_state`` and ``values``, stored as
+    :func:`inject_hyperparams`' ``init`` stores them (0-d arrays in the widest floating dtype of
+    ``params``, or ``hyperparam_dtype``), so that an update continues it without a new dtype.
+
+    Args:
+      inner_state: the state of the inner transformation, taken as it is.
+      values: name -> number.
+      params: what the optimizer updates (for the backend and the dtype).
+      count: the step count; default: zero.
+      hyperparam_dtype: as in :func:`inject_hyperparams`.
+    """
+    count = zero_count(params) if count is None else count
+    xp = array_namespace(count)
+    dtype = _dtype(xp, hyperparam_dtype, params)
+    hyper = {k: _as_hyperparam(xp, v, dtype) for k, v in values.items()}
+    return InjectHyperparamsState(count=count, hyperparams=hyper, inner_state=inner_state)
 
 
 def _next_state(state: Any, hyper: dict[str, Array], inner: OptState) -> Any:

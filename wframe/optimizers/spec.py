@@ -66,15 +66,20 @@ class FusedSpec(NamedTuple):
 
 
 class OptimizerSpec(NamedTuple):
-    """What a named optimizer declares: ``name``, the ``learning_rate`` (a float or a schedule)
-    it was made with, ``parts``: the role of each entry of its chain's state in order (e.g.
-    ``("moments", "learning_rate")`` for Adam), and ``fused``: its in-place update or ``None``.
+    """What a named optimizer declares: ``name``, the ``learning_rate`` (a float, a schedule, or
+    ``None`` for Adafactor without one) it was made with, ``parts``: the role of each entry of
+    its chain's state in order (e.g. ``("moments", "learning_rate")`` for Adam), ``fused``: its
+    in-place update or ``None``, and ``settable``: where its learning rate is a number, the
+    :class:`InjectedSpec` (its factory, the learning rate injected, every other argument as
+    given) whose state the optimizer also updates, so that a callback can make its learning rate
+    settable mid-training (:func:`~wframe.optimizers.with_settable_learning_rate`).
     """
 
     name: str
-    learning_rate: ScalarOrSchedule
+    learning_rate: ScalarOrSchedule | None
     parts: tuple[str, ...]
     fused: FusedSpec | None = None
+    settable: InjectedSpec | None = None
 
     def part(self, opt_state: OptState, role: str) -> Any:
         """The state of the part ``role`` (one of :attr:`parts`) in ``opt_state``, the chain's
@@ -82,8 +87,10 @@ class OptimizerSpec(NamedTuple):
         return opt_state[self.parts.index(role)]
 
     def fits(self, opt_state: OptState) -> bool:
-        """Whether ``opt_state`` has this optimizer's chain layout (a tuple, one per part)."""
-        return isinstance(opt_state, tuple) and len(opt_state) == len(self.parts)
+        """Whether ``opt_state`` has this optimizer's chain layout (a plain tuple, one entry per
+        part; not a named state such as an injected one)."""
+        chain = isinstance(opt_state, tuple) and not hasattr(opt_state, "_fields")
+        return chain and len(opt_state) == len(self.parts)
 
 
 class InjectedSpec(NamedTuple):

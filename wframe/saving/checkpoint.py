@@ -34,7 +34,7 @@ from typing import Any, NamedTuple, NoReturn
 
 import numpy as np
 
-from wframe import data
+from wframe import assigned
 from wframe import optimizers as optimizers_mod
 from wframe.optimizers.checks import check_opt_state, check_optimizer
 from wframe.saving import io
@@ -233,7 +233,7 @@ def _arrays(model: Any, path: str, tensors: dict, meta: dict, frozen: frozenset)
     fill.used.update(MASKS + k for k in stored)
     masks = None
     try:
-        masks = data.check_masks(stored, model.params, backend) or None
+        masks = assigned.check_masks(stored, model.params, backend) or None
     except (TypeError, ValueError) as e:
         fill.problems.append(str(e))
     optimizer, name, opt_state = _optimizer(model, path, meta, frozen, fill)
@@ -275,7 +275,15 @@ def _optimizer(model: Any, path: str, meta: dict, frozen: frozenset, fill: _Fill
             )
         optimizer = optimizers_mod.get(name)
     check_optimizer(optimizer, model.backend)
-    template = optimizer.init(split(model.params, frozen)[0] if frozen else model.params)
+    trainable = split(model.params, frozen)[0] if frozen else model.params
+    template = optimizer.init(trainable)
+    if OPT + "hyperparams/learning_rate" in fill.tensors and (
+        optimizers_mod.find_injected_state(template) is None
+    ):  # a named optimizer's state that a learning-rate callback made settable
+        try:
+            template = optimizers_mod.with_settable_learning_rate(optimizer, template, trainable)
+        except TypeError:  # not this optimizer's: the mismatched keys are reported below
+            pass
     check_opt_state(template, model.backend)
     return optimizer, name, fill(template, OPT, "optimizer state")
 
