@@ -83,10 +83,21 @@ def _load_entry_points() -> None:
             _entry_points_loaded = True
 
 
+def _canonical(name: str) -> str:
+    """``name`` as registered: names are case-insensitive (``"JAX"`` is ``"jax"``) unless two
+    registered names differ only in case, when the exact spelling is needed."""
+    if name in _REGISTRY or not isinstance(name, str):
+        return name
+    matches = [n for n in _REGISTRY if n.lower() == name.lower()]
+    return matches[0] if len(matches) == 1 else name
+
+
 def backend_class(name: str) -> type[Backend]:
-    """The class registered as ``name``; a broken registration raises BackendUnavailableError."""
+    """The class registered as ``name`` (any case); a broken registration raises
+    BackendUnavailableError."""
     _load_entry_points()
     with _lock:
+        name = _canonical(name)
         if name not in _REGISTRY:
             raise ValueError(f"Unknown backend {name!r}. Expected one of {sorted(_REGISTRY)}.")
         path = _REGISTRY[name]
@@ -138,7 +149,9 @@ def _instance(name: str) -> Backend:
     backend = _instances.get(name)
     if backend is not None:
         return backend
+    _load_entry_points()
     with _lock:
+        name = _canonical(name)
         if name not in _instances:
             cls = backend_class(name)
             ok, why = cls.is_available()
@@ -210,6 +223,12 @@ def _backend_for_type(a: Array) -> Backend:
         return _instance("jax")
     if array_api_compat.is_cupy_array(a):
         return _instance("cupy")
+    if array_api_compat.is_torch_array(a):  # array-API, but no wframe backend holds it
+        raise TypeError(
+            f"a torch.Tensor (shape {tuple(a.shape)}, {a.dtype}) is not an array of any wframe "
+            "backend; pass x.numpy() (x.detach().cpu().numpy() for a tensor on a GPU or with "
+            "gradients), or any NumPy array"
+        )
     xp = array_namespace(a)
     with _lock:
         for backend in _instances.values():  # a registered third-party backend's arrays

@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wframe import regularizers
+from wframe.layers.contract import checked_forward
+from wframe.layers.layer_type import LayerType
 from wframe.types import Array, Key, Params, Shape, State
 
 
 @dataclass(frozen=True)
-class Layer:
+class Layer(metaclass=LayerType):
     """A layer: a frozen dataclass of hyper-parameters; parameters live outside, in a dict.
 
     Subclasses implement
@@ -46,6 +48,12 @@ class Layer:
     params cost no gradient computation; for other layers the caller drops what it does not need.
     The arithmetic runs on the backend of ``x`` (:func:`wframe.backends.backend_of`), never on
     the ambient one.
+
+    Constructors also take Keras' keyword names where a field is spelled differently
+    (``kernel_initializer=`` for ``kernel_init=``), and a layer's ``name`` may not hold ``"/"``
+    (:mod:`wframe.layers.layer_type`). A layer class defined outside wframe has what its
+    ``forward`` and ``backprop`` return checked (:mod:`wframe.layers.contract`), so a missing
+    backward or a gradient of the wrong shape is reported with the layer's name.
     """
 
     name: str | None = field(default=None, kw_only=True)
@@ -59,10 +67,14 @@ class Layer:
     input_dtype = None
     #: Whether ``forward`` takes ``vjp`` (set per class from its signature).
     _takes_vjp = False
+    #: Whether :meth:`apply` checks what ``forward`` and ``backprop`` return: for classes
+    #: defined outside wframe (set per class from its module).
+    _checked = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._takes_vjp = "vjp" in inspect.signature(cls.forward).parameters
+        cls._checked = not cls.__module__.startswith("wframe.")
 
     @property
     def kind(self) -> str:
@@ -147,8 +159,10 @@ class Layer:
         """:meth:`forward`, telling layers that accept it whether ``backprop`` will be called;
         ``options`` are the static call options of :meth:`call_args`."""
         if self._takes_vjp:
-            return self.forward(params, state, x, train=train, key=key, vjp=vjp, **options)
-        return self.forward(params, state, x, train=train, key=key, **options)
+            out = self.forward(params, state, x, train=train, key=key, vjp=vjp, **options)
+        else:
+            out = self.forward(params, state, x, train=train, key=key, **options)
+        return checked_forward(self, out, params, x, vjp) if self._checked else out
 
     def positive_int(self, what: str, value: Any) -> int:
         """``value`` as a Python int > 0 (NumPy integers accepted), or a ValueError naming it."""

@@ -264,6 +264,11 @@ class Concatenate(Layer):
     selective_grads = True
 
     def __post_init__(self):
+        if isinstance(self.branches, int):  # Keras' Concatenate(1): its first argument is axis
+            raise TypeError(
+                f"{self.label}: the first argument is branches (a list of layers), got "
+                f"{self.branches!r}; give the axis by keyword: Concatenate(axis={self.branches!r})"
+            )
         object.__setattr__(self, "branches", name_layers(self.label, self.branches))
         if not isinstance(self.axis, int) or isinstance(self.axis, bool):
             raise ValueError(f"{self.label}: axis must be an int, got {self.axis!r}")

@@ -11,6 +11,7 @@ bottom/right.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +68,21 @@ def _geometry(layer: Layer, what: str, in_hw, window, strides, dilation, padding
     totals = [max((o - 1) * st + s - n, 0) for o, st, s, n in geometry]
     pads = tuple((t // 2, t - t // 2) for t in totals)
     return pads, out
+
+
+def _warn_if_nchw(layer: Layer, in_shape: Any) -> None:
+    """Warn when NHWC ``in_shape`` looks like a square NCHW image read the wrong way: a
+    height of at most 4 (a channel count) and width == channels >= 8 (the image's sides)."""
+    _, h, w, c = tuple(in_shape)
+    if None not in (h, w, c) and h <= 4 and w == c >= 8:
+        warnings.warn(
+            f"{layer.label}: inputs of shape {tuple(in_shape)} look like NCHW images ({h} "
+            f"channel(s) of {w}x{c} pixels, PyTorch's layout), but Conv2D takes NHWC (batch, "
+            f"height, width, channels) as Keras does, so it reads {c} channels of {h}x{w} "
+            "pixels; transpose the data with x.transpose(0, 2, 3, 1)",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 def _check_input(layer: Layer, x: Any) -> None:
@@ -135,6 +151,7 @@ class Conv2D(Layer):
 
     def init(self, key, in_shape, *, dtype="float32"):
         self.expect_rank(in_shape, 4, "(batch, height, width, channels)")
+        _warn_if_nchw(self, in_shape)
         _, out_hw = self._geometry(in_shape[1:3])
         kw, kb = split(key)
         shape = (*self.kernel_size, in_shape[3], self.filters)
@@ -237,24 +254,39 @@ class AvgPool2D(_Pool2D):
 
 @dataclass(frozen=True)
 class GlobalAvgPool2D(Layer):
-    """Mean over height and width: (N, H, W, C) -> (N, C)."""
+    """Mean over height and width: (N, H, W, C) -> (N, C), or (N, 1, 1, C) with
+    ``keepdims=True`` (Keras 3)."""
+
+    keepdims: bool = False
 
     kind = "global_avg_pool2d"
 
+    def __post_init__(self):
+        if not isinstance(self.keepdims, bool):
+            raise ValueError(f"{self.label}: keepdims must be True or False, got {self.keepdims!r}")
+
     def init(self, key, in_shape, *, dtype="float32"):
         self.expect_rank(in_shape, 4, "(batch, height, width, channels)")
-        return {}, {}, (in_shape[0], in_shape[3])
+        kept = (1, 1) if self.keepdims else ()
+        return {}, {}, (in_shape[0], *kept, in_shape[3])
 
     def forward(self, params, state, x, *, train=False, key=None):
         _check_input(self, x)
         xp = array_namespace(x)
         shape = tuple(x.shape)
         area = math.prod(shape[1:3])
-        y = xp.sum(x, axis=(1, 2)) / area
+        y = xp.sum(x, axis=(1, 2), keepdims=self.keepdims) / area
 
         def backprop(dy, input_grad=True):
             if not input_grad:
                 return None, {}
-            return xp.broadcast_to((dy / area)[:, None, None, :], shape), {}
+            d = dy / area
+            return xp.broadcast_to(d if self.keepdims else d[:, None, None, :], shape), {}
 
         return y, state, backprop
+
+
+#: Keras' names (``keras.layers.MaxPooling2D``, ...): the same classes.
+MaxPooling2D = MaxPool2D
+AveragePooling2D = AvgPool2D
+GlobalAveragePooling2D = GlobalAvgPool2D

@@ -349,6 +349,9 @@ class RMSNorm(Layer):
 
 #: Keras' name for :class:`RMSNorm` (the same class).
 RMSNormalization = RMSNorm
+#: Keras' names: the same classes.
+BatchNormalization = BatchNorm
+LayerNormalization = LayerNorm
 
 
 def _is_real(v) -> bool:

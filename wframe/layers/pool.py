@@ -126,3 +126,9 @@ class GlobalMaxPool2D(_GlobalMaxPool):
 
     rank = 4
     kind = "global_max_pool2d"
+
+
+#: Keras' names (``keras.layers.GlobalMaxPooling2D``, ...): the same classes.
+GlobalMaxPooling2D = GlobalMaxPool2D
+GlobalAveragePooling1D = GlobalAvgPool1D
+GlobalMaxPooling1D = GlobalMaxPool1D

@@ -130,8 +130,23 @@ def registered() -> list[str]:
     return sorted(_BY_NAME)
 
 
-# Keras' name for RMSNorm loads too; files write "RMSNorm", registered last (below).
-_add(RMSNorm, "RMSNormalization")
+# Keras' names load too (a config may say "BatchNormalization"); files write wframe's names,
+# registered last (below).
+for _cls, _keras in (
+    (RMSNorm, "RMSNormalization"),
+    (BatchNorm, "BatchNormalization"),
+    (LayerNorm, "LayerNormalization"),
+    (MaxPool2D, "MaxPooling2D"),
+    (AvgPool2D, "AveragePooling2D"),
+    (GlobalAvgPool2D, "GlobalAveragePooling2D"),
+    (GlobalMaxPool2D, "GlobalMaxPooling2D"),
+    (MaxPool1D, "MaxPooling1D"),
+    (AvgPool1D, "AveragePooling1D"),
+    (GlobalAvgPool1D, "GlobalAveragePooling1D"),
+    (GlobalMaxPool1D, "GlobalMaxPooling1D"),
+):
+    _add(_cls, _keras)
+del _keras
 for _cls in (
     Layer,
     Sequential,

@@ -1,8 +1,9 @@
 """Files: the safetensors reader and writer (:mod:`.io`), a model's weights (:mod:`.weights`),
-configs (:mod:`.config`), whole models (:mod:`.model_file`) and training checkpoints
-(:mod:`.checkpoint`). They see a model through its public surface only."""
+configs (:mod:`.config`), whole models (:mod:`.model_file`), training checkpoints
+(:mod:`.checkpoint`), and other frameworks' files told apart (:mod:`.formats`). They see a
+model through its public surface only."""
 
-from wframe.saving import checkpoint, config, io, model_file, weights
+from wframe.saving import checkpoint, config, formats, io, model_file, weights
 from wframe.saving.config import (
     ConfigError,
     fields_config,
@@ -22,6 +23,7 @@ __all__ = [
     "config",
     "fields_config",
     "fields_from_config",
+    "formats",
     "io",
     "layer_config",
     "layer_from_config",

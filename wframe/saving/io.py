@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from wframe.saving.formats import check_suffix, foreign_fixes, looks_like
+
 FORMAT_VERSION = "1"
 STATE_PREFIX, MASK_PREFIX = "@state/", "@mask/"
 MAX_HEADER = 100_000_000  # bytes, the safetensors library's own limit
@@ -87,6 +89,7 @@ def write_safetensors(
       TypeError: a key, array or metadata value of the wrong type.
     """
     path = os.fspath(path)
+    check_suffix(path)
     header, arrays = _layout(tensors, metadata)
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
@@ -242,8 +245,17 @@ def _header_json(f: Any, path: str, size: int) -> tuple[int, dict]:
     """``(header length, header object)``: the 8-byte length and the JSON it announces."""
     prefix = f.read(8)
 
-    def fail(reason: str) -> WeightsFileError:
-        return _not_safetensors(path, [reason + _looks_like(prefix)])
+    def fail(reason: str, foreign: list[str] | None = None) -> WeightsFileError:
+        # Another framework's file (its bytes announce no plausible header) is named as
+        # such, with what to do, not by the nonsense its bytes make as a header length.
+        if foreign:
+            return file_error(
+                f"{path!r} is not a safetensors file:",
+                path,
+                [looks_like(prefix).removeprefix("; ")],
+                foreign,
+            )
+        return _not_safetensors(path, [reason + looks_like(prefix)])
 
     if size == 0:
         raise fail(
@@ -255,7 +267,8 @@ def _header_json(f: Any, path: str, size: int) -> tuple[int, dict]:
     if n > min(MAX_HEADER, size - 8):
         limit = f"; headers are limited to {MAX_HEADER} bytes" if n > MAX_HEADER else ""
         raise fail(
-            f"the first 8 bytes give a header length of {n} bytes but the file has {size}{limit}"
+            f"the first 8 bytes give a header length of {n} bytes but the file has {size}{limit}",
+            foreign_fixes(prefix),
         )
     try:
         text = f.read(n).decode("utf-8")
@@ -364,19 +377,3 @@ def _json_type(x: Any) -> str:
 def _short(x: Any, limit: int = 80) -> str:
     text = repr(x)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _looks_like(prefix: bytes) -> str:
-    """What a non-safetensors file seems to be, from its first bytes."""
-    kinds = [
-        (b"PK", "a zip archive (an .npz, .keras or PyTorch file?)"),
-        (b"\x93NUMPY", "a NumPy .npy file"),
-        (b"\x89HDF", "an HDF5 (.h5) file"),
-        (b"\x80", "a Python pickle (never unpickled here)"),
-    ]
-    for magic, kind in kinds:
-        if prefix.startswith(magic):
-            return f"; it looks like {kind}"
-    if prefix and all(32 <= c < 127 or c in b"\t\n\r" for c in prefix):
-        return "; it looks like text"
-    return ""

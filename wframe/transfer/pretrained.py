@@ -159,7 +159,9 @@ def load_pretrained(
         if why:
             report.skipped.append((key, why))
             continue
-        fns[kind][target] = _const(model.backend.asarray(np.asarray(a, dtype=str(ref.dtype))))
+        # A copy: on numpy the source model's (or dict's) arrays would otherwise be shared,
+        # and training one model would change the other.
+        fns[kind][target] = _const(model.backend.asarray(np.array(a, dtype=str(ref.dtype))))
         note = "" if str(a.dtype) == str(ref.dtype) else f"{a.dtype} -> {ref.dtype}"
         report.loaded.append((key, tuple(a.shape), target, tuple(ref.shape), note))
     report.missing = [n for kind in fns for n in targets[kind] if n not in fns[kind]]

@@ -135,10 +135,12 @@ def _shapes(d: Mapping) -> str:
 
 
 def _host(v: Any) -> np.ndarray:
+    """A host copy of ``v``: ``Tensor.numpy()`` (and ``np.asarray`` of a NumPy array) share
+    memory with the source, and a model on numpy would then change with the torch twin."""
     if hasattr(v, "detach"):  # a torch tensor, converted without importing torch
         v = v.detach().cpu()
-        return (v.float() if str(v.dtype) == "torch.bfloat16" else v).numpy()
-    return np.asarray(v)
+        v = (v.float() if str(v.dtype) == "torch.bfloat16" else v).numpy()
+    return np.array(v, copy=True)
 
 
 def _natural(key: str) -> list:
