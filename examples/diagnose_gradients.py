@@ -14,7 +14,8 @@ configuration the script prints the per-layer table at the first reading and at 
 summary: the first/last layer gradient-norm ratio at the first step (1 is ideal; the verdict is
 "healthy" for a ratio within [0.1, 10] with no monitor warning and no divergence), the final
 training accuracy and the warnings. With matplotlib it saves one gradient-norm plot per
-configuration (``wframe.viz.gradient_norms`` where present).
+configuration (``wframe.viz.gradient_norms`` where present) in ``--out`` (default
+``runs/diagnose_gradients/``; nothing is written elsewhere, ``--no-plots`` writes nothing).
 
 What it shows (seed 0, numpy and jax alike): N(0, 1) is wrong for all three activations
 (sigmoid saturates: the first layer gets ~2% of the last one's gradient; tanh explodes toward
@@ -25,7 +26,7 @@ by about 4^-10 (measured 3e-7) and the monitor reports vanishing gradients.
 
 python examples/diagnose_gradients.py                 # ~12 s on numpy, 2 cores
 python examples/diagnose_gradients.py --quick         # 2 epochs instead of 10, ~3 s
-WFRAME_BACKEND=jax python examples/diagnose_gradients.py --plots plots/
+WFRAME_BACKEND=jax python examples/diagnose_gradients.py --out plots/
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from _out import add_out_argument
+from _out import folder as out_folder
 
 import wframe as wf
 
@@ -145,8 +148,9 @@ def plot(run: dict, folder: Path) -> Path | None:
         ax.set(yscale="log", xlabel="step", ylabel="gradient L2 norm")
         ax.legend(fontsize=7, ncols=2)
     fig.suptitle(run["name"])
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (re.sub(r"[^a-z0-9]+", "_", run["name"].lower()).strip("_") + ".png")
+    path = out_folder(folder) / (
+        re.sub(r"[^a-z0-9]+", "_", run["name"].lower()).strip("_") + ".png"
+    )
     fig.savefig(path)
     plt.close(fig)
     return path
@@ -160,8 +164,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--every", type=int, default=8, help="record every n steps")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--plots", type=Path, default=Path("gradient_plots"))
-    parser.add_argument("--no-plots", action="store_true")
+    add_out_argument(parser, "diagnose_gradients", "--plots")  # --plots: its former name
+    parser.add_argument("--no-plots", action="store_true", help="write no file")
     args = parser.parse_args()
     n = 2048  # --quick runs the first epochs of the full run
     args.epochs = args.epochs or (2 if args.quick else 10)
@@ -178,7 +182,7 @@ def main() -> None:
         print(f"## {name} ({run['seconds']:.1f} s)\n\n{layer_table(run)}\n")
         for message in run["monitor"].messages + run["stopped"]:
             print(f"- {message}")
-        if not args.no_plots and (path := plot(run, args.plots)) is not None:
+        if not args.no_plots and (path := plot(run, args.out)) is not None:
             print(f"- plot: {path}")
         print()
 

@@ -3,7 +3,12 @@ whether the pixels they call important are those the first layer weighs heavily.
 
 python examples/explain_digits.py                 # the default backend (numpy)
 WFRAME_BACKEND=jax python examples/explain_digits.py
-python examples/explain_digits.py --quick --out attributions.png
+python examples/explain_digits.py --quick --out /tmp/attributions
+
+The figures go to ``--out`` (default ``runs/explain_digits/``): ``integrated_gradients.png``
+and ``smoothgrad_x_input.png`` (one ``explain_digits.png`` grid without wframe.viz); a path
+ending in ``.png`` names the files instead (``attr.png``: ``attr_integrated_gradients.png``, ...
+beside it), and ``--no-figures`` writes nothing. Nothing is written anywhere else.
 """
 
 from __future__ import annotations
@@ -11,9 +16,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import time
+from pathlib import Path
 
 import numpy as np
 from _claims import digits, one_blas_thread, verdict
+from _out import add_out_argument
+from _out import folder as out_folder
 from scipy.stats import spearmanr
 from sklearn.model_selection import train_test_split
 from train_digits import make_model
@@ -29,9 +37,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="5 epochs instead of 30 (~5 s)")
     parser.add_argument("--steps", type=int, default=64, help="integration steps (default 64)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--out", default="explain_digits.png", help="image grid(s) to write, if matplotlib is there"
-    )
+    add_out_argument(parser, "explain_digits")
+    parser.add_argument("--no-figures", action="store_true", help="write no file")
     return parser.parse_args()
 
 
@@ -42,20 +49,28 @@ def relative_gaps(delta: np.ndarray, change: np.ndarray) -> str:
     return f"median {np.median(rel):.2e}, max {rel.max():.2e} (max |delta| {worst:.2e})"
 
 
-def save_figures(path: str, images: np.ndarray, maps: dict[str, np.ndarray], titles) -> None:
-    """One grid per method through wframe.viz when it is there, else one matplotlib grid."""
-    if not path or importlib.util.find_spec("matplotlib") is None:
-        print("figure: skipped" + ("" if path else " (--out '')"))
+def _stem(out: Path) -> str:
+    """The files' common start: ``out/`` (a folder, created) or ``out``'s stem plus ``_``."""
+    if out.suffix == ".png":
+        return str(out_folder(out.parent) / out.stem) + "_"
+    return str(out_folder(out)) + "/"
+
+
+def save_figures(out: Path | None, images: np.ndarray, maps: dict[str, np.ndarray], titles) -> None:
+    """One grid per method through wframe.viz when it is there, else one matplotlib grid,
+    under ``out`` (see the module's docstring; ``None``: nothing)."""
+    if out is None or importlib.util.find_spec("matplotlib") is None:
+        print("figure: skipped" + (" (--no-figures)" if out is None else " (no matplotlib)"))
         return
     try:
         from wframe.viz import attribution_map
     except ImportError:
         attribution_map = None
-    stem = path[:-4] if path.endswith(".png") else path
+    stem = _stem(out)
     if attribution_map is not None:
         for name, attr in maps.items():
-            attribution_map(images, attr, f"{stem}_{name}.png", titles=titles, batch=True)
-            print(f"figure: {stem}_{name}.png")
+            attribution_map(images, attr, f"{stem}{name}.png", titles=titles, batch=True)
+            print(f"figure: {stem}{name}.png")
         return
     import matplotlib
 
@@ -73,8 +88,8 @@ def save_figures(path: str, images: np.ndarray, maps: dict[str, np.ndarray], tit
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.savefig(f"{stem}.png", dpi=100, bbox_inches="tight")
-    print(f"figure: {stem}.png")
+    fig.savefig(f"{stem}explain_digits.png", dpi=100, bbox_inches="tight")
+    print(f"figure: {stem}explain_digits.png")
 
 
 def main() -> None:
@@ -118,7 +133,9 @@ def main() -> None:
         "smoothgrad_x_input": (smooth * x_test[shown]).reshape(-1, 8, 8),
     }
     titles = [f"label {y_test[i]}, predicted {pred[i]}" for i in shown]
-    save_figures(args.out, x_test[shown].reshape(-1, 8, 8), maps, titles)
+    save_figures(
+        None if args.no_figures else args.out, x_test[shown].reshape(-1, 8, 8), maps, titles
+    )
 
     # Feature importance: mean |IG| per pixel over the test set vs what the first Dense kernel
     # says: the L2 norm of the pixel's row, alone and scaled by the pixel's mean intensity (the

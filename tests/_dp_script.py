@@ -160,4 +160,19 @@ with wf.use_backend("jax"):
         multi.fit(x[:78], y[:78], epochs=1, batch_size=16, verbose=0, strategy=dp)
     except ValueError as e:
         out["indivisible"] = str(e)
+    # drop_remainder: 78 examples in batches of 16 train as the first 64 do (unshuffled), the
+    # last 14 left out of every epoch; 4 steps an epoch.
+    dropper = wf.distributed.DataParallel(drop_remainder=True)
+    single, multi = mlp(), mlp()
+    single.fit(x[:64], y[:64], epochs=2, batch_size=16, shuffle=False, verbose=0)
+    multi.fit(x[:78], y[:78], epochs=2, batch_size=16, shuffle=False, verbose=0, strategy=dropper)
+    out["drop_remainder"] = {
+        "max_diff": diff(single, multi),
+        "steps": [single.steps, multi.steps],
+        "repr": repr(dropper),
+    }
+    try:
+        multi.fit(x[:12], y[:12], epochs=1, batch_size=16, verbose=0, strategy=dropper)
+    except ValueError as e:
+        out["drop_remainder"]["too_few"] = str(e)
 print(json.dumps(out))

@@ -80,10 +80,15 @@ def test_quick_run_writes_records_table_and_environment(tmp_path):
     assert "numpy" in env_block["versions"] and "numpy" in doc["gemm_peak"]
     assert {t["workload"] for t in doc["targets"]} == {t[0] for t in TARGETS}
     table = (tmp_path / "bench.md").read_text()
-    assert table.startswith("| workload | mode | runner | median ms")
+    assert table.splitlines()[2].startswith("| workload | mode | runner | median ms")
     assert "| mlp_small | step | wframe[numpy] |" in table
     assert "- target mlp_small step: wframe[numpy] <= 1.50x reference[numpy]:" in table
     assert "- machine:" in table
+    # a smoke test, said so; no verdict from 2 rounds of noise
+    assert table.startswith(report.QUICK_NOTE) and "not measurements to quote" in out.stderr
+    assert {t["status"] for t in doc["targets"]} <= {report.QUICK_STATUS, "not measured"}
+    assert "MET" not in table and "MISSED" not in table and "missed" not in table
+    assert "reference[numpy]: " in table and "not judged (--quick: a smoke test)" in table
 
 
 def test_quick_scaling_table_runs_each_device_count_in_its_own_process(tmp_path):
@@ -214,6 +219,7 @@ def test_a_row_too_slow_to_repeat_sits_out_the_rounds():
     assert log.count("cold") == 1 and log.count("warm") == 2
     assert res["cold"]["round_ms"] == [4000] and res["warm"]["round_ms"] == [2000]
     assert not res["cold"]["in_rounds"] and res["fast"]["in_rounds"]
+    assert [res[k]["cold_only"] for k in ("fast", "cold", "warm")] == [False, True, False]
     assert res["fast"]["round_ms"] == [250, 250]
     assert notes == [
         "cold: 4.0 s per call (> 1.0 s): timed by its cold call (compilation included) alone, "
@@ -237,6 +243,53 @@ def test_target_verdicts_use_the_spread_over_rounds():
         (v,) = [t for t in verdicts if t["runner"] == "wframe[numpy]" and t["ratio"] is not None]
         assert v["status"] == status, (status, v)
     assert all(t["status"] == "not measured" for t in report.targets([ref])[2:])
+
+
+def test_a_cold_row_gets_no_ratio_verdict_or_bar(tmp_path):
+    """A row timed by its cold call alone (compilation included) is no measurement of a step:
+    no ratio (it read 2245x), no target verdict, no bar in the chart."""
+
+    def rec(runner, ms, ref=None, cold_only=False):
+        return {
+            "workload": "mlp_small",
+            "mode": "step",
+            "runner": runner,
+            "impl": "wframe" if runner.startswith("wframe") else "reference",
+            "ref": ref,
+            "round_ms": [ms],
+            "cold_only": cold_only,
+        }
+
+    ref = rec("reference[numpy]", 1.0)
+    cold = rec("wframe[numpy]", 2245.0, "reference[numpy]", cold_only=True)
+    records = [ref, cold]
+    report.add_ratios(records)
+    assert cold["ratio"] is None and cold["ref"] == "reference[numpy]"
+    (v,) = [t for t in report.targets(records) if t["workload"] == "mlp_small"]
+    assert v["status"] == "not measured (timed by a cold call alone)" and v["ratio"] is None
+    assert not report.chart(records, tmp_path / "bench.png")  # nothing left to plot
+    assert not (tmp_path / "bench.png").exists()
+    warm = rec("wframe[numpy]", 1.5, "reference[numpy]")
+    report.add_ratios([ref, warm])
+    assert warm["ratio"] == 1.5
+
+
+def test_quick_verdicts_are_not_judged():
+    def rec(runner, rounds):
+        return {"workload": "mlp_large", "mode": "step", "runner": runner, "round_ms": rounds}
+
+    records = [rec("reference[numpy]", [10.0, 10.0]), rec("wframe[numpy]", [30.0, 31.0])]
+    judged = report.targets(records)
+    assert judged[0]["status"] == "MISSED"
+    quick = report.unjudged(judged)
+    assert quick[0]["status"] == report.QUICK_STATUS and quick[0]["ratio"] == judged[0]["ratio"]
+    assert {t["status"] for t in quick[1:]} == {"not measured"}
+
+
+def test_quick_and_check_together_are_refused(capsys):
+    assert bench.main(["--quick", "--check", "--workloads", "mlp_small"]) == 2
+    err = capsys.readouterr().err
+    assert "--check judges the targets, which --quick does not" in err
 
 
 def test_cli_reuses_the_arguments_and_refuses_unknown_names(capsys):

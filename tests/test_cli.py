@@ -92,10 +92,11 @@ def test_doctor_json():
 # ----------------------------------------------------------------------------- parity
 def test_parity_mlp_numpy_and_jax():
     out = cli("parity", "--model", "mlp", "--backends", "numpy,jax")
-    assert out.returncode == 0, out.stdout + out.stderr
-    if not JAX_OK:
-        assert "skipped jax" in out.stdout and "nothing to compare" in out.stdout
+    if not JAX_OK:  # asked for by name: a backend that cannot run fails the check
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert "skipped jax" in out.stdout and "backend 'jax' was asked for" in out.stdout
         return
+    assert out.returncode == 0, out.stdout + out.stderr
     assert "max abs" in out.stdout and "max rel" in out.stdout
     rows = [line.split() for line in out.stdout.splitlines() if line.startswith("mlp ")]
     quantities = {r[2] for r in rows}
@@ -109,6 +110,32 @@ def test_parity_fails_with_exit_1_beyond_the_tolerance():
     out = cli("parity", "--model", "mlp", "--backends", "jax", "--rtol", "0", "--atol", "0")
     assert out.returncode == 1, out.stdout + out.stderr
     assert "FAIL" in out.stdout and "parity: FAILED" in out.stdout
+
+
+@pytest.mark.skipif(backend_class("cupy").is_available()[0], reason="cupy can run here")
+def test_parity_exits_1_when_a_named_backend_cannot_run():
+    out = cli("parity", "--backends", "cupy")
+    assert out.returncode == 1, out.stdout + out.stderr
+    why = backend_class("cupy").is_available()[1]
+    assert f"skipped cupy: {why}" in out.stdout
+    assert (
+        f"parity: FAILED, backend 'cupy' was asked for (--backends) but cannot run here: {why}"
+    ) in out.stdout
+    assert "nothing to compare" not in out.stdout and "Traceback" not in out.stderr
+
+
+def test_parity_runs_what_it_can_and_still_fails_for_a_named_backend(monkeypatch, capsys):
+    ref = {"predict": np.array([1.0, 2.0], np.float32)}
+    _stand_ins(monkeypatch, {"numpy": ref, "other": ref})
+    monkeypatch.setattr(
+        parity, "plan_backends", lambda requested: (["numpy", "other"], {"gone": "no device"})
+    )
+    assert parity.parity(["mlp"], ["other", "gone"]) == 1
+    text = capsys.readouterr().out
+    assert "mlp    other" in text and "ok" in text  # the comparison that could run, ran
+    assert "backend 'gone' was asked for (--backends) but cannot run here: no device" in text
+    assert parity.parity(["mlp"]) == 0  # not named: skipped, as before
+    assert "skipped gone: no device" in capsys.readouterr().out
 
 
 def _stand_ins(monkeypatch, outputs):
@@ -163,9 +190,10 @@ def test_parity_float64_in_process_skips_jax_without_x64(capsys):
     jax = pytest.importorskip("jax")
     if not JAX_OK or jax.config.jax_enable_x64:
         pytest.skip("needs jax with 64-bit mode off")
-    assert parity.parity(["mlp"], ["jax"], dtype="float64") == 0
+    assert parity.parity(["mlp"], ["jax"], dtype="float64") == 1  # jax named: it must run
     text = capsys.readouterr().out
     assert "skipped jax: float64 needs jax's 64-bit mode" in text
+    assert "parity: FAILED, backend 'jax' was asked for" in text
     assert not jax.config.jax_enable_x64  # in-process parity never flips the global switch
 
 

@@ -76,6 +76,59 @@ def test_batches_that_do_not_divide_are_refused(results):
         "fit: with 4 devices every batch must divide evenly over them, but the last batch of 14 "
         "examples (78 % 16) do not"
     )
+    assert results["indivisible"].endswith(
+        "or DataParallel(..., drop_remainder=True) to leave each epoch's last partial batch out"
+    )
+
+
+def test_drop_remainder_leaves_the_last_partial_batch_out(results):
+    run = results["drop_remainder"]
+    assert run["max_diff"] < 1e-5  # 78 examples, unshuffled: the first 64 train, as alone
+    assert run["steps"] == [8, 8]  # 4 full batches an epoch, 2 epochs
+    assert run["repr"] == "DataParallel(4 devices: cpu, drop_remainder)"
+    assert run["too_few"] == (
+        "fit: DataParallel(4 devices: cpu, drop_remainder) drops each epoch's last partial "
+        "batch, but 12 examples make no full batch of 16; pass at least 16 examples or use a "
+        "smaller batch_size"
+    )
+
+
+def test_drop_remainder_plans_full_batches_and_drops_other_examples_each_epoch():
+    from wframe.training.epoch_iterator import EpochIterator
+
+    with wf.use_backend("numpy") as b:
+        plan = EpochIterator(b, 78, 16, 1, shuffle=True, seed=0, drop_remainder=True)
+        assert plan.steps == 4
+        seen = []
+        for epoch in range(2):
+            calls = list(plan.calls(epoch))
+            assert [c.spec.steps for c in calls] == [1] * 4 and calls[-1].done == 4
+            rows = np.asarray(calls[0].order)
+            assert rows.shape == (4, 16) and len(set(rows.ravel())) == 64
+            seen.append(set(range(78)) - set(rows.ravel()))
+        assert len(seen[0]) == 14 and seen[0] != seen[1]  # each epoch drops other examples
+        whole = EpochIterator(b, 78, 16, "epoch", shuffle=False, seed=0, drop_remainder=True)
+        (call,) = list(whole.calls(0))
+        assert call.spec.steps == 4 and call.spec.tail == 0 and call.done == whole.steps == 4
+    with pytest.raises(TypeError, match="drop_remainder must be True or False, got 'yes'"):
+        wf.distributed.DataParallel(drop_remainder="yes")
+
+
+def test_a_model_parallel_rule_that_matches_no_parameter_is_refused(jax):
+    from jax.sharding import PartitionSpec as P
+
+    x, y = np.zeros((8, 2), np.float32), np.zeros(8, int)
+    rules = {"dense0/W": P(None, "model")}  # a typo of dense_0/W
+    mp = wf.distributed.ModelParallel((1, 1), rules, devices=jax.devices()[:1])
+    with wf.use_backend("jax"):
+        model = _dense()
+        with pytest.raises(ValueError) as err:
+            model.fit(x, y, verbose=0, strategy=mp)
+    assert str(err.value) == (
+        "ModelParallel: rule 'dense0/W' matches no parameter; the model's parameters are "
+        "'dense_0/W', 'dense_0/b', 'dense_1/W', 'dense_1/b'. Fix the glob (e.g. 'dense_*/W') "
+        "or remove the rule"
+    )
 
 
 def test_data_parallel_needs_a_jax_model(jax):

@@ -75,8 +75,19 @@ def environment() -> dict:
     return env
 
 
+#: The status of every target of a ``--quick`` run: two short rounds on tiny shapes are noise.
+QUICK_STATUS = "not judged (--quick: a smoke test)"
+QUICK_NOTE = (
+    "**--quick is a smoke test**: tiny shapes and 2 short rounds show that every row runs; its "
+    "times and ratios are not measurements to quote, and no target is judged. Run without "
+    "--quick for numbers."
+)
+
+
 def add_ratios(records: list[dict]) -> None:
-    """Each record's ratio to its reference row (same workload and mode), median and spread."""
+    """Each record's ratio to its reference row (same workload and mode), median and spread;
+    none where either row was timed by its cold call alone (compilation included: a ratio
+    would compare a compile with a step)."""
     index = {(r["workload"], r["mode"], r["runner"]): r for r in records}
     for r in records:
         ref = index.get((r["workload"], r["mode"], r["ref"])) if r["ref"] else None
@@ -84,7 +95,15 @@ def add_ratios(records: list[dict]) -> None:
         if ref is None:
             r["ref"] = None
             continue
+        if r.get("cold_only") or ref.get("cold_only"):
+            continue
         r["ratio"], r["ratio_min"], r["ratio_max"] = ratio(r["round_ms"], ref["round_ms"])
+
+
+def unjudged(verdicts: list[dict]) -> list[dict]:
+    """``verdicts`` of a ``--quick`` run: ratios kept, every measured status
+    :data:`QUICK_STATUS` (no MET or MISSED from two rounds of noise)."""
+    return [{**t, "status": QUICK_STATUS} if t["ratio"] is not None else t for t in verdicts]
 
 
 def targets(records: list[dict]) -> list[dict]:
@@ -96,7 +115,9 @@ def targets(records: list[dict]) -> list[dict]:
         a, b = index.get((wl, mode, row)), index.get((wl, mode, ref))
         t = {"workload": wl, "mode": mode, "runner": row, "ref": ref, "limit": limit}
         t.update(ratio=None, ratio_min=None, ratio_max=None, status="not measured")
-        if a is not None and b is not None:
+        if a is not None and b is not None and (a.get("cold_only") or b.get("cold_only")):
+            t["status"] = "not measured (timed by a cold call alone)"
+        elif a is not None and b is not None:
             med, lo, hi = ratio(a["round_ms"], b["round_ms"])
             t.update(ratio=med, ratio_min=lo, ratio_max=hi)
             t["status"] = (
@@ -113,6 +134,7 @@ def _num(v, fmt: str) -> str:
 def markdown(records: list[dict], verdicts: list[dict], doc: dict) -> str:
     """The table (one line per runner, workload and mode), then targets, checks and notes."""
     lines = [
+        *([QUICK_NOTE, ""] if doc["settings"].get("quick") else []),
         "| workload | mode | runner | median ms | min–max ms | cold ms | samples/s | GFLOP/s "
         "| % peak | RSS MB | ratio (min–max) | vs |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -137,6 +159,7 @@ def _table_row(r: dict) -> str:
     if r["ratio"] is not None:
         rat = f"{r['ratio']:.2f}x ({r['ratio_min']:.2f}–{r['ratio_max']:.2f})"
     spread = f"{r['min_ms']:.3f}–{r['max_ms']:.3f}" if r.get("in_rounds", True) else "1 call"
+    spread = "cold call only" if r.get("cold_only") else spread
     mem = r["memory"]
     rss = _num(mem.get("device_peak_mb") or mem.get("device_mb") or mem.get("rss_mb"), ".0f")
     if mem.get("rss_growth_mb") is not None and "device_mb" not in mem:
@@ -193,9 +216,10 @@ def _machine_line(env: dict, s: dict) -> str:
     )
 
 
-def chart(records: list[dict], path: Path) -> bool:
+def chart(records: list[dict], path: Path, quick: bool = False) -> bool:
     """A horizontal bar chart of the ratios (log scale, 1 = the reference); False without
-    matplotlib."""
+    matplotlib. Rows timed by their cold call alone have no ratio and are left out; a
+    ``quick`` run's chart says in its title that it is a smoke test."""
     if importlib.util.find_spec("matplotlib") is None:
         return False
     import matplotlib
@@ -222,6 +246,8 @@ def chart(records: list[dict], path: Path) -> bool:
     ax.axvline(1.0, color="k", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("time / reference of the same backend (lower is faster)")
+    if quick:
+        ax.set_title("--quick: a smoke test, not measurements to quote", fontsize=9)
     ax.set_ylim(len(rows) - 0.5, -0.5)  # first row on top, no empty margins
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -235,6 +261,6 @@ def write(out: Path, doc: dict, table: str) -> list[Path]:
     paths = [out / "bench.json", out / "bench.md"]
     paths[0].write_text(json.dumps(doc, indent=1, default=str) + "\n")
     paths[1].write_text(table)
-    if chart(doc["records"], out / "bench.png"):
+    if chart(doc["records"], out / "bench.png", quick=bool(doc["settings"].get("quick"))):
         paths.append(out / "bench.png")
     return paths

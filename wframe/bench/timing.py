@@ -143,10 +143,12 @@ class Timer:
             "settle": int(warm < self.settle_below_s),
             "memory": {} if row.extra.get("remote") else _memory(row.backend, before),
             "in_rounds": True,
+            "cold_only": False,
             "times": [],
         }
         if warm > self.max_call_s:  # too slow to repeat: timed by the calls made so far
-            out.update(times=[[warm * 1e3]], in_rounds=False)
+            # cold_only: the one time is the cold call's, compilation included; no ratio.
+            out.update(times=[[warm * 1e3]], in_rounds=False, cold_only=cold > self.max_call_s)
             how = (
                 "its cold call (compilation included)"
                 if cold > self.max_call_s

@@ -19,8 +19,10 @@ float64 on jax needs jax's 64-bit mode. This command runs in its own process, so
 that mode on (jax.config.update("jax_enable_x64", True)) before jax creates any array; where
 jax was imported before (parity called in-process), jax is skipped with the reason instead.
 
-Exit status: 0 every comparison within tolerance (or no backend besides numpy could run),
-1 a comparison exceeds the tolerance or a backend raised, 2 a usage error.
+Exit status: 0 every comparison within tolerance (or, without --backends, no backend besides
+numpy could run here); 1 a comparison exceeds the tolerance, a backend raised, or a backend
+named in --backends cannot run here (the reason is printed: cupy without a GPU, jax not
+installed, float64 without jax's 64-bit mode); 2 a usage error.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="NAMES",
         help="comma-separated backends to compare with numpy, e.g. jax,cupy (default: every "
-        "available one); numpy always runs as the reference; unavailable ones are skipped",
+        "available one, the others skipped); numpy always runs as the reference; a named "
+        "backend that cannot run here fails the check (exit 1)",
     )
     parser.add_argument(
         "--dtype", choices=tuple(TOLERANCES), default="float32", help="(default: float32)"
@@ -130,7 +133,9 @@ def parity(
 
     Args:
       models: names from :data:`MODELS`.
-      backends: backends to compare with numpy; ``None``: every registered one that can run.
+      backends: backends to compare with numpy; ``None``: every registered one that can run
+        (the others are skipped). A backend named here that cannot run fails the check: the
+        status is 1 and the reason is printed, after the comparisons that could run.
       dtype: ``"float32"`` or ``"float64"``.
       seed: seed of the weights and the data.
       rtol, atol: tolerances; ``None``: the dtype's default in :data:`TOLERANCES`.
@@ -154,19 +159,28 @@ def parity(
     _print_header(print_fn, models, dtype=dtype, seed=seed, rtol=rtol, atol=atol)
     for name, why in skipped.items():
         print_fn(f"skipped {name}: {why}")
+    # Asked for by name and unable to run: the check the caller wanted did not happen.
+    missing = {n: why for n, why in skipped.items() if backends is not None}
     others = [n for n in names if n != REFERENCE]
-    if not others:
+    if not others and not missing:
         print_fn(f"parity: nothing to compare, no backend besides {REFERENCE} can run here")
         return 0
 
     rows: list[tuple[str, ...]] = []
-    for kind in models:
+    for kind in models if others else ():
         results = _run_everywhere(kind, names, seed=seed, dtype=dtype)
         rows.extend(_compared_rows(kind, results, others, rtol=rtol, atol=atol))
-    print_fn(_table(("model", "backend", "quantity", "shape", "max abs", "max rel", ""), rows))
+    if rows:
+        print_fn(_table(("model", "backend", "quantity", "shape", "max abs", "max rel", ""), rows))
     failures, total = sum(r[-1].startswith("FAIL") for r in rows), len(rows)
     if failures:
         print_fn(f"parity: FAILED, {failures} of {total} comparisons exceed the tolerance")
+    for name, why in missing.items():
+        print_fn(
+            f"parity: FAILED, backend {name!r} was asked for (--backends) but cannot run "
+            f"here: {why}"
+        )
+    if failures or missing:
         return 1
     print_fn(f"parity: ok, all {total} comparisons within tolerance")
     return 0

@@ -19,6 +19,7 @@ import numpy as np
 from wframe import data
 from wframe import losses as losses_mod
 from wframe.training import TrainState
+from wframe.training.logs import Layout, results
 
 
 def _plan(strategy: Any, n: int, size: int) -> tuple[int, int, list[int]]:
@@ -106,8 +107,9 @@ def evaluate(
     n = x.shape[0]
     rows, steps, counts = _plan(strategy, n, size)
     params, state = _placed(strategy, model, params, state)
-    make = lambda: _eval_fn(strategy, model, loss)  # noqa: E731
-    fn = model.trainer.memo(("strategy_eval", strategy, loss), make)
+    tracker = model.tracker(loss)
+    make = lambda: _eval_fn(strategy, model, loss, tracker)  # noqa: E731
+    fn = model.trainer.memo(("strategy_eval", strategy, loss, tracker), make)
     xp = model.backend.xp
     sums = []
     for i in range(steps):
@@ -116,10 +118,12 @@ def evaluate(
         yb, _ = _padded(y, start, rows, y.shape[1:], y.dtype, xp)
         batch = [strategy.assemble(a, strategy.batch_sharding) for a in (xb, yb, _mask(real, rows))]
         sums.append(fn(params, state, *batch))
-    names = ("loss", *loss.metric_names)
     total = sum(counts)
+    if not total:
+        return {}
     host = model.backend.to_host(sums)  # one transfer, after every batch is queued
-    return {k: sum(float(s[k]) for s in host) / total for k in names} if total else {}
+    layout = Layout(("loss", *tracker.names), tracker.metrics)
+    return results(layout, [sum(s[k] for s in host) for k in layout.names], total)
 
 
 def check_single_io(strategy: Any, model: Any, what: str) -> None:
@@ -136,13 +140,15 @@ def check_single_io(strategy: Any, model: Any, what: str) -> None:
         )
 
 
-def _eval_fn(strategy: Any, model: Any, loss: losses_mod.Loss) -> Any:
+def _eval_fn(strategy: Any, model: Any, loss: losses_mod.Loss, tracker: Any) -> Any:
+    """The masked sums of one padded batch: the loss of the real rows, and each metric's
+    statistics (additive, so the sum over rows is the batch's)."""
     jax = strategy.jax
     jnp = jax.numpy
     per_example = {"loss": lambda p, t: loss(p[None], t[None])[0]}
-    for name in loss.metric_names:
-        metric = loss.metric_fn(name)
-        per_example[name] = lambda p, t, metric=metric: metric(p[None], t[None])
+    for entry in tracker.entries:
+        metric = entry.metric
+        per_example[entry.name] = lambda p, t, metric=metric: metric.stats(p[None], t[None])
 
     def fn(params, state, x, y, mask):
         x, y, mask = (strategy.shard_batch(a) for a in (x, y, mask))
@@ -151,7 +157,8 @@ def _eval_fn(strategy: Any, model: Any, loss: losses_mod.Loss) -> Any:
         for name, value in per_example.items():
             v = jax.vmap(value)(pred, y)
             v = v.astype(jnp.promote_types(v.dtype, jnp.float32))
-            out[name] = jnp.sum(jnp.where(mask, v, jnp.zeros_like(v)))
+            rows = jnp.reshape(mask, mask.shape + (1,) * (v.ndim - 1))
+            out[name] = jnp.sum(jnp.where(rows, v, jnp.zeros_like(v)), axis=0)
         return out
 
     return model.backend.jit(fn)

@@ -4,14 +4,18 @@ same compiled function, and XLA inserts the gradient all-reduce (GSPMD). :class:
 also splits params by name rules on a 2-D mesh.
 
 In ``fit`` every batch must divide evenly over the devices (the last partial batch included): a
-batch that does not is refused before training with the sizes that would work. ``predict`` and
-``evaluate`` pad instead (:mod:`wframe.distributed.inference`). The dropout masks are those of
+batch that does not is refused before training with the sizes that would work, unless the
+strategy was made with ``drop_remainder=True``: then each epoch's last partial batch is left out
+(as ``tf.data``'s ``drop_remainder`` and PyTorch's ``drop_last``; with ``shuffle`` a different
+few examples each epoch). ``predict`` and ``evaluate`` pad instead
+(:mod:`wframe.distributed.inference`). The dropout masks are those of
 single-device training (they hash global element indices), so a data-parallel run equals the
 single-device run on the full batch to float32 rounding.
 """
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,11 +39,28 @@ class DataParallel:
         process order. ``evaluate`` then returns the mean over every process's examples (their
         counts may differ) and ``predict`` each process's own predictions. Default: every
         process passes the same, whole data.
+      drop_remainder: in ``fit``, leave out each epoch's last partial batch (its
+        ``n % batch_size`` examples, a different few each epoch when shuffling) instead of
+        refusing data whose last batch does not divide over the devices. Only ``fit``:
+        ``predict`` and ``evaluate`` always see every example (they pad and mask).
     """
 
     axis = "data"
 
-    def __init__(self, devices: Sequence[Any] | None = None, *, per_process_data: bool = False):
+    def __init__(
+        self,
+        devices: Sequence[Any] | None = None,
+        *,
+        per_process_data: bool = False,
+        drop_remainder: bool = False,
+    ):
+        if not isinstance(drop_remainder, bool):
+            raise TypeError(
+                f"{type(self).__name__}: drop_remainder must be True or False, got "
+                f"{drop_remainder!r}"
+            )
+        self.drop_remainder = drop_remainder
+
         import jax
         from jax.sharding import Mesh
 
@@ -86,6 +107,7 @@ class DataParallel:
 
     def __repr__(self) -> str:
         share = ", per-process data" if self.per_process_data else ""
+        share += ", drop_remainder" if self.drop_remainder else ""
         return f"DataParallel({self.num_devices} devices: {self.devices[0].platform}{share})"
 
     # ------------------------------------------------------------------ checks
@@ -100,8 +122,9 @@ class DataParallel:
 
     def check(self, model: Any, batch_size: int, n: int) -> None:
         """Refuse a model off JAX, or batches (``batch_size``, and the last one of ``n``
-        examples) that do not divide over the devices; with per-process data, also processes
-        that pass different numbers of examples or batch sizes."""
+        examples unless ``drop_remainder``) that do not divide over the devices; with
+        per-process data, also processes that pass different numbers of examples or batch
+        sizes."""
         self.check_model(model, "fit")
         d, p = self.num_devices, self.feeders
         if p > 1:
@@ -114,8 +137,15 @@ class DataParallel:
                 )
         b = batch_size // p
         rest = n % b if b else 0
+        if self.drop_remainder and b and n < b:
+            raise ValueError(
+                f"fit: {self!r} drops each epoch's last partial batch, but {n} examples "
+                f"make no full batch of {batch_size}"
+                + (f" ({b} rows per process)" if p > 1 else "")
+                + f"; pass at least {b} examples or use a smaller batch_size"
+            )
         bad = [f"batch_size={batch_size}"] if batch_size % d else []
-        if rest % (d // p):
+        if rest % (d // p) and not self.drop_remainder:
             bad.append(
                 f"the last batch of {rest * p} examples "
                 + (f"({n} % {batch_size})" if p == 1 else f"({p} processes x {n} % {b})")
@@ -124,7 +154,13 @@ class DataParallel:
             raise ValueError(
                 f"fit: with {d} devices every batch must divide evenly over them, but "
                 f"{' and '.join(bad)} do not; use a batch_size and a number of examples that "
-                f"are multiples of {d // p} (e.g. x[: {n - n % (d // p)}]), or fewer devices"
+                f"are multiples of {d // p} (e.g. x[: {n - n % (d // p)}]), fewer devices"
+                + (
+                    f", or {type(self).__name__}(..., drop_remainder=True) to leave each "
+                    "epoch's last partial batch out"
+                    if len(bad) == 1 and not bad[0].startswith("batch_size")
+                    else ""
+                )
             )
 
     def gather_ints(self, *values: int) -> list[list[int]]:
@@ -236,7 +272,10 @@ class ModelParallel(DataParallel):
       mesh_shape: ``(data, model)`` device counts; their product must be the device count.
       rules: ``{glob on flat param names: PartitionSpec}``; the first match wins.
       devices: the devices (default all of JAX's).
-      per_process_data: as :class:`DataParallel`'s.
+      per_process_data, drop_remainder: as :class:`DataParallel`'s.
+
+    A rule that matches no parameter (a typo, a renamed layer) is refused when training or
+    inference places the params, with the parameter names it could have matched.
     """
 
     def __init__(
@@ -246,10 +285,11 @@ class ModelParallel(DataParallel):
         devices: Sequence[Any] | None = None,
         *,
         per_process_data: bool = False,
+        drop_remainder: bool = False,
     ):
         from jax.sharding import Mesh
 
-        super().__init__(devices, per_process_data=per_process_data)
+        super().__init__(devices, per_process_data=per_process_data, drop_remainder=drop_remainder)
         data, model = mesh_shape
         if data * model != len(self.devices):
             raise ValueError(
@@ -268,8 +308,6 @@ class ModelParallel(DataParallel):
         return f"ModelParallel(mesh {dict(self.mesh.shape)}, {len(self.rules)} rules)"
 
     def _spec(self, name: str) -> Any:
-        import fnmatch
-
         for pattern, spec in self.rules.items():
             if fnmatch.fnmatchcase(name, pattern):
                 return spec
@@ -286,8 +324,23 @@ class ModelParallel(DataParallel):
             },
         )
 
+    def check_rules(self, names: list[str]) -> None:
+        """Refuse a rule that matches none of the flat param ``names``: it would split
+        nothing, silently."""
+        unused = [r for r in self.rules if not any(fnmatch.fnmatchcase(n, r) for n in names)]
+        if unused:
+            shown = ", ".join(repr(n) for n in names[:20])
+            more = f" and {len(names) - 20} more" if len(names) > 20 else ""
+            raise ValueError(
+                f"ModelParallel: rule {unused[0]!r} matches no parameter"
+                + (f" (nor do {unused[1:]})" if len(unused) > 1 else "")
+                + f"; the model's parameters are {shown}{more}. Fix the glob (e.g. "
+                f"'dense_*/W') or remove the rule"
+            )
+
     def place(self, ts: Any) -> Any:
 
+        self.check_rules([name for name, _ in flatten(ts.params)])
         for name, a in flatten(ts.params):
             spec = self._spec(name)
             for axis, part in enumerate(spec or ()):

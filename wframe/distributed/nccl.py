@@ -16,7 +16,9 @@ from wframe.backends import backend_of
 from wframe.distributed import inference, process
 from wframe.distributed.comm import NcclComm, TcpComm
 from wframe.random import fold_in
-from wframe.training import TrainState, evaluate
+from wframe.training import TrainState
+from wframe.training.evaluate import array_batches, evaluate_sums
+from wframe.training.logs import results
 from wframe.tree import tree_leaves, tree_map
 
 
@@ -195,12 +197,16 @@ class NcclDataParallel:
         """The mean loss (and metric) over every rank's examples, the same on every rank."""
         self.check_model(model, "evaluate")
         arrays = None if params is None else TrainState(params, state, None)
-        local = evaluate(model, x, y, loss, size, arrays)
-        names = ("loss", *loss.metric_names)
-        n = x.shape[0]
-        sums = np.array([*(local.get(k, 0.0) * n for k in names), n], np.float64)
+        batches = array_batches(x, y, size)
+        layout, sums, count = evaluate_sums(model, batches, loss, arrays)
+        # Every sum is additive: the ranks' add up to the sums over all the examples.
+        flat = np.concatenate([np.ravel(s) for s in sums] + [np.array([count], np.float64)])
         backend = model.backend
-        total = np.asarray(backend.to_numpy(self.comm.all_reduce(backend.asarray(sums))))
+        total = np.asarray(backend.to_numpy(self.comm.all_reduce(backend.asarray(flat))))
         if not total[-1]:
             return {}
-        return {k: float(v) / total[-1] for k, v in zip(names, total[:-1], strict=True)}
+        parts = np.split(total[:-1], np.cumsum([max(n, 1) for n in layout.sizes()])[:-1])
+        sizes = layout.sizes()
+        return results(
+            layout, [p if n else p[0] for p, n in zip(parts, sizes, strict=True)], total[-1]
+        )
