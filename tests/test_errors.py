@@ -36,10 +36,10 @@ def blobs(n=64, features=5, classes=3, seed=0):
     ("validation_data", "got"),
     [
         (lambda x, y: (x,), "a tuple of length 1"),
-        (lambda x, y: (x, y, y), "a tuple of length 3"),
+        (lambda x, y: (x, y, y, y), "a tuple of length 4"),
         (lambda x, y: x, "ndarray"),
     ],
-    ids=["one", "three", "array"],
+    ids=["one", "four", "array"],
 )
 def test_validation_data_must_be_a_pair(backend, validation_data, got):
     x, y = blobs(8)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import wframe as wf
@@ -24,8 +25,11 @@ TARGETS = {
 }
 
 
-def _run(script: str, backend_name: str, *args: str, verbose: bool = True) -> str:
-    """Run ``script`` with ``args`` (and ``--verbose 0``) on ``backend_name``; its stdout."""
+def _run(
+    script: str, backend_name: str, *args: str, verbose: bool = True, cwd: Path | None = None
+) -> str:
+    """Run ``script`` with ``args`` (and ``--verbose 0``) on ``backend_name`` (in ``cwd``); its
+    stdout."""
     if backend_name not in wf.available():
         pytest.skip(f"backend {backend_name!r} unavailable")
     out = subprocess.run(
@@ -35,6 +39,7 @@ def _run(script: str, backend_name: str, *args: str, verbose: bool = True) -> st
         text=True,
         timeout=300,
         check=False,
+        cwd=cwd,
     )
     assert out.returncode == 0, out.stderr
     return out.stdout
@@ -56,6 +61,45 @@ def test_example_reaches_its_accuracy(script, backend_name):
     match = re.search(rf"backend {backend_name}: test accuracy (\S+)", stdout)
     assert match, stdout
     assert float(match.group(1)) >= TARGETS[script]
+    # validation: held out of the training data, reported apart from the test set
+    val = re.search(
+        rf"backend {backend_name}: validation accuracy (\S+) \(144 examples held out of the "
+        r"1437 training ones",
+        stdout,
+    )
+    assert val and 0 < float(val.group(1)) <= 1, stdout
+    assert "(360 examples never seen in training nor validation)" in stdout
+
+
+def test_an_example_writes_only_under_out(tmp_path, monkeypatch):
+    """explain_digits.py's figures go under --out (default runs/explain_digits), nothing into
+    the current folder; a path ending in .png names the files. (Its full run: test_explain.)"""
+    for module in ("matplotlib", "sklearn", "scipy"):
+        pytest.importorskip(module)
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    import explain_digits
+
+    monkeypatch.setattr(sys, "argv", ["explain_digits.py"])
+    assert explain_digits.parse_args().out == Path("runs/explain_digits")
+    rng = np.random.default_rng(0)
+    images = rng.random((2, 8, 8))
+    maps = {"integrated_gradients": rng.standard_normal((2, 8, 8)), "smoothgrad_x_input": images}
+    for out in (tmp_path / "figures", tmp_path / "named" / "attr.png"):
+        explain_digits.save_figures(out, images, maps, ["a", "b"])
+    assert list(cwd.iterdir()) == []
+    written = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.png")}
+    assert written in (
+        {  # through wframe.viz: a grid per method
+            "figures/integrated_gradients.png",
+            "figures/smoothgrad_x_input.png",
+            "named/attr_integrated_gradients.png",
+            "named/attr_smoothgrad_x_input.png",
+        },
+        {"figures/explain_digits.png", "named/attr_explain_digits.png"},  # matplotlib alone
+    ), written
 
 
 def _run_quick(script: str, backend_name: str) -> str:

@@ -28,6 +28,7 @@ from wframe.layers import (
     Subtract,
 )
 from wframe.testing import assert_close, numerical_grad
+from wframe.tree import flatten
 
 RNG = np.random.default_rng(0)
 
@@ -275,3 +276,24 @@ def test_graph_errors_name_the_layer_and_the_tensor():
     shared = Dense(2)
     with pytest.raises(ValueError, match="shared layer 'dense_0' is called on inputs of shape"):
         wf.Model([a, b], Add()([shared(a), shared(b)]))
+
+
+def test_a_base_model_called_with_training_false_stays_in_inference_mode(backend):
+    """Keras' transfer idiom ``base(inputs, training=False)``: BatchNorm keeps its moving
+    statistics and dropout is off inside the graph while it trains; the base's weights still
+    get gradients; the option survives the config."""
+    base = wf.Sequential([Dense(8), wf.layers.BatchNormalization(), Dropout(0.5)], seed=0).build(
+        (None, 4)
+    )
+    inp = wf.Input((4,))
+    model = wf.Model(inp, Dense(2)(base(inp, training=False)))
+    x, y = RNG.normal(size=(32, 4)).astype("float32"), np.arange(32) % 2
+    stats = {k: wf.to_numpy(v).copy() for k, v in flatten(model.state)}
+    kernel = wf.to_numpy(model.params["sequential_0"]["dense_0"]["W"]).copy()
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert all(np.array_equal(wf.to_numpy(v), stats[k]) for k, v in flatten(model.state))
+    assert not np.array_equal(wf.to_numpy(model.params["sequential_0"]["dense_0"]["W"]), kernel)
+    twin = wf.Model.from_config(model.get_config())
+    assert twin.get_config() == model.get_config()
+    with pytest.raises(TypeError, match="training must be True, False or None"):
+        base(inp, training="no")

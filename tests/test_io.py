@@ -20,7 +20,7 @@ import safetensors
 import safetensors.numpy
 
 import wframe as wf
-import wframe.data
+import wframe.assigned
 from wframe import saving
 from wframe.layers import BatchNorm, Dense, Residual
 from wframe.saving import io
@@ -454,7 +454,7 @@ def test_a_failed_load_leaves_the_model_exactly_as_before(backend, tmp_path, mon
         assert model.params is params and model.state is state
         assert_same_bits(snapshot(model), before)
     # A failure inside the assignment (here: the masks' setter) is undone too.
-    real, calls = wframe.data.check_masks, []
+    real, calls = wframe.assigned.check_masks, []
 
     def fail_once(*args):
         calls.append(1)
@@ -462,7 +462,7 @@ def test_a_failed_load_leaves_the_model_exactly_as_before(backend, tmp_path, mon
             raise RuntimeError("injected")
         return real(*args)
 
-    monkeypatch.setattr(wframe.data, "check_masks", fail_once)
+    monkeypatch.setattr(wframe.assigned, "check_masks", fail_once)
     with pytest.raises(RuntimeError, match="injected"):
         model.load_weights(good)
     assert_same_bits(snapshot(model), before)

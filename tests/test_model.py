@@ -287,7 +287,7 @@ def test_non_finite_inputs_to_fit(bad):
         (lambda: wf.layers.Dense(3, kernel_init="he_nrmal"), "Unknown initializer 'he_nrmal'"),
         (lambda: wf.losses.get("crossentropy"), "Unknown loss 'crossentropy'. Expected"),
         (lambda: wf.optimizers.get("adamm"), "Unknown optimizer 'adamm'. Expected"),
-        (lambda: mlp().fit(np.zeros((2, 5)), [0, 1], loss="hinge"), "Unknown loss 'hinge'"),
+        (lambda: mlp().fit(np.zeros((2, 5)), [0, 1], loss="hinje"), "Unknown loss 'hinje'"),
     ],
     ids=["activation", "initializer", "loss", "optimizer", "fit-loss"],
 )

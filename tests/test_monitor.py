@@ -286,14 +286,16 @@ def test_no_statistics_are_compiled_without_a_callback_asking():
     model = relu_net()
     model.fit(x, y, epochs=1, batch_size=6, verbose=0, callbacks=[Listener()])
     assert model.trainer.runners() and model.trainer.setup.stats is False
-    widths = [k[1:] for k in model.trainer.memos() if k[0] == "acc"]  # (logged, statistics)
-    assert widths == [(len(log_names(model, model.loss, None)), 0)] == [(2, 0)]
+    # The running sums: (logged names, their sizes, statistics)
+    sums = [k[1:] for k in model.trainer.memos() if k[0] == "acc"]
+    names = log_names(model, model.tracker(model.loss), None)
+    assert sums == [(names, (0, 2), 0)] and names == ("loss", "accuracy")
     assert got == []
 
     model.fit(x, y, epochs=1, batch_size=6, verbose=0, callbacks=[Listener(), GradientMonitor()])
     assert model.trainer.runners() and model.trainer.setup.stats is True
     assert len(got) == 4 and "grad_norm/dense_0/W" in got[0]
-    names = log_names(model, model.loss, None, stats=True)
+    names = log_names(model, model.tracker(model.loss), None, stats=True)
     assert names[:2] == ("loss", "accuracy") and "dead_relu/dense_0" in names
 
 

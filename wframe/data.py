@@ -50,7 +50,8 @@ def input_shape(shape: Any) -> Shape:
 
 
 def check_finite(a: Any, what: str, dtype: str | None = None) -> None:
-    """Refuse NaN or inf in ``a``, and values that overflow ``dtype`` once cast."""
+    """Refuse NaN or inf in ``a``, and values that overflow ``dtype`` once cast (checked on
+    ``a``'s own dtype, before any cast: 1e39 in float64 data is an overflow, not an inf)."""
     if isinstance(a, np.ndarray):
         if not np.issubdtype(a.dtype, np.floating):
             return
@@ -69,11 +70,68 @@ def check_finite(a: Any, what: str, dtype: str | None = None) -> None:
             f"{what} contains NaN or inf (first at index {bad}: {host[bad]}); clean the data "
             "before training"
         )
-    if dtype is not None and top > float(np.finfo(dtype).max):
+    if dtype is not None:
+        _refuse_overflow(top, what, dtype)
+
+
+def _refuse_overflow(top: float, what: str, dtype: str) -> None:
+    if top > float(np.finfo(dtype).max):
         raise ValueError(
             f"{what} holds values up to {top:.3g}, which overflow the model dtype {dtype} "
             f"(max {float(np.finfo(dtype).max):.3g}); rescale the data or use a float64 model"
         )
+
+
+def check_range(host: np.ndarray, what: str, dtype: str) -> None:
+    """Refuse finite values of ``host`` that a cast to the float ``dtype`` would make inf
+    (NaN and inf themselves pass: data that are not checked for them keep them)."""
+    narrows = host.dtype.kind == "f" and host.dtype.itemsize > np.dtype(dtype).itemsize
+    if narrows and host.size and np.dtype(dtype).kind == "f":
+        top = float(np.max(np.abs(host), initial=0.0, where=np.isfinite(host)))
+        _refuse_overflow(top, what, dtype)
+
+
+def host_array(a: Any, what: str, *, strict: bool = True) -> Any:
+    """``a`` as the checks here take it, converted once where it comes from another library:
+    a torch tensor (``detach().cpu()``, copied), a pandas DataFrame or Series (``to_numpy``),
+    anything else with ``__array__``, the array interface or DLPack, as a NumPy array. NumPy
+    arrays, arrays of a backend (any array-API array) and nested sequences of numbers stay as
+    they are; anything else is a ``TypeError`` naming ``what``, the type and what is accepted
+    (not ``strict``: returned as it is)."""
+    if isinstance(a, (np.ndarray, list, tuple, int, float, complex, np.generic)):
+        return a
+    lib = type(a).__module__.partition(".")[0]
+    if lib == "torch" and hasattr(a, "detach"):
+        t = a.detach().cpu()
+        return (t.float() if str(t.dtype) == "torch.bfloat16" else t).numpy().copy()
+    if lib == "pandas" and hasattr(a, "to_numpy"):
+        return a.to_numpy()
+    if hasattr(a, "shape") and hasattr(a, "dtype"):
+        return a  # an array of a backend: checked against the model's where it is used
+    if hasattr(a, "__array__") or hasattr(a, "__array_interface__"):
+        return np.asarray(a)
+    if hasattr(a, "__dlpack__"):
+        return np.from_dlpack(a)
+    if not strict:
+        return a
+    if a is None:
+        fix = "the labels, or x as an iterable of (x, y) batches" if what[:1] == "y" else "an array"
+        raise TypeError(f"{what} is None; pass {fix}")
+    kind = type(a).__qualname__
+    kind = kind if type(a).__module__ == "builtins" else f"{type(a).__module__}.{kind}"
+    raise TypeError(
+        f"{what} must be an array (NumPy, the model's backend's, or anything NumPy converts: "
+        f"a torch tensor, a pandas DataFrame, an object with __array__ or DLPack), a list or "
+        f"dict of them per input, or (for x) an iterable of (x, y) batches; got "
+        f"{kind}{_dataset_hint(a)}"
+    )
+
+
+def _dataset_hint(a: Any) -> str:
+    """A map-style dataset (torch's ``Dataset``) gives examples, not batches: say so."""
+    if hasattr(a, "__getitem__") and hasattr(a, "__len__"):
+        return "; a dataset of single examples goes in a DataLoader(dataset, batch_size=32)"
+    return ""
 
 
 def inputs(x: Any, backend: Backend, dtype: str, what: str = "x", *, finite: bool = False):
@@ -86,6 +144,7 @@ def inputs(x: Any, backend: Backend, dtype: str, what: str = "x", *, finite: boo
       what: the argument name for error messages.
       finite: also refuse NaN, inf and values that overflow ``dtype`` (training data).
     """
+    x = host_array(x, what)
     if isinstance(x, np.ndarray) or not hasattr(x, "shape"):
         host = np.asarray(x)
         if not (np.issubdtype(host.dtype, np.number) or host.dtype == np.bool_):
@@ -95,6 +154,8 @@ def inputs(x: Any, backend: Backend, dtype: str, what: str = "x", *, finite: boo
             raise ValueError(f"{what} must have a batch axis, got a scalar {host!r}")
         if finite:
             check_finite(host, what, dtype)
+        else:  # a cast never turns a finite value into inf silently
+            check_range(host, what, dtype)
         return backend.asarray(host, dtype=dtype)
     owner = backend_of(x)
     if owner is not backend:
@@ -125,6 +186,7 @@ def labels(
     y: Any, n: int, pred_shape: Shape, loss: Any, backend: Backend, dtype: str, what: str = "y"
 ) -> Array:
     """Labels checked on the host against ``loss`` and predictions of ``pred_shape``."""
+    y = host_array(y, what)
     host = to_numpy(y) if hasattr(y, "shape") and not isinstance(y, np.ndarray) else np.asarray(y)
     if host.ndim == 0 or host.shape[0] != n:
         raise ValueError(
@@ -132,7 +194,9 @@ def labels(
         )
     check_finite(host, what)
     host = loss.check((n, *pred_shape[1:]), host)
-    return backend.asarray(host, dtype=loss.label_dtype(host, dtype))
+    label_dtype = loss.label_dtype(host, dtype)
+    check_range(np.asarray(host), what, label_dtype)
+    return backend.asarray(host, dtype=label_dtype)
 
 
 def pair(data: Any, what: str) -> tuple[Any, Any]:
@@ -153,7 +217,7 @@ def split(x: Any, y: Any, fraction: Any) -> tuple[Any, Any, tuple[Any, Any]]:
     ok = isinstance(fraction, (int, float, np.floating)) and not isinstance(fraction, bool)
     if not ok or not 0 <= fraction < 1:
         raise ValueError(f"fit: validation_split must be a number in [0, 1), got {fraction!r}")
-    x, y = _arrays(x), _arrays(y)
+    x, y = _arrays(x, "x"), _arrays(y, "y")
     first = _first(x)
     n = first.shape[0] if first.ndim else 0
     cut = math.ceil(n * (1 - float(fraction)))
@@ -167,12 +231,13 @@ def split(x: Any, y: Any, fraction: Any) -> tuple[Any, Any, tuple[Any, Any]]:
     return take(x, head), take(y, head), (take(x, tail), take(y, tail))
 
 
-def _arrays(x: Any) -> Any:
+def _arrays(x: Any, what: str) -> Any:
     """``x`` with nested sequences made NumPy arrays (a list or dict of arrays kept one)."""
     if isinstance(x, dict):
-        return {k: _arrays(v) for k, v in x.items()}
+        return {k: _arrays(v, f"{what}[{k!r}]") for k, v in x.items()}
     if _is_array_list(x):
-        return tuple(_arrays(v) for v in x)
+        return tuple(_arrays(v, f"{what}[{i}]") for i, v in enumerate(x))
+    x = host_array(x, what)
     return x if hasattr(x, "shape") else np.asarray(x)
 
 
@@ -215,8 +280,23 @@ def _is_array_list(x: Any) -> bool:
 
 
 def per_name(x: Any, names: tuple[str, ...], what: str, kind: str) -> tuple:
-    """``x`` as a tuple with one entry per name: from a dict by name, a list or tuple of
-    arrays in order, or (one name) one array; a ``ValueError`` naming what is wrong."""
+    """``x`` as a tuple with one entry per name: from a dict by name (a pandas DataFrame
+    whose columns hold the names, each column one ``(n, 1)`` array), a list or tuple of
+    arrays in order, or (one name) one array; each entry as :func:`host_array` gives it; a
+    ``ValueError`` naming what is wrong."""
+    n = len(names)
+    columns = getattr(x, "columns", None)
+    if n > 1 and columns is not None and set(names) == set(columns):
+        x = {k: x[[k]] for k in names}
+    parts = _per_name(x, names, what, kind)
+    named = len(parts) > 1
+    return tuple(
+        host_array(p, f"{what}[{k!r}]" if named else what, strict=False)
+        for p, k in zip(parts, names, strict=True)
+    )
+
+
+def _per_name(x: Any, names: tuple[str, ...], what: str, kind: str) -> tuple:
     n = len(names)
     if isinstance(x, dict):
         unknown = sorted(set(x) - set(names))
@@ -261,72 +341,25 @@ def default_batch(out_elements: int, rows: int) -> int:
     return max(32, min(4096, size, max(rows, 1)))
 
 
-def check_tree(new: Any, old: Any, what: str, backend: Backend) -> Any:
-    """``new`` checked to have ``old``'s names, shapes and dtypes, on ``backend``; returns it."""
-    if not isinstance(new, dict):
-        raise TypeError(f"{what} must be a dict like model.{what}, got {type(new).__name__}")
-    old_flat, new_flat = dict(_dict_items(old)), dict(_dict_items(new))
-    if old_flat.keys() != new_flat.keys():
-        missing = sorted(old_flat.keys() - new_flat.keys())
-        unexpected = sorted(new_flat.keys() - old_flat.keys())
-        raise ValueError(f"{what} names differ: missing {missing}, unexpected {unexpected}")
-    for name, a in new_flat.items():
-        ref = old_flat[name]
-        if not hasattr(a, "shape") or (tuple(a.shape), str(a.dtype)) != (
-            tuple(ref.shape),
-            str(ref.dtype),
-        ):
-            got = (
-                f"shape {tuple(a.shape)} and dtype {a.dtype}"
-                if hasattr(a, "shape")
-                else (type(a).__name__)
-            )
-            raise ValueError(
-                f"{what} '{name}' must have shape {tuple(ref.shape)} and dtype {ref.dtype}, "
-                f"got {got}"
-            )
-        owner = backend_of(a)
-        if owner is not backend:
-            raise TypeError(
-                f"{what} '{name}' is an array of backend '{owner.name}', but the model lives "
-                f"on '{backend.name}'; convert it with model.backend.asarray(wf.to_numpy(a)), "
-                f"or move the model first with model.to_backend('{owner.name}')"
-            )
-    return new
-
-
-def flat_names(tree: Any) -> list[str]:
-    """The flat names (``"block_0/dense_1/W"``) of a nested dict's values, in order."""
-    return [name for name, _ in _dict_items(tree)]
-
-
-def _dict_items(tree: Any, prefix: str = ""):
-    """``(flat name, value)`` of a nested dict; anything that is not a dict is a value."""
-    for k, v in tree.items():
-        name = f"{prefix}/{k}" if prefix else str(k)
-        if isinstance(v, dict):
-            yield from _dict_items(v, name)
-        else:
-            yield name, v
-
-
 def fit_options(
     *, epochs, batch_size, initial_epoch, seed, steps_per_execution, verbose, shuffle, callbacks
 ) -> dict[str, Any]:
-    """``fit``'s plain arguments checked and normalized (NumPy integers accepted)."""
+    """``fit``'s plain arguments checked and normalized (NumPy integers accepted;
+    ``batch_size=None`` is 32 and ``shuffle=None`` True, as Keras)."""
     if steps_per_execution != "epoch":
         steps_per_execution = as_int(
             steps_per_execution, "fit: steps_per_execution ('epoch' or an int)"
         )
     if verbose not in (0, 1, 2, True, False):
         raise ValueError(f"fit: verbose must be 0, 1 or 2, got {verbose!r}")
+    shuffle = True if shuffle is None else shuffle  # None: True (an iterable keeps its order)
     if not isinstance(shuffle, (bool, np.bool_)):
         raise TypeError(f"fit: shuffle must be True or False, got {shuffle!r}")
     if callbacks is not None and not isinstance(callbacks, (list, tuple)):
         callbacks = [callbacks]  # one callback: a list of one (CallbackList checks the type)
     return {
         "epochs": as_int(epochs, "fit: epochs", minimum=0),
-        "batch_size": as_int(batch_size, "fit: batch_size"),
+        "batch_size": 32 if batch_size is None else as_int(batch_size, "fit: batch_size"),
         "initial_epoch": as_int(initial_epoch, "fit: initial_epoch", minimum=0),
         "seed": as_int(seed, "fit: seed", minimum=0, allow_none=True),
         "steps_per_execution": steps_per_execution,
@@ -337,45 +370,10 @@ def fit_options(
 
 
 def shape_of(x: Any, what: str) -> tuple:
-    """The shape of an array or nested sequence; a ValueError for a scalar."""
+    """The shape of an array or nested sequence; a ValueError for a scalar (a TypeError for
+    what is no array, as :func:`host_array` says)."""
+    x = host_array(x, what)
     shape = tuple(x.shape) if hasattr(x, "shape") else tuple(np.shape(x))
     if not shape:
         raise ValueError(f"{what} must have a batch axis, got a scalar")
     return shape
-
-
-def mover(backend: Backend):
-    """``a -> a`` on ``backend`` (copied through the host from any other backend)."""
-
-    def move(a):
-        if hasattr(a, "shape") and backend_of(a) is not backend:
-            return backend.asarray(to_numpy(a))
-        return a
-
-    return move
-
-
-def check_masks(new: Any, params: Any, backend: Backend) -> dict[str, Any]:
-    """Pruning masks checked against ``params`` (names, shapes, values 0/1) and moved to
-    ``backend`` in each param's dtype; ``None`` or ``{}`` gives ``{}``."""
-    if new is None:
-        return {}
-    if not isinstance(new, dict):
-        raise TypeError(
-            f"masks must be a dict {{'dense_0/W': array of 0 and 1}}, got {type(new).__name__}"
-        )
-    flat = dict(_dict_items(params))
-    out = {}
-    for name, mask in new.items():
-        if name not in flat:
-            raise ValueError(f"masks: the model has no param {name!r}; its params are {list(flat)}")
-        ref = flat[name]
-        host = np.asarray(to_numpy(mask) if hasattr(mask, "shape") else mask)
-        if host.shape != tuple(ref.shape):
-            raise ValueError(
-                f"masks: {name!r} must have the param's shape {tuple(ref.shape)}, got {host.shape}"
-            )
-        if not np.isin(host, (0, 1)).all():
-            raise ValueError(f"masks: {name!r} must hold only 0 and 1 (or booleans)")
-        out[name] = backend.asarray(host.astype(str(ref.dtype)))
-    return out

@@ -28,3 +28,12 @@ class TrainState(NamedTuple):
     opt_state: Any
     masks: dict[str, Any] | None = None
     loss_scale: Any = None
+
+
+class Weighted(NamedTuple):
+    """Labels with a weight per example (``fit(sample_weight=..., class_weight=...)``): what a
+    train or eval step receives as ``y`` when the data are weighted. ``labels`` is one array or
+    a tuple per output; ``weights`` an array of shape ``(N,)`` in the model's float dtype."""
+
+    labels: Any
+    weights: Any

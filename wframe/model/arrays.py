@@ -12,7 +12,6 @@ changes the process's default backend: its arrays know theirs.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import threading
 from collections.abc import Iterator
@@ -20,15 +19,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from wframe import data, precision
+from wframe import assigned, data, precision
 from wframe import losses as losses_mod
 from wframe.backends import Backend, get_backend, resolve, use_backend
 from wframe.callbacks import History
 from wframe.layers.base import Layer
-from wframe.model import freezing
+from wframe.model.copying import Copying
+from wframe.model.trainable import Trainable
 from wframe.optimizers.checks import check_optimizer
 from wframe.training import Trainer
-from wframe.tree import reorder, split, tree_leaves, tree_map
+from wframe.tree import flatten, reorder, tree_leaves, tree_map
 from wframe.types import Array, Params, Shape, State, TrainState
 
 
@@ -41,7 +41,7 @@ class Snapshot(NamedTuple):
     epochs: int = 0
 
 
-class Holder(Layer):
+class Holder(Copying, Trainable, Layer):
     """Arrays, counters and the compiled functions of a model (the base of :class:`Model`).
 
     A subclass is also a layer class whose ``init``/``forward`` follow its structure (a chain,
@@ -58,6 +58,7 @@ class Holder(Layer):
         self.dtype = self.policy.param_dtype
         self.loss: losses_mod.Loss = losses_mod.get("softmax_cross_entropy")
         self.optimizer: Any = None
+        self.compiled_metrics: Any = None  # compile(metrics=...) as given (None: the loss's)
         self.stop_training = False
         self.history: History | None = None
         self._optimizer_name: str | None = None
@@ -74,28 +75,6 @@ class Holder(Layer):
     # A model is a mutable object: equal only to itself (the layers compare by value).
     __eq__ = object.__eq__
     __hash__ = object.__hash__
-
-    def __copy__(self) -> Holder:
-        # A copy shares the arrays (immutable snapshots), never the compiled state or a lock.
-        clone = object.__new__(type(self))
-        vars(clone).update(vars(self), _trainer=None, _lock=threading.RLock(), _running=None)
-        return clone
-
-    def named(self, name):
-        if name == self.name:
-            return self
-        clone = copy.copy(self)
-        object.__setattr__(clone, "name", name)
-        return clone
-
-    def copy(self) -> Holder:
-        """A model of the same layers with its own copy of every array, the same counters and
-        compiled functions of its own."""
-        clone = copy.copy(self)
-        if self.built:
-            arrays = self._backend.copy(self.train_state)
-            clone.commit(arrays, steps=self.steps, epochs=self.epochs)
-        return clone
 
     # ----------------------------------------------------------------- exclusive calls
     @contextlib.contextmanager
@@ -145,11 +124,45 @@ class Holder(Layer):
         precision.check_backend(self.policy, backend)
         with use_backend(backend):  # the initializers draw on the host (same on every backend)
             params, state, out = self.init(self.seed, shape, dtype=self.dtype)
-        move = data.mover(backend)
+        move = assigned.mover(backend)
         arrays = TrainState(tree_map(move, params), tree_map(move, state), None)
         self._backend, self._shapes = backend, (shape, out)
         self._now = Snapshot(arrays)
         self._frozen, self._trainer = frozenset(), None
+        return self
+
+    def rebuild(self, *, keep_built: bool = True) -> Holder:
+        """Build again for the same input shape after the structure changed (``Sequential``'s
+        ``add``/``pop``). Every param and state array still there (same flat name, shape and
+        dtype) is kept as it is, the others are drawn from the seed; the frozen set and the
+        pruning masks keep the names still there; the counters stay; the optimizer state
+        restarts, as after a Keras recompile (its structure changed). A refused build changes
+        nothing; ``keep_built=False`` (a chain left without layers) leaves the model unbuilt.
+        """
+        if self._now is None:
+            return self
+        self.refuse_while_running("change the layers")
+        old, shapes, frozen = self._now, self._shapes, self._frozen
+        self._now, self._shapes, self._trainer = None, None, None
+        if not keep_built:
+            return self
+        try:
+            self.build(shapes[0])
+        except BaseException:
+            self._now, self._shapes, self._frozen = old, shapes, frozen
+            raise
+        params = _kept(self.params, old.arrays.params)
+        kept = dict(flatten(params))
+        masks = {
+            k: m
+            for k, m in (old.arrays.masks or {}).items()
+            if k in kept and tuple(kept[k].shape) == tuple(m.shape)
+        }
+        arrays = TrainState(
+            params, _kept(self.state, old.arrays.state), None, masks or None, old.arrays.loss_scale
+        )
+        self._now = Snapshot(arrays, old.steps, old.epochs)
+        self._frozen = frozen & kept.keys()
         return self
 
     def build_shape(self, input_shape: Any) -> Any:
@@ -174,7 +187,18 @@ class Holder(Layer):
         own = tree_map(lambda a: xp.asarray(a, copy=True), (self.params, self.state))
         return (*own, self._shapes[1])
 
-    def forward(self, params, state, x, *, train=False, key=None, vjp=True):
+    def call_args(self, *args: Any, training: bool | None = None, **kwargs: Any) -> tuple:
+        """A model called as a layer takes Keras' ``training=False``: it then runs in
+        inference mode inside the graph, even while that trains (dropout off, BatchNorm on
+        its moving statistics: the transfer-learning idiom ``base(inputs, training=False)``);
+        gradients still flow through it."""
+        inputs, options = super().call_args(*args, **kwargs)
+        if training is not None and not isinstance(training, bool):
+            raise TypeError(f"{self.label}: training must be True, False or None, got {training!r}")
+        return inputs, ({**options, "training": False} if training is False else options)
+
+    def forward(self, params, state, x, *, train=False, key=None, vjp=True, training=None):
+        train = train and training is not False
         # Half-precision x: nested in a mixed model, which has cast everything already.
         first = x[0] if isinstance(x, tuple) else x
         if not self.policy.mixed or precision.is_half(first.dtype):
@@ -308,7 +332,7 @@ class Holder(Layer):
     @masks.setter
     def masks(self, new: dict[str, Any] | None) -> None:
         self.require_built("masks")
-        self._set(masks=data.check_masks(new, self.params, self._backend) or None)
+        self._set(masks=assigned.check_masks(new, self.params, self._backend) or None)
 
     @property
     def loss_scale(self) -> precision.LossScaleState | None:
@@ -341,49 +365,7 @@ class Holder(Layer):
         self._resume_at = where
 
     def _validated(self, new: Any, old: Any, what: str) -> Any:
-        return reorder(data.check_tree(new, old, what, self._backend), old)
-
-    # ----------------------------------------------------------------- freezing
-    def freeze(self, patterns: Any = "*") -> Holder:
-        """Freeze the params named by ``patterns`` (flat names, layer names or globs such as
-        ``"block_0/*"``; default all): ``fit`` leaves them bit-identical and spends nothing on
-        them (:mod:`wframe.model.freezing`). The optimizer state restarts, as after a Keras
-        recompile.
-        """
-        return self.set_frozen(self._frozen | freezing.select(self.params, patterns, "freeze"))
-
-    def unfreeze(self, patterns: Any = "*") -> Holder:
-        """Make the params named by ``patterns`` (default all) trainable again."""
-        return self.set_frozen(self._frozen - freezing.select(self.params, patterns, "unfreeze"))
-
-    def set_frozen(self, frozen: frozenset[str]) -> Holder:
-        """Freeze exactly the params named in ``frozen`` (flat names); a change restarts the
-        optimizer state."""
-        self.require_built("set_frozen")
-        unknown = sorted(set(frozen) - set(data.flat_names(self.params)))
-        if unknown:
-            raise ValueError(f"set_frozen: {self.label} has no params named {unknown}")
-        if frozen != self._frozen:
-            self.refuse_while_running("change the frozen params", own_thread_ok=True)
-            self._frozen, self._trainer = frozenset(frozen), None
-            self.opt_state = None
-        return self
-
-    @property
-    def frozen(self) -> frozenset[str]:
-        """The flat names of the frozen params."""
-        return self._frozen
-
-    @property
-    def trainable(self) -> dict[str, bool]:
-        """``{"dense_0/W": True, ...}``: per param, whether ``fit`` trains it."""
-        return {name: name not in self._frozen for name in data.flat_names(self.params)}
-
-    @property
-    def trainable_params(self) -> Params:
-        """The params ``fit`` trains (all but the frozen ones), nested as ``params``: what
-        the optimizer state is made for (``optimizer.init(model.trainable_params)``)."""
-        return split(self.params, self._frozen)[0] if self._frozen else self.params
+        return reorder(assigned.check_tree(new, old, what, self._backend), old)
 
     # ----------------------------------------------------------------- moving
     def to_backend(self, name: str | Backend) -> Holder:
@@ -399,11 +381,28 @@ class Holder(Layer):
             precision.check_backend(self.policy, target)
             if self.optimizer is not None:
                 check_optimizer(self.optimizer, target, moving=True)
-            self._now = self._now._replace(arrays=tree_map(data.mover(target), self._now.arrays))
+            self._now = self._now._replace(
+                arrays=tree_map(assigned.mover(target), self._now.arrays)
+            )
         self._backend, self._trainer = target, None
         return self
 
     # ----------------------------------------------------------------- reporting
     def count_params(self) -> int:
-        """Total number of parameters."""
-        return sum(math.prod(a.shape) for a in tree_leaves(self.params))
+        """The number of values of every weight, as Keras counts them: params (frozen ones
+        included) and state (BatchNorm's moving statistics)."""
+        return sum(math.prod(a.shape) for a in tree_leaves((self.params, self.state)))
+
+
+def _kept(new: dict, old: dict) -> dict:
+    """``new`` with each leaf that ``old`` holds at the same path, shape and dtype taken from
+    ``old``."""
+    out = {}
+    for k, v in new.items():
+        o = old.get(k)
+        if isinstance(v, dict):
+            out[k] = _kept(v, o) if isinstance(o, dict) else v
+            continue
+        same = hasattr(o, "shape") and (tuple(o.shape), o.dtype) == (tuple(v.shape), v.dtype)
+        out[k] = o if same else v
+    return out

@@ -9,26 +9,21 @@ checks live in :mod:`wframe.data`, the compiled functions and the loop in
 
 from __future__ import annotations
 
-import os
 from typing import Any
-
-import numpy as np
 
 from wframe import data, saving, training
 from wframe import losses as losses_mod
 from wframe import optimizers as optimizers_mod
 from wframe.callbacks import History
 from wframe.layers import registry, symbolic
-from wframe.model import summary as summary_mod
-from wframe.model.arrays import Snapshot
-from wframe.model.inputs import Inputs
+from wframe.model.inference import Inference, check_strategy
+from wframe.model.keras_methods import KerasMethods, keras_values
 from wframe.optimizers import clipping
-from wframe.random import array_key
-from wframe.tree import reorder, split
-from wframe.types import Array, Grads
+from wframe.training import pipeline
+from wframe.tree import tree_leaves
 
 
-class Model(Inputs):
+class Model(KerasMethods, Inference):
     """A trainable model: arrays on one backend and Keras' training API over them.
 
     ``wf.Model(inputs, outputs)`` makes a graph model (:mod:`wframe.model.functional`);
@@ -41,23 +36,39 @@ class Model(Inputs):
         # wf.Model(inputs, outputs) is the graph model, registered where it is defined.
         return super().__new__(registry.lookup("wframe.Model") if cls is Model else cls)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, training: bool | None = None, **kwargs: Any) -> Any:
         """On symbolic tensors: this model as a layer of a graph under construction; on
-        arrays: :meth:`predict`."""
+        arrays: :meth:`predict`, or with ``training=True`` the outputs in training mode
+        (:meth:`~wframe.model.keras_methods.KerasMethods.call_training`: dropout active,
+        BatchNorm on the batch's statistics, its moving statistics not updated)."""
         if any(symbolic.is_symbolic(a) for a in (*args, *kwargs.values())):
+            if training is not None:
+                kwargs["training"] = training
             return super().__call__(*args, **kwargs)
+        if training:
+            return self.call_training(*args, **kwargs)
         return self.predict(*args, **kwargs)
 
     # ----------------------------------------------------------------- compile
     def compile(
-        self, optimizer: Any = "adam", loss: Any = "softmax_cross_entropy", loss_weights: Any = None
+        self,
+        optimizer: Any = "adam",
+        loss: Any = "softmax_cross_entropy",
+        loss_weights: Any = None,
+        metrics: Any = None,
     ) -> Model:
-        """Set the optimizer and loss that ``fit`` and ``evaluate`` use by default; a model of
-        several outputs takes a loss per output (a list or a dict by output name; one loss
-        alone applies to every output) and ``loss_weights`` (likewise) for their sum."""
+        """Set the optimizer, loss and metrics that ``fit`` and ``evaluate`` use by default.
+
+        A model of several outputs takes a loss per output (a list or a dict by output name;
+        one loss alone applies to every output) and ``loss_weights`` (likewise) for their sum.
+        ``metrics`` as Keras takes them: names (``"accuracy"``, ``"auc"``, ``"mae"``, ...),
+        :class:`wframe.metrics.Metric` objects or ``fn(y_true, y_pred)`` callables; for several
+        outputs a list for each, a list of lists or a dict by output name. ``None`` logs the
+        loss's accuracy for a classification loss and nothing else; ``[]`` logs nothing."""
         loss = self.resolve_loss(loss, loss_weights)
+        training.Tracker.of(loss, metrics, self.output_names)  # refused here, not in fit
         choice = self._choose_optimizer(optimizer, force=True)
-        self.loss = loss
+        self.loss, self.compiled_metrics = loss, metrics
         self.optimizer, self._optimizer_name, self.opt_state = choice
         return self
 
@@ -79,110 +90,60 @@ class Model(Inputs):
             training.check_optimizer(choice[0], self._backend)
         return choice
 
-    # ----------------------------------------------------------------- inference
-    def predict(
-        self, x: Any, *, batch_size: int | None = None, verbose: int = 0, strategy: Any = None
-    ) -> Array:
-        """Outputs in inference mode, computed in batches, as an array of the model's backend.
-
-        Safe to call from any thread while another trains the model: it reads the arrays of
-        one complete step.
-
-        Args:
-          x: inputs (NumPy or the model's backend); NumPy input moves one batch at a time.
-          batch_size: rows per batch; default: as many as keep activations near 4M elements.
-          verbose: accepted as in Keras; nothing is printed.
-          strategy: a :mod:`wframe.distributed` strategy: each batch split over its devices
-            (padded where it does not divide; the padding's outputs are dropped).
-        """
-        _check_strategy(strategy, "predict")
-        size = data.as_int(batch_size, "predict: batch_size", allow_none=True)
-        parts = tuple(
-            p if hasattr(p, "shape") else np.asarray(p)
-            for p in data.per_name(x, self.input_names, "x", "input")
-        )
-        n = data.shape_of(parts[0], "x")[0]
-        if not self.built:
-            self.prepare_inputs(parts[0][:1])
-        size = size or self.default_batch_size(n)
-        if strategy is not None:
-            return strategy.predict(self, parts[0], size)
-        fn, arrays = self.trainer.predict_fn(), self.train_state  # one step's arrays
-        outs = []
-        for i in range(0, max(n, 1), size):
-            batch = tuple(p[i : i + size] for p in parts)
-            outs.append(fn(arrays.params, arrays.state, self.prepare_inputs(_one(batch))))
-        return self.format_outputs(data.concat_rows(outs, self.backend.xp))
-
-    def format_outputs(self, y: Any) -> Any:
-        """``predict``'s outputs as the model gives them (a graph: as its outputs were given,
-        one array, a list or a dict by output name)."""
-        return y
-
-    def value_and_grad(
-        self, x: Any, y: Any, *, loss: Any = None, key: Any = None
-    ) -> tuple[Array, Grads]:
-        """Mean loss on ``(x, y)`` in training mode (plus the layers' regularization penalty)
-        and its gradient w.r.t. every trainable param.
-
-        Args:
-          x, y: inputs and labels.
-          loss: name or :class:`~wframe.losses.Loss`; default: the compiled one.
-          key: array key (:func:`wframe.random.array_key`) for stochastic layers such as
-            Dropout; default: the key the next ``fit`` step would use.
-
-        Returns:
-          ``(loss, grads)``, ``grads`` a dict shaped (and ordered) like ``params``, without
-          the frozen params (``trainable_params``' shape).
-        """
-        loss = self.resolve_loss(loss if loss is not None else self.loss)
-        x = self.prepare_inputs(x)
-        y = self.prepare_labels(y, data.rows(x), loss)
-        arrays = self.train_state
-        if key is None and self.uses_key:
-            key = array_key(self.seed, self.steps, self.backend)
-        fn = self.trainer.grad_fn(loss)
-        value, grads, _, _, penalty = fn(arrays.params, arrays.state, x, y, key)
-        trained = split(arrays.params, self.frozen)[0] if self.frozen else arrays.params
-        return value + penalty, reorder(grads, trained)
-
     def evaluate(
         self,
         x: Any,
-        y: Any,
+        y: Any = None,
         *,
         batch_size: int | None = None,
         loss: Any = None,
         verbose: int = 0,
         strategy: Any = None,
-    ) -> dict[str, float]:
-        """Mean loss (and accuracy for classification losses) in inference mode, batched.
+        sample_weight: Any = None,
+        return_dict: bool = True,
+        steps: int | None = None,
+    ) -> dict[str, float] | float | list[float]:
+        """The loss and the compiled metrics in inference mode, batched.
 
-        Returns a dict (Keras' ``return_dict=True``); ``verbose`` is accepted and prints nothing.
+        Returns a dict by log name; with ``return_dict=False`` Keras' form: the loss alone
+        when nothing else is logged, else the list ``[loss, *metrics]`` in log order (the
+        default differs from Keras', whose ``return_dict`` is ``False``). ``sample_weight``
+        weighs the examples as in :meth:`fit`. ``verbose`` is accepted and prints nothing.
         With a :mod:`wframe.distributed` ``strategy`` each batch is split over its devices
-        (padded, the padding masked out of the means).
+        (padded, the padding masked out of the means). ``x`` may be an iterable of ``(x, y)``
+        or ``(x, y, sample_weight)`` batches, as :meth:`fit` takes (``steps`` of them, default
+        all), with ``y`` left out.
         """
-        _check_strategy(strategy, "evaluate")
+        check_strategy(strategy, "evaluate")
         size = data.as_int(batch_size, "evaluate: batch_size", allow_none=True)
         loss = self.resolve_loss(loss if loss is not None else self.loss)
+        if pipeline.is_batches(x):
+            given = {"y": y, "batch_size": batch_size, "sample_weight": sample_weight}
+            pipeline.refuse("evaluate", **given, strategy=strategy)
+            logs = pipeline.evaluate_iterable(self, x, loss, pipeline.steps(steps, "evaluate"))
+            return logs if return_dict else keras_values(logs)
+        pipeline.refuse_steps(steps, "evaluate")
         x = self.prepare_inputs(x)
         size = size or self.default_batch_size(data.rows(x))
-        y = self.prepare_labels(y, data.rows(x), loss)
-        return training.evaluate(self, x, y, loss, size, strategy=strategy)
+        y = self.prepare_labels(y, data.rows(x), loss, sample_weight=sample_weight)
+        if strategy is not None and sample_weight is not None:
+            raise ValueError("evaluate: sample_weight with a strategy is not supported")
+        logs = training.evaluate(self, x, y, loss, size, strategy=strategy)
+        return logs if return_dict else keras_values(logs)
 
     # ----------------------------------------------------------------- training
     def fit(
         self,
         x: Any,
-        y: Any,
+        y: Any = None,
         *,
         epochs: int = 1,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         optimizer: Any = None,
         loss: Any = None,
         validation_data: tuple[Any, Any] | None = None,
         validation_split: float = 0.0,
-        shuffle: bool = True,
+        shuffle: bool | None = None,
         seed: int | None = None,
         verbose: int = 1,
         callbacks: list | None = None,
@@ -192,22 +153,36 @@ class Model(Inputs):
         clipvalue: float | None = None,
         global_clipnorm: float | None = None,
         strategy: Any = None,
+        metrics: Any = None,
+        sample_weight: Any = None,
+        class_weight: dict | None = None,
+        steps_per_epoch: int | None = None,
+        validation_steps: int | None = None,
+        validation_freq: int = 1,
+        validation_batch_size: int | None = None,
     ) -> History:
         """Train with mini-batches; returns the :class:`~wframe.callbacks.History`.
 
         Args:
-          x, y: training inputs and labels (NumPy arrays or arrays of the model's backend);
-            checked (NaN, inf, overflow, label range) and moved to the backend once.
+          x, y: training inputs and labels (NumPy arrays, arrays of the model's backend, torch
+            tensors, pandas DataFrames, anything with ``__array__``; a list or a dict by name
+            for several inputs); checked (NaN, inf, overflow, label range) and moved to the
+            backend once. Or ``x`` an iterable of ``(x, y)`` or ``(x, y, sample_weight)``
+            batches and no ``y``: a generator, a list, a ``torch.utils.data.DataLoader``; each
+            batch is converted, checked and moved in a background thread while the step
+            before runs, and trained in its order (see :mod:`wframe.training.stream` for what
+            is reproducible).
           epochs: train until this epoch index (Keras: ``epochs - initial_epoch`` epochs run).
-          batch_size: examples per step; the last partial batch is kept.
+          batch_size: examples per step (default 32); the last partial batch is kept.
           optimizer: name or ``(init, update)`` transformation; default: the compiled one or
             ``"adam"``; its state carries over while it is the same object (or name).
           loss: name or :class:`~wframe.losses.Loss`; default: the compiled one.
           validation_data: ``(x_val, y_val)`` evaluated after each epoch (``val_`` logs).
           validation_split: a fraction in [0, 1) of the last examples (before any shuffle, as
             Keras) held out instead, when ``validation_data`` is not given.
-          shuffle, seed: reshuffle each epoch; epoch ``e`` of the model's life always gets the
-            same permutation, from ``seed`` (default the model's; also the dropout masks').
+          shuffle, seed: reshuffle arrays each epoch (default); epoch ``e`` of the model's life
+            always gets the same permutation, from ``seed`` (default the model's; also the
+            dropout masks'). An iterable keeps its own order.
           verbose: 0 silent, 1 a progress bar (one line per epoch when not on a terminal).
           callbacks, initial_epoch: :class:`~wframe.callbacks.Callback` instances; the epoch
             index to start at.
@@ -218,8 +193,25 @@ class Model(Inputs):
             pre-clip global norm is logged as ``grad_norm``.
           strategy: a :mod:`wframe.distributed` strategy (``DataParallel``, ``ModelParallel``:
             batches sharded over JAX devices; ``NcclDataParallel``: a process per GPU).
+          metrics: as :meth:`compile`'s (and kept, as ``loss`` and ``optimizer`` are);
+            default: the compiled ones.
+          sample_weight: a weight per example (for several outputs: one array for all, a list
+            or a dict by output name); ``validation_data`` may be ``(x, y, sample_weight)``.
+          class_weight: ``{class index: weight}``, each example weighted by its label's class
+            (1 for classes not named); with ``sample_weight``, their product. Weighted, the
+            loss is Keras' ``sum_over_batch_size``: the sum of the weighted losses over the
+            number of examples; a mean metric divides by the sum of the weights.
+          steps_per_epoch: batches per epoch of an iterable (required for a generator that
+            does not end): drawn from a stream that goes on across epochs, an iterable that
+            can be iterated again starting a new pass where one ends; a generator that ends
+            stops training with a warning. Default: one pass per epoch.
+          validation_steps: batches of an iterable ``validation_data`` per validation.
+          validation_freq: validate after every this many epochs.
+          validation_batch_size: batch of array validation data (default
+            ``max(batch_size, 256)``; the means do not depend on it).
 
-        The logs hold ``loss``, the loss's metric, ``penalty`` (the regularizers, added to
+        The logs hold ``loss``, the metrics (Keras' names: ``accuracy``, ``<output>_loss``,
+        ``<output>_accuracy``), ``penalty`` (the regularizers, added to
         the loss differentiated) when there are any, and ``loss_scale`` for ``mixed_float16``
         (:class:`wframe.precision.DynamicLossScale`). Whatever ends ``fit`` (its end,
         ``stop_training``, an exception, Ctrl-C), the model holds the arrays of its last
@@ -236,94 +228,90 @@ class Model(Inputs):
             shuffle=shuffle,
             callbacks=callbacks,
         )
+        flow = pipeline.options(
+            steps_per_epoch=steps_per_epoch,
+            validation_steps=validation_steps,
+            validation_freq=validation_freq,
+            validation_batch_size=validation_batch_size,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            strategy=strategy,
+        )
         clip = clipping.options(clipnorm, clipvalue, global_clipnorm)
-        _check_strategy(strategy, "fit")
+        check_strategy(strategy, "fit")
+        if strategy is not None and (sample_weight is not None or class_weight is not None):
+            raise ValueError(
+                "fit: sample_weight/class_weight with a strategy is not supported; weigh the "
+                "examples by repeating them, or train without the strategy"
+            )
         with self.exclusive("fit"):
-            # Everything is checked before anything is committed: a refused fit changes nothing.
-            loss = self.resolve_loss(loss if loss is not None else self.loss)
-            x, y, validation = self._fit_data(x, y, loss, validation_data, validation_split)
-            self._commit_optimizer(loss, optimizer)
-            training.warn_softmax_with_logits(self, self.loss)
-            if strategy is not None:
-                strategy.check(self, options["batch_size"], data.rows(x))
+            fitting = self._checked_fit(
+                x,
+                y,
+                loss,
+                optimizer,
+                metrics,
+                validation_data,
+                validation_split,
+                {"sample_weight": sample_weight, "class_weight": class_weight},
+                options,
+                flow,
+                strategy,
+            )
+            x, y, validation, more = fitting
             self.history = training.fit(
-                self, x, y, validation=validation, clip=clip, strategy=strategy, **options
+                self, x, y, validation=validation, clip=clip, strategy=strategy, **options, **more
             )
         return self.history
 
-    def _fit_data(self, x, y, loss, validation_data, validation_split) -> tuple:
-        """``(x, y, (x_val, y_val) or None)`` checked and on the backend (the model built)."""
-        validation = None
-        if validation_data is not None:
-            validation = data.pair(validation_data, "fit: validation_data")
-        elif validation_split:
-            x, y, validation = data.split(x, y, validation_split)
-        x = self.prepare_inputs(x, finite=True)
-        if data.rows(x) == 0:
-            raise ValueError("fit: x has no examples")
-        y = self.prepare_labels(y, data.rows(x), loss)
-        if validation is not None:  # checked and moved once, not at every epoch
-            x_val = self.prepare_inputs(validation[0], "x_val", finite=True)
-            y_val = self.prepare_labels(validation[1], data.rows(x_val), loss, "y_val")
-            validation = (x_val, y_val)
-        return x, y, validation
+    def _checked_fit(
+        self,
+        x,
+        y,
+        loss,
+        optimizer,
+        metrics,
+        validation_data,
+        split,
+        weights,
+        options,
+        flow,
+        strategy,
+    ) -> tuple:
+        """``fit``'s data, loss, metrics and optimizer, checked and committed only when all
+        pass: a refused fit changes nothing (an unbuilt model the checks built is unbuilt
+        again). Returns ``(x, y, validation, loop options)``."""
+        saved = dict(vars(self))
+        try:
+            loss = self.resolve_loss(loss if loss is not None else self.loss)
+            metrics = self.compiled_metrics if metrics is None else metrics
+            training.Tracker.of(loss, metrics, self.output_names)
+            x, y, validation, more = pipeline.fit_data(
+                self, x, y, loss, validation_data, split, weights, options, flow
+            )
+            training.warn_all_frozen(self)
+            training.check_loss_backend(loss, self.backend)
+            self._commit_optimizer(loss, optimizer)
+            self.compiled_metrics = metrics
+            training.warn_softmax_with_logits(self, self.loss)
+            if strategy is not None:
+                strategy.check(self, options["batch_size"], data.rows(x))
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(saved)
+            raise
+        return x, y, validation, more
 
     def _commit_optimizer(self, loss: losses_mod.Loss, optimizer: Any) -> None:
         tx, name, opt_state = self._choose_optimizer(optimizer)  # built here: checked
         if opt_state is None:
             opt_state = tx.init(self.trainable_params)
-            training.check_opt_state(opt_state, self.backend)
+            if tree_leaves(self.trainable_params):  # (nothing to train: no array to place)
+                training.check_opt_state(opt_state, self.backend)
         self.loss, self.optimizer, self._optimizer_name = loss, tx, name
         self.opt_state = opt_state
         if self.policy.loss_scale is not None and self.loss_scale is None:
             self.loss_scale = self.policy.loss_scale.init(self.backend)
-
-    # ----------------------------------------------------------------- files
-    def save_weights(self, path: str | os.PathLike) -> None:
-        """Write params, state and masks to a safetensors file, atomically
-        (:func:`wframe.saving.weights.save_weights`)."""
-        saving.weights.save_weights(self, path)
-
-    def load_weights(self, path: str | os.PathLike, **options: Any) -> Model:
-        """Load params and state by name, all checked first
-        (:func:`wframe.saving.weights.load_weights`: ``strict``, ``skip_mismatch``,
-        ``rename``, ``dtype``, ``allow_nonfinite``)."""
-        self.refuse_while_running("load_weights", own_thread_ok=True)
-        saving.weights.load_weights(self, path, **options)
-        return self
-
-    def save_checkpoint(
-        self,
-        path: str | os.PathLike,
-        *,
-        resume_at: tuple[int, int] | None = None,
-        extra: dict | None = None,
-    ) -> None:
-        """Write everything ``fit`` needs to go on exactly: params, state, masks, optimizer
-        state, counters and seed (:func:`wframe.saving.checkpoint.save`), and with
-        ``resume_at`` the ``(epoch, batch)`` where an interrupted ``fit`` goes on; ``extra``
-        adds string metadata."""
-        saving.checkpoint.save(self, path, resume_at=resume_at, extra=extra)
-
-    def load_checkpoint(self, path: str | os.PathLike) -> Model:
-        """Restore what :meth:`save_checkpoint` (or
-        :class:`~wframe.callbacks.ModelCheckpoint`) wrote: params, state, optimizer state and
-        the step, epoch and RNG counters, all checked first; an unbuilt model is built for the
-        checkpoint's input shape. A backup written within an epoch also sets
-        :attr:`resume_at`, so the next ``fit`` goes on from its batch."""
-        self.refuse_while_running("load_checkpoint", own_thread_ok=True)
-        saved = dict(vars(self))  # a build (or anything else) is undone on failure
-        try:
-            got = saving.checkpoint.read(self, path)
-            self.set_frozen(got.frozen)
-            self.optimizer, self._optimizer_name = got.optimizer, got.optimizer_name
-            self._now = Snapshot(got.arrays, got.steps, got.epochs)
-            self.seed, self.resume_at = got.seed, got.resume_at
-        except BaseException:
-            vars(self).clear()
-            vars(self).update(saved)
-            raise
-        return self
 
     def get_config(self) -> dict[str, Any]:
         """The model's constructor arguments as JSON values (layers by their configs, as
@@ -332,38 +320,8 @@ class Model(Inputs):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Model:
-        """The (unbuilt) model :meth:`get_config` described."""
+        """The (unbuilt) model :meth:`get_config` described (``wf.Model.from_config``: a
+        graph model's, as ``wf.Model(...)`` makes one)."""
+        if cls is Model:
+            return registry.lookup("wframe.Model").from_config(config)
         return cls(**saving.fields_from_config(cls, config, cls.__name__))
-
-    # ----------------------------------------------------------------- reporting
-    def get_layer(self, name: str | None = None, index: int | None = None) -> Any:
-        """The layer called ``name``, or the ``index``-th (in call order), as Keras'."""
-        layers = [layer for _, layer in self.children()]
-        if (name is None) == (index is None):
-            raise ValueError("get_layer takes a name or an index (exactly one)")
-        if index is not None:
-            if not -len(layers) <= index < len(layers):
-                raise ValueError(f"get_layer: index {index} out of range: {len(layers)} layers")
-            return layers[index]
-        for layer in layers:
-            if layer.name == name:
-                return layer
-        names = [layer.name for layer in layers]
-        raise ValueError(f"{self.label} has no layer {name!r}; its layers are {names}")
-
-    def summary(self, print_fn=print) -> str:
-        """Print (and return) a table of layers, output shapes and parameter counts."""
-        self.require_built("summary")
-        return summary_mod.summary(self, print_fn)
-
-
-def _one(parts: tuple) -> Any:
-    return parts if len(parts) > 1 else parts[0]
-
-
-def _check_strategy(strategy: Any, what: str) -> None:
-    if strategy is not None and not hasattr(strategy, "shard_batch"):
-        raise TypeError(
-            f"{what}: strategy must be a wf.distributed.DataParallel, ModelParallel or "
-            f"NcclDataParallel, got {type(strategy).__name__}"
-        )

@@ -11,10 +11,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from wframe import data
+import numpy as np
+
+from wframe import data, training
 from wframe import losses as losses_mod
+from wframe.backends import to_numpy
 from wframe.model import summary as summary_mod
 from wframe.model.arrays import Holder
+from wframe.types import Weighted
 
 
 class Inputs(Holder):
@@ -48,20 +52,94 @@ class Inputs(Holder):
         data.same_rows(out, self.input_names, what)
         return out if named else out[0]
 
-    def prepare_labels(self, y: Any, n: int, loss: losses_mod.Loss, what: str = "y") -> Any:
+    def prepare_labels(
+        self,
+        y: Any,
+        n: int,
+        loss: losses_mod.Loss,
+        what: str = "y",
+        *,
+        sample_weight: Any = None,
+        class_weight: dict | None = None,
+    ) -> Any:
         """``y`` checked against ``n`` examples, the output shape and ``loss``, on the backend
-        (a tuple for several outputs, from a list in output order or a dict by output name)."""
+        (a tuple for several outputs, from a list in output order or a dict by output name).
+
+        With ``sample_weight`` (an array of ``n`` weights; for several outputs one array for
+        all, a list or a dict by output name) or ``class_weight`` (``{class: weight}``, each
+        example weighted by its label's class, 1 for classes it omits; both: their product, as
+        Keras), a :class:`~wframe.types.Weighted` pair of the labels and the weights."""
         names = self.output_names
         if not isinstance(loss, losses_mod.Outputs):
             y = data.per_name(y, names, what, "output")[0]
-            return data.labels(y, n, self.output_shape, loss, self._backend, self.dtype, what)
+            weights = _example_weights(y, n, sample_weight, class_weight, what)
+            y = data.labels(y, n, self.output_shape, loss, self._backend, self.dtype, what)
+            return y if weights is None else Weighted(y, self._float(weights))
         parts = data.per_name(y, names, what, "output")
-        return tuple(
+        labels = tuple(
             data.labels(part, n, shape, one, self._backend, self.dtype, f"{what}[{name!r}]")
             for part, shape, one, name in zip(
                 parts, self.output_shape, loss.losses, names, strict=True
             )
         )
+        if class_weight is not None:
+            raise ValueError(
+                f"class_weight weighs the classes of one output; this model has {len(names)} "
+                f"outputs {list(names)}: pass sample_weight per output (a dict by output name)"
+            )
+        if sample_weight is None:
+            return labels
+        if isinstance(sample_weight, (dict, list, tuple)):
+            per = data.per_name(sample_weight, names, "sample_weight", "output")
+            weights = tuple(
+                self._float(_example_weights(part, n, w, None, f"{what}[{name!r}]"))
+                for part, w, name in zip(parts, per, names, strict=True)
+            )
+        else:
+            weights = self._float(_example_weights(parts[0], n, sample_weight, None, what))
+        return Weighted(labels, weights)
+
+    def fit_data(
+        self, x: Any, y: Any, loss: Any, validation_data: Any, split: Any, weights: dict
+    ) -> tuple:
+        """``fit``'s ``(x, y, (x_val, y_val) or None)`` checked and on the backend (the model
+        built); ``weights`` holds ``sample_weight`` and ``class_weight`` (``y`` then
+        :class:`~wframe.types.Weighted`; a held-out split keeps its rows' sample weights and a
+        ``validation_data`` triple its own)."""
+        validation, sample_weight = None, weights["sample_weight"]
+        if validation_data is not None:
+            if isinstance(validation_data, (tuple, list)) and len(validation_data) == 3:
+                validation = tuple(validation_data)
+            else:
+                validation = (*data.pair(validation_data, "fit: validation_data"), None)
+        elif split:
+            x, y, (x_val, y_val) = data.split(x, y, split)
+            w_val = None
+            if sample_weight is not None and not isinstance(sample_weight, (dict, list)):
+                cut = data.rows(x)
+                sample_weight, w_val = sample_weight[:cut], sample_weight[cut:]
+            validation = (x_val, y_val, w_val)
+        x = self.prepare_inputs(x, finite=True)
+        if data.rows(x) == 0:
+            raise ValueError("fit: x has no examples")
+        y = self.prepare_labels(
+            y, data.rows(x), loss, **{**weights, "sample_weight": sample_weight}
+        )
+        if validation is not None:  # checked and moved once, not at every epoch
+            x_val = self.prepare_inputs(validation[0], "x_val", finite=True)
+            y_val = self.prepare_labels(
+                validation[1], data.rows(x_val), loss, "y_val", sample_weight=validation[2]
+            )
+            validation = (x_val, y_val)
+        return x, y, validation
+
+    def _float(self, weights: np.ndarray) -> Any:
+        return self._backend.asarray(weights, dtype=self.dtype)
+
+    def tracker(self, loss: losses_mod.Loss) -> Any:
+        """What ``fit``/``evaluate`` log after ``loss``: ``compile(metrics=...)`` (default: the
+        loss's accuracy for classification) for this model's outputs."""
+        return training.Tracker.of(loss, self.compiled_metrics, self.output_names)
 
     def resolve_loss(self, loss: Any, loss_weights: Any = None) -> losses_mod.Loss:
         """The loss ``loss`` names for this model's outputs: for several outputs a
@@ -84,3 +162,58 @@ class Inputs(Holder):
         shapes = [self.input_shape, *(row[2] for row in summary_mod.layer_rows(self))]
         flat = [t for s in shapes for t in (s if s and isinstance(s[0], tuple) else (s,))]
         return max(math.prod(d or 1 for d in s[1:]) for s in flat)
+
+
+def _example_weights(
+    y: Any, n: int, sample_weight: Any, class_weight: dict | None, what: str
+) -> np.ndarray | None:
+    """The host weights of ``n`` examples: ``sample_weight`` times the class weights of the
+    labels ``y`` (Keras' ``class_weight_to_sample_weights``), or ``None`` for neither."""
+    if sample_weight is None and class_weight is None:
+        return None
+    w = None
+    if sample_weight is not None:
+        w = _host(sample_weight, "sample_weight").astype(np.float64)
+        if w.ndim == 0 or w.shape[0] != n:
+            raise ValueError(
+                f"sample_weight must hold one weight per example of {what} ({n}), got shape "
+                f"{w.shape}"
+            )
+        if w.ndim == 2 and w.shape[1] == 1:
+            w = w[:, 0]
+        data.check_finite(w, "sample_weight")
+    if class_weight is not None:
+        cw = _class_weights(class_weight, _host(y, what), what)
+        w = cw if w is None else w * cw.reshape(cw.shape + (1,) * (w.ndim - 1))
+    return w
+
+
+def _host(a: Any, what: str) -> np.ndarray:
+    """``a`` on the host: converted once from torch, pandas or a backend's array."""
+    a = data.host_array(a, what)
+    return to_numpy(a) if hasattr(a, "shape") and not isinstance(a, np.ndarray) else np.asarray(a)
+
+
+def _class_weights(class_weight: Any, y: np.ndarray, what: str) -> np.ndarray:
+    """Each example's class weight: its label's class (the argmax of a one-hot row, a binary
+    label rounded), 1 for a class ``class_weight`` does not name."""
+    if not isinstance(class_weight, dict):
+        raise TypeError(
+            "class_weight must be a dict {class index: weight}, got "
+            f"{type(class_weight).__name__}"
+        )
+    bad = [k for k in class_weight if not isinstance(k, (int, np.integer)) or k < 0]
+    if bad:
+        raise ValueError(f"class_weight keys must be class indices (ints >= 0), got {bad}")
+    if y.ndim > 1:
+        y = np.argmax(y, axis=-1) if y.shape[-1] != 1 else y[..., 0]
+    if y.ndim != 1:
+        raise ValueError(
+            f"class_weight needs one class per example; {what} has shape {y.shape}: weigh "
+            "positions with sample_weight instead"
+        )
+    ids = np.round(y).astype(np.int64)
+    table = np.ones(max(int(ids.max(initial=0)), *class_weight) + 1)
+    for k, v in class_weight.items():
+        table[int(k)] = float(v)
+    return table[np.clip(ids, 0, None)]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from wframe.layers import combinators, registry
+from wframe.layers import combinators, registry, symbolic
+from wframe.layers.base import Layer
 from wframe.model.base import Model
 
 
@@ -29,6 +30,46 @@ class Sequential(Model, combinators.Sequential):
     def __init__(self, layers=(), *, seed: int = 0, dtype: Any = "float32", name=None):
         combinators.Sequential.__init__(self, layers, name=name)
         Model.__init__(self, seed=seed, dtype=dtype)
+
+    def add(self, layer: Layer) -> None:
+        """Append ``layer`` (named as the constructor names layers), as Keras'.
+
+        A built model is built again at once for its input shape: the existing layers keep
+        their weights, the new one is drawn from the seed, the optimizer state restarts (see
+        :meth:`~wframe.model.arrays.Holder.rebuild`). A layer that does not fit the last
+        output raises, and the model stays as it was.
+        """
+        if symbolic.is_symbolic(layer):
+            raise TypeError(
+                f"{self.label}.add takes a layer, got a wf.Input tensor; a Sequential model takes "
+                "its input shape from model.build((None, features...)) or from its first data"
+            )
+        if not isinstance(layer, Layer):
+            raise TypeError(
+                f"{self.label}.add takes a wframe Layer (wf.layers.Dense(...), ...), got "
+                f"{type(layer).__name__}"
+            )
+        self._relayer((*self.layers, layer), "add")
+
+    def pop(self) -> Layer:
+        """Remove the last layer and return it, as Keras'. A built model is built again
+        without it, every other layer keeping its weights (the optimizer state restarts); a
+        model left without layers is no longer built."""
+        if not self.layers:
+            raise TypeError(f"{self.label}.pop: there are no layers in the model")
+        last = self.layers[-1]
+        self._relayer(self.layers[:-1], "pop")
+        return last
+
+    def _relayer(self, layers: tuple[Layer, ...], what: str) -> None:
+        self.refuse_while_running(f"{what} a layer")
+        old = self.layers
+        object.__setattr__(self, "layers", combinators.name_layers(f"{self.label}.{what}", layers))
+        try:
+            self.rebuild(keep_built=bool(layers))
+        except BaseException:
+            object.__setattr__(self, "layers", old)
+            raise
 
     @property
     def input_names(self) -> tuple[str, ...]:

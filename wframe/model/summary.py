@@ -84,7 +84,7 @@ def summary(model: Any, print_fn: Callable[[str], Any] = print) -> str:
     ]
     state = _count(model.state)
     trainable = _count(model.trainable_params)
-    frozen = model.count_params() - trainable
+    frozen = model.count_params() - trainable - state  # count_params counts the state too
     text = "\n".join(
         [
             line,

@@ -4,8 +4,12 @@ guard (:mod:`.guard`), the callback/array synchronisation (:mod:`.sync`), the fi
 (:mod:`.loop`), evaluation and per-parameter gradient statistics (:mod:`.grad_stats`)."""
 
 from wframe.optimizers.checks import check_opt_state, check_optimizer
-from wframe.training.checks import warn_softmax_with_logits
-from wframe.training.evaluate import evaluate
+from wframe.training.checks import (
+    check_loss_backend,
+    warn_all_frozen,
+    warn_softmax_with_logits,
+)
+from wframe.training.evaluate import evaluate, evaluate_batches
 from wframe.training.loop import fit
 from wframe.training.runner import FitSetup, RunSpec, make_runner
 from wframe.training.step import (
@@ -15,6 +19,7 @@ from wframe.training.step import (
     make_grad_fn,
     make_train_step,
 )
+from wframe.training.tracker import Tracker
 from wframe.training.trainer import Trainer
 from wframe.types import TrainState
 
@@ -23,15 +28,19 @@ __all__ = [
     "FitSetup",
     "RunSpec",
     "TrainState",
+    "Tracker",
     "Trainer",
+    "check_loss_backend",
     "check_opt_state",
     "check_optimizer",
     "evaluate",
+    "evaluate_batches",
     "fit",
     "log_names",
     "make_eval_step",
     "make_grad_fn",
     "make_runner",
     "make_train_step",
+    "warn_all_frozen",
     "warn_softmax_with_logits",
 ]

@@ -18,19 +18,23 @@ from wframe.training.runner import RunSpec
 
 class Call(NamedTuple):
     """One compiled call of an epoch: its shape, the rows of example indices it reads from
-    (``order[start : start + spec.steps]``, or the flat permutation for a whole epoch) and
-    how many of the epoch's batches are done once it has run."""
+    (``order[start : start + spec.steps]``, or the flat permutation for a whole epoch), how
+    many of the epoch's batches are done once it has run, and the ``(x, y)`` it reads them
+    from when they are its own (an iterable's batches; ``None``: the fit's arrays)."""
 
     spec: RunSpec
     order: Any
     start: int
     done: int
+    data: tuple | None = None
 
 
 class EpochIterator:
     """Plans the batches of ``n`` examples: ``steps`` batches per epoch of ``batch_size``
-    (the last one partial), ``steps_per_execution`` full batches per call (``"epoch"``: all,
-    the last batch in the same call unless ``feeds``: then it is a call of its own)."""
+    (the last one partial, or left out with ``drop_remainder``: each epoch's permutation still
+    covers all ``n``, so a different few are dropped each epoch), ``steps_per_execution`` full
+    batches per call (``"epoch"``: all, the last batch in the same call unless ``feeds``: then
+    it is a call of its own)."""
 
     def __init__(
         self,
@@ -42,14 +46,23 @@ class EpochIterator:
         shuffle: bool,
         seed: int,
         feeds: bool = False,
+        drop_remainder: bool = False,
     ):
         self.backend, self.n, self.batch_size = backend, n, batch_size
         self.shuffle, self.seed = shuffle, seed
         self.full, self.rest = divmod(n, batch_size)
+        if drop_remainder:
+            self.rest = 0
         self.steps = self.full + (self.rest > 0)
         whole = steps_per_execution == "epoch"
         self.per_call = self.full if whole else min(steps_per_execution, self.full)
         self.whole = whole and self.rest > 0 and not feeds
+
+    #: An iterable's plan (:class:`~wframe.training.pipeline.BatchPlan`) can run out; arrays never.
+    exhausted = False
+
+    def close(self) -> None:
+        """Nothing to release (an iterable's plan stops its prefetching thread here)."""
 
     def order(self, life_epoch: int) -> np.ndarray:
         """The permutation of epoch ``life_epoch`` of the model's life (int32, on the host)."""

@@ -1,11 +1,17 @@
-"""Batched evaluation of a model on arrays already checked and on its backend."""
+"""Batched evaluation of a model on arrays already checked and on its backend, or on an
+iterable of such batches."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from wframe import data
-from wframe.types import Array, TrainState
+from wframe.training.logs import Layout, results
+from wframe.training.tracker import Tracker
+from wframe.types import Array, TrainState, Weighted
 
 
 def evaluate(
@@ -16,20 +22,69 @@ def evaluate(
     batch_size: int,
     arrays: TrainState | None = None,
     strategy: Any = None,
+    tracker: Tracker | None = None,
 ) -> dict[str, float]:
-    """Mean loss (and the loss's metric) of ``model`` on ``(x, y)``, in inference mode, in
+    """Mean loss and ``tracker``'s values (default: the model's compiled metrics) of ``model``
+    on ``(x, y)`` (``y`` possibly :class:`~wframe.types.Weighted`), in inference mode, in
     batches of ``batch_size``; with the params and state of ``arrays`` (default: the model's
     own, read once) or split over a :mod:`wframe.distributed` ``strategy``'s devices."""
     arrays = model.train_state if arrays is None else arrays
     if strategy is not None:
         return strategy.evaluate(model, x, y, loss, batch_size, arrays.params, arrays.state)
-    step = model.trainer.eval_fn(loss, loss.metric_names)
+    return evaluate_batches(model, array_batches(x, y, batch_size), loss, arrays, tracker)
+
+
+def array_batches(x: Any, y: Any, batch_size: int) -> Iterable[tuple[Any, Any]]:
+    """``(x, y)`` in batches of ``batch_size`` rows (the last one partial), lazily."""
     n = data.rows(x)
-    totals = None
-    for i in range(0, n, batch_size):
-        rows = slice(i, i + batch_size)
-        logs = step(arrays.params, arrays.state, data.take(x, rows), data.take(y, rows))
-        part = {k: v * min(batch_size, n - i) for k, v in logs.items()}
-        totals = part if totals is None else {k: totals[k] + part[k] for k in part}
-    names = ("loss", *loss.metric_names)  # JAX returns sorted keys
-    return {k: float(totals[k]) / n for k in names} if totals else {}
+    return (
+        (data.take(x, slice(i, i + batch_size)), _take_labels(y, slice(i, i + batch_size)))
+        for i in range(0, n, batch_size)
+    )
+
+
+def _take_labels(y: Any, rows: slice) -> Any:
+    if isinstance(y, Weighted):
+        return Weighted(data.take(y.labels, rows), data.take(y.weights, rows))
+    return data.take(y, rows)
+
+
+def evaluate_batches(
+    model: Any,
+    batches: Iterable[tuple[Any, Any]],
+    loss: Any,
+    arrays: TrainState | None = None,
+    tracker: Tracker | None = None,
+) -> dict[str, float]:
+    """The logs of :func:`evaluate` over ``batches`` of ``(x, y)`` already on the backend:
+    the loss (and each output's) as the mean of the batches' weighted by their size, each
+    metric from its statistics summed over them. Empty: ``{}``."""
+    layout, totals, count = evaluate_sums(model, batches, loss, arrays, tracker)
+    return results(layout, totals, count) if count else {}
+
+
+def evaluate_sums(
+    model: Any,
+    batches: Iterable[tuple[Any, Any]],
+    loss: Any,
+    arrays: TrainState | None = None,
+    tracker: Tracker | None = None,
+) -> tuple[Layout, list, int]:
+    """``(layout, sums, count)`` behind :func:`evaluate_batches`, on the host: each mean
+    summed weighted by the batch size, each metric's statistics summed; all additive, so
+    processes that evaluate parts of the data add theirs (``NcclDataParallel``)."""
+    arrays = model.train_state if arrays is None else arrays
+    tracker = model.tracker(loss) if tracker is None else tracker
+    step = model.trainer.eval_fn(loss, tracker)
+    layout = Layout(("loss", *tracker.names), tracker.metrics)
+    raw = [name in layout.metrics for name in layout.names]
+    totals, count = None, 0
+    for x, y in batches:
+        logs = step(arrays.params, arrays.state, x, y)
+        size = data.rows(x)
+        part = [logs[k] if r else logs[k] * size for k, r in zip(layout.names, raw, strict=True)]
+        totals = part if totals is None else [a + b for a, b in zip(totals, part, strict=True)]
+        count += size
+    if totals is None:
+        return layout, [np.zeros(max(n, 1)) for n in layout.sizes()], 0
+    return layout, [np.asarray(t, np.float64) for t in model.backend.to_host(totals)], count

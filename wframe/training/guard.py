@@ -21,9 +21,9 @@ class FiniteGuard:
     since. ``in_step`` says whether the steps guard themselves (no replay needed)."""
 
     def __init__(
-        self, backend: Any, names: tuple[str, ...], runner: Callable[[RunSpec, bool], Any]
+        self, backend: Any, layout: logs_mod.Layout, runner: Callable[[RunSpec, bool], Any]
     ):
-        self.backend, self.names, self.runner = backend, names, runner  # runner(spec, guarded)
+        self.backend, self.layout, self.runner = backend, layout, runner  # runner(spec, guarded)
         self.in_step = not backend.traced
         self._saved: tuple | None = None
         self._pending: list[tuple[RunSpec, tuple]] = []
@@ -46,11 +46,11 @@ class FiniteGuard:
         """``(ts, acc, reading)`` at a sync point: the running sums read on the host and, when
         a step was bad and the steps ran unguarded, the state replayed so that nothing after
         the first bad step applied. Marks a new sync point (``copy`` as in :meth:`mark`)."""
-        reading = logs_mod.read(self.backend, acc, self.names)
+        reading = logs_mod.read(self.backend, acc, self.layout)
         if reading.bad >= 0 and not self.in_step and self._pending:
             ts, acc = self._saved
             for spec, args in self._pending:
                 ts, acc = self.runner(spec, True)(ts, acc, *args)
-            reading = logs_mod.read(self.backend, acc, self.names)
+            reading = logs_mod.read(self.backend, acc, self.layout)
         self.mark(ts, acc, copy=copy)
         return ts, acc, reading

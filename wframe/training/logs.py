@@ -5,35 +5,61 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+import numpy as np
+
+
+class Layout(NamedTuple):
+    """What the running sums hold, in order after nothing: ``names`` (the loss first), each
+    a mean summed weighted by the batch size unless ``metrics`` names it: then its sum is a
+    metric's vector of statistics (:class:`wframe.metrics.Metric`), summed as they are."""
+
+    names: tuple[str, ...]
+    metrics: dict[str, Any]
+
+    def sizes(self) -> list[int]:
+        """Each entry's length (0: a scalar)."""
+        return [self.metrics[n].size if n in self.metrics else 0 for n in self.names]
+
 
 class Reading(NamedTuple):
     """One host reading of the running sums: the epoch's means by name, the first non-finite
-    step (-1: none) and every sum as a float (the last one the example count)."""
+    step (-1: none) and every sum as a float, vectors spread (the last one the example
+    count)."""
 
     logs: dict[str, float]
     bad: int
     sums: list[float]
 
 
-def zero_sums(backend: Any, dtype: str, n: int, stats: int = 0) -> tuple:
-    """``(sums, bad)`` for ``n`` logged values (and a vector of ``stats`` statistics)."""
+def zero_sums(backend: Any, dtype: str, layout: Layout, stats: int = 0) -> tuple:
+    """``(sums, bad)`` for the entries of ``layout`` (and a vector of ``stats`` statistics)."""
     xp, dt = backend.xp, backend.dtype(dtype)
-    sums = [xp.zeros((), dtype=dt) for _ in range(n + 1)]
+    sums = [xp.zeros((n,) if n else (), dtype=dt) for n in layout.sizes()]
     if stats:  # the statistics' vector, before the count
-        sums.insert(n, xp.zeros((stats,), dtype=dt))
-    return tuple(sums), xp.asarray(-1, dtype=xp.int32)
+        sums.append(xp.zeros((stats,), dtype=dt))
+    return (*sums, xp.zeros((), dtype=dt)), xp.asarray(-1, dtype=xp.int32)
 
 
-def read(backend: Any, acc: tuple, names: tuple[str, ...]) -> Reading:
-    """The epoch's running means of ``names`` (the first sums), in one transfer on JAX."""
+def results(layout: Layout, totals: list, count: float) -> dict[str, float]:
+    """The logs from the sums of ``layout``'s entries over ``count`` examples."""
+    logs = {}
+    for name, total in zip(layout.names, totals, strict=False):
+        metric = layout.metrics.get(name)
+        if metric is not None:
+            logs[name] = float(metric.result(np.asarray(total, dtype=np.float64)))
+        else:
+            logs[name] = float(total) / count if count else math.nan
+    return logs
+
+
+def read(backend: Any, acc: tuple, layout: Layout) -> Reading:
+    """The epoch's running values of ``layout`` (the first sums), in one transfer on JAX."""
     sums, bad = backend.to_host(acc)
-    if len(sums) > len(names) + 1:  # spread the statistics' vector
-        sums = (*sums[:-2], *sums[-2], sums[-1])
-    sums = [float(s) for s in sums]
-    count = sums[-1]
-    totals = zip(names, sums[: len(names)], strict=True)
-    logs = {name: total / count if count else math.nan for name, total in totals}
-    return Reading(logs, int(bad), sums)
+    sums = [np.asarray(s, dtype=np.float64) for s in sums]
+    count = float(sums[-1])
+    logs = results(layout, sums[: len(layout.names)], count)
+    flat = [float(v) for s in sums for v in np.ravel(s)]
+    return Reading(logs, int(bad), flat)
 
 
 def call_stats(now: list, before: list, names: tuple[str, ...]) -> dict[str, float]:

@@ -17,10 +17,10 @@ from wframe.callbacks import CallbackList, History, ProgressBar
 from wframe.random import array_key
 from wframe.training import logs as logs_mod
 from wframe.training.epoch_iterator import Call, EpochIterator
-from wframe.training.evaluate import evaluate
+from wframe.training.evaluate import evaluate, evaluate_batches
 from wframe.training.guard import FiniteGuard
 from wframe.training.runner import FitSetup, RunSpec
-from wframe.training.step import log_names
+from wframe.training.step import log_layout, log_names
 from wframe.training.sync import ArraySync, Interrupts
 
 #: Without a callback that reads every call, the logs are read at most this often (seconds).
@@ -43,9 +43,18 @@ def fit(
     steps_per_execution: int | str,
     clip: Any = None,
     strategy: Any = None,
+    plan: Any = None,
+    validation_freq: int = 1,
+    validation_batch_size: int | None = None,
 ) -> History:
     """The loop behind :meth:`wframe.Model.fit`; arguments are already checked and ``x``,
     ``y`` (and ``validation = (x_val, y_val)`` or ``None``) are on the model's backend.
+
+    Data given as an iterable of batches come as ``plan`` (a
+    :class:`~wframe.training.pipeline.BatchPlan`; ``x``, ``y`` are then ``None``), validation
+    data as one as ``validation`` (an :class:`~wframe.training.pipeline.EvalBatches`).
+    Validation runs after every ``validation_freq``-th epoch (Keras: ``(epoch + 1) % freq ==
+    0``), array data in batches of ``validation_batch_size`` (default ``max(batch_size, 256)``).
 
     Callbacks see the model's arrays in ``on_epoch_end`` (and, for those with
     ``needs_weights``, in ``on_train_batch_end``), and whatever they assign to
@@ -55,7 +64,8 @@ def fit(
     overriding ``on_grad_stats`` get each call's means; they stay out of the logs.
     """
     loop = _Loop(model, x, y, validation, batch_size, clip, strategy)
-    loop.plan = EpochIterator(
+    loop.val_freq, loop.val_batch = validation_freq, validation_batch_size
+    loop.plan = plan or EpochIterator(
         model.backend,
         data.rows(x),
         loop.batch_size,
@@ -63,6 +73,7 @@ def fit(
         shuffle=shuffle,
         seed=model.seed if seed is None else seed,
         feeds=loop.feeds,
+        drop_remainder=getattr(strategy, "drop_remainder", False),
     )
     loop.connect(callbacks, epochs, verbose)
     model.stop_training = False
@@ -77,10 +88,18 @@ def fit(
             for epoch in range(start, epochs):
                 loop.epoch(epoch, skip)
                 skip = 0
-                if loop.bad >= 0 or model.stop_training:
+                if loop.bad >= 0 or model.stop_training or loop.plan.exhausted:
                     break
         finally:
+            loop.plan.close()  # an iterable's prefetching thread
             loop.close()
+    if loop.plan.exhausted:
+        warnings.warn(
+            "fit: the data ran out before epochs * steps_per_epoch batches; training stopped "
+            f"after epoch {loop.epochs}. Use a generator that does not end, or fewer steps.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     loop.cb.on_train_end(loop.logs)
     return loop.history
 
@@ -101,7 +120,9 @@ class _Loop:
         # With a strategy: the data on every device (each step shards its batch), or kept by
         # each process for ``feed`` to hand each call its batches (per-process data).
         self.x, self.y = (x, y) if strategy is None else strategy.data(x, y)
-        self.names = log_names(model, model.loss, clip)
+        self.tracker = model.tracker(model.loss)
+        self.layout = log_layout(model, self.tracker, clip)
+        self.names = self.layout.names
         self.ts = self.acc = None
         self.steps, self.epochs = model.steps, model.epochs
         self.bad, self.logs, self.unread, self.step0 = -1, {}, False, self.steps
@@ -118,10 +139,11 @@ class _Loop:
         params = {"epochs": epochs, "steps": self.plan.steps, "verbose": verbose}
         self.cb = cb = CallbackList(cbs, model, params)
         stats = cb.needs_grad_stats
-        self.stat_names = log_names(model, model.loss, self.clip, stats=True) if stats else ()
+        self.stat_names = log_names(model, self.tracker, self.clip, stats=True) if stats else ()
         self.stat_names = self.stat_names[len(self.names) :]
-        metrics = model.loss.metric_names
-        self.setup = FitSetup(model.loss, model.optimizer, metrics, self.clip, self.strategy, stats)
+        self.setup = FitSetup(
+            model.loss, model.optimizer, self.tracker, self.clip, self.strategy, stats
+        )
         self.each_call = cb.needs_batch_logs or cb.needs_weights or stats
         # Only callbacks of the user's may read the model between epochs: publish copies then.
         self.sync = ArraySync(
@@ -131,7 +153,7 @@ class _Loop:
         # calls keep theirs (no donation: the same numbers, no copy); NumPy's in-place
         # optimizers stay (a callback never changes the numbers) and what is published is a copy.
         self.consume = not (cb.needs_weights and self.backend.traced)
-        self.guard = FiniteGuard(self.backend, self.names, self.runner)
+        self.guard = FiniteGuard(self.backend, self.layout, self.runner)
 
     def runner(self, spec: RunSpec, guarded: bool | None = None) -> Any:
         """The compiled runner of the iterator's ``spec``, guarded as the guard runs it (or
@@ -154,9 +176,10 @@ class _Loop:
         key0 = model.trainer.memo(("key0", seed), lambda: array_key(seed, 0, backend))
         # NcclDataParallel's ranks draw their own dropout masks.
         self.key0 = key0 if self.strategy is None else self.strategy.fold_key(key0)
-        sizes = (len(self.names), len(self.stat_names))
+        layout, stats = self.layout, len(self.stat_names)
         self.acc = model.trainer.memo(
-            ("acc", *sizes), lambda: logs_mod.zero_sums(backend, model.dtype, *sizes)
+            ("acc", layout.names, tuple(layout.sizes()), stats),
+            lambda: logs_mod.zero_sums(backend, model.dtype, layout, stats),
         )
         self.take()
 
@@ -202,7 +225,7 @@ class _Loop:
         spec = call.spec
         done = call.done - spec.steps - (spec.tail > 0)  # batches before the call
         self.cb.batch_begin(done)
-        x, y = self.x, self.y
+        x, y = (self.x, self.y) if call.data is None else call.data  # an iterable's: its own
         step0 = self.step0
         args = (x, y, call.order, call.start, (step0 + done) % 2**31, self.key0, fresh)
         if self.feeds:  # this call's batches: each process's rows, assembled over processes
@@ -251,16 +274,21 @@ class _Loop:
         if self.sync.per_epoch:  # copies: the next steps consume what they are given
             self.sync.publish(self.ts, self.steps, self.epochs, copy=True)
         logs = dict(self.logs)
-        if self.validation is not None:
-            size = max(self.batch_size, 256)
-            val = evaluate(
-                self.model, *self.validation, self.model.loss, size, self.ts, self.strategy
-            )
-            logs.update({f"val_{k}": v for k, v in val.items()})
+        if self.validation is not None and (epoch + 1) % self.val_freq == 0:
+            logs.update({f"val_{k}": v for k, v in self.validate().items()})
         self.logs = logs
         self.cb.on_epoch_end(epoch, logs)
         if self.sync.per_epoch and self.sync.changed():  # a callback set new arrays
             self.take()
+
+    def validate(self) -> dict[str, float]:
+        """The validation logs of the arrays trained so far (``self.ts``)."""
+        model = self.model
+        if isinstance(self.validation, tuple):
+            size = self.val_batch or max(self.batch_size, 256)
+            return evaluate(model, *self.validation, model.loss, size, self.ts, self.strategy)
+        with self.validation.batches() as batches:  # an iterable's, prepared ahead
+            return evaluate_batches(model, batches, model.loss, self.ts)
 
     def warn_bad(self, epoch: int) -> None:
         warnings.warn(

@@ -9,16 +9,18 @@ from typing import Any, NamedTuple
 from wframe.optimizers import clipping
 from wframe.training.grad_stats import grad_stats
 from wframe.training.step import core_step
+from wframe.training.tracker import NOTHING, Tracker
+from wframe.types import Weighted
 
 
 class FitSetup(NamedTuple):
-    """What a ``fit`` trains with, the same for all its calls: the loss, the optimizer, the
-    metrics logged, gradient clipping, a distributed strategy and whether per-parameter
-    gradient statistics are logged."""
+    """What a ``fit`` trains with, the same for all its calls: the loss, the optimizer, what is
+    logged after the loss (a :class:`~wframe.training.tracker.Tracker`), gradient clipping, a
+    distributed strategy and whether per-parameter gradient statistics are logged."""
 
     loss: Any
     optimizer: Any
-    metrics: tuple[str, ...] = ()
+    metrics: Tracker = NOTHING
     clip: clipping.Clip | None = None
     strategy: Any = None
     stats: bool = False
@@ -109,6 +111,8 @@ def _batch_step(model, setup: FitSetup, spec: RunSpec) -> Callable:
         spec.donate,
     )
     stochastic = model.uses_key
+    # Means are summed weighted by the batch size; a metric's statistics as they are.
+    raw = (False, *(e.metric is not None for e in setup.metrics.entries))
     xp = backend.xp
     x_buffers: dict = {}  # the batch buffers NumPy reuses (per runner: one fit at a time)
     y_buffers: dict = {}
@@ -129,15 +133,18 @@ def _batch_step(model, setup: FitSetup, spec: RunSpec) -> Callable:
         ts, value, values, ok = core(ts, xb, yb, key, acc[1] < 0)
         # (idx is a step index when the strategy feeds stacked batches: size from the batch)
         size = (xb[0] if isinstance(xb, tuple) else xb).shape[0]
-        logged = _Logged((value, *values), size, step, stats is not None, xp)
+        logged = _Logged((value, *values), size, step, stats is not None, xp, raw)
         return (ts, backend.cond(ok, logged.add, logged.skip, acc)), None
 
     return one
 
 
 def _gather(backend, a, idx, buffers: dict):
-    """Rows ``idx`` of an array, or of each array of a tuple (several inputs or outputs),
-    each into buffers of its own."""
+    """Rows ``idx`` of an array, or of each array of a tuple (several inputs or outputs) or of
+    weighted labels, each into buffers of its own."""
+    if isinstance(a, Weighted):
+        labels = _gather(backend, a.labels, idx, buffers.setdefault("labels", {}))
+        return Weighted(labels, _gather(backend, a.weights, idx, buffers.setdefault("w", {})))
     if isinstance(a, tuple):
         return tuple(backend.gather(v, idx, buffers.setdefault(i, {})) for i, v in enumerate(a))
     return backend.gather(a, idx, buffers)
@@ -152,10 +159,13 @@ class _Logged(NamedTuple):
     step: Any
     stats: bool
     xp: Any
+    raw: tuple = ()  # the leading values summed as they are (a metric's statistics)
 
     def add(self, acc: tuple) -> tuple:
         # Scalars, not a stacked vector: cheaper on NumPy, the same under jit.
-        sums = (a + v * self.size for a, v in zip(acc[0][:-1], self.values, strict=True))
+        raw = self.raw + (False,) * (len(self.values) - len(self.raw))
+        pairs = zip(acc[0][:-1], self.values, raw, strict=True)
+        sums = (a + (v if r else v * self.size) for a, v, r in pairs)
         return (*sums, acc[0][-1] + self.size), acc[1]
 
     def skip(self, acc: tuple) -> tuple:

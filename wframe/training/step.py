@@ -24,6 +24,8 @@ from wframe.training.grad_stats import (
     leaf_norm,
     update_ratios,
 )
+from wframe.training.logs import Layout
+from wframe.training.tracker import NOTHING, Tracker, unweighted
 from wframe.tree import map_at, merge, path_get, split, tree_leaves, tree_map
 from wframe.types import Params, TrainState
 
@@ -58,7 +60,7 @@ def make_grad_fn(layer, loss: losses_mod.Loss, frozen: frozenset[str] = frozense
             def objective(tp):
                 p = tp if fixed is None else merge(tp, fixed, params)
                 pred, new_state, _ = layer.apply(p, state, x, train=True, key=key, vjp=False)
-                value, penalty = loss(pred, y)[0], regularizers_mod.penalty(p, terms)
+                value, penalty = _value(loss, pred, y), regularizers_mod.penalty(p, terms)
                 total = value + penalty if scale is None else (value + penalty) * scale
                 return total, (value, penalty, new_state, pred)
 
@@ -67,7 +69,7 @@ def make_grad_fn(layer, loss: losses_mod.Loss, frozen: frozenset[str] = frozense
             value, penalty, new_state, pred = aux
             return value, unscale(grads, scale), new_state, pred, penalty
         pred, new_state, backprop = layer.apply(params, state, x, train=True, key=key)
-        value, dpred = loss(pred, y)
+        value, dpred = _loss(loss, pred, y)
         if scale is not None:
             dpred = dpred * scale
         if need is None:
@@ -80,6 +82,19 @@ def make_grad_fn(layer, loss: losses_mod.Loss, frozen: frozenset[str] = frozense
 
     grad_fn.penalized = bool(terms)
     return grad_fn
+
+
+def _value(loss: losses_mod.Loss, pred: Any, y: Any) -> Any:
+    """The loss alone of a step's ``y`` (what autodiff and evaluation need)."""
+    labels, w = unweighted(y)
+    return loss.value(pred, labels, w)
+
+
+def _loss(loss: losses_mod.Loss, pred: Any, y: Any) -> tuple[Any, Any]:
+    """``loss(pred, labels[, sample_weight])`` of a step's ``y`` (labels, or
+    :class:`~wframe.types.Weighted` labels)."""
+    labels, w = unweighted(y)
+    return loss(pred, labels) if w is None else loss(pred, labels, w)
 
 
 def _update_fn(optimizer, backend, in_place: bool = True) -> Callable:
@@ -102,18 +117,24 @@ def _update_fn(optimizer, backend, in_place: bool = True) -> Callable:
 
 
 def log_names(
-    layer, loss: losses_mod.Loss, clip: clipping.Clip | None, stats: bool = False
+    layer, tracker: Tracker, clip: clipping.Clip | None, stats: bool = False
 ) -> tuple[str, ...]:
-    """The names a train step logs, in order: loss, its metric, penalty, grad_norm, and with
-    ``stats`` the per-parameter statistics (:attr:`GradStats.names`)."""
+    """The names a train step logs, in order: loss, the tracker's (each output's loss, the
+    metrics), penalty, grad_norm, and with ``stats`` the per-parameter statistics
+    (:attr:`GradStats.names`)."""
     extra = ("penalty",) if regularizers_mod.collect(layer) else ()
     return (
         "loss",
-        *loss.metric_names,
+        *tracker.names,
         *extra,
         *(("grad_norm",) if clip else ()),
         *(grad_stats(layer).names if stats else ()),
     )
+
+
+def log_layout(layer, tracker: Tracker, clip: clipping.Clip | None) -> Layout:
+    """The running sums of a train step's logs (:func:`log_names` without statistics)."""
+    return Layout(log_names(layer, tracker, clip), tracker.metrics)
 
 
 def _masked(tree: Params, masks: dict[str, Any] | None) -> Params:
@@ -126,7 +147,7 @@ def core_step(
     layer,
     loss,
     optimizer,
-    metrics,
+    tracker: Tracker,
     backend,
     guard: bool = True,
     clip=None,
@@ -138,16 +159,16 @@ def core_step(
     """``(ts, x, y, key, allowed) -> (ts, value, logged values, ok)`` with the finite guard
     (without it, ``ok`` is still computed but a bad step is applied). Without ``in_place`` no array
     of ``ts`` is updated in place (NumPy's fused optimizers are not used). The logged values follow
-    :func:`log_names` after the loss. The optimizer sees only the params not in ``frozen``. With
-    ``stats`` (which names at least one param) the values end with a vector of those statistics:
-    each gradient's norm (before clipping), each update's ratio to its param and each ReLU layer's
-    dead fraction. A ``mixed_float16`` layer's dynamic loss scale (``ts.loss_scale``) scales the
-    backward pass, and a step whose gradients overflow while its loss is finite is skipped and
-    halves the scale (:class:`wframe.precision.DynamicLossScale`):
-    it is ``ok`` unless the scale is at its minimum."""
+    :func:`log_names` after the loss (``tracker``'s: an output's loss, a metric's statistics).
+    The optimizer sees only the params not in ``frozen``. With ``stats`` (which names at least
+    one param) the values end with a vector of those statistics: each gradient's norm (before
+    clipping), each update's ratio to its param and each ReLU layer's dead fraction. A
+    ``mixed_float16`` layer's dynamic loss scale (``ts.loss_scale``) scales the backward pass,
+    and a step whose gradients overflow while its loss is finite is skipped and halves the scale
+    (:class:`wframe.precision.DynamicLossScale`): it is ``ok`` unless the scale is at its
+    minimum."""
     grad_fn = make_grad_fn(layer, loss, frozen)
     apply = _applier(_update_fn(optimizer, backend, in_place), frozen)
-    metric_fns = [loss.metric_fn(name) for name in metrics]
     scaler = getattr(getattr(layer, "policy", None), "loss_scale", None)
 
     def core(ts, x, y, key, allowed):
@@ -159,7 +180,7 @@ def core_step(
             masks = {k: m for k, m in masks.items() if k not in frozen}
         # Pruned weights get no gradient, so optimizer moments started at zero stay zero.
         grads = _masked(grads, masks)
-        logged = [fn(pred, y) for fn in metric_fns]
+        logged = tracker.values(loss, pred, y)
         if sync is not None:  # data parallel over processes (NcclDataParallel): rank means
             value, grads, logged, new_state = sync(value, grads, logged, new_state)
         if stats is not None:  # before the update: NumPy's fused optimizers work in place
@@ -242,7 +263,7 @@ def make_train_step(
     loss: Any,
     optimizer: Any,
     *,
-    metrics: tuple[str, ...] = (),
+    metrics: Any = (),
     clipnorm: float | None = None,
     clipvalue: float | None = None,
     global_clipnorm: float | None = None,
@@ -254,7 +275,9 @@ def make_train_step(
         regularizers are added to the loss (``logs["penalty"]``).
       loss: a loss name or :class:`~wframe.losses.Loss`.
       optimizer: an optimizer name or ``(init, update)`` transformation (optax's on JAX).
-      metrics: names from :data:`wframe.losses.METRICS` to log next to the loss.
+      metrics: metrics to log next to the loss, as ``compile(metrics=...)`` takes them
+        (names or :class:`wframe.metrics.Metric` objects): each batch's value, read on the
+        host after the step.
       clipnorm, clipvalue, global_clipnorm: gradient clipping as in ``fit`` (at most one);
         ``logs["grad_norm"]`` is the pre-clip global norm.
 
@@ -272,8 +295,9 @@ def make_train_step(
     optimizer = optimizers_mod.get(optimizer)
     clip = clipping.options(clipnorm, clipvalue, global_clipnorm)
     backend = model.backend
-    core = core_step(model, loss, optimizer, metrics, backend, clip=clip, frozen=model.frozen)
-    names = (*metrics, *log_names(model, loss, clip)[1 + len(loss.metric_names) :])
+    tracker = Tracker.of(loss, list(metrics), model.output_names)
+    core = core_step(model, loss, optimizer, tracker, backend, clip=clip, frozen=model.frozen)
+    names = log_names(model, tracker, clip)[1:]
     scaler = model.policy.loss_scale
 
     def pure(train_state, masks, x, y, key):
@@ -301,19 +325,28 @@ def make_train_step(
             train_state = train_state._replace(loss_scale=scaler.init(backend))
         # The masks are read, never donated: they stay the model's.
         ts, logs = compiled(TrainState(*train_state)._replace(masks=None), masks, x, y, key)
-        return _Issued(*ts._replace(masks=masks)), logs
+        return _Issued(*ts._replace(masks=masks)), _metric_results(logs, tracker, backend)
 
     step.compiled = compiled  # the backend's compiled function (for inspection)
     return step
 
 
-def make_eval_step(model, loss, *, metrics: tuple[str, ...] = ()) -> Callable:
-    """A pure ``step(params, state, x, y) -> logs`` in inference mode, compiled once."""
+def _metric_results(logs: dict, tracker: Tracker, backend) -> dict:
+    """``logs`` with each metric's statistics turned into its value (read on the host)."""
+    if not tracker.metrics:
+        return logs
+    host = backend.to_host({name: logs[name] for name in tracker.metrics})
+    return {**logs, **{n: float(m.result(host[n])) for n, m in tracker.metrics.items()}}
+
+
+def make_eval_step(model, loss, tracker: Tracker = NOTHING) -> Callable:
+    """A pure ``step(params, state, x, y) -> logs`` in inference mode, compiled once: the
+    loss and ``tracker``'s values (a metric's statistics, summed over batches by the caller)."""
     loss = losses_mod.get(loss)
-    metric_fns = {name: loss.metric_fn(name) for name in metrics}
 
     def step(params, state, x, y):
         pred, _, _ = model.apply(params, state, x, train=False, vjp=False)
-        return {"loss": loss(pred, y)[0], **{name: fn(pred, y) for name, fn in metric_fns.items()}}
+        values = tracker.values(loss, pred, y)
+        return {"loss": _value(loss, pred, y), **dict(zip(tracker.names, values, strict=True))}
 
     return model.backend.jit(step)

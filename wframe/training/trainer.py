@@ -13,6 +13,7 @@ from typing import Any
 
 from wframe.training.runner import FitSetup, RunSpec, make_runner
 from wframe.training.step import make_eval_step, make_grad_fn
+from wframe.training.tracker import NOTHING, Tracker
 
 
 class Trainer:
@@ -46,10 +47,11 @@ class Trainer:
 
         return self.memo(("predict",), lambda: model.backend.jit(predict))
 
-    def eval_fn(self, loss: Any, metrics: tuple[str, ...] = ()) -> Callable:
-        """``(params, state, x, y) -> {"loss": ..., metric: ...}`` in inference mode."""
-        make = lambda: make_eval_step(self.model, loss, metrics=metrics)  # noqa: E731
-        return self.memo(("eval", loss, metrics), make)
+    def eval_fn(self, loss: Any, tracker: Tracker = NOTHING) -> Callable:
+        """``(params, state, x, y) -> {"loss": ..., name: ...}`` in inference mode: the loss
+        and ``tracker``'s values (a metric's statistics)."""
+        make = lambda: make_eval_step(self.model, loss, tracker)  # noqa: E731
+        return self.memo(("eval", loss, tracker), make)
 
     def grad_fn(self, loss: Any) -> Callable:
         """``(params, state, x, y, key) -> (loss, grads, new_state, pred, penalty)``."""
