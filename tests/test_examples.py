@@ -167,7 +167,8 @@ def test_transformer_example_trains_and_samples(backend_name):
     assert " >>> " in stdout, stdout  # the sampled continuation
 
 
-@pytest.mark.parametrize("backend_name", ["numpy", "jax"])
+# The jax path of these layers trains in-process (test_graph, test_bidirectional).
+@pytest.mark.parametrize("backend_name", ["numpy"])
 def test_multi_input_example_trains_two_heads_and_reloads(backend_name):
     pytest.importorskip("sklearn")
     stdout = _run("multi_input_digits.py", backend_name, "--epochs", "3")
@@ -178,7 +179,8 @@ def test_multi_input_example_trains_two_heads_and_reloads(backend_name):
     assert gap < 1e-4, stdout
 
 
-@pytest.mark.parametrize("backend_name", ["numpy", "jax"])
+# The jax path of these layers trains in-process (test_graph, test_bidirectional).
+@pytest.mark.parametrize("backend_name", ["numpy"])
 def test_sequence_classifier_example_runs(backend_name):
     stdout = _run("sequence_classifier.py", backend_name, "--quick")
     accuracies = re.findall(rf"backend {backend_name}: .+: test accuracy (\S+)", stdout)
