@@ -164,7 +164,7 @@ class KerasMethods:
         if not logs:  # the step was non-finite (fit warned): no epoch was logged
             names = training.log_names(self, self.tracker(self.loss), None)
             logs = dict.fromkeys(names, math.nan)
-        return logs if return_dict else _keras_values(logs)
+        return logs if return_dict else keras_values(logs)
 
     def test_on_batch(
         self, x: Any, y: Any = None, sample_weight: Any = None, return_dict: bool = False
@@ -174,7 +174,7 @@ class KerasMethods:
         n = self._batch_rows(x)
         weights = {} if sample_weight is None else {"sample_weight": sample_weight}
         logs = self.evaluate(x, y, batch_size=n, return_dict=True, **weights)
-        return logs if return_dict else _keras_values(logs)
+        return logs if return_dict else keras_values(logs)
 
     def predict_on_batch(self, x: Any) -> Any:
         """The outputs on one batch in inference mode, in one call (``predict`` with the batch
@@ -247,12 +247,6 @@ def _host(value: Any) -> np.ndarray:
     if hasattr(value, "shape") and not isinstance(value, np.ndarray):
         return to_numpy(value)
     return np.asarray(value)
-
-
-def _keras_values(logs: dict[str, float]) -> float | list[float]:
-    """Keras' form of ``logs`` (``return_dict=False``): the loss alone, or ``[loss, *rest]``."""
-    values = list(logs.values())
-    return values[0] if len(values) == 1 else values
 
 
 def keras_values(logs: dict[str, float]) -> float | list[float]:
