@@ -6,6 +6,7 @@ import importlib.util
 
 import numpy as np
 
+from wframe.backends import jit_cache
 from wframe.backends.base import Backend
 
 #: How :meth:`JaxBackend.conv2d` convolves, by platform (``jax.default_backend()``; others
@@ -38,6 +39,8 @@ class JaxBackend(Backend):
         self._jax = jax
         self.xp = jnp
         self._copy = None
+        #: The persistent compilation cache's folder (:mod:`wframe.backends.jit_cache`).
+        self.cache_dir = jit_cache.enable(jax)
 
     @property
     def device(self):

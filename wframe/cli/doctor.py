@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from wframe import backends
+from wframe.backends import jit_cache
 
 HELP = "report versions, backends, devices, CUDA and BLAS (exit 0)"
 
@@ -87,6 +88,9 @@ def _jax() -> dict[str, Any]:
             "devices": [f"{d.platform}:{d.id} ({d.device_kind})" for d in jax.devices()],
             "default_backend": jax.default_backend(),
             "x64": bool(jax.config.jax_enable_x64),
+            # What the jax backend gives JAX when made (a cache JAX already has wins).
+            "compilation_cache": str(jax.config.jax_compilation_cache_dir or "")
+            or str(jit_cache.cache_dir() or "off (WFRAME_JIT_CACHE=0)"),
         }
     except Exception as e:  # jax installed but broken (jaxlib mismatch, plugin errors)
         return {"devices": [], "note": f"jax cannot list devices: {type(e).__name__}: {e}"}
@@ -156,6 +160,8 @@ def format_table(report: dict[str, Any]) -> str:
     rows.append(("JAX devices", ", ".join(jax["devices"]) or jax.get("note", "none")))
     if "x64" in jax:
         rows.append(("JAX x64", "on" if jax["x64"] else "off"))
+    if "compilation_cache" in jax:
+        rows.append(("JAX compile cache", jax["compilation_cache"]))
     cuda = report["cuda"]
     if cuda.get("driver"):
         rows.append(
