@@ -36,6 +36,7 @@ from wframe.backends import (
     to_numpy,
     use_backend,
 )
+from wframe.backends.threads import num_threads
 from wframe.callbacks import History
 from wframe.layers import Input
 from wframe.model import Model, Sequential
@@ -84,6 +85,7 @@ __all__ = [
     "to_numpy",
     "training",
     "transfer",
+    "num_threads",
     "use_backend",
     "viz",
     "weights",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -105,6 +106,12 @@ class Backend:
     def to_host(self, tree: Any) -> Any:
         """Every array of ``tree`` as a NumPy array (one transfer where the backend batches)."""
         return tree_map(self.to_numpy, tree)
+
+    def host_threads(self, work: float) -> contextlib.AbstractContextManager:
+        """The BLAS thread limit around a ``fit``/``evaluate``/``predict`` whose batches cost
+        ``work`` (params x rows): none here; the numpy backend runs small work on one thread
+        (:mod:`wframe.backends.threads`)."""
+        return contextlib.nullcontext()
 
     def synchronize(self, x: Any = None) -> Any:
         """Block until the computation producing ``x`` (or all queued work) has finished."""

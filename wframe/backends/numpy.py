@@ -9,7 +9,7 @@ import threading
 import numpy
 from numpy.lib.stride_tricks import sliding_window_view
 
-from wframe.backends import special
+from wframe.backends import special, threads
 from wframe.backends.base import Backend, taps
 from wframe.backends.numpy_xp import xp as numpy_xp
 
@@ -27,6 +27,9 @@ class NumpyBackend(Backend):
     # direct reductions.
     name = "numpy"
     xp = numpy_xp
+
+    def host_threads(self, work):
+        return threads.limited(work)
 
     def gather(self, a, idx, buffers=None):
         if buffers is None or type(a) is not numpy.ndarray:

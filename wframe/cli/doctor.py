@@ -11,12 +11,13 @@ import argparse
 import importlib.metadata
 import importlib.util
 import json
+import os
 import platform
 import sys
 from typing import Any
 
 from wframe import backends
-from wframe.backends import jit_cache
+from wframe.backends import jit_cache, threads
 
 HELP = "report versions, backends, devices, CUDA and BLAS (exit 0)"
 
@@ -116,10 +117,21 @@ def _cuda() -> dict[str, Any]:
         return {"driver": None, "runtime": None, "note": f"no CUDA: {type(e).__name__}: {e}"}
 
 
+def _policy() -> str:
+    """The BLAS thread policy of wframe's own host calls (:mod:`wframe.backends.threads`)."""
+    n = os.environ.get("WFRAME_NUM_THREADS", "auto")
+    if n.strip().lower() not in ("", "auto"):
+        return f"{n} thread(s) in fit/evaluate/predict (WFRAME_NUM_THREADS)"
+    return (
+        f"1 thread when params x batch rows < {threads.SMALL_WORK:.0e}, else BLAS's own "
+        "(WFRAME_NUM_THREADS or wf.num_threads(n) to override)"
+    )
+
+
 def _blas() -> dict[str, Any]:
     import numpy as np
 
-    out: dict[str, Any] = {"numpy_build": None, "libraries": []}
+    out: dict[str, Any] = {"numpy_build": None, "libraries": [], "policy": _policy()}
     try:
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         out["numpy_build"] = f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
@@ -181,5 +193,6 @@ def format_table(report: dict[str, Any]) -> str:
         rows.append(("BLAS loaded", text))
     if "note" in blas:
         rows.append(("BLAS threads", blas["note"]))
+    rows.append(("wframe BLAS policy", blas["policy"]))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}".rstrip() for k, v in rows)

@@ -65,9 +65,10 @@ class Inference(Files):
             return strategy.predict(self, parts[0], size)
         fn, arrays = self.trainer.predict_fn(), self.train_state  # one step's arrays
         outs = []
-        for i in range(0, max(n, 1), size):
-            batch = tuple(p[i : i + size] for p in parts)
-            outs.append(fn(arrays.params, arrays.state, self.prepare_inputs(_one(batch))))
+        with self.backend.host_threads(self.count_params() * size):
+            for i in range(0, max(n, 1), size):
+                batch = tuple(p[i : i + size] for p in parts)
+                outs.append(fn(arrays.params, arrays.state, self.prepare_inputs(_one(batch))))
         return self.format_outputs(data.concat_rows(outs, self.backend.xp))
 
     def format_outputs(self, y: Any) -> Any:

@@ -79,12 +79,15 @@ def evaluate_sums(
     layout = Layout(("loss", *tracker.names), tracker.metrics)
     raw = [name in layout.metrics for name in layout.names]
     totals, count = None, 0
-    for x, y in batches:
-        logs = step(arrays.params, arrays.state, x, y)
-        size = data.rows(x)
-        part = [logs[k] if r else logs[k] * size for k, r in zip(layout.names, raw, strict=True)]
-        totals = part if totals is None else [a + b for a, b in zip(totals, part, strict=True)]
-        count += size
+    with model.backend.host_threads(model.count_params() * 256):  # ~ an evaluation batch
+        for x, y in batches:
+            logs = step(arrays.params, arrays.state, x, y)
+            size = data.rows(x)
+            part = [
+                logs[k] if r else logs[k] * size for k, r in zip(layout.names, raw, strict=True)
+            ]
+            totals = part if totals is None else [a + b for a, b in zip(totals, part, strict=True)]
+            count += size
     if totals is None:
         return layout, [np.zeros(max(n, 1)) for n in layout.sizes()], 0
     return layout, [np.asarray(t, np.float64) for t in model.backend.to_host(totals)], count

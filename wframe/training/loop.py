@@ -82,7 +82,9 @@ def fit(
     # epoch to go on with and how many of its batches were done. That wins over initial_epoch.
     resume, model.resume_at = model.resume_at, None
     start, skip = resume if resume is not None else (initial_epoch, 0)
-    with Interrupts() as loop.interrupts:
+    # Small products on one BLAS thread (the numpy backend; wframe.backends.threads).
+    threads = model.backend.host_threads(model.count_params() * loop.batch_size)
+    with threads, Interrupts() as loop.interrupts:
         try:
             loop.start()
             for epoch in range(start, epochs):
