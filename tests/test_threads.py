@@ -50,3 +50,18 @@ def test_small_fit_runs_blas_on_one_thread_and_restores_the_setting():
         with wf.num_threads(2):
             model.fit(x, np.arange(32) % 4, epochs=1, verbose=0, callbacks=[Look()])
         assert seen[-1] == before
+
+
+def test_overlapping_calls_restore_the_setting_whatever_order_they_end_in():
+    """Two calls overlap (a predict thread during a fit): the first sets the limit, the last
+    to leave restores the user's setting, even when the first ends first."""
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = _blas_threads()
+        first, second = threads.limited(1.0), threads.limited(1.0)
+        first.__enter__()
+        second.__enter__()
+        assert _blas_threads() == {1}
+        first.__exit__(None, None, None)
+        assert _blas_threads() == {1}  # the second call still runs
+        second.__exit__(None, None, None)
+        assert _blas_threads() == before

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import threading
 from collections.abc import Iterator
 
 try:
@@ -32,6 +33,9 @@ _override: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "wframe_threads", default=None
 )
 _controller = None
+_lock = threading.Lock()
+_depth = 0  # calls inside the limit now
+_restore = None  # what restores the setting before the first of them
 
 
 def _env() -> int | None:
@@ -77,13 +81,28 @@ def num_threads(n: int | None) -> Iterator[None]:
 
 @contextlib.contextmanager
 def limited(work: float) -> Iterator[None]:
-    """The BLAS thread limit of :func:`threads_for` around a call (nothing for ``None``)."""
-    global _controller
+    """The BLAS thread limit of :func:`threads_for` around a call (nothing for ``None``).
+
+    The limit is process-wide (BLAS has one setting), so calls that overlap (``predict`` from
+    threads while another ``fit`` runs) share it: the first to enter sets it, the last to leave
+    restores what was there before, whatever order they end in.
+    """
+    global _controller, _depth, _restore
     n = threads_for(work)
     if n is None or ThreadpoolController is None:
         yield
         return
-    if _controller is None:
-        _controller = ThreadpoolController()  # scans the loaded libraries once
-    with _controller.limit(limits=n, user_api="blas"):
+    with _lock:
+        if _depth == 0:
+            if _controller is None:
+                _controller = ThreadpoolController()  # scans the loaded libraries once
+            _restore = _controller.limit(limits=n, user_api="blas")
+        _depth += 1
+    try:
         yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0 and _restore is not None:
+                _restore.restore_original_limits()
+                _restore = None
