@@ -300,3 +300,20 @@ def test_a_jax_model_unpickles_on_jax(jax):
     assert clone.backend.name == "jax"
     assert all(isinstance(w, jax.Array) for w in clone.weights)
     assert _same(clone.weights, model.weights)
+
+
+def test_a_lambda_metric_is_left_out_of_a_pickle_with_a_warning(backend):
+    model = wf.Sequential([wf.layers.Dense(2)], seed=0)
+    model.compile(loss="mse", metrics=["mae", lambda yt, yp: (yt - yp) ** 2])
+    with pytest.warns(UserWarning, match="the metrics of .* do not pickle"):
+        clone = pickle.loads(pickle.dumps(model))
+    assert clone.compiled_metrics is None and model.compiled_metrics is not None
+
+
+def test_a_lambda_loss_is_left_out_of_a_pickle_with_a_warning(jax):
+    with wf.use_backend("jax"):
+        model = wf.Sequential([wf.layers.Dense(2)], seed=0)
+        model.compile(loss=lambda yt, yp: ((yt - yp) ** 2).mean())
+        with pytest.warns(UserWarning, match="the loss of .* does not pickle"):
+            clone = pickle.loads(pickle.dumps(model))
+    assert clone.loss.name == "softmax_cross_entropy"

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from wframe import assigned
+from wframe import losses as losses_mod
 from wframe import optimizers as optimizers_mod
 from wframe.backends import resolve, to_numpy
 from wframe.tree import tree_map
@@ -88,6 +89,9 @@ class Copying:
         state["_backend"] = None if backend is None else backend.name
         optimizer, keep = _portable_optimizer(self.optimizer, self._optimizer_name, self.label)
         state["optimizer"] = optimizer
+        state["compiled_metrics"] = _portable_metrics(state.get("compiled_metrics"), self.label)
+        if not _pickles(state.get("loss"), "loss", self.label):
+            state["loss"] = None  # the default loss, made again on unpickling
         if now is not None:
             arrays = now.arrays if keep else now.arrays._replace(opt_state=None)
             state["_now"] = now._replace(arrays=tree_map(_host, arrays))
@@ -100,6 +104,8 @@ class Copying:
         if self._now is not None:
             arrays = tree_map(assigned.mover(self._backend), self._now.arrays)
             self._now = self._now._replace(arrays=arrays)
+        if self.loss is None:
+            self.loss = losses_mod.get("softmax_cross_entropy")
         if self.optimizer is None and self._optimizer_name is not None:
             self.optimizer = optimizers_mod.get(self._optimizer_name)
 
@@ -134,3 +140,28 @@ def _portable_optimizer(optimizer: Any, name: str | None, label: str) -> tuple[A
         )
         return None, False
     return optimizer, True
+
+
+def _portable_metrics(metrics: Any, label: str) -> Any:
+    """``compile(metrics=...)`` as a pickle stores it: as given where it pickles; else
+    ``None`` (the loss's default metrics), with a warning naming what did not pickle."""
+    return metrics if _pickles(metrics, "metrics", label) else None
+
+
+def _pickles(value: Any, what: str, label: str) -> bool:
+    """Whether ``value`` pickles; if not, a warning that the unpickled model goes without it
+    (the default loss; the loss's default metrics)."""
+    try:
+        pickle.dumps(value)
+    except (pickle.PicklingError, AttributeError, TypeError) as e:
+        instead = "the default loss" if what == "loss" else "the loss's default metrics"
+        warnings.warn(
+            f"pickle: the {what} of {label} {'do' if what == 'metrics' else 'does'} not pickle "
+            f"({e}); the unpickled model has "
+            f"{instead}. Give it by name, as a wframe object or as a function defined at a "
+            "module's top level (not a lambda) to keep it",
+            UserWarning,
+            stacklevel=4,
+        )
+        return False
+    return True
