@@ -250,3 +250,9 @@ def test_a_torch_tensor_is_named_with_the_fix_not_a_compat_module():
     assert "x.numpy()" in str(e.value) and "array_api_compat" not in str(e.value)
     with pytest.raises(TypeError, match=r"torch\.Tensor"):
         wf.backend_of(np.ones(2), torch.ones(2))
+
+
+def test_model_checkpoint_refuses_another_formats_suffix_when_made():
+    with pytest.raises(ValueError, match=r"suffix '\.keras' names a Keras 3 model archive"):
+        wf.callbacks.ModelCheckpoint("best-{epoch}.keras")
+    assert wf.callbacks.ModelCheckpoint("best.safetensors").filepath == "best.safetensors"

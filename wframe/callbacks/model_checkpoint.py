@@ -7,6 +7,7 @@ import os
 from wframe.backends.process import is_writer
 from wframe.callbacks.monitor import MonitorCallback
 from wframe.callbacks.save_freq import EveryNSteps, check_save_freq
+from wframe.file_names import check_suffix
 
 
 class ModelCheckpoint(EveryNSteps, MonitorCallback):
@@ -34,9 +35,10 @@ class ModelCheckpoint(EveryNSteps, MonitorCallback):
     With ``save_best_only``, an epoch whose logs lack ``monitor`` is saved, as in Keras 3, with
     a warning listing the entries there are (once per ``fit``; Keras warns each time).
 
-    Differences from Keras: any file name is accepted (Keras asks for ``.keras`` or
-    ``.weights.h5``); ``keep_last``; ``save_freq`` counts the model's steps, not the batches
-    this callback has seen.
+    Differences from Keras: the file is safetensors, so another format's suffix (``.keras``,
+    ``.h5``) is refused when the callback is made, any other name accepted (Keras asks for
+    ``.keras`` or ``.weights.h5``); ``keep_last``; ``save_freq`` counts the model's steps, not
+    the batches this callback has seen.
 
     Args:
       filepath: where to write, possibly with ``{epoch}``, ``{batch}`` and log names.
@@ -69,6 +71,7 @@ class ModelCheckpoint(EveryNSteps, MonitorCallback):
     ):
         super().__init__(monitor, mode)
         self.filepath = os.fspath(filepath)
+        check_suffix(self.filepath)  # now, not after the first epoch has trained
         self.verbose = verbose
         self.save_best_only = save_best_only
         self.save_weights_only = save_weights_only

@@ -4,41 +4,9 @@ first bytes, and what to do with it instead."""
 
 from __future__ import annotations
 
-import os
+from wframe.file_names import FOREIGN_SUFFIXES, check_suffix
 
-#: Suffixes of other formats, which a safetensors file must not wear: a user would take the
-#: file for one and the tool for that format could not read it.
-FOREIGN_SUFFIXES = {
-    ".h5": "an HDF5 file (Keras' .h5 and .weights.h5)",
-    ".hdf5": "an HDF5 file",
-    ".keras": "a Keras 3 model archive",
-    ".pt": "a PyTorch file (torch.save)",
-    ".pth": "a PyTorch file (torch.save)",
-    ".pkl": "a Python pickle",
-    ".pickle": "a Python pickle",
-    ".joblib": "a joblib pickle",
-    ".npz": "a NumPy .npz archive",
-    ".npy": "a NumPy .npy file",
-    ".onnx": "an ONNX model",
-}
-
-
-def check_suffix(path: str | os.PathLike) -> None:
-    """Refuse a ``path`` whose suffix names another format (``"w.h5"``, ``"m.keras"``):
-    wframe writes safetensors, whatever the name says.
-
-    Raises:
-      ValueError: naming the format the suffix stands for and the name to use instead.
-    """
-    stem, suffix = os.path.splitext(os.fspath(path))
-    kind = FOREIGN_SUFFIXES.get(suffix.lower())
-    if kind is not None:
-        raise ValueError(
-            f"{os.fspath(path)!r}: wframe writes safetensors files, but the suffix {suffix!r} "
-            f"names {kind}, which the file would not be (and tools for that format could not "
-            f"read it); use the suffix '.safetensors': {stem + '.safetensors'!r}"
-        )
-
+__all__ = ["FOREIGN_SUFFIXES", "check_suffix", "foreign_fixes", "looks_like"]
 
 def foreign_fixes(prefix: bytes) -> list[str]:
     """What to do with a file of another framework, from its first bytes (``[]``: nothing
