@@ -8,6 +8,7 @@ from wframe.file_names import FOREIGN_SUFFIXES, check_suffix
 
 __all__ = ["FOREIGN_SUFFIXES", "check_suffix", "foreign_fixes", "looks_like"]
 
+
 def foreign_fixes(prefix: bytes) -> list[str]:
     """What to do with a file of another framework, from its first bytes (``[]``: nothing
     to say)."""
