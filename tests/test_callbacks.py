@@ -480,6 +480,7 @@ def test_learning_rate_monitor_with_an_injected_rate_and_an_unknown_one():
 def test_a_changed_learning_rate_does_not_retrace(jax):
     x, y = data()  # 3 full batches: one compiled runner
     with wf.use_backend("jax"):
+        wf.training.forget_shared()  # a fresh trainer: no shape another test traced
         model = tiny()
         reduce = ReduceLROnPlateau(monitor="score", factor=0.5, patience=0)
         history = model.fit(

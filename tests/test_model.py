@@ -212,6 +212,7 @@ def test_jax_train_step_traced_once_per_input_shape():
         pytest.skip("jax unavailable")
     x, y = blobs(70)  # 70 = 4 * 16 + 6: two batch shapes
     with wf.use_backend("jax"):
+        wf.training.forget_shared()  # a fresh trainer: no shape another test traced
         model = mlp()
         model.fit(x, y, epochs=3, batch_size=16, verbose=0)
         (run,) = model.trainer.runners().values()

@@ -132,6 +132,7 @@ def test_to_backend_inside_a_numpy_block_moves_only_that_model(jax):
         other_params = host(other.params)
         before = model.predict(x)
         assert model.to_backend("jax") is model
+        wf.training.forget_shared()  # a fresh trainer: no shape another test traced
         assert wf.get_backend().name == "numpy"
         assert model.backend.name == "jax"
         for tree in (model.params, model.opt_state):

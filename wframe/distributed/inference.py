@@ -64,7 +64,8 @@ def predict(strategy: Any, model: Any, x: Any, size: int) -> Any:
     n = data.shape_of(x, "x")[0]
     rows, steps, _ = _plan(strategy, n, size)
     params, state = _placed(strategy, model, None, None)
-    fn = model.trainer.memo(("strategy_predict", strategy), lambda: _predict_fn(strategy, model))
+    twin = model.trainer.model  # array-less: the memo must not keep this model's arrays
+    fn = model.trainer.memo(("strategy_predict", strategy), lambda: _predict_fn(strategy, twin))
     xp, dt = model.backend.xp, model.backend.dtype(model.dtype)
     features = tuple(model.input_shape[1:])
     outs = []
@@ -108,7 +109,7 @@ def evaluate(
     rows, steps, counts = _plan(strategy, n, size)
     params, state = _placed(strategy, model, params, state)
     tracker = model.tracker(loss)
-    make = lambda: _eval_fn(strategy, model, loss, tracker)  # noqa: E731
+    make = lambda: _eval_fn(strategy, model.trainer.model, loss, tracker)  # noqa: E731
     fn = model.trainer.memo(("strategy_eval", strategy, loss, tracker), make)
     xp = model.backend.xp
     sums = []

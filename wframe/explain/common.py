@@ -86,9 +86,10 @@ def repeat_rows(a: Array, times: int) -> Array:
 def compiled(model, name: str, head: Head, fn, *static: Any) -> Any:
     """``fn(model, head, *static, params, state, *arrays)`` compiled once per model build,
     backend, output explained and ``static`` values (all part of the memo key)."""
+    twin = model.trainer.model  # array-less: the memo must not keep this model's arrays
     return model.trainer.memo(
         ("explain", name, head.index, *static),
-        lambda: model.backend.jit(lambda p, s, *a: fn(model, head, *static, p, s, *a)),
+        lambda: model.backend.jit(lambda p, s, *a: fn(twin, head, *static, p, s, *a)),
     )
 
 

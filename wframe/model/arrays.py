@@ -27,7 +27,7 @@ from wframe.layers.base import Layer
 from wframe.model.copying import Copying
 from wframe.model.trainable import Trainable
 from wframe.optimizers.checks import check_optimizer
-from wframe.training import Trainer
+from wframe.training import Trainer, trainer_for
 from wframe.tree import flatten, reorder, tree_leaves, tree_map
 from wframe.types import Array, Params, Shape, State, TrainState
 
@@ -248,7 +248,7 @@ class Holder(Copying, Trainable, Layer):
         trainer = self._trainer
         if trainer is None:
             with self._lock:
-                trainer = self._trainer = self._trainer or Trainer(self)
+                trainer = self._trainer = self._trainer or trainer_for(self)
         return trainer
 
     @property

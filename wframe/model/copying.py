@@ -66,6 +66,17 @@ class Copying:
         object.__setattr__(clone, "name", name)
         return clone
 
+    def arrayless(self) -> Any:
+        """A copy of the model's description, shapes, policy, backend and frozen set holding no
+        arrays and no history: what compiled functions shared by every model of this
+        architecture close over (:func:`wframe.training.trainer_for`)."""
+        clone = copy_mod.copy(self)
+        now = vars(self)["_now"]
+        if now is not None:  # built: names, shapes and dtypes stay, the values go
+            now = now._replace(arrays=tree_map(_absent, now.arrays))
+        vars(clone).update(_now=now, history=None)
+        return clone
+
     def copy(self) -> Any:
         """A model of the same layers with its own copy of every array, the same counters and
         compiled functions of its own."""
@@ -114,6 +125,20 @@ def _lasting(model: Any) -> dict[str, Any]:
     """``model``'s attributes but the transient ones, read at once (a ``fit`` in another thread
     replaces the snapshot in one assignment: this holds one step)."""
     return {k: v for k, v in dict(vars(model)).items() if k not in TRANSIENT}
+
+
+class Absent:
+    """Where an array-less copy had an array: its shape and dtype only (a leaf, as an array
+    is, for the tree helpers)."""
+
+    __slots__ = ("dtype", "shape")
+
+    def __init__(self, shape: tuple, dtype: Any):
+        self.shape, self.dtype = shape, dtype
+
+
+def _absent(a: Any) -> Absent:
+    return Absent(tuple(a.shape), a.dtype)
 
 
 def _host(a: Any) -> Any:

@@ -208,8 +208,12 @@ class KerasMethods:
             host = fold_in(array_key(self.seed, self.steps, resolve("numpy")), calls)
             key = backend.asarray(host)
 
+        # The trainer's own model (array-less, shared by the architecture), not this one: a
+        # memo closing over this model would keep its arrays alive.
+        twin = self.trainer.model
+
         def forward(params, state, x, key):
-            return self.apply(params, state, x, train=True, key=key, vjp=False)[0]
+            return twin.apply(params, state, x, train=True, key=key, vjp=False)[0]
 
         fn = self.trainer.memo(("call_training",), lambda: backend.jit(forward))
         arrays = self.train_state  # one step's arrays

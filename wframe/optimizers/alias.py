@@ -6,6 +6,7 @@ its :class:`~wframe.optimizers.OptimizerSpec` (:func:`~wframe.optimizers.named.d
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from wframe.optimizers.alias_more import adafactor, adagrad, adamax, lion, nadam
@@ -188,6 +189,21 @@ _STATIC = {
 }
 
 
+def _named(name: str, kwargs: tuple) -> GradientTransformation:
+    """The named optimizer of these arguments, made once per process where they are hashable:
+    an optimizer holds no state, and the same object lets models of one architecture share
+    their compiled train steps (:func:`wframe.training.trainer_for`)."""
+    try:
+        return _made(name, kwargs)
+    except TypeError:  # an unhashable argument (a list mask): made afresh
+        return inject_hyperparams(_FACTORIES[name], _STATIC.get(name, ()))(**dict(kwargs))
+
+
+@functools.lru_cache(maxsize=64)
+def _made(name: str, kwargs: tuple) -> GradientTransformation:
+    return inject_hyperparams(_FACTORIES[name], _STATIC.get(name, ()))(**dict(kwargs))
+
+
 def get(name_or_tx: str | GradientTransformation, **kwargs: Any) -> GradientTransformation:
     """Look up an optimizer by name (with Keras's default learning rates) or pass one through.
 
@@ -213,7 +229,7 @@ def get(name_or_tx: str | GradientTransformation, **kwargs: Any) -> GradientTran
                 f"Unknown optimizer {name_or_tx!r}. Expected one of {sorted(_FACTORIES)}."
             )
         kwargs.setdefault("learning_rate", _DEFAULT_LR[name])
-        return inject_hyperparams(_FACTORIES[name], _STATIC.get(name, ()))(**kwargs)
+        return _named(name, tuple(sorted(kwargs.items())))
     if callable(getattr(name_or_tx, "init", None)) and callable(
         getattr(name_or_tx, "update", None)
     ):

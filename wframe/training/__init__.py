@@ -20,7 +20,7 @@ from wframe.training.step import (
     make_train_step,
 )
 from wframe.training.tracker import Tracker
-from wframe.training.trainer import Trainer
+from wframe.training.trainer import Trainer, forget_shared, trainer_for
 from wframe.types import TrainState
 
 __all__ = [
@@ -30,12 +30,14 @@ __all__ = [
     "TrainState",
     "Tracker",
     "Trainer",
+    "trainer_for",
     "check_loss_backend",
     "check_opt_state",
     "check_optimizer",
     "evaluate",
     "evaluate_batches",
     "fit",
+    "forget_shared",
     "log_names",
     "make_eval_step",
     "make_grad_fn",
