@@ -108,7 +108,10 @@ class Reduced(Loss):
         """``(terms, dpred)``: the per-element (or per-sample, axis kept) losses and the
         gradient of ``sum(terms * scale)`` w.r.t. ``pred``. ``scale`` is a Python float, or an
         array that broadcasts against ``pred`` (each sample's weight over the count)."""
-        raise NotImplementedError
+        raise TypeError(
+            f"{type(self).__name__} does not define terms(xp, pred, labels, scale); a "
+            "per-term loss returns its terms and their gradient there"
+        )
 
     def count(self, pred: Array) -> int:
         """What the weighted sum is divided by: ``l.size`` times the entries each per-sample loss

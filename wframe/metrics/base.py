@@ -38,7 +38,10 @@ class Metric:
           labels: the labels of the output (the forms each metric accepts).
           sample_weight: a weight per example, ``(N,)``, broadcast over the other axes.
         """
-        raise NotImplementedError
+        raise TypeError(
+            f"{type(self).__name__} does not define stats(pred, labels, sample_weight); a "
+            "Metric subclass returns its batch's additive statistics there"
+        )
 
     def result(self, total: np.ndarray) -> float:
         """The metric from the sum of :meth:`stats` over batches (host)."""

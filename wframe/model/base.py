@@ -218,7 +218,7 @@ class Model(KerasMethods, Inference):
         completed step with matching ``steps``/``epochs``; an exception propagates. A second
         ``fit`` (``build``, ``to_backend``, a load from another thread) meanwhile raises.
         """
-        options = data.fit_options(
+        options, flow, clip = _fit_arguments(
             epochs=epochs,
             batch_size=batch_size,
             initial_epoch=initial_epoch,
@@ -227,23 +227,14 @@ class Model(KerasMethods, Inference):
             verbose=verbose,
             shuffle=shuffle,
             callbacks=callbacks,
-        )
-        flow = pipeline.options(
             steps_per_epoch=steps_per_epoch,
             validation_steps=validation_steps,
             validation_freq=validation_freq,
             validation_batch_size=validation_batch_size,
-            batch_size=batch_size,
-            shuffle=shuffle,
             strategy=strategy,
+            weighted=sample_weight is not None or class_weight is not None,
+            clips=(clipnorm, clipvalue, global_clipnorm),
         )
-        clip = clipping.options(clipnorm, clipvalue, global_clipnorm)
-        check_strategy(strategy, "fit")
-        if strategy is not None and (sample_weight is not None or class_weight is not None):
-            raise ValueError(
-                "fit: sample_weight/class_weight with a strategy is not supported; weigh the "
-                "examples by repeating them, or train without the strategy"
-            )
         with self.exclusive("fit"):
             fitting = self._checked_fit(
                 x,
@@ -325,3 +316,22 @@ class Model(KerasMethods, Inference):
         if cls is Model:
             return registry.lookup("wframe.Model").from_config(config)
         return cls(**saving.fields_from_config(cls, config, cls.__name__))
+
+
+def _fit_arguments(*, strategy, weighted, clips, **given) -> tuple:
+    """``fit``'s arguments checked, before anything is touched: ``(loop options, pipeline
+    options, gradient clipping)``."""
+    flow_keys = ("steps_per_epoch", "validation_steps", "validation_freq", "validation_batch_size")
+    flow = {k: given.pop(k) for k in flow_keys}
+    options = data.fit_options(**given)
+    flow = pipeline.options(
+        **flow, batch_size=given["batch_size"], shuffle=given["shuffle"], strategy=strategy
+    )
+    clip = clipping.options(*clips)
+    check_strategy(strategy, "fit")
+    if strategy is not None and weighted:
+        raise ValueError(
+            "fit: sample_weight/class_weight with a strategy is not supported; weigh the "
+            "examples by repeating them, or train without the strategy"
+        )
+    return options, flow, clip
