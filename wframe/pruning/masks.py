@@ -1,11 +1,9 @@
-"""Magnitude pruning: masks over the params dict, one-shot or on a gradual schedule.
-
-:func:`prune` zeroes the smallest-magnitude weights and sets ``model.masks``; from then on every
-train step (``fit`` and :func:`wframe.make_train_step`) keeps those weights at exactly zero.
-:class:`PruningSchedule` raises the sparsity during ``fit`` as Zhu & Gupta (2017),
-:func:`sparsity_report` counts the zeros, :func:`strip_pruning` drops the masks for export and
-:func:`to_sparse` hands 2-D weights to SciPy. Thresholds are picked on the host with NumPy (it
-runs between steps); the arrays are updated on the model's backend.
+"""Magnitude pruning's masks: :func:`prune` zeroes the smallest-magnitude weights and sets
+``model.masks``; from then on every train step (``fit`` and :func:`wframe.make_train_step`)
+keeps those weights at exactly zero. :func:`sparsity_report` counts the zeros,
+:func:`strip_pruning` drops the masks for export and :func:`to_sparse` hands 2-D weights to
+SciPy. Thresholds are picked on the host with NumPy (it runs between steps); the arrays are
+updated on the model's backend.
 """
 
 from __future__ import annotations
@@ -19,11 +17,8 @@ from typing import Any
 import numpy as np
 
 from wframe.backends import array_namespace, to_numpy
-from wframe.callbacks import Callback
 from wframe.tree import flatten, map_at
 from wframe.types import Array
-
-__all__ = ["PruningSchedule", "prune", "sparsity_report", "strip_pruning", "to_sparse"]
 
 SCOPES = ("global", "layer")
 #: ``"dense_*/W"``, a list of such globs, or a callable ``name -> bool``.
@@ -58,9 +53,9 @@ def prune(
       the optimizer moments of the pruned weights (every params-shaped dict in
       ``model.opt_state``) zeroed, so that the masked steps keep them at zero.
     """
-    names = _select(model, include, exclude, exclude_bias, "prune")
-    sparsity = _fraction(sparsity, "prune: sparsity")
-    _scope(scope, "prune")
+    names = selected(model, include, exclude, exclude_bias, "prune")
+    sparsity = check_fraction(sparsity, "prune: sparsity")
+    check_scope(scope, "prune")
     flat = dict(flatten(model.params))
     old = model.masks or {}
     # Already-pruned weights score -1, below every magnitude: they are the first to go.
@@ -86,113 +81,6 @@ def prune(
     if model.opt_state is not None:
         model.opt_state = _zero_moments(model.opt_state, model.params, masks)
     return model
-
-
-class PruningSchedule(Callback):
-    """A ``fit`` callback that prunes gradually (Zhu & Gupta 2017, "To prune, or not to prune").
-
-    Every ``frequency`` optimizer steps from ``begin_step`` to ``end_step`` it calls
-    :func:`prune` with the sparsity
-    ``s_t = s_f + (s_i - s_f) * (1 - (t - begin_step) / (end_step - begin_step)) ** power``,
-    reaching ``final_sparsity`` at ``end_step`` (always a pruning step). ``t`` counts the
-    model's optimizer steps over its life, across ``fit`` calls. Pruning happens where ``fit``
-    calls ``on_train_batch_end``: with ``steps_per_execution=k`` that is once per ``k`` steps
-    (once per epoch with ``"epoch"``), so each scheduled step prunes at the first hook at or
-    after it, with ``s_t`` of the step the hook sees; steps passed in one call prune once.
-
-    Args:
-      final_sparsity, initial_sparsity: ``s_f`` and ``s_i``, in [0, 1), ``s_i <= s_f``.
-      begin_step: the first pruning step.
-      end_step: the step that reaches ``final_sparsity``; default: the last step of the first
-        ``fit`` the callback runs in.
-      frequency: steps between pruning steps (``Δt``).
-      power: the exponent (3 in the paper).
-      scope, include, exclude, exclude_bias: as in :func:`prune`.
-    """
-
-    needs_weights = True  # fit publishes the step's arrays and counters before the batch hook
-
-    def __init__(
-        self,
-        final_sparsity: float,
-        initial_sparsity: float = 0.0,
-        begin_step: int = 0,
-        end_step: int | None = None,
-        frequency: int = 100,
-        power: float = 3,
-        *,
-        scope: str = "global",
-        include: Selector = None,
-        exclude: Selector = None,
-        exclude_bias: bool = True,
-    ):
-        what = "PruningSchedule"
-        self.final_sparsity = _fraction(final_sparsity, f"{what}: final_sparsity")
-        self.initial_sparsity = _fraction(initial_sparsity, f"{what}: initial_sparsity")
-        if self.initial_sparsity > self.final_sparsity:
-            raise ValueError(
-                f"{what}: initial_sparsity must be <= final_sparsity, got {initial_sparsity} > "
-                f"{final_sparsity}"
-            )
-        self.begin_step = _int(begin_step, f"{what}: begin_step", 0)
-        self.end_step = None
-        if end_step is not None:
-            self.end_step = _int(end_step, f"{what}: end_step", self.begin_step + 1)
-        self.frequency = _int(frequency, f"{what}: frequency", 1)
-        if isinstance(power, bool) or not isinstance(power, numbers.Real) or not power > 0:
-            raise ValueError(f"{what}: power must be a number > 0, got {power!r}")
-        self.power = float(power)
-        self.scope = _scope(scope, what)
-        _selector(include, f"{what}: include")
-        _selector(exclude, f"{what}: exclude")
-        self.include, self.exclude, self.exclude_bias = include, exclude, exclude_bias
-        #: ``(step, sparsity)`` of each pruning so far.
-        self.pruned: list[tuple[int, float]] = []
-        self._next: int | None = None
-        self._epoch_start = 0
-
-    def sparsity_at(self, step: int) -> float:
-        """The schedule's target ``s_t`` at ``step`` (``t`` clamped to [begin, end]).
-
-        Raises:
-          ValueError: ``end_step`` is still unknown (default, before ``fit`` started).
-        """
-        if self.end_step is None:
-            raise ValueError("PruningSchedule: end_step is set when fit starts (or pass it)")
-        t = min(max(step, self.begin_step), self.end_step)
-        done = (t - self.begin_step) / (self.end_step - self.begin_step)
-        s_i, s_f = self.initial_sparsity, self.final_sparsity
-        return s_f + (s_i - s_f) * (1.0 - done) ** self.power
-
-    def on_train_begin(self, logs=None):
-        # Bad patterns and unbuilt models fail here, before the first step.
-        _select(self.model, self.include, self.exclude, self.exclude_bias, "PruningSchedule")
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = self.model.steps
-        if self.end_step is None:
-            steps = self.params["steps"] * (self.params["epochs"] - epoch)
-            self.end_step = max(self._epoch_start + steps, self.begin_step + 1)
-
-    def on_train_batch_end(self, batch, logs=None):
-        step = self.model.steps  # optimizer steps done so far (published with the arrays)
-        if self._next is None:
-            self._next = self.begin_step
-        if step < self._next:
-            return
-        # The next scheduled step after this one: begin + i * frequency, or end_step itself.
-        ahead = self.begin_step + ((step - self.begin_step) // self.frequency + 1) * self.frequency
-        self._next = min(ahead, self.end_step) if step < self.end_step else math.inf
-        sparsity = self.sparsity_at(step)
-        prune(
-            self.model,
-            sparsity,
-            scope=self.scope,
-            include=self.include,
-            exclude=self.exclude,
-            exclude_bias=self.exclude_bias,
-        )
-        self.pruned.append((step, sparsity))
 
 
 def sparsity_report(model: Any, print_fn: Callable[[str], Any] | None = print) -> list[dict]:
@@ -331,26 +219,26 @@ def _count(fraction: float, n: int) -> int:
     return min(int(math.floor(fraction * n + 0.5)), n)  # round half up, not to even
 
 
-def _fraction(value: Any, what: str) -> float:
+def check_fraction(value: Any, what: str) -> float:
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
     if not ok or not 0.0 <= float(value) < 1.0:
         raise ValueError(f"{what} must be a number in [0, 1), got {value!r}")
     return float(value)
 
 
-def _int(value: Any, what: str, minimum: int) -> int:
+def check_int(value: Any, what: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{what} must be an int >= {minimum}, got {value!r}")
     return int(value)
 
 
-def _scope(scope: Any, what: str) -> str:
+def check_scope(scope: Any, what: str) -> str:
     if scope not in SCOPES:
         raise ValueError(f"{what}: scope must be one of {SCOPES}, got {scope!r}")
     return scope
 
 
-def _selector(sel: Any, what: str) -> Callable[[str], bool] | list[str] | None:
+def check_selector(sel: Any, what: str) -> Callable[[str], bool] | list[str] | None:
     """``sel`` as a callable or a list of globs (checked), ``None`` for none."""
     if sel is None or callable(sel):
         return sel
@@ -365,7 +253,7 @@ def _selector(sel: Any, what: str) -> Callable[[str], bool] | list[str] | None:
 
 def _matching(sel: Any, names: list[str], what: str) -> set[str]:
     """The ``names`` that ``sel`` picks; a glob that matches none of them is an error."""
-    sel = _selector(sel, what)
+    sel = check_selector(sel, what)
     if callable(sel):
         return {name for name in names if sel(name)}
     out: set[str] = set()
@@ -377,7 +265,7 @@ def _matching(sel: Any, names: list[str], what: str) -> set[str]:
     return out
 
 
-def _select(
+def selected(
     model: Any, include: Selector, exclude: Selector, exclude_bias: bool, what: str
 ) -> list[str]:
     """The names of the params to prune, in the params' order."""
