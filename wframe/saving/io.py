@@ -18,7 +18,7 @@ import stat
 import struct
 import tempfile
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -198,11 +198,31 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], di
     return tensors, metadata
 
 
+class Header(NamedTuple):
+    """A safetensors file's checked header: where its data starts, each tensor's
+    ``(dtype, shape, begin, end)`` (offsets within the data buffer) and the text metadata."""
+
+    path: str
+    start: int
+    layout: dict[str, tuple[np.dtype, tuple[int, ...], int, int]]
+    metadata: dict[str, str]
+
+    def shapes(self) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+        """``{name: (dtype, shape)}`` of every tensor, as a loader compares them with a model."""
+        return {name: (e[0], e[1]) for name, e in self.layout.items()}
+
+
+def read_header(path: str | os.PathLike) -> Header:
+    """The header of a safetensors file, checked as :func:`read_safetensors` checks it, without
+    reading any tensor: loaders compare it with the model before allocating anything."""
+    with _open(path) as (f, path, size):
+        return Header(path, *_read_header(f, path, size))
+
+
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The metadata of a safetensors file, from its header alone (checked as
     :func:`read_safetensors` checks it; no tensor is read)."""
-    with _open(path) as (f, path, size):
-        return _read_header(f, path, size)[2]
+    return read_header(path).metadata
 
 
 @contextlib.contextmanager
