@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench docs lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,14 @@ test: $(VENV)/.installed-jax,examples,viz,test
 bench: $(VENV)/.installed-jax,examples,bench
 	$(PY) -m wframe bench --out benchmarks/results
 
+# The documentation site into site/: broken links, references and examples fail the build.
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 lint: $(VENV)/.installed-jax,examples,viz,test
 	$(PY) -m ruff check wframe tests benchmarks examples
 	$(PY) -m ruff format --check wframe tests benchmarks examples
 	$(VENV)/bin/lint-imports
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache

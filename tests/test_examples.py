@@ -186,3 +186,22 @@ def test_sequence_classifier_example_runs(backend_name):
     accuracies = re.findall(rf"backend {backend_name}: .+: test accuracy (\S+)", stdout)
     assert len(accuracies) == 2, stdout
     assert float(accuracies[0]) > 0.2, stdout  # twice chance after the quick run's 4 epochs
+
+
+@pytest.mark.parametrize("backend_name", ["numpy"])  # IMP on jax: tests/test_lottery.py
+def test_lottery_tickets_example_beats_random_masks(backend_name):
+    stdout = _run_quick("lottery_tickets.py", backend_name)
+    row = _cells(stdout, "89.3%")  # ten rounds of 20%
+    assert float(row[1]) > 85, stdout  # the ticket still trains
+    assert float(row[6]) > 0, stdout  # ahead of a random mask of the same sparsity
+    assert stdout.count('\n- "') == 3, stdout
+
+
+@pytest.mark.parametrize("backend_name", ["numpy"])  # sparse files on jax: test_sparse_files.py
+def test_prune_to_ship_example_shrinks_the_files(backend_name):
+    stdout = _run_quick("prune_to_ship.py", backend_name)
+    dense, sparse = _cells(stdout, "dense"), _cells(stdout, "unstructured 90%")
+    assert float(dense[1]) > 80 and float(sparse[1]) > 80, stdout  # test accuracy, %
+    assert float(sparse[4].rstrip("%")) <= 15, stdout  # the sparse file, % of dense
+    assert float(_cells(stdout, "structured 50%")[4].rstrip("%")) <= 30, stdout
+    assert "sparsified outputs differ" in stdout and stdout.count('\n- "') == 4, stdout

@@ -5,7 +5,6 @@ NCHW images, foreign file suffixes and files, torch arrays shared or passed in."
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import warnings
 import zipfile
@@ -17,7 +16,6 @@ import pytest
 import wframe as wf
 from wframe.layers import Conv2D, Dense, Layer
 from wframe.layers import Sequential as Chain
-from wframe.saving import checkpoint
 from wframe.saving.io import WeightsFileError
 
 
@@ -181,15 +179,16 @@ def test_nhwc_shapes_do_not_warn(shape):
 
 # ------------------------------------------------------------------- files
 @pytest.mark.parametrize("name", ["w.h5", "w.weights.h5", "m.keras", "m.pt", "m.pkl"])
-def test_foreign_suffixes_are_refused_before_writing(name, tmp_path):
+def test_foreign_suffixes_warn_and_the_file_is_safetensors(name, tmp_path):
     model = wf.Sequential([Dense(2)]).build((None, 3))
     stem = re.escape(name.rsplit(".", 1)[0])
-    for save in (model.save_weights, lambda p: wf.save_model(model, p)):
-        with pytest.raises(ValueError, match=rf"suffix '\.\w+' names .*/{stem}\.safetensors'$"):
+    saves = (model.save_weights, lambda p: wf.save_model(model, p), model.save_checkpoint)
+    for save in saves:
+        with pytest.warns(UserWarning, match=rf"suffix '\.\w+' names .*/{stem}\.safetensors'$"):
             save(tmp_path / name)
-    with pytest.raises(ValueError, match="wframe writes safetensors"):
-        checkpoint.save(model, tmp_path / name)
-    assert os.listdir(tmp_path) == []
+        assert wf.saving.io.read_metadata(tmp_path / name)["format"].startswith("wframe")
+    with pytest.warns(UserWarning, match="wframe writes safetensors"):
+        wf.callbacks.ModelCheckpoint(str(tmp_path / name))  # at once, not after an epoch
 
 
 def test_keras_and_torch_files_are_named_on_load(tmp_path):
@@ -252,7 +251,7 @@ def test_a_torch_tensor_is_named_with_the_fix_not_a_compat_module():
         wf.backend_of(np.ones(2), torch.ones(2))
 
 
-def test_model_checkpoint_refuses_another_formats_suffix_when_made():
-    with pytest.raises(ValueError, match=r"suffix '\.keras' names a Keras 3 model archive"):
+def test_model_checkpoint_warns_of_another_formats_suffix_when_made():
+    with pytest.warns(UserWarning, match=r"suffix '\.keras' names a Keras 3 model archive"):
         wf.callbacks.ModelCheckpoint("best-{epoch}.keras")
     assert wf.callbacks.ModelCheckpoint("best.safetensors").filepath == "best.safetensors"

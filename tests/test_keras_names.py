@@ -175,3 +175,15 @@ def test_model_to_backend_takes_any_case(jax):
     model = wf.Sequential([L.Dense(2)]).build((None, 3))
     assert model.to_backend("JAX").backend.name == "jax"
     assert model.to_backend("NumPy").backend.name == "numpy"
+
+
+def test_sequential_takes_an_input_first_as_keras_does(backend):
+    model = wf.Sequential(
+        [wf.Input((5,)), wf.layers.Dense(3, activation="relu"), wf.layers.Dense(2)]
+    )
+    assert model.built and model.input_shape == (None, 5)
+    assert [layer.name for layer in model.layers] == ["dense_0", "dense_1"]
+    assert model.predict(np.ones((4, 5), "float32")).shape == (4, 2)
+    inner = wf.layers.Dense(2)(wf.Input((5,)))
+    with pytest.raises(TypeError, match="first item may be one wf.Input"):
+        wf.Sequential([inner, wf.layers.Dense(2)])

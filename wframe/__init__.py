@@ -45,6 +45,9 @@ from wframe.saving import checkpoint, io, load_model, save_model, weights
 from wframe.saving.io import WeightsFileError
 from wframe.training import TrainState, make_train_step
 
+#: The released version (pyproject.toml's, kept equal; CHANGELOG.md says what each one changed).
+__version__ = "0.3.0"
+
 __all__ = [
     "BackendUnavailableError",
     "History",

@@ -149,6 +149,7 @@ def inputs(x: Any, backend: Backend, dtype: str, what: str = "x", *, finite: boo
         host = np.asarray(x)
         if not (np.issubdtype(host.dtype, np.number) or host.dtype == np.bool_):
             raise TypeError(f"{what} must be a numeric array, got dtype {host.dtype}")
+        refuse_complex(host.dtype, what)
         _check_ids(host.dtype, dtype, what)
         if host.ndim == 0:
             raise ValueError(f"{what} must have a batch axis, got a scalar {host!r}")
@@ -166,11 +167,29 @@ def inputs(x: Any, backend: Backend, dtype: str, what: str = "x", *, finite: boo
         )
     if x.ndim == 0:
         raise ValueError(f"{what} must have a batch axis, got a scalar")
+    refuse_complex(x.dtype, what)
     _check_ids(np.dtype(str(x.dtype)) if str(x.dtype) != "bfloat16" else x.dtype, dtype, what)
     if finite:
         check_finite(x, what, dtype)
     target = backend.dtype(dtype)
     return x if x.dtype == target else backend.xp.astype(x, target)
+
+
+def refuse_complex(dtype: Any, what: str) -> None:
+    """Refuse complex data: a cast to the model's real dtype would drop the imaginary parts
+    silently."""
+    if getattr(dtype, "kind", "") == "c" or "complex" in str(dtype):
+        raise TypeError(
+            f"{what} holds complex numbers (dtype {dtype}); a model takes real values, and a "
+            f"cast would drop the imaginary parts: pass {what.split('[')[0]}.real, abs(...), or "
+            "the real and imaginary parts as separate features"
+        )
+
+
+def require_examples(x: Any, what: str, fix: str) -> None:
+    """Refuse data of no rows where examples are needed (a mean over none is no number)."""
+    if rows(x) == 0:
+        raise ValueError(f"{what} has no examples (0 rows); {fix}")
 
 
 def _check_ids(got: Any, dtype: str, what: str) -> None:
@@ -188,6 +207,7 @@ def labels(
     """Labels checked on the host against ``loss`` and predictions of ``pred_shape``."""
     y = host_array(y, what)
     host = to_numpy(y) if hasattr(y, "shape") and not isinstance(y, np.ndarray) else np.asarray(y)
+    refuse_complex(host.dtype, what)
     if host.ndim == 0 or host.shape[0] != n:
         raise ValueError(
             f"{what} must have one row per example ({n} rows, like x), got shape {host.shape}"

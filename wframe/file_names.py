@@ -1,13 +1,15 @@
 """The names of the files wframe writes: safetensors, never under another format's suffix.
 
 A ``"w.h5"`` that is not HDF5 misleads its reader, so every writer (and a callback given a
-path to write later, such as :class:`~wframe.callbacks.ModelCheckpoint`) refuses such a name
-up front. What a foreign file looks like from its bytes is :mod:`wframe.saving.formats`'.
+path to write later, such as :class:`~wframe.callbacks.ModelCheckpoint`, at construction) warns
+about such a name, naming the suffix to use; the file is safetensors whatever its name.
+What a foreign file looks like from its bytes is :mod:`wframe.saving.formats`'.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 
 #: Suffixes of other formats, which a safetensors file must not wear: a user would take the
 #: file for one and the tool for that format could not read it.
@@ -27,17 +29,19 @@ FOREIGN_SUFFIXES = {
 
 
 def check_suffix(path: str | os.PathLike) -> None:
-    """Refuse a ``path`` whose suffix names another format (``"w.h5"``, ``"m.keras"``):
-    wframe writes safetensors, whatever the name says.
+    """Warn when ``path``'s suffix names another format (``"w.h5"``, ``"m.keras"``): wframe
+    writes safetensors, whatever the name says, and tools for that format will not read it.
 
-    Raises:
-      ValueError: naming the format the suffix stands for and the name to use instead.
+    Warns:
+      UserWarning: naming the format the suffix stands for and the name to use instead.
     """
     stem, suffix = os.path.splitext(os.fspath(path))
     kind = FOREIGN_SUFFIXES.get(suffix.lower())
     if kind is not None:
-        raise ValueError(
+        warnings.warn(
             f"{os.fspath(path)!r}: wframe writes safetensors files, but the suffix {suffix!r} "
-            f"names {kind}, which the file would not be (and tools for that format could not "
-            f"read it); use the suffix '.safetensors': {stem + '.safetensors'!r}"
+            f"names {kind}, which the file will not be (and tools for that format cannot "
+            f"read it); use the suffix '.safetensors': {stem + '.safetensors'!r}",
+            UserWarning,
+            stacklevel=3,
         )

@@ -8,6 +8,12 @@ factories: ``constant(0.5)`` or ``get("constant", value=0.5)`` returns the initi
 
 Every initializer raises ``ValueError`` for a shape that is not a tuple of positive ints and
 for a dtype that is not floating.
+
+Under :func:`shape_only` (from :mod:`wframe.placeholders`) every initializer (named,
+parametrized, or a user callable passed through :func:`get`) returns a placeholder instead: a
+read-only NumPy view of one zero that holds no memory, with the shape and dtype asked for.
+Running a model's ``init`` there tells which arrays it would make, and their bytes, without
+allocating them (loaders compare that with a file before trusting its config).
 """
 
 from __future__ import annotations
@@ -22,10 +28,20 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from wframe.backends import get_backend
+from wframe.placeholders import (
+    BudgetExceeded,
+    Tally,
+    active,
+    is_placeholder,
+    placeholder,
+    shape_only,
+)
 from wframe.random import generator
 from wframe.types import Array, Key, Shape
 
 __all__ = [
+    "BudgetExceeded",
+    "Tally",
     "compute_fans",
     "constant",
     "get",
@@ -33,11 +49,13 @@ __all__ = [
     "glorot_uniform",
     "he_normal",
     "he_uniform",
+    "is_placeholder",
     "lecun_normal",
     "lecun_uniform",
     "normal",
     "ones",
     "orthogonal",
+    "shape_only",
     "truncated_normal",
     "uniform",
     "zeros",
@@ -47,6 +65,22 @@ Initializer = Callable[..., Array]
 # Std of a standard normal truncated to [-2, 2]: Keras divides by it so that the variance of the
 # truncated draws matches the variance-scaling formula.
 _TRUNCATED_STD = 0.87962566103423978
+
+
+def _shape_aware(fn: Callable, min_rank: int = 0) -> Callable:
+    """``fn``, returning a placeholder instead of drawing under :func:`shape_only`."""
+
+    @functools.wraps(fn)
+    def init(key, shape, dtype="float32", **kwargs):
+        if not active():
+            return fn(key, shape, dtype, **kwargs)
+        shape, dt = _check(shape, dtype)
+        if len(shape) < min_rank:
+            what = fn.__name__.lstrip("_")
+            raise ValueError(f"{what} needs a shape with at least {min_rank} dims, got {shape=}")
+        return placeholder(shape, dt)
+
+    return init
 
 
 def _check(shape: Shape, dtype: DTypeLike) -> tuple[tuple[int, ...], np.dtype]:
@@ -95,38 +129,45 @@ def compute_fans(shape: Shape) -> tuple[int, int]:
     return int(shape[-2] * receptive), int(shape[-1] * receptive)
 
 
+@_shape_aware
 def zeros(key: Key, shape: Shape, dtype: DTypeLike = "float32") -> Array:
     """All zeros (``key`` is unused, kept for the common signature)."""
     shape, dt = _check(shape, dtype)
     return _finish(np.zeros(shape), dt)
 
 
+@_shape_aware
 def ones(key: Key, shape: Shape, dtype: DTypeLike = "float32") -> Array:
     """All ones (``key`` is unused, kept for the common signature)."""
     shape, dt = _check(shape, dtype)
     return _finish(np.ones(shape), dt)
 
 
+@_shape_aware
 def _constant(key, shape, dtype="float32", *, value):
     shape, dt = _check(shape, dtype)
     return _finish(np.full(shape, value, dtype=np.float64), dt)
 
 
+@_shape_aware
 def _normal(key, shape, dtype="float32", *, mean, stddev):
     shape, dt = _check(shape, dtype)
     return _finish(mean + stddev * generator(key).standard_normal(shape), dt)
 
 
+@_shape_aware
 def _uniform(key, shape, dtype="float32", *, minval, maxval):
     shape, dt = _check(shape, dtype)
     return _finish(generator(key).uniform(minval, maxval, shape), dt)
 
 
+@_shape_aware
 def _truncated_normal(key, shape, dtype="float32", *, mean, stddev):
     shape, dt = _check(shape, dtype)
     return _finish(mean + stddev * _truncated_standard_normal(generator(key), shape), dt)
 
 
+@functools.partial(_shape_aware, min_rank=2)
 def _orthogonal(key, shape, dtype="float32", *, gain):
     shape, dt = _check(shape, dtype)
     if len(shape) < 2:
@@ -283,7 +324,8 @@ def get(identifier: str | Initializer, **kwargs: float) -> Initializer:
         if found in _FACTORIES:
             return found(**kwargs)
     elif callable(identifier):
-        found = identifier
+        # A user's callable cannot know shape_only: it is wrapped while a block runs.
+        found = _shape_aware(identifier) if active() else identifier
     else:
         raise TypeError(
             "initializer must be a name (str) or a callable, got "

@@ -86,15 +86,31 @@ class L1L2(Regularizer):
     """``l1·Σ|W| + l2·ΣW²`` (both 0 by default, as Keras)."""
 
 
-def l1(l1: float = 0.01) -> Regularizer:  # noqa: D103 - the class says it
+def l1(l1: float = 0.01) -> Regularizer:
+    """The penalty ``l1·Σ|W|`` (Keras' ``regularizers.l1``).
+
+    Args:
+      l1: the factor (Keras' default 0.01).
+    """
     return L1(l1=l1)
 
 
-def l2(l2: float = 0.01) -> Regularizer:  # noqa: D103
+def l2(l2: float = 0.01) -> Regularizer:
+    """The penalty ``l2·ΣW²``, whose gradient is ``2·l2·W`` (Keras' ``regularizers.l2``).
+
+    Args:
+      l2: the factor (Keras' default 0.01).
+    """
     return L2(l2=l2)
 
 
-def l1_l2(l1: float = 0.0, l2: float = 0.0) -> Regularizer:  # noqa: D103
+def l1_l2(l1: float = 0.0, l2: float = 0.0) -> Regularizer:
+    """The penalty ``l1·Σ|W| + l2·ΣW²`` (Keras' ``regularizers.l1_l2``).
+
+    Args:
+      l1: the L1 factor (default 0, as Keras' ``L1L2()``).
+      l2: the L2 factor (default 0).
+    """
     return L1L2(l1=l1, l2=l2)
 
 

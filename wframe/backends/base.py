@@ -35,6 +35,9 @@ class Backend:
     #: on array values are impossible inside, data-dependent choices go through :meth:`cond`,
     #: and a select is cheaper to avoid than to run. False: the function runs as Python.
     traced: bool = False
+    #: True where arrays live in host memory and run eagerly (NumPy): reading a scalar as a
+    #: Python float costs no transfer or device sync, so a step may branch on values there.
+    on_host: bool = False
 
     @classmethod
     def is_available(cls) -> tuple[bool, str]:
@@ -339,6 +342,23 @@ class Backend:
         for i, j, rows, columns in taps(ho, wo, window, strides, dilation):
             out[:, rows, columns, :] += per_tap[:, :, :, i, j, :]
         return out[:, top : top + h, left : left + w, :]
+
+    # ------------------------------------------------------------ sparse products
+    def sparse_matmul(self, x: Array, data: Array, indices: Array, indptr: Array, shape):
+        """``x @ W`` for a sparse kernel ``W`` (in, out) held as the CSR arrays of ``W.T``.
+
+        Row ``r`` of ``W.T`` (output ``r``) holds ``data[indptr[r]:indptr[r + 1]]`` at the
+        inputs ``indices[indptr[r]:indptr[r + 1]]`` (int32); ``shape`` is ``(out, in)`` as
+        Python ints; ``x`` is (rows, in) and the result (rows, out). Here with standard calls
+        only (a gather, a product, a scatter-add: exact, not fast); NumPy runs SciPy's CSR
+        product, CuPy cuSPARSE's, JAX ``jax.experimental.sparse``'s.
+        """
+        xp = array_namespace(x)
+        nnz = data.shape[0]
+        # The output row of each stored entry: how many rows end at or before it.
+        rows = xp.searchsorted(indptr[1:], xp.arange(nnz, dtype=indptr.dtype), side="right")
+        products = xp.take(x, indices, axis=1) * data  # (rows of x, nnz)
+        return self.scatter_add((shape[0], x.shape[0]), rows, products.mT).mT
 
     def fusable(self, groups, counts=()) -> bool:
         """Whether this backend's in-place optimizer kernels (``adam_inplace``, ``sgd_inplace``,

@@ -8,6 +8,7 @@ optimizer kernels read it on the device), and uploads staged through pinned host
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import threading
@@ -168,6 +169,13 @@ class CupyBackend(Backend):
 
     def softmax_cross_entropy(self, logits, labels):
         return ops.softmax_cross_entropy(self._cupy, logits, labels)
+
+    def sparse_matmul(self, x, data, indices, indptr, shape):
+        # cuSPARSE's CSR product (cupyx.scipy.sparse); a CUDA-graph capture it cannot join
+        # falls back to running eagerly (cupy_graph).
+        sparse = importlib.import_module("cupyx.scipy.sparse")
+        matrix = sparse.csr_matrix((data, indices, indptr), shape=tuple(shape))
+        return (matrix @ x.T).T
 
     def erf(self, x):
         y = self._special.erf(x)  # half precision may come back as float32

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 
 import numpy as np
@@ -39,6 +40,7 @@ class JaxBackend(Backend):
         self._jax = jax
         self.xp = jnp
         self._copy = None
+        self._sparse = None  # jax.experimental.sparse, imported on first use
         #: The persistent compilation cache's folder (:mod:`wframe.backends.jit_cache`).
         self.cache_dir = jit_cache.enable(jax)
 
@@ -85,6 +87,14 @@ class JaxBackend(Backend):
 
     def erf(self, x):
         return self._jax.lax.erf(x)
+
+    def sparse_matmul(self, x, data, indices, indptr, shape):
+        # jax.experimental.sparse's BCSR product, inside jit like any other op; on CPU it
+        # gathers and segment-sums, so sparsify measures it against the dense product.
+        if self._sparse is None:
+            self._sparse = importlib.import_module("jax.experimental.sparse")
+        matrix = self._sparse.BCSR((data, indices, indptr), shape=tuple(shape))
+        return (matrix @ x.T).T
 
     def cond(self, pred, true_fn, false_fn, *operands):
         # Both branches, then an elementwise select: XLA fuses the select into the producers,

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import wframe as wf
+from wframe.bench import cold as cold_mod
+from wframe.bench import pruned as pruned_mod
 from wframe.bench import report, runners_peers, runners_reference, runners_wframe, trees, workloads
 from wframe.bench import scaling as scaling_mod
 from wframe.bench.timing import Timer, gemm_peak
@@ -57,8 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--workloads",
         default=",".join(WORKLOADS),
-        help=f"comma list of: {', '.join(WORKLOADS)} (default: all), and scaling (the "
-        "DataParallel scaling table on 1, 2, 4 devices; only when named)",
+        help=f"comma list of: {', '.join(WORKLOADS)} (default: all), scaling (the "
+        "DataParallel scaling table on 1, 2, 4 devices; only when named) and cold (a new "
+        "model's first epoch against a warm one, and a second process's compile time against "
+        "the first's with the persistent cache; jax; only when named) and pruned (sparse and "
+        "structured predict and file sizes against dense, issue 21's targets; only when named)",
     )
     parser.add_argument(
         "--backends",
@@ -122,6 +127,8 @@ class Plan(NamedTuple):
     scaling: bool
     baseline: str | None
     quick: bool
+    cold: bool = False
+    pruned: bool = False
 
 
 def _plan(args: argparse.Namespace) -> Plan | None:
@@ -129,7 +136,7 @@ def _plan(args: argparse.Namespace) -> Plan | None:
 
     names = _split(args.workloads)
     try:
-        wls = workloads.get([n for n in names if n != "scaling"], quick=args.quick)
+        wls = workloads.get([n for n in names if n not in workloads.APART], quick=args.quick)
     except ValueError as e:
         return _error(f"--workloads: {e}")
     available = wf.available()
@@ -161,7 +168,8 @@ def _plan(args: argparse.Namespace) -> Plan | None:
             baseline = str(trees.root_of(baseline))
         except ValueError as e:
             return _error(f"--baseline: {e}")
-    return Plan(wls, backends, modes, peers, "scaling" in names, baseline, args.quick)
+    scaling, cold = "scaling" in names, "cold" in names
+    return Plan(wls, backends, modes, peers, scaling, baseline, args.quick, cold, "pruned" in names)
 
 
 def _error(text: str) -> None:
@@ -189,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
         tree_info = tr.describe() if tr else None
     report.add_ratios(records)
     verdicts = report.targets(records) if plan.workloads else []
+    pruned = pruned_mod.run(quick, timer, plan.backends, notes, _say) if plan.pruned else None
+    verdicts += pruned["targets"] if pruned is not None else []
     scaled = None
     if plan.scaling and "jax" not in wf.available():
         notes.append("scaling: needs the jax backend, which is not available here")
@@ -197,16 +207,25 @@ def run(args: argparse.Namespace) -> int:
             notes.append("scaling: this checkout only (--baseline applies to the workloads)")
         scaled = scaling_mod.run(quick, timer.rounds, say=_say)
         verdicts.append(scaled["target"])
+    cold = _cold(plan, timer.rounds, notes)
+    if cold is not None:
+        verdicts += [cold["same_process"]["target"], cold["cross_process"]["target"]]
     if quick:  # no MET/MISSED from 2 rounds of noise
         verdicts = report.unjudged(verdicts)
         if scaled is not None:
-            scaled["target"] = verdicts[-1]
+            scaled["target"] = verdicts[-1 - 2 * (cold is not None)]
     doc = _document(plan, timer, records, verdicts, notes, peaks)
     doc["settings"].update(wall_s=time.perf_counter() - started)
     doc["settings"]["loadavg_1min_start_end"] = [load, _loadavg()]
     table = report.markdown(records, verdicts, doc)
-    if not plan.workloads:  # the scaling table alone: no empty workload table above it
+    if not plan.workloads:  # the scaling or cold table alone: no empty workload table above
         table = "".join(line for line in table.splitlines(True) if line.startswith("- "))
+    if cold is not None:
+        doc["cold"] = cold
+        table += cold_mod.markdown(cold)
+    if pruned is not None:
+        doc["pruned"] = pruned
+        table += pruned_mod.markdown(pruned)
     if scaled is not None:
         doc["scaling"] = scaled
         table += scaling_mod.markdown(scaled, doc["environment"].get("cpus_usable"))
@@ -223,6 +242,18 @@ def run(args: argparse.Namespace) -> int:
         _say(report.QUICK_NOTE.replace("**", ""))
     missed = [t for t in verdicts if t["status"] == "MISSED"]
     return 1 if args.check and missed else 0
+
+
+def _cold(plan: Plan, rounds: int, notes: list[str]) -> dict | None:
+    """The ``cold`` measurements (:mod:`wframe.bench.cold`) when asked for and jax is here."""
+    if not plan.cold:
+        return None
+    if "jax" not in wf.available():
+        notes.append("cold: needs the jax backend, which is not available here")
+        return None
+    if plan.baseline:
+        notes.append("cold: this checkout only (--baseline applies to the workloads)")
+    return cold_mod.run(plan.quick, 1 if plan.quick else min(rounds, 3), say=_say)
 
 
 def _measure(plan: Plan, timer, trees) -> tuple[list[dict], dict, list[str]]:

@@ -177,6 +177,17 @@ WORKLOADS: dict[str, Workload] = {
             DIGITS, name="fit_digits_sgd", optimizer="sgd", lr=0.01, modes=("epoch",), metric=None
         ),
         Workload("fit_large", "mlp", (784,), (1024, 1024), 256, "sgd", 0.01, 8192, ("epoch",)),
+        # Issue 20's small-model fit: a 64-64-10 MLP, SGD, on a train split's worth of digits
+        # (benchmarks/bench_small.py times it per epoch inside a multi-epoch fit too).
+        replace(
+            DIGITS,
+            name="fit_small",
+            hidden=(64,),
+            optimizer="sgd",
+            lr=0.01,
+            rows=1437,
+            modes=("epoch",),
+        ),
         # Sequence layers, one train step each: the data is one batch.
         _step("attention", (128, 128), (4, 32), 32, "adam", data="regression", loss="mse"),
         _step("embedding", (128,), (128,), 64, "sgd", data="ids", vocab=10000),
@@ -186,6 +197,11 @@ WORKLOADS: dict[str, Workload] = {
         replace(DIGITS, name="graph", kind="graph"),
     )
 }
+
+#: Workloads measured apart from the train-step table, each by its own module and only when
+#: named: ``scaling`` (:mod:`~wframe.bench.scaling`), ``cold`` (:mod:`~wframe.bench.cold`),
+#: ``pruned`` (:mod:`~wframe.bench.pruned`: issue 21's pruning targets).
+APART = ("scaling", "cold", "pruned")
 
 # --quick: shapes small enough that a smoke test of two workloads runs in seconds.
 QUICK: dict[str, dict[str, Any]] = {
@@ -198,6 +214,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "fit_digits": {"rows": 512},
     "fit_digits_sgd": {"rows": 512},
     "fit_large": {"rows": 1024},
+    "fit_small": {"rows": 512},
     "attention": {"in_shape": (16, 16), "hidden": (2, 8), "batch": 4, "rows": 4},
     "embedding": {"in_shape": (16,), "hidden": (16,), "batch": 8, "rows": 8, "vocab": 100},
     "conv1d": {"in_shape": (16, 8), "hidden": (8, 8), "batch": 4, "rows": 4},
@@ -223,6 +240,9 @@ TARGETS: list[tuple[str, str, str, str, float]] = [
     ("fit_digits", "epoch", "wframe[jax] spe=epoch", "reference[jax] scan", 1.1),
     # Keras 3's fit takes at least 3x the time of wframe's epoch in one compiled call.
     ("fit_digits", "epoch", "wframe[jax] spe=epoch", "keras[jax]", 1 / 3),
+    ("fit_small", "epoch", "wframe[numpy]", "reference[numpy]", 1.3),
+    ("fit_small", "epoch", "wframe[jax]", "reference[jax]", 1.1),
+    ("fit_small", "epoch", "wframe[jax] spe=epoch", "reference[jax] scan", 1.1),
     ("fit_large", "epoch", "wframe[numpy]", "reference[numpy]", 1.05),
     ("fit_large", "epoch", "wframe[jax]", "reference[jax]", 1.05),
     ("attention", "step", "wframe[numpy]", "torch[cpu]", 1.5),

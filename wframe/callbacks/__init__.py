@@ -21,6 +21,12 @@ share), ``early_stopping``, ``reduce_lr_on_plateau``, ``learning_rate_scheduler`
 ``lambda_callback``, ``model_checkpoint`` and ``backup_and_restore`` (these two write files
 through :mod:`wframe.saving.checkpoint`).
 
+A callback that keeps state across epochs (a patience counter, a best value, a schedule's
+position) says what it is with :meth:`Callback.get_state` (JSON values) and takes it back with
+:meth:`Callback.set_state`: :class:`BackupAndRestore` stores every such state in its backup,
+with the running sums of the epoch in progress (:mod:`~wframe.callbacks.fit_state`), so that a
+resumed ``fit`` is the uninterrupted one (``state`` holds the checks their ``set_state`` use).
+
 Per-parameter gradient statistics travel apart from the logs: a callback with
 :attr:`Callback.needs_grad_stats` makes ``fit`` compile them into the train step, and every
 callback overriding :meth:`Callback.on_grad_stats` gets them after each compiled call

@@ -29,6 +29,15 @@ class Callback:
     #: ``fit`` then compiles them into the train step and syncs after every compiled call.
     #: Off by default: without such a callback the step computes none of them.
     needs_grad_stats: bool = False
+    #: True for a callback that saves what the others did (:class:`BackupAndRestore`): its
+    #: ``on_train_begin`` runs before every other callback's (it restores the model they see)
+    #: and its other hooks after theirs (a save then holds the arrays and the states the
+    #: batch or epoch ended with), wherever it is in the list. ``fit`` gives it
+    #: :attr:`fit_state`.
+    saves_state: bool = False
+    #: The :class:`~wframe.callbacks.fit_state.FitState` of the ``fit`` running, for a callback
+    #: with :attr:`saves_state` (``None`` otherwise).
+    fit_state: Any = None
 
     @property
     def needs_batch_logs(self) -> bool:
@@ -42,6 +51,27 @@ class Callback:
 
     def set_params(self, params: dict[str, Any]) -> None:
         self.params = params
+
+    def get_state(self) -> dict[str, Any]:
+        """What this callback keeps across epochs, as JSON values (numbers, strings, ``None``,
+        lists, dicts), for :class:`BackupAndRestore` to store in its backup: a callback that
+        overrides it (with :meth:`set_state`) resumes where it stood. The default keeps
+        nothing: ``{}``."""
+        return {}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`get_state` returned (a resumed ``fit`` calls it after every
+        ``on_train_begin``, so it wins over what those reset). Checks everything before it
+        assigns anything: ``set_state(get_state())`` changes nothing.
+
+        Raises:
+          ValueError: a value of the wrong type or out of range, naming the callback and key;
+            here, any state other than ``{}`` (this callback keeps none).
+        """
+        if state:
+            raise ValueError(
+                f"{type(self).__name__} keeps no state to restore; got the keys {sorted(state)}"
+            )
 
     def on_train_begin(self, logs: Logs | None = None) -> None: ...
     def on_train_end(self, logs: Logs | None = None) -> None: ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from wframe.callbacks.base import Callback, Logs, overrides
+from wframe.callbacks.fit_state import FitState
 from wframe.callbacks.history import History
 from wframe.callbacks.progress import ProgressBar
 
@@ -12,7 +13,10 @@ from wframe.callbacks.progress import ProgressBar
 class CallbackList:
     """Calls each hook on every callback: the user's in their order, then the History and the
     ProgressBar, as Keras appends its defaults, so that these see what the others add to the
-    logs (e.g. ``learning_rate``).
+    logs (e.g. ``learning_rate``), then the callbacks that save what the others did
+    (:attr:`~Callback.saves_state`: :class:`BackupAndRestore`), whose ``on_train_begin`` comes
+    first instead. After every ``on_train_begin``, the states a restored backup holds are given
+    back (:attr:`fit_state`, :meth:`~wframe.callbacks.fit_state.FitState.apply`).
 
     The :class:`History` among the callbacks (the one ``fit`` returns) is :attr:`history`, and
     is set as ``model.history`` right away, as Keras' ``CallbackList.set_model`` does: callbacks
@@ -27,11 +31,19 @@ class CallbackList:
                     f"{type(cb).__name__}"
                 )
         last = (History, ProgressBar)
+        savers = [cb for cb in callbacks if cb.saves_state]
         self.callbacks = [
-            *(cb for cb in callbacks if not isinstance(cb, last)),
+            *(cb for cb in callbacks if not isinstance(cb, last) and not cb.saves_state),
             *(cb for cb in callbacks if isinstance(cb, History)),
             *(cb for cb in callbacks if isinstance(cb, ProgressBar)),
+            *savers,
         ]
+        self._train_begin = [*savers, *(cb for cb in self.callbacks if not cb.saves_state)]
+        self.fit_state = FitState(
+            [cb for cb in self.callbacks if not isinstance(cb, last) and not cb.saves_state]
+        )
+        for cb in savers:
+            cb.fit_state = self.fit_state
         self.history: History | None = next(
             (cb for cb in self.callbacks if isinstance(cb, History)), None
         )
@@ -52,6 +64,8 @@ class CallbackList:
         self._end = [
             cb for cb in self.callbacks if overrides(cb, "on_train_batch_end", "on_batch_end")
         ]
+        # Whether any callback has a batch hook: the loop skips the calls otherwise.
+        self.has_batch_begin, self.has_batch_end = bool(self._begin), bool(self._end)
 
     def on_grad_stats(self, step: int, stats: Logs) -> None:
         for cb in self._stats:
@@ -59,8 +73,9 @@ class CallbackList:
 
     # logs is always passed, positionally, so Keras-style lambdas (epoch, logs) work everywhere.
     def on_train_begin(self, logs: Logs | None = None) -> None:
-        for cb in self.callbacks:
+        for cb in self._train_begin:
             cb.on_train_begin(logs)
+        self.fit_state.apply()
 
     def on_train_end(self, logs: Logs | None = None) -> None:
         for cb in self.callbacks:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from wframe.backends.process import is_writer
+from wframe.callbacks import state as fields
 from wframe.callbacks.monitor import MonitorCallback
 from wframe.callbacks.save_freq import EveryNSteps, check_save_freq
 from wframe.file_names import check_suffix
@@ -34,6 +35,10 @@ class ModelCheckpoint(EveryNSteps, MonitorCallback):
 
     With ``save_best_only``, an epoch whose logs lack ``monitor`` is saved, as in Keras 3, with
     a warning listing the entries there are (once per ``fit``; Keras warns each time).
+
+    A :class:`BackupAndRestore` backup keeps its best value and the files it wrote
+    (:meth:`get_state`), so a resumed ``fit`` saves (and, with ``keep_last``, deletes) the
+    files an uninterrupted one would.
 
     Differences from Keras: the file is safetensors, so another format's suffix (``.keras``,
     ``.h5``) is refused when the callback is made, any other name accepted (Keras asks for
@@ -94,6 +99,16 @@ class ModelCheckpoint(EveryNSteps, MonitorCallback):
     def on_train_begin(self, logs=None):
         self._warned = False
         self._mark = None
+
+    def get_state(self) -> dict:
+        """``best`` (the best monitored value so far) and ``written`` (its files, oldest first)."""
+        return {"best": fields.json_float(self.best), "written": list(self.written)}
+
+    def set_state(self, state: dict) -> None:
+        who = "ModelCheckpoint"
+        state = fields.fields(state, who, ("best", "written"))
+        best = fields.number(state["best"], f"{who}: best", optional=True)
+        self.best, self.written = best, fields.text_list(state["written"], f"{who}: written")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start_epoch(epoch)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from wframe.callbacks import state as fields
 from wframe.callbacks.learning_rate_scheduler import prepare_learning_rate
 from wframe.callbacks.monitor import MonitorCallback
 from wframe.optimizers import get_hyperparam, set_hyperparam
@@ -22,9 +23,12 @@ class ReduceLROnPlateau(MonitorCallback):
     an optimizer whose rate nothing can set is refused there, before any step. It adds
     ``learning_rate`` (the rate the epoch used) to the epoch logs, so :class:`History` records
     it. After a reduction, ``cooldown`` epochs pass before the wait counts again; the rate never
-    goes below ``min_lr``. Rates are read back from the stored float32 value as the shortest
-    decimal that rounds to it (:func:`~wframe.optimizers.host_float`), in the logs and in what
-    ``verbose`` prints: ``0.0005``, not ``0.0005000000237487257``.
+    goes below ``min_lr``. Its state (``best``, ``wait``, ``cooldown_counter``) is kept by a
+    :class:`BackupAndRestore` backup (:meth:`get_state`), so a resumed ``fit`` reduces at the
+    same epochs; the rate itself is in the optimizer state. Rates are read back from the
+    stored float32 value as the shortest decimal that rounds to it
+    (:func:`~wframe.optimizers.host_float`), in the logs and in what ``verbose`` prints:
+    ``0.0005``, not ``0.0005000000237487257``.
 
     Differences from Keras: an unknown ``mode`` raises; ``"auto"`` maximizes names containing
     ``"acc"`` or ``"auc"``; a missing ``monitor`` entry warns once per ``fit``.
@@ -77,6 +81,22 @@ class ReduceLROnPlateau(MonitorCallback):
         self.wait = 0
         self._warned = False
         prepare_learning_rate(self.model, type(self).__name__)
+
+    def get_state(self) -> dict:
+        """``best`` (the best monitored value so far), ``wait`` and ``cooldown_counter``."""
+        return {
+            "best": fields.json_float(self.best),
+            "wait": self.wait,
+            "cooldown_counter": self.cooldown_counter,
+        }
+
+    def set_state(self, state: dict) -> None:
+        who = "ReduceLROnPlateau"
+        state = fields.fields(state, who, ("best", "wait", "cooldown_counter"))
+        best = fields.number(state["best"], f"{who}: best", optional=True)
+        wait = fields.integer(state["wait"], f"{who}: wait")
+        cooldown = fields.integer(state["cooldown_counter"], f"{who}: cooldown_counter")
+        self.best, self.wait, self.cooldown_counter = best, wait, cooldown
 
     def in_cooldown(self) -> bool:
         return self.cooldown_counter > 0

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wframe import regularizers
+from wframe.backends import use_backend
 from wframe.layers.contract import checked_forward
 from wframe.layers.layer_type import LayerType
+from wframe.placeholders import shape_only
 from wframe.types import Array, Key, Params, Shape, State
 
 
@@ -138,6 +140,13 @@ class Layer(metaclass=LayerType):
                 "model.predict(x)"
             )
         return symbolic.record(self, inputs, options)
+
+    def compute_output_shape(self, in_shape: Shape, dtype: str = "float32") -> tuple:
+        """The shape of this layer's output for inputs of ``in_shape``, from its ``init`` run
+        on zero-memory placeholders (:func:`~wframe.placeholders.shape_only`): layers do not
+        store shapes, and nothing is drawn or allocated to learn one."""
+        with use_backend("numpy"), shape_only():
+            return tuple(self.init(0, in_shape, dtype=dtype)[2])
 
     def init(self, key: Key, in_shape: Shape, *, dtype: str = "float32"):
         raise TypeError(f"{type(self).__name__} does not define init")

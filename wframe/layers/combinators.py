@@ -140,18 +140,18 @@ class Sequential(Layer):
         if not self.layers:
             raise ValueError(f"{self.label} has no layers; pass a non-empty list")
         params, state, shape = {}, {}, tuple(in_shape)
-        done: dict[str, Any] = {}
+        done: dict[str, Any] = {}  # a layer's name -> (its input shape, its output shape)
         for i, layer in enumerate(self.layers):
             if layer.name in done:  # a shared instance: its params exist; check it fits here
-                if done[layer.name] != shape:
+                if done[layer.name][0] != shape:
                     raise ValueError(
                         f"{self.label}: the shared layer {layer.name!r} is used on inputs of "
-                        f"shape {done[layer.name]} and {shape}; a shared layer needs one shape"
+                        f"shape {done[layer.name][0]} and {shape}; a shared layer needs one shape"
                     )
-                shape = layer.init(fold_in(key, i), shape, dtype=dtype)[2]
+                shape = done[layer.name][1]  # same input, same output: nothing drawn again
                 continue
-            done[layer.name] = shape
-            p, s, shape = layer.init(fold_in(key, i), shape, dtype=dtype)
+            p, s, out = layer.init(fold_in(key, i), shape, dtype=dtype)
+            done[layer.name], shape = (shape, out), out
             if p:
                 params[layer.name] = p
             if s:

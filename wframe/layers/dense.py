@@ -77,7 +77,7 @@ class Dense(Layer):
         z = xp.matmul(x, W)
         # z + b and the activation: one kernel where the backend fuses them (CuPy).
         bias = params["b"] if self.use_bias else None
-        y, act_backprop = activations.apply(self._activation, z, bias)
+        y, act_backprop = activations.apply(self._activation, z, bias, xp)
         if not vjp:
             return y, state, None
 

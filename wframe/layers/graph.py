@@ -192,18 +192,20 @@ class Graph(Layer):
 
     def walk(self, key: Any, in_shape: Any, dtype: str):
         """``(k, node, input shape, params, state, output shape)`` per node, initialising each
-        call's layer in order (a shared layer's later calls must see its first shape)."""
+        layer at its first call, in order (a shared layer's later calls must see its first
+        shape, and give its first params and output shape)."""
         values: list = list(self._input_shapes(in_shape))
-        first: dict = {}
+        first: dict = {}  # a layer's name -> (input shape, params, state, output shape)
         for k, node in enumerate(self.nodes):
             layer, arg = self._by_name[node.layer], self._read(values, node)
-            if node.layer in first and first[node.layer] != arg:
+            if node.layer in first and first[node.layer][0] != arg:
                 raise ValueError(
                     f"{self.label}: the shared layer {node.layer!r} is called on inputs of shape "
-                    f"{first[node.layer]} and {arg}; a shared layer needs one shape"
+                    f"{first[node.layer][0]} and {arg}; a shared layer needs one shape"
                 )
-            first.setdefault(node.layer, arg)
-            p, s, out = layer.init(fold_in(key, k), arg, dtype=dtype)
+            if node.layer not in first:  # a shared layer's later calls draw nothing again
+                first[node.layer] = (arg, *layer.init(fold_in(key, k), arg, dtype=dtype))
+            _, p, s, out = first[node.layer]
             values.append(_shape(out))
             yield k, node, arg, p, s, values[-1]
 

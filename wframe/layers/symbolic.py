@@ -16,6 +16,7 @@ import numpy as np
 
 from wframe.backends import use_backend
 from wframe.layers import merge
+from wframe.placeholders import shape_only
 from wframe.types import Shape
 
 _COUNTER = itertools.count()
@@ -143,7 +144,8 @@ def is_symbolic(value: Any) -> bool:
 
 def record(layer: Any, inputs: Any, options: dict[str, Any]) -> Any:
     """Call ``layer`` on symbolic ``inputs``: its output tensor(s), shapes from ``layer.init``
-    on the host (the params drawn there are thrown away; the model draws its own)."""
+    under :func:`~wframe.placeholders.shape_only` (zero-memory placeholders: no param is drawn
+    or allocated; the model draws its own)."""
     tensors = inputs if isinstance(inputs, tuple) else (inputs,)
     for i, t in enumerate(tensors):
         if not isinstance(t, SymbolicTensor):
@@ -153,7 +155,7 @@ def record(layer: Any, inputs: Any, options: dict[str, Any]) -> Any:
             )
     in_shape = tuple(t.shape for t in tensors) if isinstance(inputs, tuple) else inputs.shape
     try:
-        with use_backend("numpy"):
+        with use_backend("numpy"), shape_only():  # shapes only: nothing drawn or allocated
             out = layer.init(0, in_shape, dtype="float32")[2]
     except (ValueError, TypeError) as e:
         what = ", ".join(repr(t) for t in tensors)

@@ -127,6 +127,7 @@ class Inputs(Holder):
         )
         if validation is not None:  # checked and moved once, not at every epoch
             x_val = self.prepare_inputs(validation[0], "x_val", finite=True)
+            data.require_examples(x_val, "fit: validation_data", _NO_VALIDATION)
             y_val = self.prepare_labels(
                 validation[1], data.rows(x_val), loss, "y_val", sample_weight=validation[2]
             )
@@ -164,6 +165,10 @@ class Inputs(Holder):
         return max(math.prod(d or 1 for d in s[1:]) for s in flat)
 
 
+#: What to do about empty validation data (``fit`` would log nothing for it).
+_NO_VALIDATION = "pass at least one example, or leave validation_data out"
+
+
 def _example_weights(
     y: Any, n: int, sample_weight: Any, class_weight: dict | None, what: str
 ) -> np.ndarray | None:
@@ -173,7 +178,9 @@ def _example_weights(
         return None
     w = None
     if sample_weight is not None:
-        w = _host(sample_weight, "sample_weight").astype(np.float64)
+        w = _host(sample_weight, "sample_weight")
+        data.refuse_complex(w.dtype, "sample_weight")
+        w = w.astype(np.float64)
         if w.ndim == 0 or w.shape[0] != n:
             raise ValueError(
                 f"sample_weight must hold one weight per example of {what} ({n}), got shape "

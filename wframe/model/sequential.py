@@ -16,7 +16,9 @@ class Sequential(Model, combinators.Sequential):
 
     Args:
       layers: :class:`~wframe.layers.Layer` instances (chains, residual blocks and other models
-        included); unnamed ones are named ``dense_0``, ``dense_1``, ... per kind.
+        included); unnamed ones are named ``dense_0``, ``dense_1``, ... per kind. The first
+        item may be a ``wf.Input(shape)``, as in Keras: the model is then built for inputs
+        ``(None, *shape)`` at once.
       seed: int seed of the initial weights; the same seed gives bit-identical weights on every
         backend.
       dtype: ``"float32"`` (default) or ``"float64"``: the dtype of params, inputs and
@@ -28,8 +30,13 @@ class Sequential(Model, combinators.Sequential):
     """
 
     def __init__(self, layers=(), *, seed: int = 0, dtype: Any = "float32", name=None):
-        combinators.Sequential.__init__(self, layers, name=name)
+        layers = tuple(layers) if isinstance(layers, (list, tuple)) else layers
+        first = layers[0] if isinstance(layers, tuple) and layers else None
+        start = _input_shape(first, self) if symbolic.is_symbolic(first) else None
+        combinators.Sequential.__init__(self, layers[1:] if start else layers, name=name)
         Model.__init__(self, seed=seed, dtype=dtype)
+        if start is not None and self.layers:
+            self.build(start)
 
     def add(self, layer: Layer) -> None:
         """Append ``layer`` (named as the constructor names layers), as Keras'.
@@ -90,3 +97,13 @@ class Sequential(Model, combinators.Sequential):
 
 # Files name it "wframe.Sequential" ("Sequential" is the plain chain, wf.layers.Sequential).
 registry.register(Sequential, name="wframe.Sequential")
+
+
+def _input_shape(first: Any, model: Any) -> tuple:
+    """The shape ``(None, ...)`` of a ``wf.Input`` given as a Sequential's first item."""
+    if isinstance(first, tuple) or first.call is not None:
+        raise TypeError(
+            f"{type(model).__name__}: the first item may be one wf.Input(shape) (the input "
+            "shape, as in Keras); a layer's output tensor belongs in wf.Model(inputs, outputs)"
+        )
+    return tuple(first.shape)

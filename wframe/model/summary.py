@@ -9,17 +9,12 @@ from typing import Any
 from wframe.backends import use_backend
 from wframe.layers.combinators import Sequential as Chain
 from wframe.layers.graph import Graph
+from wframe.placeholders import shape_only
 from wframe.tree import tree_leaves
 
 
 def _count(tree: Any) -> int:
     return sum(math.prod(a.shape) for a in tree_leaves(tree))
-
-
-def _out_shape(layer: Any, shape: tuple, dtype: str) -> tuple:
-    # Shapes are not stored on immutable layers: a throwaway host init gives them.
-    with use_backend("numpy"):
-        return tuple(layer.init(0, shape, dtype=dtype)[2])
 
 
 def _rows(layer: Any, params: dict, in_shape: tuple, dtype: str, prefix: str, depth: int):
@@ -36,7 +31,7 @@ def _rows(layer: Any, params: dict, in_shape: tuple, dtype: str, prefix: str, de
         sub = params.get(key, {}) if key is not None else params
         name = f"{prefix}{key if key is not None else child.name or child.kind}"
         child_in = shape if isinstance(layer, Chain) else in_shape
-        out = _out_shape(child, child_in, dtype)
+        out = child.compute_output_shape(child_in, dtype)
         rows.append(("  " * depth + name, type(child).__name__, out, _count(sub), ""))
         if child.children():
             rows.extend(_rows(child, sub, child_in, dtype, f"{name.strip()}/", depth + 1))
@@ -50,7 +45,7 @@ def _graph_rows(graph: Graph, params: dict, in_shape: Any, dtype: str, prefix: s
         ("  " * depth + prefix + spec.name, "Input", spec.shape, 0, "") for spec in graph.inputs
     ]
     counted = set()
-    with use_backend("numpy"):
+    with use_backend("numpy"), shape_only():  # the shapes of each call, nothing allocated
         calls = [(node, arg, out) for _, node, arg, _, _, out in graph.walk(0, in_shape, dtype)]
     for node, arg, out in calls:
         child, name = graph.get_layer(node.layer), f"{prefix}{node.layer}"

@@ -129,6 +129,13 @@ def _injected(spec: InjectedSpec, pure: Callable) -> Apply | None:
 
 def _sgd(h: SgdHyperparams, params: Params, grads: Grads, part: Callable) -> Any:
     """SGD's step in place."""
+    if h.momentum is None and not callable(h.learning_rate):
+        # The common case in few calls: a model's {layer: {name: array}}, a constant rate.
+        groups = _plain_groups(params, grads)
+        backend = None if groups is None else _inplace_backend(groups, ())
+        if backend is not None:
+            backend.sgd_inplace(groups, h.learning_rate)
+            return backend
     lr_state = part("learning_rate")
     trees = (params, grads) if h.momentum is None else (params, grads, part("momentum").trace)
     groups = _groups(*trees)
@@ -208,6 +215,20 @@ def _groups(*trees: Any) -> list:
     out = []
     tree_map(lambda *leaves: out.append(list(leaves)), *trees)
     return out
+
+
+def _plain_groups(params: Any, grads: Any) -> list | None:
+    # [param, grad] per leaf of two-level dicts of arrays (a model's params), the grads' keys
+    # those of the params; None for any other layout (then _groups).
+    out = []
+    try:
+        for k, layer in params.items():
+            sub = grads[k]
+            for name, p in layer.items():
+                out.append([p, sub[name]])
+    except (AttributeError, KeyError, TypeError):
+        return None
+    return out if len(out) == sum(len(g) for g in grads.values()) else None
 
 
 def _inplace_backend(groups: list[tuple], counts: Any) -> Any:

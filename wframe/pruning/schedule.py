@@ -6,6 +6,7 @@ import math
 import numbers
 
 from wframe.callbacks import Callback
+from wframe.callbacks import state as fields
 from wframe.pruning.masks import (
     Selector,
     check_fraction,
@@ -28,12 +29,16 @@ class PruningSchedule(Callback):
     calls ``on_train_batch_end``: with ``steps_per_execution=k`` that is once per ``k`` steps
     (once per epoch with ``"epoch"``), so each scheduled step prunes at the first hook at or
     after it, with ``s_t`` of the step the hook sees; steps passed in one call prune once.
+    Every step is read from the model's step counter (``model.steps``), so a ``fit`` resumed
+    within an epoch by :class:`~wframe.callbacks.BackupAndRestore` prunes at the same steps;
+    the backup keeps the schedule's position (:meth:`get_state`: ``end_step``, the next
+    pruning step and :attr:`pruned`).
 
     Args:
       final_sparsity, initial_sparsity: ``s_f`` and ``s_i``, in [0, 1), ``s_i <= s_f``.
       begin_step: the first pruning step.
       end_step: the step that reaches ``final_sparsity``; default: the last step of the first
-        ``fit`` the callback runs in.
+        ``fit`` the callback runs in (set at its first batch hook).
       frequency: steps between pruning steps (``Δt``).
       power: the exponent (3 in the paper).
       scope, include, exclude, exclude_bias: as in :func:`prune`.
@@ -77,8 +82,8 @@ class PruningSchedule(Callback):
         self.include, self.exclude, self.exclude_bias = include, exclude, exclude_bias
         #: ``(step, sparsity)`` of each pruning so far.
         self.pruned: list[tuple[int, float]] = []
-        self._next: int | None = None
-        self._epoch_start = 0
+        self._next: float | None = None  # the next pruning step (inf: done)
+        self._epoch = 0
 
     def sparsity_at(self, step: int) -> float:
         """The schedule's target ``s_t`` at ``step`` (``t`` clamped to [begin, end]).
@@ -97,14 +102,49 @@ class PruningSchedule(Callback):
         # Bad patterns and unbuilt models fail here, before the first step.
         selected(self.model, self.include, self.exclude, self.exclude_bias, "PruningSchedule")
 
+    def get_state(self) -> dict:
+        """``end_step``, ``next`` (the next pruning step; ``None`` before the first),
+        ``finished`` (past ``end_step``) and ``pruned`` (``[step, sparsity]`` pairs)."""
+        done = self._next == math.inf
+        return {
+            "end_step": self.end_step,
+            "next": None if done or self._next is None else int(self._next),
+            "finished": done,
+            "pruned": [[int(t), float(s)] for t, s in self.pruned],
+        }
+
+    def set_state(self, state: dict) -> None:
+        who = "PruningSchedule"
+        state = fields.fields(state, who, ("end_step", "next", "finished", "pruned"))
+        end = fields.integer(
+            state["end_step"], f"{who}: end_step", self.begin_step + 1, optional=True
+        )
+        ahead = fields.integer(state["next"], f"{who}: next", optional=True)
+        if not isinstance(state["finished"], bool):
+            raise ValueError(f"{who}: finished must be true or false, got {state['finished']!r}")
+        pruned = state["pruned"]
+        if not isinstance(pruned, list) or not all(
+            isinstance(p, list) and len(p) == 2 for p in pruned
+        ):
+            raise ValueError(f"{who}: pruned must be a list of [step, sparsity] pairs")
+        pruned = [
+            (fields.integer(t, f"{who}: a pruned step"), check_fraction(s, f"{who}: a sparsity"))
+            for t, s in pruned
+        ]
+        self.end_step, self.pruned = end, pruned
+        self._next = math.inf if state["finished"] else ahead
+
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = self.model.steps
-        if self.end_step is None:
-            steps = self.params["steps"] * (self.params["epochs"] - epoch)
-            self.end_step = max(self._epoch_start + steps, self.begin_step + 1)
+        self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.model.steps  # optimizer steps done so far (published with the arrays)
+        if self.end_step is None:
+            # This fit's last step, from the step counter: the epoch began batch + 1 steps ago
+            # (also in an epoch resumed within, where on_epoch_begin came mid-epoch).
+            start = step - (batch + 1)
+            steps = self.params["steps"] * (self.params["epochs"] - self._epoch)
+            self.end_step = max(start + steps, self.begin_step + 1)
         if self._next is None:
             self._next = self.begin_step
         if step < self._next:

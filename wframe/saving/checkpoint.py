@@ -15,6 +15,8 @@ the optimizer state under ``"@opt/"`` plus the leaf's path in the optimizer's ow
 NamedTuple field names included (``"@opt/inner_state/0/mu/dense_0/W"`` for a named ``adam``),
 and a ``mixed_float16`` model's dynamic loss scale under ``"@loss_scale/scale"`` and
 ``"@loss_scale/counter"``.
+Mostly-zero float tensors (pruned kernels and their moments) are stored packed under
+``"@sparse/"`` (:mod:`wframe.saving.sparse_pack`) and read back as the dense arrays they were.
 Python numbers in the optimizer state are stored as 0-d arrays and come back as the type the
 optimizer's ``init`` gives. The metadata holds ``format`` (``"wframe.checkpoint"``),
 ``format_version``, ``epochs``, ``steps``, ``seed``, ``optimizer`` (the name it was given by, or
@@ -37,8 +39,11 @@ import numpy as np
 from wframe import assigned
 from wframe import optimizers as optimizers_mod
 from wframe.optimizers.checks import check_opt_state, check_optimizer
-from wframe.saving import io
+from wframe.placeholders import shape_only
+from wframe.saving import checkpoint_meta, expected, io, shards, sparse_pack
 from wframe.saving.config import ConfigError, model_config
+from wframe.saving.errors import capped
+from wframe.saving.values import check_values, short
 from wframe.tree import flatten, split, tree_map
 from wframe.types import TrainState
 
@@ -62,6 +67,8 @@ RESERVED = (
     "config",
     "resume_epoch",
     "resume_batch",
+    "kind",
+    sparse_pack.KEY,
 )
 
 
@@ -71,6 +78,9 @@ def save(
     *,
     resume_at: tuple[int, int] | None = None,
     extra: dict[str, str] | None = None,
+    kind: str = "checkpoint",
+    max_shard_size: Any = None,
+    sparse: Any = "auto",
 ) -> None:
     """Write ``model``'s params, state, masks, optimizer state and counters to ``path``.
 
@@ -81,8 +91,15 @@ def save(
         (``BackupAndRestore`` within an epoch); loading the file sets ``model.resume_at``.
       extra: more string metadata to store (e.g. where a callback stood); read back by
         :func:`load`, which returns the whole metadata.
+      kind: the metadata's ``kind``: ``"checkpoint"``, or ``"model"`` for
+        :func:`~wframe.saving.model_file.save_model` (the same content, a config required).
+      max_shard_size: as :func:`~wframe.saving.weights.save_weights`'s: shards and an index
+        beside ``path`` when the data exceeds it.
+      sparse: as :func:`~wframe.saving.weights.save_weights`'s: mostly-zero float kernels
+        (and optimizer moments) stored packed (:mod:`wframe.saving.sparse_pack`).
     """
     model.require_built("checkpoint.save")
+    sparse_pack.check_mode(sparse, "checkpoint.save")
     clash = sorted(set(extra or {}) & set(RESERVED))
     if clash:
         raise ValueError(f"checkpoint.save: extra may not use the reserved names {clash}")
@@ -111,6 +128,7 @@ def save(
         tensors[SCALE + name] = np.asarray(a)
     metadata = {
         "format": FORMAT,
+        "kind": kind,
         "format_version": VERSION,
         "epochs": str(model.epochs),
         "steps": str(model.steps),
@@ -125,7 +143,9 @@ def save(
         **({} if resume_at is None else _resume_metadata(resume_at)),
         **(extra or {}),
     }
-    io.write_safetensors(path, tensors, metadata)
+    limit = None if max_shard_size is None else shards.parse_size(max_shard_size)
+    tensors, packed = sparse_pack.pack(tensors, sparse)
+    shards.save(path, tensors, {**metadata, **packed}, limit)
 
 
 def _config(model: Any) -> dict[str, str]:
@@ -158,22 +178,32 @@ class Restored(NamedTuple):
     metadata: dict[str, str]
 
 
-def load(model: Any, path: str | os.PathLike) -> dict[str, str]:
+def load(model: Any, path: str | os.PathLike, *, allow_nonfinite: bool = False) -> dict[str, str]:
     """Restore the checkpoint at ``path`` into ``model`` (``model.load_checkpoint(path)``:
-    everything checked first) and return the file's metadata."""
-    model.load_checkpoint(path)
+    everything checked first) and return the file's metadata; ``allow_nonfinite`` as
+    :func:`read`'s."""
+    model.load_checkpoint(path, allow_nonfinite=allow_nonfinite)
     return io.read_metadata(path)
 
 
-def read(model: Any, path: str | os.PathLike) -> Restored:
+#: What a malformed file can make the checks and conversions of a load raise, turned into a
+#: WeightsFileError naming the file (a shape too large to allocate included).
+_CONTENT_ERRORS = (ValueError, KeyError, IndexError, TypeError, OverflowError, MemoryError)
+
+
+def read(model: Any, path: str | os.PathLike, *, allow_nonfinite: bool = False) -> Restored:
     """What :func:`save` wrote, checked against ``model``, for ``model.load_checkpoint`` to
     commit (this changes nothing in the model but building an unbuilt one).
 
-    Params, state and masks are checked against the model's (names, shapes, dtypes) and the
-    optimizer state against the template ``model.optimizer.init(trainable params)``, leaf by
-    leaf (the frozen set is the checkpoint's: the optimizer state is made for the others);
-    every problem is reported in one :class:`~wframe.saving.io.WeightsFileError`. The arrays land
-    on the model's backend, whichever backend saved them.
+    The metadata is parsed strictly first (:mod:`wframe.saving.checkpoint_meta`: counters,
+    seed, where an interrupted ``fit`` goes on, frozen set, input shape). Params, state and
+    masks are checked against the model's (names, shapes, dtypes) and the optimizer state
+    against the template ``model.optimizer.init(trainable params)``, leaf by leaf (the frozen
+    set is the checkpoint's: the optimizer state is made for the others), and every value by
+    :func:`wframe.saving.values.check_values` (no NaN or inf, no negative variance, step count
+    or learning rate); every problem is reported in one
+    :class:`~wframe.saving.io.WeightsFileError`. The arrays land on the model's backend,
+    whichever backend saved them.
 
     Besides the arrays, the model gets the checkpoint's counters (``epochs``, ``steps``) and
     ``seed``, which pick the shuffles and dropout masks of the next ``fit``. An unbuilt model is
@@ -181,56 +211,106 @@ def read(model: Any, path: str | os.PathLike) -> Restored:
     the checkpoint names (an optimizer given by name); for an optimizer given as an object, call
     ``model.compile(optimizer=...)`` with the same optimizer first.
 
+    Args:
+      model: the model to check the file against.
+      path: the checkpoint.
+      allow_nonfinite: accept NaN and inf values (to debug a diverged run); the other value
+        checks stay.
+
     Raises:
       wframe.saving.io.WeightsFileError: the file is not a valid checkpoint or does not fit
-        the model.
+        the model (also for what a malformed file makes a conversion raise: a ``ValueError``,
+        ``KeyError``, ``MemoryError``... becomes one, naming the file, the original chained).
+      TypeError: ``allow_nonfinite`` is not a bool.
     """
+    if not isinstance(allow_nonfinite, (bool, np.bool_)):
+        raise TypeError(
+            f"checkpoint: allow_nonfinite must be True or False, got {allow_nonfinite!r}"
+        )
     path = os.fspath(path)
+    try:
+        return _read(model, path, bool(allow_nonfinite))
+    except io.WeightsFileError:
+        raise
+    except _CONTENT_ERRORS as e:
+        _fail(path, f"{type(e).__name__}: {short(str(e), 1000)}", label=model.label)
+
+
+def _read(model: Any, path: str, allow_nonfinite: bool) -> Restored:
     tensors, meta = io.read_safetensors(path)
+    tensors = sparse_pack.unpack(tensors, meta, path, lazy=True)  # unpacked once they fit
     if meta.get("format") != FORMAT:
         found = meta.get("format")
         _fail(
             path,
-            f"it is not a wframe checkpoint (metadata format={found!r}, expected "
+            f"it is not a wframe checkpoint (metadata format={short(repr(found))}, expected "
             f"{FORMAT!r}); a weights file loads with model.load_weights",
         )
     if meta.get("format_version") != VERSION:
         _fail(
             path,
-            f"checkpoint format version {meta.get('format_version')!r}; this wframe "
-            f"reads version {VERSION!r}",
+            f"checkpoint format version {short(repr(meta.get('format_version')))}; this "
+            f"wframe reads version {VERSION!r}",
         )
-    try:
-        counters = [int(meta[k]) for k in ("epochs", "steps", "seed")]
-        frozen = frozenset(json.loads(meta.get("frozen", "[]")))
-        resume = "resume_epoch" in meta or "resume_batch" in meta
-        resume_at = (int(meta["resume_epoch"]), int(meta["resume_batch"])) if resume else None
-    except (KeyError, ValueError, TypeError) as e:
-        _fail(path, f"bad or missing metadata entry: {e!r}")
-    epochs, steps, seed = counters
-    arrays, optimizer, name = _arrays(model, path, tensors, meta, frozen)
-    return Restored(arrays, frozen, optimizer, name, steps, epochs, seed, resume_at, dict(meta))
+    fields, problems = checkpoint_meta.parse(meta)
+    if fields is None:
+        _fail(path, *problems)
+    frozen = fields.frozen
+    arrays, optimizer, name = _arrays(
+        model, path, tensors, meta, frozen, allow_nonfinite=allow_nonfinite
+    )
+    return Restored(
+        arrays,
+        frozen,
+        optimizer,
+        name,
+        fields.steps,
+        fields.epochs,
+        fields.seed,
+        fields.resume_at,
+        dict(meta),
+    )
 
 
 def _fail(path: str, *problems: str, label: str = "") -> NoReturn:
     heading = f"cannot load checkpoint {path!r}{f' into {label}' if label else ''}:"
-    raise io.WeightsFileError("\n  ".join([heading, *problems]), path, problems)
+    lines = [heading, *capped(problems)]  # (the error's ``problems`` keeps them all)
+    raise io.WeightsFileError("\n  ".join(lines), path, problems)
 
 
-def _arrays(model: Any, path: str, tensors: dict, meta: dict, frozen: frozenset) -> tuple:
+def _arrays(
+    model: Any,
+    path: str,
+    tensors: dict,
+    meta: dict,
+    frozen: frozenset,
+    *,
+    allow_nonfinite: bool = False,
+) -> tuple:
     """``(arrays, optimizer, optimizer name)`` of the checkpoint, checked against ``model``."""
     if not model.built:
         try:
             shape = tuple(json.loads(meta["input_shape"]))
         except (KeyError, ValueError, TypeError) as e:
             _fail(path, f"the model is not built and the metadata has no valid input_shape ({e!r})")
-        model.build(shape)
+        # The file's arrays must be those the model makes for its input shape (derived
+        # without allocating, at most the file's data bytes) before anything is built.
+        budget = sum(a.nbytes for a in tensors.values())
+        found = {k: (a.dtype, tuple(a.shape)) for k, a in tensors.items()}
+        heading = f"cannot load checkpoint {path!r} into {model.label}:"
+        fix = "build the model in code for the input shape it was trained on, then load"
+        expected.check_model(
+            model, shape, found, path, budget_bytes=budget, heading=heading, fix=fix
+        )
+        with shape_only(budget):  # placeholders: the checkpoint's arrays replace them all
+            model.build(shape)
     backend = model.backend
-    fill = _Filler(tensors, backend, [], set())
+    fill = _Filler(tensors, backend, [], set(), allow_nonfinite=allow_nonfinite)
     params = fill(model.params, PARAMS, "param")
     state = fill(model.state, STATE, "state")
     stored = {k[len(MASKS) :]: a for k, a in tensors.items() if k.startswith(MASKS)}
     fill.used.update(MASKS + k for k in stored)
+    stored = _unpacked_masks(stored, model.params, fill.problems)
     masks = None
     try:
         masks = assigned.check_masks(stored, model.params, backend) or None
@@ -250,6 +330,20 @@ def _arrays(model: Any, path: str, tensors: dict, meta: dict, frozen: frozenset)
     if scaler is not None and loss_scale is None:  # a float32 model's checkpoint
         loss_scale = model.loss_scale
     return TrainState(params, state, opt_state, masks, loss_scale), optimizer, name
+
+
+def _unpacked_masks(stored: dict, params: Any, problems: list[str]) -> dict:
+    """``stored`` with its packed masks unpacked, each only once its declared shape is its
+    param's (a mismatch is a problem, and nothing is allocated for it)."""
+    flat, out = dict(flatten(params)), {}
+    for name, a in stored.items():
+        ref = flat.get(name)
+        if isinstance(a, sparse_pack.Packed) and (ref is None or a.shape != tuple(ref.shape)):
+            has = "no such param" if ref is None else f"a param of shape {tuple(ref.shape)}"
+            problems.append(f"mask {MASKS + name!r} of shape {a.shape}: the model has {has}")
+            continue
+        out[name] = sparse_pack.dense(a)
+    return out
 
 
 def _optimizer(model: Any, path: str, meta: dict, frozen: frozenset, fill: _Filler) -> tuple:
@@ -289,13 +383,15 @@ def _optimizer(model: Any, path: str, meta: dict, frozen: frozenset, fill: _Fill
 
 
 class _Filler(NamedTuple):
-    """Stored arrays checked against template leaves: every problem is collected, every
-    tensor taken is marked used."""
+    """Stored arrays checked against template leaves (names, shapes, dtypes, then values:
+    :func:`~wframe.saving.values.check_values`): every problem is collected, every tensor
+    taken is marked used."""
 
     tensors: dict
     backend: Any
     problems: list[str]
     used: set[str]
+    allow_nonfinite: bool = False
 
     def __call__(self, template: Any, prefix: str, what: str) -> Any:
         """``template`` with each leaf replaced by the stored ``prefix + its flat name``."""
@@ -313,7 +409,7 @@ class _Filler(NamedTuple):
             if a.shape != ():
                 self.problems.append(f"{what} {name!r}: expected a scalar, got shape {a.shape}")
                 return ref
-            return type(ref)(a.item())
+            return ref if self.refused(name, a) else type(ref)(a.item())
         want = (tuple(ref.shape), np.dtype(str(ref.dtype)))
         if (a.shape, a.dtype) != want:
             self.problems.append(
@@ -321,4 +417,11 @@ class _Filler(NamedTuple):
                 f"got shape {a.shape} and dtype {a.dtype}"
             )
             return ref
-        return self.backend.asarray(a)
+        a = sparse_pack.dense(a)  # a packed array is allocated only once its shape fits
+        return ref if self.refused(name, a) else self.backend.asarray(a)
+
+    def refused(self, name: str, a: np.ndarray) -> bool:
+        """Whether the values of ``a`` are refused (the problems recorded)."""
+        found = check_values(name, a, allow_nonfinite=self.allow_nonfinite)
+        self.problems.extend(found)
+        return bool(found)

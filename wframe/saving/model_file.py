@@ -1,75 +1,108 @@
 """Whole models in one file: :func:`save_model` writes the architecture (its config, as JSON in
-the metadata) beside the weights; :func:`load_model` rebuilds the model from the file alone."""
+the metadata) beside everything a checkpoint holds (weights, optimizer state, counters);
+:func:`load_model` rebuilds the model from the file alone, after checking the config against
+the file's header (:mod:`wframe.saving.expected`).
+
+The three kinds of file, each a safetensors file whose metadata ``kind`` says which:
+
+* ``"weights"`` (``model.save_weights``): params, layer state, pruning masks. Read by
+  ``model.load_weights``, ``wf.transfer.load_pretrained``.
+* ``"model"`` (:func:`save_model`): the same, the architecture, and, as Keras' ``model.save``
+  keeps them, the optimizer's state and the model's step/epoch counters and seed. Read by
+  :func:`load_model` (and by the two readers of weights, and by ``model.load_checkpoint``).
+* ``"checkpoint"`` (``model.save_checkpoint``, ``ModelCheckpoint``, ``BackupAndRestore``):
+  a model file (the architecture where a config can describe it) plus where an interrupted
+  ``fit`` goes on and what its callbacks held. Read by ``model.load_checkpoint`` (and by the
+  others).
+"""
 
 from __future__ import annotations
 
-import json
+import os
 from typing import Any
 
-from wframe.saving import io, weights
-from wframe.saving.config import model_config, model_from_config
+from wframe.placeholders import shape_only
+from wframe.saving import checkpoint, expected, io, sparse_pack, weights
+from wframe.saving.config import model_config
 
 
-def save_model(model: Any, path: str) -> None:
-    """Write ``model`` (architecture, params, state such as BatchNorm statistics, and pruning
-    masks) to one safetensors file, atomically; :func:`load_model` rebuilds it from the file
-    alone, on any backend.
+def save_model(
+    model: Any, path: str | os.PathLike, *, max_shard_size: Any = None, sparse: Any = "auto"
+) -> None:
+    """Write ``model`` to one safetensors file (or shards and an index), atomically:
+    architecture, params, state such as BatchNorm statistics, pruning masks, and, once it is
+    compiled, its optimizer's state and its counters; :func:`load_model` rebuilds it from the
+    file alone, on any backend, ready to go on training.
+
+    Args:
+      model: a built model whose layers a config can describe.
+      path: the file to write.
+      max_shard_size: as ``save_weights``'s (shards beside ``path`` and an index).
+      sparse: as ``save_weights``'s: ``"auto"`` stores mostly-zero float kernels (a pruned
+        model's) packed, ``True`` every float kernel, ``False`` none
+        (:mod:`wframe.saving.sparse_pack`).
 
     Raises:
       ConfigError: the model holds something a config cannot store (named), before anything
         is written.
     """
     model_config(model)  # refuse unsaveable models before the file is touched
-    weights.save_weights(model, path)
+    checkpoint.save(model, path, kind="model", max_shard_size=max_shard_size, sparse=sparse)
 
 
-def load_model(path: str) -> Any:
-    """The model :func:`save_model` wrote, built on the active backend with its weights.
+def load_model(path: str | os.PathLike) -> Any:
+    """The model :func:`save_model` wrote, built on the active backend with its weights; with
+    its optimizer (and that optimizer's state) and counters where it was compiled with an
+    optimizer given by name, so that ``fit`` goes on where it stopped (an optimizer given as
+    an object cannot be rebuilt from a file: compile the loaded model with the same optimizer
+    and call ``model.load_checkpoint(path)`` to restore its state). The loss is not stored:
+    ``model.compile(optimizer=None, loss=...)`` sets it and keeps the restored optimizer.
+
+    Nothing is allocated before the file is known to fit its config: the header is read
+    alone, the config is bounded by the file's tensor count
+    (:func:`~wframe.saving.expected.max_layers`), and the model's arrays are derived from the
+    config without allocating them (shape inference under
+    :func:`~wframe.placeholders.shape_only`, at most the file's data bytes) and compared with
+    the file's names, shapes and dtypes. Then the model is built (a chain with zero-memory
+    placeholders, not random draws that the file would replace at once) and every array is
+    read from the file. The model is the caller's only once all of it is loaded.
 
     Raises:
-      wframe.saving.io.WeightsFileError: the file is unreadable, has no model config, or its config
-        is malformed or names a class this process has not registered.
+      wframe.saving.io.WeightsFileError: the file is unreadable, has no model config, its
+        config is malformed, names a class this process has not registered, declares more
+        layers or bytes than the file holds, or describes other arrays than the file's (the
+        first differences named).
     """
-    tensors, metadata = io.read_safetensors(path)
-    raw = metadata.get("config")
-    try:
-        config = None if raw is None else json.loads(raw)
-    except (ValueError, RecursionError) as e:
-        raise io.WeightsFileError(f"{path}: the model config is not valid JSON: {e}") from None
+    path = os.fspath(path)
+    header = sparse_pack.declared(io.read_header(path))  # packed tensors as their dense selves
+    config = expected.file_config(header)
     if config is None or config == {}:
         raise io.WeightsFileError(
             f"{path}: the file has no model config (it holds weights only); build the model in "
-            "code and call model.load_weights(path)"
+            "code and call model.load_weights(path)",
+            path,
         )
-    # Building allocates the layers' arrays: a config whose sizes exceed every array the file
-    # holds (Dense(units=10**9) with a few kB of weights) is refused before anything is made.
-    limit = max(sum(a.size for a in tensors.values()), 1)
-    too_big = [f"{k}={v}" for k, v in _ints(config) if v > limit] if tensors else []
-    if too_big:
-        raise io.WeightsFileError(
-            f"{path}: the model config asks for sizes ({', '.join(too_big[:5])}) larger than the "
-            f"{limit} values the file holds; it does not describe these weights"
-        )
-    try:
-        model = model_from_config(config)
-    except (TypeError, ValueError, RecursionError) as e:
-        raise io.WeightsFileError(f"{path}: cannot rebuild the model from its config: {e}") from e
-    if not model.built:
-        raise io.WeightsFileError(
-            f"{path}: the model config has no input_shape, so the model cannot be built"
-        )
-    weights.load_weights(model, path)
+    shape = expected.check_config(config, header)
+    # Placeholders, not random draws: every one is replaced from the file just below (graphs
+    # build as they are decoded, chains when given their input shape).
+    with shape_only(expected.data_bytes(header)):
+        model = expected.decode(config, path)
+        if not model.built:
+            model.build(shape)
+    _fill(model, path, header.metadata)
+    expected.check_filled(model, path)
     return model
 
 
-def _ints(tree: Any, key: str = ""):
-    """``(field, int)`` pairs anywhere in a config, but the seed (it sizes nothing)."""
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            if k != "seed":
-                yield from _ints(v, k)
-    elif isinstance(tree, (list, tuple)):
-        for v in tree:
-            yield from _ints(v, key)
-    elif isinstance(tree, int) and not isinstance(tree, bool):
-        yield key, tree
+def _fill(model: Any, path: str, metadata: dict[str, str]) -> None:
+    """Load the file into the model built from its config: everything a checkpoint holds
+    where it is one (optimizer state and counters included), else the weights."""
+    if metadata.get("format") != checkpoint.FORMAT:
+        weights.load_weights(model, path)  # a weights file of an older wframe, with a config
+        return
+    if metadata.get("opt_state") == "present" and not metadata.get("optimizer"):
+        # An optimizer given as an object: a file cannot rebuild it, so its state waits in
+        # the file for model.compile(optimizer=<the same>) and model.load_checkpoint(path).
+        weights.load_weights(model, path)
+        return
+    model.load_checkpoint(path)

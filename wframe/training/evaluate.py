@@ -27,7 +27,12 @@ def evaluate(
     """Mean loss and ``tracker``'s values (default: the model's compiled metrics) of ``model``
     on ``(x, y)`` (``y`` possibly :class:`~wframe.types.Weighted`), in inference mode, in
     batches of ``batch_size``; with the params and state of ``arrays`` (default: the model's
-    own, read once) or split over a :mod:`wframe.distributed` ``strategy``'s devices."""
+    own, read once) or split over a :mod:`wframe.distributed` ``strategy``'s devices.
+
+    Raises:
+      ValueError: ``x`` has no rows (the mean of no examples is no number).
+    """
+    data.require_examples(x, "evaluate: x", "pass at least one example")
     arrays = model.train_state if arrays is None else arrays
     if strategy is not None:
         return strategy.evaluate(model, x, y, loss, batch_size, arrays.params, arrays.state)
@@ -58,9 +63,18 @@ def evaluate_batches(
 ) -> dict[str, float]:
     """The logs of :func:`evaluate` over ``batches`` of ``(x, y)`` already on the backend:
     the loss (and each output's) as the mean of the batches' weighted by their size, each
-    metric from its statistics summed over them. Empty: ``{}``."""
+    metric from its statistics summed over them.
+
+    Raises:
+      ValueError: the batches hold no example (an empty iterable, or batches of 0 rows).
+    """
     layout, totals, count = evaluate_sums(model, batches, loss, arrays, tracker)
-    return results(layout, totals, count) if count else {}
+    if not count:
+        raise ValueError(
+            "no examples to evaluate: the batches given (evaluate's x, or fit's "
+            "validation_data) hold 0 rows; pass at least one example"
+        )
+    return results(layout, totals, count)
 
 
 def evaluate_sums(

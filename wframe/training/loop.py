@@ -14,6 +14,7 @@ from typing import Any
 
 from wframe import data
 from wframe.callbacks import CallbackList, History, ProgressBar
+from wframe.callbacks.fit_state import Layout as FitLayout
 from wframe.random import array_key
 from wframe.training import logs as logs_mod
 from wframe.training.epoch_iterator import Call, EpochIterator
@@ -79,17 +80,20 @@ def fit(
     model.stop_training = False
     loop.cb.on_train_begin()  # before the arrays are taken: a callback may set them up here
     # A callback that restored a backup (BackupAndRestore) sets where training stopped: the
-    # epoch to go on with and how many of its batches were done. That wins over initial_epoch.
+    # epoch to go on with and how many of its batches were done (and their running sums).
+    # That wins over initial_epoch.
     resume, model.resume_at = model.resume_at, None
+    sums, loop.cb.fit_state.restored_sums = loop.cb.fit_state.restored_sums, None
     start, skip = resume if resume is not None else (initial_epoch, 0)
+    sums = sums if resume is not None and skip > 0 else None
     # Small products on one BLAS thread (the numpy backend; wframe.backends.threads).
     threads = model.backend.host_threads(model.count_params() * loop.batch_size)
     with threads, Interrupts() as loop.interrupts:
         try:
-            loop.start()
+            loop.start(sums)
             for epoch in range(start, epochs):
-                loop.epoch(epoch, skip)
-                skip = 0
+                loop.epoch(epoch, skip, resumed=sums is not None)
+                skip, sums = 0, None
                 if loop.bad >= 0 or model.stop_training or loop.plan.exhausted:
                     break
         finally:
@@ -126,9 +130,11 @@ class _Loop:
         self.layout = log_layout(model, self.tracker, clip)
         self.names = self.layout.names
         self.ts = self.acc = None
+        self.sums: list[float] = []  # the last reading of the running sums
         self.steps, self.epochs = model.steps, model.epochs
         self.bad, self.logs, self.unread, self.step0 = -1, {}, False, self.steps
         self._trainer, self._runners, self.calling = None, {}, False
+        self.last: tuple = (None, None)
 
     def connect(self, callbacks: list | None, epochs: int, verbose: int) -> None:
         """The callbacks, and what they make the loop do: read and publish every call or not,
@@ -143,6 +149,11 @@ class _Loop:
         stats = cb.needs_grad_stats
         self.stat_names = log_names(model, self.tracker, self.clip, stats=True) if stats else ()
         self.stat_names = self.stat_names[len(self.names) :]
+        # What a backup stores of the epoch in progress (BackupAndRestore): its running sums.
+        cb.fit_state.layout = FitLayout(
+            self.names, tuple(self.layout.sizes()), len(self.stat_names)
+        )
+        cb.fit_state.read_sums = lambda: self.sums
         self.setup = FitSetup(
             model.loss, model.optimizer, self.tracker, self.clip, self.strategy, stats
         )
@@ -154,7 +165,10 @@ class _Loop:
         # Whether a call consumes its train state. Published every call, a traced backend's
         # calls keep theirs (no donation: the same numbers, no copy); NumPy's in-place
         # optimizers stay (a callback never changes the numbers) and what is published is a copy.
-        self.consume = not (cb.needs_weights and self.backend.traced)
+        # An epoch in one call on a traced backend is read after every call: not donated, the
+        # call's input stays valid as the guard's replay copy (no copy of the state per epoch).
+        once = getattr(self.plan, "one_call", False)
+        self.consume = not (self.backend.traced and (cb.needs_weights or once))
         self.guard = FiniteGuard(self.backend, self.layout, self.runner)
 
     def runner(self, spec: RunSpec, guarded: bool | None = None) -> Any:
@@ -170,8 +184,10 @@ class _Loop:
             self._runners[key] = run
         return run
 
-    def start(self) -> None:
-        """Take the model's arrays (after ``on_train_begin``: a callback may have set them)."""
+    def start(self, sums: list[float] | None = None) -> None:
+        """Take the model's arrays (after ``on_train_begin``: a callback may have set them),
+        and the running sums of the epoch a restored backup was taken in (``sums``, as a
+        reading's)."""
         model, backend, seed = self.model, self.backend, self.plan.seed
         self.steps, self.epochs = model.steps, model.epochs
         # Neither is donated, so they are made once per build (eager device ops cost ~50 us).
@@ -183,26 +199,42 @@ class _Loop:
             ("acc", layout.names, tuple(layout.sizes()), stats),
             lambda: logs_mod.zero_sums(backend, model.dtype, layout, stats),
         )
+        if sums is not None:
+            self.acc = logs_mod.restored_sums(backend, model.dtype, layout, stats, sums)
+            self.sums = list(sums)
         self.take()
 
     def take(self) -> None:
         """Go on from the model's arrays (copied: the steps consume what they are given)."""
         if self.model.trainer is not self._trainer:  # a callback changed the frozen set
             self._trainer, self._runners = self.model.trainer, {}
+        self.last = (None, None)  # (spec, runner) of the last call; reset with the runners
         self.ts = self.sync.take()
         self.guard.mark(self.ts, self.acc, copy=self.consume)
 
-    def epoch(self, epoch: int, first: int) -> None:
+    def epoch(self, epoch: int, first: int, *, resumed: bool = False) -> None:
         """Epoch ``epoch`` from its batch ``first``, then its end as Keras 3 ends it (also
         when a hook set ``stop_training``): the logs of the batches that ran, validation,
-        ``on_epoch_end``."""
+        ``on_epoch_end``. ``resumed``: the running sums hold the ``first`` batches already
+        (a restored backup's), so its calls add to them and its logs cover all its batches."""
         cb = self.cb
         cb.on_epoch_begin(epoch)
         if self.sync.per_epoch and self.sync.changed():  # e.g. a new learning rate
             self.take()
         self.step0 = self.steps - first
-        synced, before, fresh = time.perf_counter(), None, True
-        for call in self.plan.calls(self.epochs, first):
+        synced, before, fresh = time.perf_counter(), None, not resumed
+        if resumed:  # read at the end even if no call runs (the backup came after the last)
+            before, self.unread = self.sums, True
+        # A backup after the epoch's last call (before its end) leaves no call to run.
+        done = self.plan.steps is not None and first >= self.plan.steps
+        if first and not done and getattr(self.plan, "whole", False):
+            raise ValueError(
+                f"fit: the restored backup stopped after batch {first} of epoch {epoch + 1}, "
+                "and steps_per_execution='epoch' runs an epoch in one call from its start; "
+                "resume with the steps_per_execution of the interrupted run"
+            )
+        calls = () if done else self.plan.calls(self.epochs, first)
+        for call in calls:
             if self.model.stop_training:
                 break
             self.run(call, fresh=fresh)
@@ -216,7 +248,8 @@ class _Loop:
                     return self.warn_bad(epoch)
             if self.sync.per_batch:
                 self.sync.publish(self.ts, self.steps, self.epochs, copy=self.consume)
-            cb.batch_end(call.done - 1, reading.logs if reading is not None else None)
+            if cb.has_batch_end:
+                cb.batch_end(call.done - 1, reading.logs if reading is not None else None)
             if self.sync.per_batch and self.sync.changed():
                 self.take()
         self.end_epoch(epoch)
@@ -226,7 +259,8 @@ class _Loop:
         running sums first (an epoch's first call)."""
         spec = call.spec
         done = call.done - spec.steps - (spec.tail > 0)  # batches before the call
-        self.cb.batch_begin(done)
+        if self.cb.has_batch_begin:
+            self.cb.batch_begin(done)
         x, y = (self.x, self.y) if call.data is None else call.data  # an iterable's: its own
         step0 = self.step0
         args = (x, y, call.order, call.start, (step0 + done) % 2**31, self.key0, fresh)
@@ -236,7 +270,11 @@ class _Loop:
         interrupts = self.interrupts
         interrupts.holding = self.calling = True  # (inline: this runs at every call)
         try:
-            run = self._runners.get(spec) or self.runner(spec)
+            if spec is self.last[0]:  # the same spec as the last call (the iterator's object)
+                run = self.last[1]
+            else:
+                run = self._runners.get(spec) or self.runner(spec)
+                self.last = (spec, run)
             self.ts, self.acc = run(self.ts, self.acc, *args)
             if not self.guard.in_step:
                 self.guard.record(spec, args)
@@ -250,7 +288,7 @@ class _Loop:
         """Read the running sums (replaying a non-finite stretch guarded): a sync point."""
         with self.interrupts.held:
             self.ts, self.acc, reading = self.guard.settle(self.ts, self.acc, copy=self.consume)
-            self.unread = False
+            self.unread, self.sums = False, reading.sums
             if reading.bad >= 0:  # the weights are those of the steps before it
                 self.bad, self.steps = reading.bad, reading.bad
         logs = dict(reading.logs)

@@ -359,5 +359,6 @@ def _arrays(model: Any, validation_data: Any, loss: Any) -> tuple:
     else:
         (x, y), w = data.pair(validation_data, "fit: validation_data"), None
     x_val = model.prepare_inputs(x, "x_val", finite=True)
+    data.require_examples(x_val, "fit: validation_data", "pass examples, or leave it out")
     extra = {} if w is None else {"sample_weight": w}
     return x_val, model.prepare_labels(y, data.rows(x_val), loss, "y_val", **extra)

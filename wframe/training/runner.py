@@ -64,13 +64,16 @@ def make_runner(model, setup: FitSetup, spec: RunSpec) -> Callable:
     xp = backend.xp
     one = _batch_step(model, setup, spec)
 
+    def zeroed(a):
+        return tuple(xp.zeros_like(s) for s in a[0]), xp.full_like(a[1], -1)
+
+    host = backend.on_host  # a Python branch: no closures made per call
+
     def run(ts, acc, x, y, order, start, first_step, key0, fresh):
-        acc = backend.cond(
-            fresh,
-            lambda a: (tuple(xp.zeros_like(s) for s in a[0]), xp.full_like(a[1], -1)),
-            lambda a: a,
-            acc,
-        )
+        if host:
+            acc = zeroed(acc) if fresh else acc
+        else:
+            acc = backend.cond(fresh, zeroed, lambda a: a, acc)
         rows, carry = order, (ts, acc)
         if tail:
             cut = order.shape[0] - tail
@@ -117,12 +120,17 @@ def _batch_step(model, setup: FitSetup, spec: RunSpec) -> Callable:
     x_buffers: dict = {}  # the batch buffers NumPy reuses (per runner: one fit at a time)
     y_buffers: dict = {}
 
+    host = backend.on_host  # NumPy: a row by indexing, a Python branch on ok
+
     def one(carry, i, x, y, order, start, first_step, key0):
         ts, acc = carry
-        idx = xp.take(order, start + i, axis=0)
+        idx = order[start + i] if host else xp.take(order, start + i, axis=0)
         # Into buffers reused from step to step where the backend can (NumPy); nothing holds
         # a batch past its step.
-        xb, yb = _gather(backend, x, idx, x_buffers), _gather(backend, y, idx, y_buffers)
+        if isinstance(x, tuple) or isinstance(y, tuple):  # several arrays, or Weighted labels
+            xb, yb = _gather(backend, x, idx, x_buffers), _gather(backend, y, idx, y_buffers)
+        else:
+            xb, yb = backend.gather(x, idx, x_buffers), backend.gather(y, idx, y_buffers)
         if strategy is not None:
             xb, yb = strategy.shard_batch(xb), strategy.shard_batch(yb)
         step = first_step + i
@@ -133,7 +141,11 @@ def _batch_step(model, setup: FitSetup, spec: RunSpec) -> Callable:
         ts, value, values, ok = core(ts, xb, yb, key, acc[1] < 0)
         # (idx is a step index when the strategy feeds stacked batches: size from the batch)
         size = (xb[0] if isinstance(xb, tuple) else xb).shape[0]
+        if host and ok and stats is None:  # every step on NumPy: no _Logged built
+            return (ts, _host_add(acc, value, values, size, raw)), None
         logged = _Logged((value, *values), size, step, stats is not None, xp, raw)
+        if host:
+            return (ts, logged.add(acc) if ok else logged.skip(acc)), None
         return (ts, backend.cond(ok, logged.add, logged.skip, acc)), None
 
     return one
@@ -148,6 +160,19 @@ def _gather(backend, a, idx, buffers: dict):
     if isinstance(a, tuple):
         return tuple(backend.gather(v, idx, buffers.setdefault(i, {})) for i, v in enumerate(a))
     return backend.gather(a, idx, buffers)
+
+
+def _host_add(acc: tuple, value: Any, values: list, size: int, raw: tuple) -> tuple:
+    """:meth:`_Logged.add` of a finite step without statistics, on the host: the same sums in
+    the same order, without building a ``_Logged`` (every step of a NumPy ``fit``)."""
+    sums = acc[0]
+    out = [sums[0] + value * size]
+    for i, v in enumerate(values, 1):
+        out.append(sums[i] + v if i < len(raw) and raw[i] else sums[i] + v * size)
+    if len(out) != len(sums) - 1:
+        raise ValueError(f"runner: {len(sums) - 1} logged values expected, got {len(out)}")
+    out.append(sums[-1] + size)
+    return tuple(out), acc[1]
 
 
 class _Logged(NamedTuple):

@@ -8,6 +8,7 @@ batches around these steps is :mod:`wframe.training.runner`; the loop, :mod:`.lo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -170,6 +171,8 @@ def core_step(
     grad_fn = make_grad_fn(layer, loss, frozen)
     apply = _applier(_update_fn(optimizer, backend, in_place), frozen)
     scaler = getattr(getattr(layer, "policy", None), "loss_scale", None)
+    # On the host (NumPy) the guard reads floats: no array temporaries, no select.
+    host = backend.on_host and clip is None and scaler is None
 
     def core(ts, x, y, key, allowed):
         xp = backend.xp
@@ -187,10 +190,13 @@ def core_step(
             norms, dead, before = _stats_before(stats, grads, ts.params, xp)
         if grad_fn.penalized:
             logged.append(penalty)
-        grads, spread = _clipped(grads, clip, logged, xp)
         # As optax.apply_if_finite: a step whose loss or gradients are not finite changes
         # nothing, so the weights left are those of the last finite step.
-        ok = xp.isfinite(value + penalty + spread) & allowed
+        if host:
+            ok = bool(allowed) and _host_finite(value, penalty, grads, xp)
+        else:
+            grads, spread = _clipped(grads, clip, logged, xp)
+            ok = xp.isfinite(value + penalty + spread) & allowed
         gate = ok if guard else None  # when the update applies (None: always)
         if scaler is not None:  # mixed_float16: an overflowing backward pass skips the step
             ok, gate, loss_scale = scaler.judge(
@@ -200,6 +206,8 @@ def core_step(
         # replays guarded instead, see FiniteGuard; make_train_step has no later point).
         if gate is None:
             ts = apply(ts, grads, new_state)
+        elif host:  # a Python bool: no branch closures
+            ts = apply(ts, grads, new_state) if gate else ts
         else:
             ts = backend.cond(gate, lambda t: apply(t, grads, new_state), lambda t: t, ts)
         if scaler is not None:
@@ -237,6 +245,16 @@ def _clipped(grads: Params, clip: Any, logged: list, xp: Any) -> tuple[Params, A
     norm = clipping.global_norm(grads)
     logged.append(norm)
     return clipping.apply(grads, clip, norm), norm
+
+
+def _host_finite(value: Any, penalty: Any, grads: Params, xp: Any) -> bool:
+    """Whether the loss, the penalty and every gradient are finite: host arrays read as
+    Python floats (one reduction per gradient; the sum of finite values is finite, that of a
+    NaN or an inf is not, and float64 does not overflow on float32 sums)."""
+    total = float(value) + float(penalty)
+    for g in tree_leaves(grads):
+        total += float(xp.sum(g))
+    return math.isfinite(total)
 
 
 def _stats_before(stats: GradStats, grads: Params, params: Params, xp: Any) -> tuple:

@@ -7,14 +7,14 @@ import fnmatch
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from wframe import layers as wl
 from wframe.backends import to_numpy
 from wframe.model import Sequential
-from wframe.saving import io
+from wframe.saving import io, sparse_pack
 from wframe.transfer.report import TransferReport
 from wframe.transfer.report import const as _const
 from wframe.tree import flatten, map_at
@@ -68,16 +68,24 @@ def replace_head(
     return new
 
 
-def _source(source: Any) -> list[tuple[str, str, np.ndarray, str]]:
-    """``(source key, flat name, host array, "params" | "state" | "masks" | "any")`` entries."""
+class _Spec(NamedTuple):
+    """A file tensor's dtype and shape, from the header (its data is read only if it loads)."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+
+def _source(source: Any) -> list[tuple[str, str, Any, str]]:
+    """``(source key, flat name, host array or _Spec, "params" | "state" | "masks" | "any")``
+    entries; a file's come from its header alone."""
     if isinstance(source, (str, os.PathLike)):
         out = []
-        for key, a in io.read_safetensors(source)[0].items():
+        for key, (dtype, shape) in sparse_pack.shapes(io.read_header(source)).items():
             kind = "params" if not key.startswith("@") else None
             for k, prefix in (("state", io.STATE_PREFIX), ("masks", io.MASK_PREFIX)):
                 kind = k if key.startswith(prefix) else kind
             name = key if kind == "params" else key.partition("/")[2]
-            out.append((key, name, a, kind or "other"))
+            out.append((key, name, _Spec(dtype, shape), kind or "other"))
         return out
     if hasattr(source, "params") and hasattr(source, "state"):
         trees = {"params": source.params, "state": source.state}
@@ -149,7 +157,7 @@ def load_pretrained(
     rename_fn = _renamer(rename)
     targets = {"params": dict(flatten(model.params)), "state": dict(flatten(model.state))}
     report = TransferReport("load_pretrained")
-    fns: dict[str, dict[str, Callable]] = {"params": {}, "state": {}}
+    plan = []
     for key, name, a, kind in entries:
         target = rename_fn(name) if kind in ("params", "state", "any") else None
         if kind == "any":  # a dict's entry: the model's names say params or state
@@ -158,10 +166,18 @@ def load_pretrained(
         why = _skip_reason(name, a, kind, target, ref, include, exclude)
         if why:
             report.skipped.append((key, why))
-            continue
+        else:
+            plan.append((key, a, kind, target, ref))
+    # A file's data is read only once its header shows that something loads.
+    stored = io.read_safetensors(path_or_model) if plan and isinstance(plan[0][1], _Spec) else {}
+    if stored:  # packed tensors unpacked (those that load: their shapes fit)
+        stored = sparse_pack.unpack(*stored, path_or_model, names=[p[0] for p in plan])
+    fns: dict[str, dict[str, Callable]] = {"params": {}, "state": {}}
+    for key, a, kind, target, ref in plan:
         # A copy: on numpy the source model's (or dict's) arrays would otherwise be shared,
         # and training one model would change the other.
-        fns[kind][target] = _const(model.backend.asarray(np.array(a, dtype=str(ref.dtype))))
+        value = stored[key] if isinstance(a, _Spec) else a
+        fns[kind][target] = _const(model.backend.asarray(np.array(value, dtype=str(ref.dtype))))
         note = "" if str(a.dtype) == str(ref.dtype) else f"{a.dtype} -> {ref.dtype}"
         report.loaded.append((key, tuple(a.shape), target, tuple(ref.shape), note))
     report.missing = [n for kind in fns for n in targets[kind] if n not in fns[kind]]

@@ -22,11 +22,9 @@ each kernel transposed and split per head, ``query/W`` (E, H, dh), ``output/W`` 
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -35,8 +33,12 @@ from wframe.backends import to_numpy, use_backend
 from wframe.layers.combinators import Sequential as Chain
 from wframe.layers.graph import Graph
 from wframe.model import Sequential
+from wframe.placeholders import shape_only
 from wframe.saving import io
+from wframe.saving.errors import capped
+from wframe.saving.values import check_values, short
 from wframe.transfer import torch_layers as tl
+from wframe.transfer import torch_source as ts
 from wframe.transfer.report import TransferReport
 from wframe.transfer.report import const as _const
 from wframe.tree import flatten, map_at
@@ -60,11 +62,6 @@ class _Slot:
     perm: np.ndarray | None  # perm[i_wframe] = i_torch over the input features, after a Flatten
 
 
-def _out_shape(layer: wl.Layer, shape: tuple, dtype: str) -> tuple:
-    with use_backend("numpy"):  # a throwaway host init: layers do not store their shapes
-        return tuple(layer.init(0, shape, dtype=dtype)[2])
-
-
 def _walk(layer, name, prefix, shape, perm, dtype, out) -> tuple[tuple, Any]:
     """Append the leaf layers of ``layer`` in call order; returns ``(out shape, perm)``."""
     join = lambda a, b: f"{a}/{b}" if a else b  # noqa: E731
@@ -73,7 +70,7 @@ def _walk(layer, name, prefix, shape, perm, dtype, out) -> tuple[tuple, Any]:
         seen, i = set(), 0
         for child in layer.layers:
             if child.name in seen:  # a shared instance: one set of weights, listed once
-                shape, perm = _out_shape(child, shape, dtype), None
+                shape, perm = child.compute_output_shape(shape, dtype), None
             else:
                 seen.add(child.name)
                 at = (join(name, child.name), tjoin(prefix, i))
@@ -89,8 +86,8 @@ def _walk(layer, name, prefix, shape, perm, dtype, out) -> tuple[tuple, Any]:
         for i, (key, child) in enumerate(layer.children()):
             at = (join(name, key), tjoin(prefix, i)) if key else (name, prefix)
             _walk(child, *at, shape, None, dtype, out)
-        return _out_shape(layer, shape, dtype), None
-    out_shape = _out_shape(layer, shape, dtype)
+        return layer.compute_output_shape(shape, dtype), None
+    out_shape = layer.compute_output_shape(shape, dtype)
     if isinstance(layer, wl.Flatten):
         return out_shape, (_nchw_perm(*shape[1:]) if len(shape) == 4 else None)
     features = len(shape) == 2  # per-feature layers keep the permutation of a Flatten
@@ -103,12 +100,12 @@ def _walk(layer, name, prefix, shape, perm, dtype, out) -> tuple[tuple, Any]:
 def _walk_graph(graph: Graph, name: str, prefix: str, shape: Any, dtype: str, out: list) -> Any:
     """Append the leaf layers of a graph in the order of their first calls (a twin's module
     ``i`` is the ``i``-th of them); returns the graph's output shape."""
-    with use_backend("numpy"):  # the shapes each layer is first called on
+    with use_backend("numpy"), shape_only():  # the shapes each layer is first called on
         calls = {n.layer: arg for _, n, arg, *_ in graph.walk(0, shape, dtype)}
     for i, (key, arg) in enumerate(calls.items()):  # (dicts keep the first call's position)
         at = (f"{name}/{key}" if name else key, f"{prefix}.{i}" if prefix else str(i))
         _walk(graph.get_layer(key), *at, arg, None, dtype, out)
-    return _out_shape(graph, shape, dtype)
+    return graph.compute_output_shape(shape, dtype)
 
 
 def _nchw_perm(h: int, w: int, c: int) -> np.ndarray | None:
@@ -130,45 +127,10 @@ def _sub(tree: dict, name: str) -> dict:
     return tree
 
 
-def _shapes(d: Mapping) -> str:
-    return ", ".join(f"{k} {tuple(a.shape)}" for k, a in d.items())
-
-
-def _host(v: Any) -> np.ndarray:
-    """A host copy of ``v``: ``Tensor.numpy()`` (and ``np.asarray`` of a NumPy array) share
-    memory with the source, and a model on numpy would then change with the torch twin."""
-    if hasattr(v, "detach"):  # a torch tensor, converted without importing torch
-        v = v.detach().cpu()
-        v = (v.float() if str(v.dtype) == "torch.bfloat16" else v).numpy()
-    return np.array(v, copy=True)
-
-
-def _natural(key: str) -> list:
-    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", key)]
-
-
-def _torch_groups(source: Any) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:
-    """``({module prefix: {key: host array}}, {prefix: module})``, in module order."""
-    modules, ordered = {}, True
-    if callable(getattr(source, "state_dict", None)) and hasattr(source, "named_modules"):
-        modules, source = dict(source.named_modules()), source.state_dict()
-    if isinstance(source, (str, os.PathLike)):
-        source, ordered = io.read_safetensors(source)[0], False  # safetensors sorts its names
-    if not isinstance(source, Mapping):
-        raise TypeError(
-            "from_torch: expected a state_dict (a dict of tensors or arrays), a .safetensors "
-            f"path or a torch.nn.Module, got {type(source).__name__}"
-        )
-    groups: dict[str, dict[str, np.ndarray]] = {}
-    for key in source if ordered else sorted(source, key=_natural):
-        prefix, _, leaf = key.rpartition(".")
-        groups.setdefault(prefix, {})[leaf] = _host(source[key])
-    # nn.MultiheadAttention keeps its output projection in a submodule "out_proj"
-    for prefix in [p for p in groups if p == "out_proj" or p.endswith(".out_proj")]:
-        owner = groups.get(prefix.removesuffix("out_proj").removesuffix("."))
-        if owner is not None and {"in_proj_weight", "q_proj_weight"} & set(owner):
-            owner.update({f"out_proj.{k}": a for k, a in groups.pop(prefix).items()})
-    return groups, modules
+def _shapes(d: Mapping, limit: int = 8) -> str:
+    rows = [f"{short(k)} {tuple(a.shape)}" for k, a in list(d.items())[: limit + 1]]
+    more = len(d) - limit
+    return ", ".join(rows[:limit] + ([f"... and {more} more"] if more > 0 else []))
 
 
 # ------------------------------------------------------------------ PyTorch
@@ -178,6 +140,7 @@ def from_torch(
     mapping: Mapping[str, str | Sequence[str] | None] | None = None,
     *,
     strict: bool = True,
+    allow_nonfinite: bool = False,
 ) -> TransferReport:
     """Copy a PyTorch twin's weights into the built ``model``; returns the report.
 
@@ -206,23 +169,47 @@ def from_torch(
         (the other modules pair in order with the other layers); ``None`` skips a module; a
         recurrent module of ``n`` layers takes a list of ``n`` names.
       strict: raise when modules are left over on either side (else report them).
+      allow_nonfinite: copy NaN and inf values (to debug a diverged twin); by default they
+        are refused.
+
+    Every value copied is checked first (:func:`wframe.saving.values.check_values`): the
+    model changes only when all pass.
 
     Raises:
       ValueError: naming the torch module, its keys and shapes and the wframe layer it was
-        paired with, for a module kind that is not handled or a kind or shape that cannot match.
+        paired with, for a module kind that is not handled or a kind or shape that cannot
+        match; naming each parameter whose values cannot be loaded: NaN or inf, finite values
+        that overflow the model's dtype (float64 1e300 for a float32 model), a negative
+        BatchNorm ``running_var``; and for modules left over (``strict``). From a file, a
+        :class:`~wframe.saving.io.WeightsFileError` naming it.
+      TypeError: naming the entry, for one that is not floating-point (integer, bool, complex:
+        a cast would change the values silently), a sparse, meta or quantized tensor, or no
+        array at all (a file's: a ``WeightsFileError``).
     """
-    groups, modules = _torch_groups(state_dict_or_path)
+    if not isinstance(allow_nonfinite, (bool, np.bool_)):
+        raise TypeError(
+            f"from_torch: allow_nonfinite must be True or False, got {allow_nonfinite!r}"
+        )
+    path = ts.path_of(state_dict_or_path)
+    groups, modules = ts.torch_groups(state_dict_or_path)
     report = TransferReport("from_torch")
     groups = _without_counters(groups, report)
     pairs, extra = _pair_modules(groups, _slots(model), mapping, modules, report)
-    params, state = _plan(model, pairs, modules, report)  # raises on a pair that cannot match
+    params, state = _plan(model, pairs, modules, report, path=path, finite=not allow_nonfinite)
     if strict and (extra or report.missing):
         raise ValueError(
-            f"from_torch: left over: torch modules {extra}, wframe layers {report.missing}; "
-            "map a module to None to skip it, or pass strict=False to keep those weights"
+            f"from_torch: left over: torch modules {_listed(extra)}, wframe layers "
+            f"{_listed(report.missing)}; map a module to None to skip it, or pass strict=False "
+            "to keep those weights"
         )
     model.params, model.state = params, state
     return report
+
+
+def _listed(names: list[str], limit: int = 10) -> str:
+    """``names`` as a list, the first ``limit`` of them then how many more."""
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return f"[{', '.join(short(repr(n), 120) for n in names[:limit])}]{more}"
 
 
 def _without_counters(groups: dict[str, dict], report: TransferReport) -> dict[str, dict]:
@@ -241,8 +228,9 @@ def _mapped_names(groups: dict, mapping: dict, slots: dict) -> dict[str, list | 
         parts = len(tl.rnn_layers(groups[p])) if p in groups else 0
         if not parts or (names is not None and not set(names) <= set(slots)):
             raise ValueError(
-                f"from_torch: mapping {p!r}: {n!r} names a missing module or layer; the torch "
-                f"modules are {list(groups)}, the layers with weights {list(slots)}"
+                f"from_torch: mapping {short(p)!r}: {short(repr(n))} names a missing module or "
+                f"layer; the torch modules are {_listed(list(groups))}, the layers with weights "
+                f"{_listed(list(slots))}"
             )
         if names is not None and len(names) != parts:
             raise ValueError(
@@ -307,9 +295,15 @@ def _mismatch(prefix: str, t: dict, slot: _Slot, modules: dict) -> str | None:
     return tl.check_module(modules[prefix], slot.layer) if prefix in modules else None
 
 
-def _plan(model, pairs: list, modules: dict, report: TransferReport) -> tuple[dict, dict]:
-    """The model's new params and state, every pair converted and checked first."""
+def _plan(
+    model, pairs: list, modules: dict, report: TransferReport, *, path: str | None, finite: bool
+) -> tuple[dict, dict]:
+    """The model's new params and state, every pair converted and checked first: kinds and
+    shapes (raising at the first pair that cannot match), then dtypes and values (every
+    problem collected, raised together by :func:`_refuse`)."""
     fns: dict[str, dict[str, Callable]] = {"params": {}, "state": {}}
+    dtypes: list[str] = []  # entries that are not floating-point
+    values: list[str] = []  # values the model cannot take
     for prefix, t, slot in pairs:
         own = {tree: dict(flatten(_sub(getattr(model, tree), slot.name))) for tree in fns}
         why = _mismatch(prefix, t, slot, modules)
@@ -325,15 +319,34 @@ def _plan(model, pairs: list, modules: dict, report: TransferReport) -> tuple[di
                 f"{slot.name!r} ({type(slot.layer).__name__}: "
                 f"{_shapes({**own['params'], **own['state']})}): {why}"
             )
+        wrong = [ts.dtype_problem(_join(prefix, k), a, slot.name) for k, a in t.items()]
+        dtypes += [w for w in wrong if w]
+        if dtypes:
+            continue  # (no conversion is worth checking until every dtype is right)
         for tree, entries in new.items():
             for k, (a, src, note) in entries.items():
                 ref, keys = own[tree][k], src.split(" + ")
+                source = " + ".join(_join(prefix, s) for s in keys)
+                name = ("@state/" if tree == "state" else "") + f"{slot.name}/{k}"
+                found = check_values(name, a, allow_nonfinite=not finite, dtype=str(ref.dtype))
+                values += [f"torch {short(source)!r}: {p}" for p in found]
+                if found or values:
+                    continue
                 value = model.backend.asarray(np.ascontiguousarray(a, dtype=str(ref.dtype)))
                 fns[tree][f"{slot.name}/{k}"] = _const(value)
-                source = " + ".join(_join(prefix, s) for s in keys)
                 row = (source, tuple(t[keys[0]].shape), f"{slot.name}/{k}", tuple(ref.shape), note)
                 report.loaded.append(row)
+    if dtypes or values:
+        _refuse(dtypes or values, path, TypeError if dtypes else ValueError)
     return map_at(model.params, fns["params"]), map_at(model.state, fns["state"])
+
+
+def _refuse(problems: list[str], path: str | None, kind: type) -> NoReturn:
+    """Raise ``kind`` (a file's: :class:`~wframe.saving.io.WeightsFileError`) listing
+    ``problems``, capped."""
+    if path is not None:
+        raise io.file_error(f"from_torch: cannot load {path!r}:", path, capped(problems))
+    raise kind("\n  ".join(["from_torch: cannot copy these weights:", *capped(problems)]))
 
 
 def to_torch_state_dict(model: Sequential) -> dict[str, np.ndarray]:
