@@ -5,6 +5,7 @@ and evaluate included; NcclDataParallel's logic on NumPy ranks over TCP, its lau
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -22,10 +23,23 @@ SCRIPT = Path(__file__).parent / "_dp_script.py"
 
 
 @pytest.fixture(scope="module")
-def results():
+def results(tmp_path_factory):
+    """The script's results, computed once per test session: the xdist workers that run this
+    module's tests share them through a locked file (each run costs ~35 s of compilation)."""
     if "jax" not in wf.available():
         pytest.skip("jax unavailable")
     pytest.importorskip("sklearn")
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this session's
+    path = shared / "dp_results.json"
+    with open(shared / "dp_results.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not path.exists():
+            path.write_text(_run_script())
+    return json.loads(path.read_text())
+
+
+def _run_script() -> str:
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     out = subprocess.run(
         [sys.executable, str(SCRIPT)],
@@ -36,14 +50,14 @@ def results():
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return out.stdout.strip().splitlines()[-1]
 
 
-# Every optimizer and steps_per_execution on the MLP; the CNN (sharded convolutions) once, with
-# adam over a whole epoch per call: each pair of fits costs ~5 s of compilation.
+# Each optimizer and steps_per_execution once on the MLP; the CNN (sharded convolutions) once,
+# with adam over a whole epoch per call: each pair of fits costs ~5 s of compilation.
 @pytest.mark.parametrize(
     ("model", "optimizer", "spe"),
-    [("mlp", o, s) for o in ("sgd", "adam") for s in ("1", "epoch")] + [("cnn", "adam", "epoch")],
+    [("mlp", "sgd", "1"), ("mlp", "adam", "epoch"), ("cnn", "adam", "epoch")],
 )
 def test_twenty_data_parallel_steps_equal_single_device(results, model, optimizer, spe):
     run = results[f"{model}/{optimizer}/{spe}"]

@@ -162,18 +162,18 @@ MATRIX = [
     for per_call in (1, "epoch")
     for where in ("batch", "epoch")
 ]
+# On jax (and cupy) each kind and call length once, interrupted mid-epoch (the harder place):
+# each jax configuration compiles its own steps; numpy runs every configuration.
 SUBSET = {
     ("schedule", 1, "batch"),
-    ("schedule", "epoch", "epoch"),
     ("plateau", "epoch", "batch"),
-    ("plateau", 1, "epoch"),
 }
 
 
 @pytest.mark.parametrize(("kind", "per_call", "where"), MATRIX)
 def test_a_resumed_run_is_the_uninterrupted_run(backend, tmp_path_factory, kind, per_call, where):
     if backend.name != "numpy" and (kind, per_call, where) not in SUBSET:
-        pytest.skip("numpy runs every configuration; jax, cupy one of each kind, length, place")
+        pytest.skip("numpy runs every configuration; jax, cupy one of each kind and length")
     save_freq = 3 if where == "batch" else "epoch"
     ref_dir = tmp_path_factory.getbasetemp() / f"ref-{backend.name}-{kind}-{per_call}-{where}"
     reference = straight(backend.name, kind, per_call, save_freq, str(ref_dir))
