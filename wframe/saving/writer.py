@@ -1,6 +1,6 @@
 """Safetensors files written safely: atomically, with checksums, and only over regular files.
 
-A write goes to a temporary file ``.{name}.XXXXXXXX.tmp`` in the target's folder, is fsynced
+A write goes to a temporary file ``.{name}.<random>.tmp`` in the target's folder, is fsynced
 and renamed over the target: after a crash the target is the old file or the new one, never a
 torn one. Around that:
 
@@ -222,7 +222,7 @@ def _temporary(path: str, target: str) -> tuple[int, str]:
 
 def remove_stale(folder: str, base: str) -> list[str]:
     """Remove the temporary files that killed writes of ``folder/base`` left: regular files
-    named ``.{base}.XXXXXXXX.tmp`` (this writer's pattern) last modified before this process
+    named ``.{base}.<random>.tmp`` (this writer's pattern) last modified before this process
     imported the module. Returns their names."""
     pattern = re.compile(re.escape(f".{base}.") + r"[a-z0-9_]{8}\.tmp")
     removed = []
