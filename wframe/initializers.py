@@ -131,14 +131,26 @@ def compute_fans(shape: Shape) -> tuple[int, int]:
 
 @_shape_aware
 def zeros(key: Key, shape: Shape, dtype: DTypeLike = "float32") -> Array:
-    """All zeros (``key`` is unused, kept for the common signature)."""
+    """All zeros.
+
+    Args:
+      key: unused (any key; kept for the common signature).
+      shape: the weight's shape, a tuple of positive ints.
+      dtype: a floating dtype.
+    """
     shape, dt = _check(shape, dtype)
     return _finish(np.zeros(shape), dt)
 
 
 @_shape_aware
 def ones(key: Key, shape: Shape, dtype: DTypeLike = "float32") -> Array:
-    """All ones (``key`` is unused, kept for the common signature)."""
+    """All ones.
+
+    Args:
+      key: unused (any key; kept for the common signature).
+      shape: the weight's shape, a tuple of positive ints.
+      dtype: a floating dtype.
+    """
     shape, dt = _check(shape, dtype)
     return _finish(np.ones(shape), dt)
 
@@ -253,32 +265,68 @@ def _scaled(key, shape, dtype, scale: float, fan: str, dist: str) -> Array:
 
 
 def glorot_uniform(key: Key, shape: Shape, dtype: DTypeLike = "float32") -> Array:
-    """Glorot/Xavier uniform: ``U(-l, l)`` with ``l = sqrt(6 / (fan_in + fan_out))``."""
+    """Glorot/Xavier uniform: ``U(-l, l)`` with ``l = sqrt(6 / (fan_in + fan_out))``.
+
+    Args:
+      key: an int seed or a :class:`numpy.random.SeedSequence` (:mod:`wframe.random`).
+      shape: the weight's shape, a tuple of positive ints (fans from :func:`compute_fans`).
+      dtype: a floating dtype; drawn in float64 on the host, then cast.
+    """
     return _scaled(key, shape, dtype, 1.0, "avg", "uniform")
 
 
 def glorot_normal(key: Key, shape: Shape, dtype: DTypeLike = "float32") -> Array:
-    """Glorot/Xavier normal: truncated normal of variance ``2 / (fan_in + fan_out)``."""
+    """Glorot/Xavier normal: truncated normal of variance ``2 / (fan_in + fan_out)``.
+
+    Args:
+      key: an int seed or a :class:`numpy.random.SeedSequence` (:mod:`wframe.random`).
+      shape: the weight's shape, a tuple of positive ints (fans from :func:`compute_fans`).
+      dtype: a floating dtype; drawn in float64 on the host, then cast.
+    """
     return _scaled(key, shape, dtype, 1.0, "avg", "normal")
 
 
 def he_uniform(key: Key, shape: Shape, dtype: DTypeLike = "float32") -> Array:
-    """He/Kaiming uniform: ``U(-l, l)`` with ``l = sqrt(6 / fan_in)``."""
+    """He/Kaiming uniform: ``U(-l, l)`` with ``l = sqrt(6 / fan_in)``.
+
+    Args:
+      key: an int seed or a :class:`numpy.random.SeedSequence` (:mod:`wframe.random`).
+      shape: the weight's shape, a tuple of positive ints (fans from :func:`compute_fans`).
+      dtype: a floating dtype; drawn in float64 on the host, then cast.
+    """
     return _scaled(key, shape, dtype, 2.0, "in", "uniform")
 
 
 def he_normal(key: Key, shape: Shape, dtype: DTypeLike = "float32") -> Array:
-    """He/Kaiming normal: truncated normal of variance ``2 / fan_in``."""
+    """He/Kaiming normal: truncated normal of variance ``2 / fan_in``.
+
+    Args:
+      key: an int seed or a :class:`numpy.random.SeedSequence` (:mod:`wframe.random`).
+      shape: the weight's shape, a tuple of positive ints (fans from :func:`compute_fans`).
+      dtype: a floating dtype; drawn in float64 on the host, then cast.
+    """
     return _scaled(key, shape, dtype, 2.0, "in", "normal")
 
 
 def lecun_uniform(key: Key, shape: Shape, dtype: DTypeLike = "float32") -> Array:
-    """LeCun uniform: ``U(-l, l)`` with ``l = sqrt(3 / fan_in)``."""
+    """LeCun uniform: ``U(-l, l)`` with ``l = sqrt(3 / fan_in)``.
+
+    Args:
+      key: an int seed or a :class:`numpy.random.SeedSequence` (:mod:`wframe.random`).
+      shape: the weight's shape, a tuple of positive ints (fans from :func:`compute_fans`).
+      dtype: a floating dtype; drawn in float64 on the host, then cast.
+    """
     return _scaled(key, shape, dtype, 1.0, "in", "uniform")
 
 
 def lecun_normal(key: Key, shape: Shape, dtype: DTypeLike = "float32") -> Array:
-    """LeCun normal: truncated normal of variance ``1 / fan_in``."""
+    """LeCun normal: truncated normal of variance ``1 / fan_in``.
+
+    Args:
+      key: an int seed or a :class:`numpy.random.SeedSequence` (:mod:`wframe.random`).
+      shape: the weight's shape, a tuple of positive ints (fans from :func:`compute_fans`).
+      dtype: a floating dtype; drawn in float64 on the host, then cast.
+    """
     return _scaled(key, shape, dtype, 1.0, "in", "normal")
 
 

@@ -24,7 +24,11 @@ from wframe.types import Array, Key, Shape
 
 
 def as_key(key: Key) -> np.random.SeedSequence:
-    """Normalize an int seed or a SeedSequence into a SeedSequence."""
+    """Normalize an int seed or a SeedSequence into a SeedSequence.
+
+    Args:
+      key: an int seed (>= 0) or a :class:`numpy.random.SeedSequence`.
+    """
     if isinstance(key, np.random.SeedSequence):
         return key
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool) and key >= 0:
@@ -39,6 +43,10 @@ def fold_in(key: Key | Array, data: int | str) -> np.random.SeedSequence | Array
 
     ``key`` may be a host key (int or SeedSequence) or an array key (see the module docstring);
     the child has the same kind.
+
+    Args:
+      key: the parent key, host or array.
+      data: the label; a str is hashed (CRC-32), an int is used as it is.
     """
     if hasattr(key, "shape"):
         word = zlib.crc32(data.encode()) if isinstance(data, str) else int(data)
@@ -53,17 +61,30 @@ def fold_in(key: Key | Array, data: int | str) -> np.random.SeedSequence | Array
 
 
 def split(key: Key, num: int = 2) -> tuple[np.random.SeedSequence, ...]:
-    """``num`` independent child keys; calling it twice gives the same children."""
+    """``num`` independent child keys; calling it twice gives the same children.
+
+    Args:
+      key: an int seed or a :class:`numpy.random.SeedSequence`.
+      num: how many children (child ``i`` is ``fold_in(key, i)``).
+    """
     return tuple(fold_in(key, i) for i in range(num))
 
 
 def generator(key: Key) -> np.random.Generator:
-    """A host NumPy generator (Philox, counter-based) seeded by ``key``."""
+    """A host NumPy generator (Philox, counter-based) seeded by ``key``.
+
+    Args:
+      key: an int seed or a :class:`numpy.random.SeedSequence`.
+    """
     return np.random.Generator(np.random.Philox(as_key(key)))
 
 
 def mix32(x: Array) -> Array:
-    """A bijective avalanche of uint32 words (murmur3's finalizer), elementwise, any backend."""
+    """A bijective avalanche of uint32 words (murmur3's finalizer), elementwise, any backend.
+
+    Args:
+      x: a ``uint32`` array.
+    """
     xp = array_namespace(x)
     x = x ^ (x >> 16)
     x = x * xp.asarray(0x85EBCA6B, dtype=xp.uint32)
@@ -73,7 +94,13 @@ def mix32(x: Array) -> Array:
 
 
 def array_key(seed: int, counter: int, backend=None) -> Array:
-    """The array key ``[seed, counter]`` on ``backend`` (default: the active one)."""
+    """The array key ``[seed, counter]`` on ``backend`` (default: the active one).
+
+    Args:
+      seed: an int, kept modulo ``2**32``.
+      counter: an int (e.g. the step), kept modulo ``2**32``.
+      backend: the :class:`~wframe.backends.Backend` to place it on; ``None`` for the active one.
+    """
     backend = backend or get_backend()
     host = np.array([seed & 0xFFFFFFFF, counter & 0xFFFFFFFF], dtype=np.uint32)
     return backend.asarray(host)

@@ -21,7 +21,16 @@ class TrainState(NamedTuple):
     """Everything a train step updates: the model's params and state, the optimizer's state,
     the pruning masks it keeps (``{"dense_0/W": 0/1 array}``, ``None`` for none) and the
     dynamic loss scale of a ``mixed_float16`` model (``None`` for the other policies; a step
-    of :func:`wframe.make_train_step` starts one where it is missing)."""
+    of :func:`wframe.make_train_step` starts one where it is missing).
+
+    Attributes:
+      params: the model's trainable arrays, a nested dict (``{"dense_0": {"W": ...}}``).
+      state: the model's non-trainable arrays (BatchNorm's moving statistics), same form.
+      opt_state: the optimizer's state (its ``init(params)``).
+      masks: the pruning masks by flat name, or ``None`` for none.
+      loss_scale: the dynamic loss scale (:class:`wframe.precision.LossScaleState`), or
+        ``None``.
+    """
 
     params: Params
     state: State

@@ -61,7 +61,18 @@ class BackendUnavailableError(RuntimeError):
 
 
 def register(name: str, path: str) -> None:
-    """Register a third-party backend class under ``name`` as ``"package.module:Class"``."""
+    """Register a third-party backend class under ``name`` as ``"package.module:Class"``.
+
+    The module is imported on first use of the backend, not here; registering a name again
+    replaces the earlier registration.
+
+    Args:
+      name: the name ``set_backend``, ``use_backend`` and ``WFRAME_BACKEND`` will accept.
+      path: ``"package.module:Class"``, a subclass of :class:`wframe.backends.Backend`.
+
+    Raises:
+      ValueError: ``name`` is empty or not a str, or ``path`` has no ``":"``.
+    """
     if not isinstance(name, str) or not name:
         raise ValueError(f"backend name must be a non-empty str, got {name!r}")
     if not isinstance(path, str) or ":" not in path:
@@ -93,8 +104,16 @@ def _canonical(name: str) -> str:
 
 
 def backend_class(name: str) -> type[Backend]:
-    """The class registered as ``name`` (any case); a broken registration raises
-    BackendUnavailableError."""
+    """The class registered as ``name`` (any case), imported on the first call.
+
+    Args:
+      name: a registered backend name (:func:`registered` lists them).
+
+    Raises:
+      ValueError: no backend is registered as ``name``.
+      BackendUnavailableError: the registered path cannot be imported or is not a Backend
+        subclass.
+    """
     _load_entry_points()
     with _lock:
         name = _canonical(name)
@@ -118,7 +137,11 @@ def backend_class(name: str) -> type[Backend]:
 
 
 def why_unavailable(name: str) -> str:
-    """``""`` if backend ``name`` can run here, else the reason."""
+    """``""`` if backend ``name`` can run here, else the reason.
+
+    Args:
+      name: a registered backend name.
+    """
     try:
         ok, why = backend_class(name).is_available()
     except BackendUnavailableError as e:
@@ -162,7 +185,14 @@ def _instance(name: str) -> Backend:
 
 
 def resolve(name: str | Backend) -> Backend:
-    """The backend named ``name`` (made on first use), or ``name`` itself if it is one."""
+    """The backend named ``name`` (made on first use), or ``name`` itself if it is one.
+
+    Args:
+      name: a registered backend name, or a :class:`Backend` instance.
+
+    Raises:
+      TypeError: ``name`` is neither a str nor a Backend.
+    """
     if isinstance(name, Backend):
         return name
     if not isinstance(name, str):
@@ -193,7 +223,12 @@ def get_backend() -> Backend:
 
 
 def set_backend(name: str | Backend) -> Backend:
-    """Make ``name`` the process-wide default backend and return it."""
+    """Make ``name`` the process-wide default backend and return it.
+
+    Args:
+      name: a registered backend name (``"numpy"``, ``"jax"``, ``"cupy"``, ...) or a
+        :class:`Backend`; it replaces the default that ``WFRAME_BACKEND`` chose.
+    """
     global _default, _env_seen
     backend = resolve(name)
     with _lock:
@@ -203,7 +238,14 @@ def set_backend(name: str | Backend) -> Backend:
 
 @contextlib.contextmanager
 def use_backend(name: str | Backend) -> Iterator[Backend]:
-    """Use ``name`` inside a ``with`` block; nests, and is local to the thread or task."""
+    """Use ``name`` inside a ``with`` block; nests, and is local to the thread or task.
+
+    Args:
+      name: a registered backend name or a :class:`Backend`.
+
+    Yields:
+      The backend, active until the block ends.
+    """
     token = _context.set(resolve(name))
     try:
         yield _context.get()
@@ -246,6 +288,9 @@ def _backend_for_type(a: Array) -> Backend:
 def backend_of(*arrays: Array) -> Backend:
     """The backend the ``arrays`` live on (tracers included); they must all share one.
 
+    Args:
+      *arrays: arrays of any registered backend.
+
     Raises:
       TypeError: if the arrays belong to two backends, naming both and the fix.
     """
@@ -271,7 +316,11 @@ def backend_of(*arrays: Array) -> Backend:
 
 
 def to_numpy(a: Array):
-    """Copy an array of any backend to a host NumPy array."""
+    """Copy an array of any backend to a host NumPy array.
+
+    Args:
+      a: an array of any backend (or anything ``numpy.asarray`` takes).
+    """
     if array_api_compat.is_cupy_array(a):
         return a.get()
     return _numpy.asarray(a)

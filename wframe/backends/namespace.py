@@ -18,7 +18,11 @@ _namespaces: dict[type, Namespace] = {_numpy.ndarray: _numpy_xp}
 
 
 def array_namespace(*arrays: Array) -> Namespace:
-    """The array-API namespace of ``arrays`` (cached per array type: this is on hot paths)."""
+    """The array-API namespace of ``arrays`` (cached per array type: this is on hot paths).
+
+    Args:
+      *arrays: arrays of one library (NumPy, CuPy, JAX, ...).
+    """
     if len(arrays) == 1:
         xp = _namespaces.get(type(arrays[0]))
         if xp is not None:
@@ -33,5 +37,10 @@ def array_namespace(*arrays: Array) -> Namespace:
 
 def register_namespace(array_type: type, xp: Namespace) -> None:
     """Make ``xp`` the namespace :func:`array_namespace` gives for arrays of ``array_type``
-    (CuPy's backend: its capture-safe namespace for ``cupy.ndarray``)."""
+    (CuPy's backend: its capture-safe namespace for ``cupy.ndarray``).
+
+    Args:
+      array_type: the array class, e.g. ``cupy.ndarray``.
+      xp: the namespace to return for it.
+    """
     _namespaces[array_type] = xp

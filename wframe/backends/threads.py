@@ -69,7 +69,16 @@ def threads_for(work: float) -> int | None:
 
 @contextlib.contextmanager
 def num_threads(n: int | None) -> Iterator[None]:
-    """Within the block, wframe's host calls use ``n`` BLAS threads (``None``: the policy)."""
+    """Within the block, wframe's host calls use ``n`` BLAS threads (``None``: the policy).
+
+    Args:
+      n: the BLAS threads of wframe's own host calls in the block (a positive int), or
+        ``None`` for the policy (one thread for small work, the cores for large). The user's
+        setting outside wframe's calls is never changed.
+
+    Raises:
+      ValueError: ``n`` is not a positive int or ``None``.
+    """
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         raise ValueError(f"num_threads: n must be a positive int or None, got {n!r}")
     token = _override.set(n)

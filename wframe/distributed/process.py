@@ -23,6 +23,12 @@ def initialize(
     On CPU the processes' collectives go through gloo. Then ``DataParallel()`` spans every
     process's devices; each process runs the same script with the same seed, on the same data
     or (``per_process_data=True``) on its own share.
+
+    Args:
+      coordinator_address: ``"host:port"`` of process 0's coordinator service.
+      num_processes: how many processes the run has.
+      process_id: this process's index, ``0`` to ``num_processes - 1``.
+      **kwargs: passed on to :func:`jax.distributed.initialize` (e.g. ``local_device_ids``).
     """
     import jax
 

@@ -137,6 +137,8 @@ class MultiHeadAttention(Layer):
         query's features.
       kernel_init: initializer of the four kernels (name or callable).
       bias_init: initializer of the biases.
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
     """
 
     num_heads: int

@@ -56,6 +56,10 @@ class Layer(metaclass=LayerType):
     (:mod:`wframe.layers.layer_type`). A layer class defined outside wframe has what its
     ``forward`` and ``backprop`` return checked (:mod:`wframe.layers.contract`), so a missing
     backward or a gradient of the wrong shape is reported with the layer's name.
+
+    Args:
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
     """
 
     name: str | None = field(default=None, kw_only=True)

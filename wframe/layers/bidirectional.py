@@ -52,6 +52,8 @@ class Bidirectional(Layer):
         it must have the same ``return_sequences``. Unlike Keras, it takes no
         ``go_backwards``: the wrapper reverses its input (and, with ``return_sequences``, its
         output) itself.
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
 
     ``forward`` also takes ``initial_state``: a list whose first half goes to the forward copy
     and second half to the backward one (``[h_f, h_b]``; LSTM ``[h_f, c_f, h_b, c_b]``).

@@ -113,6 +113,8 @@ class Conv2D(Layer):
       bias_init: initializer of ``b``.
       kernel_regularizer, bias_regularizer: penalties on ``W`` and ``b`` (``"l1"``, ``"l2"``,
         ``"l1_l2"`` or a :mod:`wframe.regularizers` instance), added to the training loss.
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
     """
 
     filters: int
@@ -235,6 +237,13 @@ class MaxPool2D(_Pool2D):
 
     "same" padding never lets a padded position win; the gradient of each window goes to its
     first maximum (ties as PyTorch).
+
+    Args:
+      pool_size: an int or a ``(height, width)`` pair: the window.
+      strides: an int or a pair; ``None`` (default) means ``pool_size``.
+      padding: ``"valid"`` or ``"same"`` (TensorFlow's, as Conv2D).
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
     """
 
     op = "max"
@@ -246,6 +255,13 @@ class AvgPool2D(_Pool2D):
     """Mean over ``pool_size`` windows moved by ``strides`` (default: ``pool_size``).
 
     With "same" padding the padded positions are left out of the mean (Keras/TensorFlow).
+
+    Args:
+      pool_size: an int or a ``(height, width)`` pair: the window.
+      strides: an int or a pair; ``None`` (default) means ``pool_size``.
+      padding: ``"valid"`` or ``"same"`` (TensorFlow's, as Conv2D).
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
     """
 
     op = "avg"
@@ -255,7 +271,13 @@ class AvgPool2D(_Pool2D):
 @dataclass(frozen=True)
 class GlobalAvgPool2D(Layer):
     """Mean over height and width: (N, H, W, C) -> (N, C), or (N, 1, 1, C) with
-    ``keepdims=True`` (Keras 3)."""
+    ``keepdims=True`` (Keras 3).
+
+    Args:
+      keepdims: keep the pooled axes with size 1: ``(N, 1, 1, C)``.
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
+    """
 
     keepdims: bool = False
 

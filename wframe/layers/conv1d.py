@@ -117,6 +117,8 @@ class Conv1D(Layer):
       bias_init: initializer of ``b``.
       kernel_regularizer, bias_regularizer: penalties on ``W`` and ``b`` (``"l1"``, ``"l2"``,
         ``"l1_l2"`` or a :mod:`wframe.regularizers` instance), added to the training loss.
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
     """
 
     filters: int
@@ -244,6 +246,8 @@ class MaxPool1D(_Pool1D):
       pool_size: an int (or a tuple of one): the window length.
       strides: an int (or a tuple of one); ``None`` means ``pool_size``.
       padding: ``"valid"`` or ``"same"`` (TensorFlow's, as Conv1D).
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
     """
 
     op = "max"
@@ -260,6 +264,8 @@ class AvgPool1D(_Pool1D):
       pool_size: an int (or a tuple of one): the window length.
       strides: an int (or a tuple of one); ``None`` means ``pool_size``.
       padding: ``"valid"`` or ``"same"`` (TensorFlow's, as Conv1D).
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
     """
 
     op = "avg"

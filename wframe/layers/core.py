@@ -16,7 +16,14 @@ from wframe.random import random_bits
 
 @dataclass(frozen=True)
 class Activation(Layer):
-    """Applies an activation function elementwise (``softmax`` over the last axis)."""
+    """Applies an activation function elementwise (``softmax`` over the last axis).
+
+    Args:
+      activation: a name from :mod:`wframe.activations` or an ``x -> (y, backprop)``
+        callable.
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
+    """
 
     activation: str | Callable = "relu"
 
@@ -33,7 +40,12 @@ class Activation(Layer):
 
 @dataclass(frozen=True)
 class Flatten(Layer):
-    """Flattens every axis after the batch axis: (N, d1, d2, ...) -> (N, d1 * d2 * ...)."""
+    """Flattens every axis after the batch axis: (N, d1, d2, ...) -> (N, d1 * d2 * ...).
+
+    Args:
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
+    """
 
     def init(self, key, in_shape, *, dtype="float32"):
         if len(in_shape) < 2:
@@ -54,6 +66,8 @@ class Reshape(Layer):
     Args:
       target_shape: the shape of one example, a tuple of positive ints with at most one -1
         (the size that makes the number of values match).
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
     """
 
     target_shape: tuple[int, ...]
@@ -103,6 +117,8 @@ class Permute(Layer):
 
     Args:
       dims: a permutation of ``1 .. rank - 1`` (1-based; the batch axis 0 stays first).
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
     """
 
     dims: tuple[int, ...]
@@ -149,6 +165,8 @@ class Dropout(Layer):
 
     Args:
       rate: probability of dropping an entry, in [0, 1).
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
     """
 
     rate: float = 0.5

@@ -27,6 +27,8 @@ class Dense(Layer):
       bias_init: initializer of ``b``.
       kernel_regularizer, bias_regularizer: penalties on ``W`` and ``b`` (``"l1"``, ``"l2"``,
         ``"l1_l2"`` or a :mod:`wframe.regularizers` instance), added to the training loss.
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
     """
 
     units: int

@@ -45,6 +45,8 @@ class Embedding(Layer):
       mask_zero: Keras' flag that id 0 is padding. wframe propagates no masks yet, so it only
         reserves id 0 (``input_dim`` must then be at least 2, vocabulary size + 1): id 0 still
         looks up row 0 (not zeros, as in Keras) and following layers see every position.
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
     """
 
     input_dim: int
@@ -139,6 +141,8 @@ class PositionEmbedding(Layer):
     Args:
       sequence_length: the longest sequence the layer embeds.
       initializer: initializer of the embeddings (name or callable), Glorot uniform as keras_hub.
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
     """
 
     sequence_length: int

@@ -66,6 +66,8 @@ class Graph(Layer):
         and earlier nodes.
       outputs: the refs of the outputs.
       output_names: a name per output (how losses and logs name it).
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
     """
 
     inputs: tuple = ()

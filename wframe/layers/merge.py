@@ -65,7 +65,12 @@ class Merge(Layer):
 
 @dataclass(frozen=True)
 class Add(Merge):
-    """The sum of its inputs."""
+    """The sum of its inputs.
+
+    Args:
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
+    """
 
     def combine(self, xs, xp):
         y = xs[0]
@@ -76,7 +81,12 @@ class Add(Merge):
 
 @dataclass(frozen=True)
 class Subtract(Merge):
-    """``a - b`` of its two inputs."""
+    """``a - b`` of its two inputs.
+
+    Args:
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
+    """
 
     arity = 2
 
@@ -86,7 +96,12 @@ class Subtract(Merge):
 
 @dataclass(frozen=True)
 class Multiply(Merge):
-    """The elementwise product of its inputs."""
+    """The elementwise product of its inputs.
+
+    Args:
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
+    """
 
     def combine(self, xs, xp):
         y = xs[0]
@@ -108,7 +123,12 @@ class Multiply(Merge):
 
 @dataclass(frozen=True)
 class Average(Merge):
-    """The mean of its inputs."""
+    """The mean of its inputs.
+
+    Args:
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
+    """
 
     def combine(self, xs, xp):
         y = xs[0]
@@ -120,7 +140,12 @@ class Average(Merge):
 
 @dataclass(frozen=True)
 class Maximum(Merge):
-    """The elementwise maximum; a tie sends the gradient to the first input holding it."""
+    """The elementwise maximum; a tie sends the gradient to the first input holding it.
+
+    Args:
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
+    """
 
     def combine(self, xs, xp):
         return _extreme(xs, xp, xp.maximum, lambda a, b: a > b)
@@ -128,7 +153,12 @@ class Maximum(Merge):
 
 @dataclass(frozen=True)
 class Minimum(Merge):
-    """The elementwise minimum; a tie sends the gradient to the first input holding it."""
+    """The elementwise minimum; a tie sends the gradient to the first input holding it.
+
+    Args:
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
+    """
 
     def combine(self, xs, xp):
         return _extreme(xs, xp, xp.minimum, lambda a, b: a < b)

@@ -54,6 +54,8 @@ class BatchNorm(Layer):
       axis: the channel axis (-1: features of Dense outputs, channels of NHWC images).
       center: learn the offset ``beta``.
       scale: learn the scale ``gamma``.
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
     """
 
     momentum: float = 0.99
@@ -241,6 +243,8 @@ class LayerNorm(Layer):
         is 1e-3).
       center: learn the offset ``beta``.
       scale: learn the scale ``gamma``.
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
     """
 
     axis: int | tuple[int, ...] = -1
@@ -305,6 +309,8 @@ class RMSNorm(Layer):
     Args:
       axis: the axis or tuple of axes to normalize over (not the batch axis); -1, the last.
       epsilon: added to the mean square before the square root (Keras' default).
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
     """
 
     axis: int | tuple[int, ...] = -1

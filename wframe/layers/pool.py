@@ -98,6 +98,8 @@ class GlobalAvgPool1D(_GlobalAvgPool):
 
     Args:
       keepdims: keep the steps axis with length 1: (N, 1, C).
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
     """
 
     kind = "global_avg_pool1d"
@@ -110,6 +112,8 @@ class GlobalMaxPool1D(_GlobalMaxPool):
 
     Args:
       keepdims: keep the steps axis with length 1: (N, 1, C).
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
     """
 
     kind = "global_max_pool1d"
@@ -122,6 +126,8 @@ class GlobalMaxPool2D(_GlobalMaxPool):
 
     Args:
       keepdims: keep the height and width axes with length 1: (N, 1, 1, C).
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
     """
 
     rank = 4

@@ -272,6 +272,8 @@ class SimpleRNN(_Recurrent):
       bias_init: initializer of ``b`` (units,).
       kernel_regularizer, recurrent_regularizer, bias_regularizer: penalties on ``W_x``,
         ``W_h`` and the biases (:mod:`wframe.regularizers`), added to the training loss.
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
 
     ``forward`` also takes ``initial_state=h0`` (batch, units), zeros by default.
     """
@@ -322,6 +324,8 @@ class LSTM(_Recurrent):
         ``W_h`` and the biases (:mod:`wframe.regularizers`), added to the training loss.
       unit_forget_bias: set the forget gate's bias to 1 at init (Keras's default), so the cell
         remembers by default early in training.
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
 
     ``forward`` also takes ``initial_state=(h0, c0)``, each (batch, units), zeros by default.
     """
@@ -382,6 +386,8 @@ class GRU(_Recurrent):
       bias_init: initializer of ``b`` and ``b_h`` (3 * units,) each.
       kernel_regularizer, recurrent_regularizer, bias_regularizer: penalties on ``W_x``,
         ``W_h`` and the biases (:mod:`wframe.regularizers`), added to the training loss.
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``dense_0``, ...).
 
     ``forward`` also takes ``initial_state=h0`` (batch, units), zeros by default.
     """

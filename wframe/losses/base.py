@@ -41,6 +41,10 @@ class Loss:
 
     Subclasses define ``__call__(pred, labels, sample_weight=None) -> (value, dpred)``, or
     derive from :class:`Reduced` and define only the per-sample terms.
+
+    Args:
+      metric: a metric logged beside the loss in ``fit``/``evaluate``: ``"accuracy"``,
+        ``"probability_accuracy"`` or ``None`` (default, none).
     """
 
     name = "loss"
@@ -99,6 +103,10 @@ class Reduced(Loss):
     of their terms over the last axis) return terms of the predictions' shape; losses over a
     features axis (cross-entropy over the classes, cosine similarity) set ``axis`` and return one
     term per sample, keeping that axis with size 1.
+
+    Args:
+      metric: a metric logged beside the loss in ``fit``/``evaluate``: ``"accuracy"``,
+        ``"probability_accuracy"`` or ``None`` (default, none).
     """
 
     #: the features axis a per-sample loss is taken over; ``None``: an elementwise loss.

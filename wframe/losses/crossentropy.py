@@ -40,6 +40,8 @@ class SoftmaxCrossEntropy(Reduced):
       from_logits: the predictions are logits (default: softmax is applied here, stably); with
         ``False`` they are probabilities (a softmax output), normalised to sum to 1 and clipped
         to ``[1e-7, 1 - 1e-7]`` as Keras does.
+      metric: the metric logged beside the loss in ``fit``/``evaluate`` (default ``"accuracy"``;
+        ``None`` for none).
     """
 
     name = "softmax_cross_entropy"
@@ -166,7 +168,14 @@ def _probability_terms(xp, probs, labels, scale):
 class CategoricalCrossentropy(SoftmaxCrossEntropy):
     """Keras' ``categorical_crossentropy``: one-hot or soft labels shaped like the
     predictions, which are probabilities unless ``from_logits=True`` (Keras' default).
-    For integer class labels use :class:`SparseCategoricalCrossentropy`."""
+    For integer class labels use :class:`SparseCategoricalCrossentropy`.
+
+    Args:
+      metric: the metric logged beside the loss in ``fit``/``evaluate`` (default ``"accuracy"``;
+        ``None`` for none).
+      from_logits: the predictions are logits; ``False`` (default) takes probabilities, clipped
+        to ``[1e-7, 1 - 1e-7]``.
+    """
 
     name = "categorical_crossentropy"
     from_logits: bool = False
@@ -176,7 +185,14 @@ class CategoricalCrossentropy(SoftmaxCrossEntropy):
 @dataclass(frozen=True)
 class SparseCategoricalCrossentropy(SoftmaxCrossEntropy):
     """Keras' ``sparse_categorical_crossentropy``: integer class labels (N,) or (N, 1);
-    predictions are probabilities unless ``from_logits=True`` (Keras' default)."""
+    predictions are probabilities unless ``from_logits=True`` (Keras' default).
+
+    Args:
+      metric: the metric logged beside the loss in ``fit``/``evaluate`` (default ``"accuracy"``;
+        ``None`` for none).
+      from_logits: the predictions are logits; ``False`` (default) takes probabilities, clipped
+        to ``[1e-7, 1 - 1e-7]``.
+    """
 
     name = "sparse_categorical_crossentropy"
     from_logits: bool = False
@@ -190,6 +206,8 @@ class BinaryCrossEntropy(Reduced):
     Args:
       from_logits: the predictions are logits (default, computed stably); with ``False`` they
         are probabilities (a sigmoid output), clipped to ``[1e-7, 1 - 1e-7]``.
+      metric: the metric logged beside the loss in ``fit``/``evaluate`` (default ``"accuracy"``;
+        ``None`` for none).
     """
 
     name = "binary_cross_entropy"
@@ -225,7 +243,14 @@ class BinaryCrossEntropy(Reduced):
 @dataclass(frozen=True)
 class BinaryCrossentropy(BinaryCrossEntropy):
     """Keras' ``binary_crossentropy``: predictions are probabilities (a sigmoid output) unless
-    ``from_logits=True``, Keras' default."""
+    ``from_logits=True``, Keras' default.
+
+    Args:
+      metric: the metric logged beside the loss in ``fit``/``evaluate`` (default ``"accuracy"``;
+        ``None`` for none).
+      from_logits: the predictions are logits; ``False`` (default) takes probabilities, clipped
+        to ``[1e-7, 1 - 1e-7]``.
+    """
 
     name = "binary_crossentropy"
     from_logits: bool = False

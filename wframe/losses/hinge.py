@@ -19,7 +19,12 @@ def _signs(xp, labels):
 @dataclass(frozen=True)
 class Hinge(Reduced):
     """Keras' ``hinge``: the mean of ``max(1 - y * pred, 0)`` with labels ``y`` in {-1, 1}
-    (labels in {0, 1} are converted to -1/1). The predictions are raw scores (no activation)."""
+    (labels in {0, 1} are converted to -1/1). The predictions are raw scores (no activation).
+
+    Args:
+      metric: a metric logged beside the loss in ``fit``/``evaluate``: ``"accuracy"``,
+        ``"probability_accuracy"`` or ``None`` (default, none).
+    """
 
     name = "hinge"
 
@@ -42,7 +47,12 @@ class Hinge(Reduced):
 @dataclass(frozen=True)
 class SquaredHinge(Hinge):
     """Keras' ``squared_hinge``: the mean of ``max(1 - y * pred, 0)²`` (labels as for
-    :class:`Hinge`)."""
+    :class:`Hinge`).
+
+    Args:
+      metric: a metric logged beside the loss in ``fit``/``evaluate``: ``"accuracy"``,
+        ``"probability_accuracy"`` or ``None`` (default, none).
+    """
 
     name = "squared_hinge"
 

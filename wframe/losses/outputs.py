@@ -20,6 +20,7 @@ class Outputs(Loss):
       losses: a :class:`Loss` per output.
       names: the outputs' names.
       weights: a weight per output (Keras' ``loss_weights``).
+      metric: unused here: each output's loss logs its own metric.
     """
 
     losses: tuple = ()

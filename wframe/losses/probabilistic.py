@@ -21,6 +21,10 @@ def _check_range(loss, labels, low: float, high: float | None, what: str):
 class KLDivergence(Reduced):
     """Keras' ``kl_divergence``: ``sum(y * log(y / p))`` over the last axis, with labels ``y``
     and predictions ``p`` (probabilities, e.g. a softmax output) both clipped to ``[1e-7, 1]``.
+
+    Args:
+      metric: a metric logged beside the loss in ``fit``/``evaluate``: ``"accuracy"``,
+        ``"probability_accuracy"`` or ``None`` (default, none).
     """
 
     name = "kl_divergence"
@@ -41,7 +45,12 @@ class KLDivergence(Reduced):
 @dataclass(frozen=True)
 class Poisson(Reduced):
     """Keras' ``poisson``: the mean of ``p - y * log(p + 1e-7)``, for predicted rates ``p > 0``
-    (e.g. a softplus or exp output) and counts ``y >= 0``."""
+    (e.g. a softplus or exp output) and counts ``y >= 0``.
+
+    Args:
+      metric: a metric logged beside the loss in ``fit``/``evaluate``: ``"accuracy"``,
+        ``"probability_accuracy"`` or ``None`` (default, none).
+    """
 
     name = "poisson"
 

@@ -11,7 +11,12 @@ from wframe.losses.base import EPSILON, Reduced
 
 @dataclass(frozen=True)
 class MeanSquaredError(Reduced):
-    """Mean of (pred - labels)² (Keras ``mean_squared_error``)."""
+    """Mean of (pred - labels)² (Keras ``mean_squared_error``).
+
+    Args:
+      metric: a metric logged beside the loss in ``fit``/``evaluate``: ``"accuracy"``,
+        ``"probability_accuracy"`` or ``None`` (default, none).
+    """
 
     name = "mse"
 
@@ -22,7 +27,12 @@ class MeanSquaredError(Reduced):
 
 @dataclass(frozen=True)
 class MeanAbsoluteError(Reduced):
-    """Mean of |pred - labels| (Keras ``mean_absolute_error``); the gradient at 0 is 0."""
+    """Mean of |pred - labels| (Keras ``mean_absolute_error``); the gradient at 0 is 0.
+
+    Args:
+      metric: a metric logged beside the loss in ``fit``/``evaluate``: ``"accuracy"``,
+        ``"probability_accuracy"`` or ``None`` (default, none).
+    """
 
     name = "mae"
 
@@ -38,6 +48,8 @@ class Huber(Reduced):
 
     Args:
       delta: where the loss turns from quadratic to linear (> 0).
+      metric: a metric logged beside the loss in ``fit``/``evaluate``: ``"accuracy"``,
+        ``"probability_accuracy"`` or ``None`` (default, none).
     """
 
     name = "huber_loss"
@@ -57,7 +69,12 @@ class Huber(Reduced):
 @dataclass(frozen=True)
 class LogCosh(Reduced):
     """Mean of log(cosh(pred - labels)) (Keras ``log_cosh``), computed without overflow as
-    ``x + softplus(-2x) - log 2``; its gradient is ``tanh(x)``."""
+    ``x + softplus(-2x) - log 2``; its gradient is ``tanh(x)``.
+
+    Args:
+      metric: a metric logged beside the loss in ``fit``/``evaluate``: ``"accuracy"``,
+        ``"probability_accuracy"`` or ``None`` (default, none).
+    """
 
     name = "log_cosh"
 
@@ -76,6 +93,8 @@ class CosineSimilarity(Reduced):
 
     Args:
       axis: the features axis the cosine is taken over (not the batch axis).
+      metric: a metric logged beside the loss in ``fit``/``evaluate``: ``"accuracy"``,
+        ``"probability_accuracy"`` or ``None`` (default, none).
     """
 
     name = "cosine_similarity"

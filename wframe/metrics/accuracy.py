@@ -17,6 +17,12 @@ class BinaryAccuracy(Metric):
     Labels count as 1 above 0.5 (Keras compares them with ``==``: the same for 0/1 labels);
     integer class indices for several outputs count as one-hot. With ``from_logits`` the
     threshold applies to ``sigmoid(pred)`` (0.5: a logit above 0).
+
+    Args:
+      name: the key it is logged under (default ``"binary_accuracy"``).
+      threshold: the probability above which a prediction counts as 1.
+      from_logits: the predictions are logits; ``None`` (default) follows the compiled loss's
+        ``from_logits``.
     """
 
     name: str = "binary_accuracy"
@@ -36,7 +42,12 @@ class BinaryAccuracy(Metric):
 class CategoricalAccuracy(Metric):
     """Fraction of examples whose arg-max prediction is the label's class: one-hot labels
     (their arg-max) or class indices, told apart by their shape (``(N,)`` or ``(N, 1)`` for
-    predictions ``(N, C)``). ``from_logits`` changes nothing (softmax keeps the arg-max)."""
+    predictions ``(N, C)``). ``from_logits`` changes nothing (softmax keeps the arg-max).
+
+    Args:
+      name: the key it is logged under (default ``"categorical_accuracy"``).
+      from_logits: accepted for Keras' signature; it changes nothing.
+    """
 
     name: str = "categorical_accuracy"
     from_logits: bool | None = None
@@ -69,7 +80,12 @@ def _categorical_stats(metric: Metric, pred, labels, sample_weight):
 
 @dataclass(frozen=True)
 class SparseCategoricalAccuracy(CategoricalAccuracy):
-    """:class:`CategoricalAccuracy` under Keras' name for class-index labels."""
+    """:class:`CategoricalAccuracy` under Keras' name for class-index labels.
+
+    Args:
+      name: the key it is logged under (default ``"sparse_categorical_accuracy"``).
+      from_logits: accepted for Keras' signature; it changes nothing.
+    """
 
     name: str = "sparse_categorical_accuracy"
 
@@ -78,7 +94,13 @@ class SparseCategoricalAccuracy(CategoricalAccuracy):
 class AutoAccuracy(Metric):
     """``"accuracy"`` for a loss that does not decide it (Keras 3's rule, by shapes): binary
     for one output (threshold 0.5, or 0 on logits), else categorical or sparse by the labels'
-    shape."""
+    shape.
+
+    Args:
+      name: the key it is logged under (default ``"accuracy"``).
+      from_logits: the predictions are logits; ``None`` (default) follows the compiled loss's
+        ``from_logits``.
+    """
 
     name: str = "accuracy"
     from_logits: bool | None = None
@@ -93,7 +115,13 @@ class AutoAccuracy(Metric):
 @dataclass(frozen=True)
 class TopKCategoricalAccuracy(Metric):
     """Fraction of examples whose label's class is among the ``k`` highest predictions (ties
-    counted in the label's favour, as Keras' ``in_top_k``); one-hot labels or class indices."""
+    counted in the label's favour, as Keras' ``in_top_k``); one-hot labels or class indices.
+
+    Args:
+      k: how many of the highest predictions count.
+      name: the key it is logged under (default ``"top_k_categorical_accuracy"``).
+      from_logits: accepted for Keras' signature (the ranking is the same).
+    """
 
     k: int = 5
     name: str = "top_k_categorical_accuracy"
@@ -110,6 +138,12 @@ class TopKCategoricalAccuracy(Metric):
 
 @dataclass(frozen=True)
 class SparseTopKCategoricalAccuracy(TopKCategoricalAccuracy):
-    """:class:`TopKCategoricalAccuracy` under Keras' name for class-index labels."""
+    """:class:`TopKCategoricalAccuracy` under Keras' name for class-index labels.
+
+    Args:
+      k: how many of the highest predictions count.
+      name: the key it is logged under (default ``"sparse_top_k_categorical_accuracy"``).
+      from_logits: accepted for Keras' signature (the ranking is the same).
+    """
 
     name: str = "sparse_top_k_categorical_accuracy"

@@ -65,6 +65,9 @@ class Precision(Metric):
       from_logits: the predictions are logits: the threshold applies to their sigmoid, or to
         their softmax over the last axis with ``activation="softmax"`` (what :func:`get` sets
         for a softmax cross-entropy loss on logits).
+      name: the key it is logged under (default ``"precision"``).
+      activation: ``"sigmoid"`` (default) or ``"softmax"`` over the last axis, applied to
+        logits.
     """
 
     thresholds: float = 0.5
@@ -80,7 +83,15 @@ class Precision(Metric):
 
 @dataclass(frozen=True)
 class Recall(Precision):
-    """``tp / (tp + fn)``: :class:`Precision`'s counts over the positives."""
+    """``tp / (tp + fn)``: :class:`Precision`'s counts over the positives.
+
+    Args:
+      thresholds: one threshold on probabilities (Keras' default 0.5).
+      name: the key it is logged under (default ``"recall"``).
+      from_logits: as :class:`Precision`'s.
+      activation: ``"sigmoid"`` (default) or ``"softmax"`` over the last axis, applied to
+        logits.
+    """
 
     name: str = "recall"
 
@@ -101,6 +112,9 @@ class AUC(Metric):
       num_thresholds: thresholds of the discretised curve (> 1); more come closer to the exact
         AUC. Statistics: ``tp`` and ``fp`` at each, the positives' and negatives' weights.
       from_logits: as :class:`Precision` (sigmoid, or softmax with ``activation="softmax"``).
+      name: the key it is logged under (default ``"auc"``).
+      activation: ``"sigmoid"`` (default) or ``"softmax"`` over the last axis, applied to
+        logits.
     """
 
     num_thresholds: int = 200

@@ -15,7 +15,12 @@ from wframe.metrics.base import Metric, aligned, float_dtype, mean_stats
 class MeanMetricWrapper(Metric):
     """The (weighted) mean of ``fn(y_true, y_pred)``, Keras' argument order: per-example values
     of shape ``(N,)`` (or ``(N, ...)``, averaged per example). ``fn`` is written with the
-    arrays' namespace and must be jit-safe to run inside a compiled step."""
+    arrays' namespace and must be jit-safe to run inside a compiled step.
+
+    Args:
+      fn: ``fn(y_true, y_pred) -> per-example values``, jit-safe.
+      name: the key it is logged under (default ``"mean_metric_wrapper"``).
+    """
 
     fn: Callable = None
     name: str = "mean_metric_wrapper"
@@ -43,7 +48,11 @@ def _error(metric, pred, labels, sample_weight, power):
 @dataclass(frozen=True)
 class MeanAbsoluteError(Metric):
     """Mean of ``|pred - labels|`` (labels of the predictions' shape, or ``(N,)`` for one
-    output)."""
+    output).
+
+    Args:
+      name: the key it is logged under (default ``"mean_absolute_error"``).
+    """
 
     name: str = "mean_absolute_error"
 
@@ -53,7 +62,11 @@ class MeanAbsoluteError(Metric):
 
 @dataclass(frozen=True)
 class MeanSquaredError(Metric):
-    """Mean of ``(pred - labels)**2``."""
+    """Mean of ``(pred - labels)**2``.
+
+    Args:
+      name: the key it is logged under (default ``"mean_squared_error"``).
+    """
 
     name: str = "mean_squared_error"
 
@@ -63,7 +76,11 @@ class MeanSquaredError(Metric):
 
 @dataclass(frozen=True)
 class RootMeanSquaredError(MeanSquaredError):
-    """Square root of the epoch's :class:`MeanSquaredError` (not a mean of batch roots)."""
+    """Square root of the epoch's :class:`MeanSquaredError` (not a mean of batch roots).
+
+    Args:
+      name: the key it is logged under (default ``"root_mean_squared_error"``).
+    """
 
     name: str = "root_mean_squared_error"
 

@@ -34,7 +34,13 @@ from wframe.types import Array, Params, Shape, State, TrainState
 
 class Snapshot(NamedTuple):
     """A model at one instant: the arrays of one complete train step and its life counters
-    (completed optimizer steps and epochs) that match them."""
+    (completed optimizer steps and epochs) that match them.
+
+    Attributes:
+      arrays: the params, state, optimizer state, masks and loss scale (a :class:`TrainState`).
+      steps: optimizer steps completed.
+      epochs: epochs completed.
+    """
 
     arrays: TrainState
     steps: int = 0
@@ -47,6 +53,10 @@ class Holder(Copying, Trainable, Layer):
     A subclass is also a layer class whose ``init``/``forward`` follow its structure (a chain,
     a graph): :meth:`build` runs that ``init`` once, and a built model nested inside another
     starts from its own current params.
+
+    Args:
+      seed: the integer (>= 0) that every random draw of the model derives from.
+      dtype: the variables' dtype or precision policy (:func:`wframe.precision.get`).
     """
 
     def __init__(self, *, seed: int = 0, dtype: Any = "float32"):

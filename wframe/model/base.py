@@ -30,6 +30,13 @@ class Model(KerasMethods, Inference):
     ``wf.Sequential`` is a chain. Subclasses give the structure as a layer's
     ``init``/``forward`` and name their inputs and outputs (``input_names``,
     ``input_dtypes``, ``output_names``); everything here works the same for any of them.
+
+    Args:
+      seed: the integer (>= 0) that every random draw of this model derives from (initial
+        weights, dropout, shuffling): one seed gives the same weights on every backend.
+      dtype: the variables' dtype or precision policy: ``"float32"`` (default),
+        ``"float64"``, ``"mixed_float16"``, ``"mixed_bfloat16"`` or a
+        :class:`wframe.precision.Policy`.
     """
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Model:

@@ -20,7 +20,12 @@ ScalarOrSchedule = float | Schedule
 
 
 class GradientTransformation(NamedTuple):
-    """``init(params) -> state`` and ``update(updates, state, params=None) -> (updates, state)``."""
+    """``init(params) -> state`` and ``update(updates, state, params=None) -> (updates, state)``.
+
+    Attributes:
+      init: builds the state from the params (a tree like them, or an empty state).
+      update: turns gradients into updates, given the state and (where needed) the params.
+    """
 
     init: Callable[[Params], OptState]
     update: Callable[..., tuple[Grads, OptState]]
@@ -34,64 +39,152 @@ AddDecayedWeightsState = EmptyState  # optax's name for add_decayed_weights' sta
 
 
 class TraceState(NamedTuple):
+    """State of :func:`trace`.
+
+    Attributes:
+      trace: the momentum, a tree like the params.
+    """
+
     trace: Params
 
 
 class ScaleByAdamState(NamedTuple):
+    """State of :func:`scale_by_adam` (and of the optimizers built on it, and of Adamax).
+
+    Attributes:
+      count: steps taken, an int32 scalar array (as optax's).
+      mu: the first moment, a tree like the params.
+      nu: the second (Adamax: infinity) moment, likewise.
+    """
+
     count: Array  # shape (), int32 as in optax
     mu: Params
     nu: Params
 
 
 class ScaleByRmsState(NamedTuple):
+    """State of :func:`scale_by_rms` without bias correction.
+
+    Attributes:
+      nu: the moving average of squared updates, a tree like the params.
+    """
+
     nu: Params
 
 
 class ScaleByRmsWithCountState(NamedTuple):
+    """State of :func:`scale_by_rms` with ``bias_correction=True``.
+
+    Attributes:
+      count: steps taken, an int32 scalar array (as optax's).
+      nu: the moving average of squared updates.
+    """
+
     count: Array
     nu: Params
 
 
 class ScaleByRStdDevState(NamedTuple):
+    """State of :func:`scale_by_stddev` without bias correction.
+
+    Attributes:
+      mu: the moving average of updates, a tree like the params.
+      nu: the moving average of squared updates, likewise.
+    """
+
     mu: Params
     nu: Params
 
 
 class ScaleByRStdDevWithCountState(NamedTuple):
+    """State of :func:`scale_by_stddev` with ``bias_correction=True``.
+
+    Attributes:
+      count: steps taken, an int32 scalar array (as optax's).
+      mu: the moving average of updates.
+      nu: the moving average of squared updates.
+    """
+
     count: Array
     mu: Params
     nu: Params
 
 
 class ScaleByScheduleState(NamedTuple):
+    """State of :func:`scale_by_schedule`.
+
+    Attributes:
+      count: steps taken, an int32 scalar array (as optax's).
+    """
+
     count: Array
 
 
 class WeightDecaySchedule(NamedTuple):
+    """State of :func:`add_decayed_weights` with a scheduled ``weight_decay``.
+
+    Attributes:
+      count: steps taken, an int32 scalar array (as optax's).
+    """
+
     count: Array
 
 
 class MaskedState(NamedTuple):
+    """State of a transformation applied under a mask (``add_decayed_weights(mask=...)``).
+
+    Attributes:
+      inner_state: the masked transformation's own state.
+    """
+
     inner_state: Any
 
 
 class ScaleByRssState(NamedTuple):
+    """State of :func:`scale_by_rss` (Adagrad).
+
+    Attributes:
+      sum_of_squares: the running sum of squared updates, a tree like the params.
+    """
+
     sum_of_squares: Params
 
 
 class ScaleByLionState(NamedTuple):
+    """State of :func:`scale_by_lion`.
+
+    Attributes:
+      count: steps taken, an int32 scalar array (as optax's).
+      mu: the moving average of updates, a tree like the params.
+    """
+
     count: Array
     mu: Params
 
 
 class EmaState(NamedTuple):
+    """State of :func:`ema`.
+
+    Attributes:
+      count: steps taken, an int32 scalar array (as optax's).
+      ema: the moving average, a tree like the params.
+    """
+
     count: Array
     ema: Params
 
 
 class FactoredState(NamedTuple):
     """Adafactor's second moments: per leaf, the row and column means (``v_row``, ``v_col``) of
-    a factored leaf or the full moment ``v`` of another; the unused ones are ``(1,)`` zeros."""
+    a factored leaf or the full moment ``v`` of another; the unused ones are ``(1,)`` zeros.
+
+    Attributes:
+      count: steps taken, an int32 scalar array.
+      v_row: per factored leaf, the squared gradients' moving mean over one of its two
+        largest axes.
+      v_col: per factored leaf, the same over the other of those axes.
+      v: per unfactored leaf, the full moving average of squared gradients.
+    """
 
     count: Array
     v_row: Params
@@ -178,7 +271,11 @@ def identity() -> GradientTransformation:
 
 
 def chain(*txs: GradientTransformation) -> GradientTransformation:
-    """Apply transformations in order; the state is the tuple of their states, as in optax."""
+    """Apply transformations in order; the state is the tuple of their states, as in optax.
+
+    Args:
+      *txs: the transformations (any objects with ``init`` and ``update``, optax's included).
+    """
     # By attribute, not by unpacking: any object with init and update chains (optax's too).
     init_fns = tuple(tx.init for tx in txs)
     update_fns = tuple(tx.update for tx in txs)
@@ -202,7 +299,12 @@ def chain(*txs: GradientTransformation) -> GradientTransformation:
 
 
 def apply_updates(params: Params, updates: Grads) -> Params:
-    """Return ``params + updates``, keeping each param's dtype."""
+    """Return ``params + updates``, keeping each param's dtype.
+
+    Args:
+      params: the params, a tree of arrays.
+      updates: a tree of the same structure (an optimizer's output).
+    """
 
     def add(p, u):
         new = p + u

@@ -35,7 +35,11 @@ from wframe.tree import tree_leaves, tree_map
 
 
 def scale(step_size: float) -> GradientTransformation:
-    """Multiply updates by a constant ``step_size``."""
+    """Multiply updates by a constant ``step_size``.
+
+    Args:
+      step_size: the factor (a float).
+    """
 
     def update_fn(updates, state, params=None):
         del params
@@ -45,7 +49,14 @@ def scale(step_size: float) -> GradientTransformation:
 
 
 def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
-    """Multiply updates by ``step_size_fn(count)``, counting steps from 0."""
+    """Multiply updates by ``step_size_fn(count)``, counting steps from 0.
+
+    Args:
+      step_size_fn: a schedule, ``step -> factor`` (:mod:`wframe.schedules`).
+
+    Returns:
+      A :class:`GradientTransformation` with :class:`ScaleByScheduleState`.
+    """
 
     def update_fn(updates, state, params=None):
         del params
@@ -61,7 +72,12 @@ def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
 def scale_by_learning_rate(
     learning_rate: ScalarOrSchedule, *, flip_sign: bool = True
 ) -> GradientTransformation:
-    """Scale by ``-learning_rate`` (a float or a ``step -> value`` schedule)."""
+    """Scale by ``-learning_rate`` (a float or a ``step -> value`` schedule).
+
+    Args:
+      learning_rate: a float or a ``step -> value`` schedule.
+      flip_sign: negate the factor (default), so that adding the updates descends.
+    """
     m = -1 if flip_sign else 1
     if callable(learning_rate):
         return scale_by_schedule(lambda count: m * learning_rate(count))
@@ -71,7 +87,16 @@ def scale_by_learning_rate(
 def trace(
     decay: float, nesterov: bool = False, accumulator_dtype: Any = None
 ) -> GradientTransformation:
-    """Momentum: ``trace = g + decay * trace``; Nesterov returns ``g + decay * trace``."""
+    """Momentum: ``trace = g + decay * trace``; Nesterov returns ``g + decay * trace``.
+
+    Args:
+      decay: the momentum coefficient.
+      nesterov: return ``g + decay * new_trace`` (Nesterov) instead of the trace.
+      accumulator_dtype: dtype of the stored trace, ``None`` to follow the params.
+
+    Returns:
+      A :class:`GradientTransformation` with :class:`TraceState`.
+    """
 
     def update_fn(updates, state, params=None):
         del params
@@ -207,7 +232,16 @@ def scale_by_rms(
     eps_in_sqrt: bool = True,
     bias_correction: bool = False,
 ) -> GradientTransformation:
-    """Divide updates by the root of a moving average of squared updates (RMSProp)."""
+    """Divide updates by the root of a moving average of squared updates (RMSProp).
+
+    Args:
+      decay: decay of the moving averages.
+      eps: added to the denominator for numerical stability.
+      initial_scale: the initial value of the squared-update average ``nu``.
+      eps_in_sqrt: add ``eps`` inside the square root (default) rather than after it.
+      bias_correction: divide the averages by ``1 - decay**t``, as Adam does (the state then
+        counts steps).
+    """
     return _scale_by_moments(decay, eps, initial_scale, eps_in_sqrt, bias_correction, False)
 
 
@@ -218,7 +252,16 @@ def scale_by_stddev(
     eps_in_sqrt: bool = True,
     bias_correction: bool = False,
 ) -> GradientTransformation:
-    """Divide updates by a moving estimate of their standard deviation (centered RMSProp)."""
+    """Divide updates by a moving estimate of their standard deviation (centered RMSProp).
+
+    Args:
+      decay: decay of the moving averages.
+      eps: added to the denominator for numerical stability.
+      initial_scale: the initial value of the squared-update average ``nu``.
+      eps_in_sqrt: add ``eps`` inside the square root (default) rather than after it.
+      bias_correction: divide the averages by ``1 - decay**t``, as Adam does (the state then
+        counts steps).
+    """
     return _scale_by_moments(decay, eps, initial_scale, eps_in_sqrt, bias_correction, True)
 
 
@@ -266,7 +309,11 @@ def add_decayed_weights(
 
 
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:
-    """Rescale updates so that their global L2 norm is at most ``max_norm``."""
+    """Rescale updates so that their global L2 norm is at most ``max_norm``.
+
+    Args:
+      max_norm: the largest global L2 norm (over every leaf together) let through.
+    """
 
     def update_fn(updates, state, params=None):
         del params

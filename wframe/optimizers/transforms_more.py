@@ -72,6 +72,11 @@ def scale_by_adamax(
     """Rescale updates by Adamax's bias-corrected first moment over its infinity moment
     ``max(|g| + eps, b2 * nu)`` (Kingma & Ba, 2014, section 7).
 
+    Args:
+      b1: decay of the first moment.
+      b2: decay of the infinity moment.
+      eps: added to ``|g|`` inside the max, so the denominator is never zero.
+
     Returns:
       A :class:`GradientTransformation` with :class:`ScaleByAdamState` (``nu``: the infinity
       moment), as optax's.
@@ -161,7 +166,11 @@ def ema(decay: float, debias: bool = True, accumulator_dtype: Any = None) -> Gra
 
 def clip_by_block_rms(threshold: float) -> GradientTransformation:
     """Scale each leaf of the updates down so that its root mean square is at most
-    ``threshold``."""
+    ``threshold``.
+
+    Args:
+      threshold: the largest root mean square a leaf keeps.
+    """
 
     def update_fn(updates, state, params=None):
         del params
@@ -178,7 +187,11 @@ def clip_by_block_rms(threshold: float) -> GradientTransformation:
 
 def scale_by_param_block_rms(min_scale: float = 1e-3) -> GradientTransformation:
     """Multiply each leaf of the updates by its param's root mean square (at least
-    ``min_scale``), as Adafactor's ``multiply_by_parameter_scale``."""
+    ``min_scale``), as Adafactor's ``multiply_by_parameter_scale``.
+
+    Args:
+      min_scale: the smallest factor applied (for params near zero).
+    """
 
     def update_fn(updates, state, params=None):
         if params is None:

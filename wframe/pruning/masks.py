@@ -86,6 +86,10 @@ def prune(
 def sparsity_report(model: Any, print_fn: Callable[[str], Any] | None = print) -> list[dict]:
     """Print a table of zeros per param and return its rows.
 
+    Args:
+      model: a built model.
+      print_fn: where the table's lines go (default :func:`print`); ``None`` prints nothing.
+
     Returns:
       One dict per param (``name``, ``shape``, ``size``, ``nonzero``, ``sparsity``: the
       fraction of exact zeros) and a last row named ``"total"`` (``shape`` ``None``).
@@ -142,6 +146,9 @@ def strip_pruning(model: Any) -> Any:
     The copy has its own arrays (params, state, optimizer state): its pruned weights start at
     zero but are free to grow if it trains. Use it to export or fine-tune densely; keep
     training ``model`` itself to stay sparse.
+
+    Args:
+      model: a built model.
     """
     _built(model, "strip_pruning")
     out = model.copy()  # layers are immutable and shared; the arrays are copied
@@ -150,7 +157,11 @@ def strip_pruning(model: Any) -> Any:
 
 
 def to_sparse(model: Any) -> dict[str, Any]:
-    """The 2-D params of ``model`` as ``scipy.sparse.csr_matrix`` on the host (needs SciPy)."""
+    """The 2-D params of ``model`` as ``scipy.sparse.csr_matrix`` on the host (needs SciPy).
+
+    Args:
+      model: a built model.
+    """
     _built(model, "to_sparse")
     try:
         from scipy import sparse

@@ -50,6 +50,7 @@ class SparseKernel(Layer):
     Args:
       layer: the dense layer this one computes like (its name is this layer's name).
       nnz: the number of stored kernel values.
+      name: ``None`` (default) takes ``layer``'s name; another name renames ``layer`` too.
     """
 
     layer: Layer
@@ -153,7 +154,13 @@ class SparseKernel(Layer):
 
 @dataclass(frozen=True)
 class SparseDense(SparseKernel):
-    """A :class:`~wframe.layers.Dense` whose ``W`` is stored and multiplied as CSR."""
+    """A :class:`~wframe.layers.Dense` whose ``W`` is stored and multiplied as CSR.
+
+    Args:
+      layer: the :class:`~wframe.layers.Dense` this one computes like.
+      nnz: the number of stored kernel values.
+      name: ``None`` (default) takes ``layer``'s name; another name renames ``layer`` too.
+    """
 
     wraps: ClassVar[type] = Dense
 
@@ -178,7 +185,13 @@ class SparseDense(SparseKernel):
 
 @dataclass(frozen=True)
 class SparseConv2D(SparseKernel):
-    """A :class:`~wframe.layers.Conv2D` run as im2col and a sparse product."""
+    """A :class:`~wframe.layers.Conv2D` run as im2col and a sparse product.
+
+    Args:
+      layer: the :class:`~wframe.layers.Conv2D` this one computes like.
+      nnz: the number of stored kernel values.
+      name: ``None`` (default) takes ``layer``'s name; another name renames ``layer`` too.
+    """
 
     wraps: ClassVar[type] = Conv2D
 
@@ -212,7 +225,13 @@ class SparseConv2D(SparseKernel):
 @dataclass(frozen=True)
 class SparseConv1D(SparseKernel):
     """A :class:`~wframe.layers.Conv1D` run as im2col (a height-1 image) and a sparse
-    product."""
+    product.
+
+    Args:
+      layer: the :class:`~wframe.layers.Conv1D` this one computes like.
+      nnz: the number of stored kernel values.
+      name: ``None`` (default) takes ``layer``'s name; another name renames ``layer`` too.
+    """
 
     wraps: ClassVar[type] = Conv1D
 

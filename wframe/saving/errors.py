@@ -17,6 +17,11 @@ class WeightsFileError(ValueError):
     The message lists the problems found (at most :data:`MAX_LISTED`, then how many more),
     one per line, then the options that would loosen the check; ``path`` and ``problems``
     hold the file and every problem.
+
+    Args:
+      message: the whole message, naming the file.
+      path: the file (``None`` where there is none, e.g. a model copied from another).
+      problems: every problem found, one line each (the message may list fewer).
     """
 
     def __init__(self, message: str, path: str | None = None, problems: tuple[str, ...] = ()):

@@ -67,6 +67,13 @@ def load_model(path: str | os.PathLike) -> Any:
     placeholders, not random draws that the file would replace at once) and every array is
     read from the file. The model is the caller's only once all of it is loaded.
 
+    Args:
+      path: the path :func:`save_model` was given (a sharded save is found through its
+        ``.index.json``; the index's own path works too).
+
+    Returns:
+      The rebuilt model, on the active backend.
+
     Raises:
       wframe.saving.io.WeightsFileError: the file is unreadable, has no model config, its
         config is malformed, names a class this process has not registered, declares more

@@ -85,6 +85,14 @@ def get(identifier: str | float | Schedule, **kwargs) -> Schedule:
 
     ``get("cosine_decay_schedule", init_value=0.1, decay_steps=1000)``; ``get(0.1)`` is
     ``constant_schedule(0.1)``; a callable passes through.
+
+    Args:
+      identifier: a schedule factory's name, a number or a ``step -> value`` callable.
+      **kwargs: the factory's arguments (only with a name).
+
+    Raises:
+      ValueError: an unknown name.
+      TypeError: arguments given with a number or callable, or an identifier of another type.
     """
     if isinstance(identifier, str):
         if identifier not in _FACTORIES:

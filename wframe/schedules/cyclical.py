@@ -21,6 +21,16 @@ def cyclical_schedule(
     ``2 * step_size``, and so on (``step_size`` > 0 is half a cycle). The amplitude is scaled by 1
     (``mode="triangular"``), halved every cycle (``"triangular2"``) or multiplied by
     ``gamma ** step`` (``"exp_range"``, ``gamma >= 0``).
+
+    Args:
+      base_value: the value at the start (and the end) of each cycle.
+      max_value: the value at the middle of each cycle.
+      step_size: half a cycle, in steps (> 0).
+      mode: ``"triangular"``, ``"triangular2"`` or ``"exp_range"``.
+      gamma: the per-step factor of ``"exp_range"`` (>= 0; unused by the other modes).
+
+    Raises:
+      ValueError: ``step_size <= 0``, an unknown ``mode`` or ``gamma < 0``.
     """
     fn = "cyclical_schedule"
     check(step_size > 0, fn, "step_size > 0", step_size=step_size)
@@ -50,7 +60,15 @@ def cosine_onecycle_schedule(
 ) -> Schedule:
     """One cycle (Smith, 2018), cosine: from ``peak_value / div_factor`` at step 0 up to
     ``peak_value`` at ``pct_start * transition_steps``, then down to
-    ``peak_value / (div_factor * final_div_factor)`` at ``transition_steps``."""
+    ``peak_value / (div_factor * final_div_factor)`` at ``transition_steps``.
+
+    Args:
+      transition_steps: the length of the whole cycle in steps (> 0).
+      peak_value: the highest value.
+      pct_start: the fraction of ``transition_steps`` spent rising.
+      div_factor: the start value is ``peak_value / div_factor``.
+      final_div_factor: the end value is ``peak_value / (div_factor * final_div_factor)``.
+    """
     fn = "cosine_onecycle_schedule"
     check(transition_steps > 0, fn, "transition_steps > 0", transition_steps=transition_steps)
     check(0 <= pct_start < 1, fn, "0 <= pct_start < 1", pct_start=pct_start)
@@ -71,7 +89,17 @@ def linear_onecycle_schedule(
 ) -> Schedule:
     """One cycle, linear: from ``peak_value / div_factor`` at step 0 up to ``peak_value`` at
     ``pct_start * transition_steps``, back down by ``pct_final * transition_steps``, then to
-    ``peak_value / (div_factor * final_div_factor)`` at ``transition_steps``."""
+    ``peak_value / (div_factor * final_div_factor)`` at ``transition_steps``.
+
+    Args:
+      transition_steps: the length of the whole cycle in steps (> 0).
+      peak_value: the highest value.
+      pct_start: the fraction of ``transition_steps`` spent rising.
+      pct_final: the fraction of ``transition_steps`` by which the value is back at
+        ``peak_value / div_factor``.
+      div_factor: the start value is ``peak_value / div_factor``.
+      final_div_factor: the end value is ``peak_value / (div_factor * final_div_factor)``.
+    """
     fn = "linear_onecycle_schedule"
     check(transition_steps > 0, fn, "transition_steps > 0", transition_steps=transition_steps)
     start, final = int(pct_start * transition_steps), int(pct_final * transition_steps)

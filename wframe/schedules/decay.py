@@ -10,7 +10,11 @@ from wframe.schedules.common import Schedule, as_count, check, floor_div, sorted
 
 
 def constant_schedule(value: float) -> Schedule:
-    """``value`` at every step."""
+    """``value`` at every step.
+
+    Args:
+      value: the constant.
+    """
 
     def schedule(count):
         xp, c, dt = as_count(count)
@@ -52,7 +56,14 @@ def polynomial_schedule(
 def linear_schedule(
     init_value: float, end_value: float, transition_steps: int, transition_begin: int = 0
 ) -> Schedule:
-    """:func:`polynomial_schedule` with ``power=1``: ``init_value`` at step 0."""
+    """:func:`polynomial_schedule` with ``power=1``: ``init_value`` at step 0.
+
+    Args:
+      init_value: the value at step 0 and up to ``transition_begin``.
+      end_value: the value from ``transition_begin + transition_steps`` on.
+      transition_steps: the length of the transition; <= 0 holds ``init_value``.
+      transition_begin: the first step of the transition; < 0 counts as 0.
+    """
     return polynomial_schedule(init_value, end_value, 1, transition_steps, transition_begin)
 
 

@@ -50,6 +50,14 @@ def warmup_cosine_decay_schedule(
     """Linear warmup from ``init_value`` (step 0) to ``peak_value``, then cosine to ``end_value``.
 
     ``decay_steps`` includes the warmup: the cosine lasts ``decay_steps - warmup_steps`` steps.
+
+    Args:
+      init_value: the value at step 0.
+      peak_value: the value at the end of the warmup.
+      warmup_steps: the warmup's length in steps.
+      decay_steps: the total length, warmup included (> ``warmup_steps``).
+      end_value: the value at ``decay_steps`` and after.
+      exponent: the power of the cosine (as :func:`cosine_decay_schedule`'s).
     """
     check(
         decay_steps > warmup_steps,
@@ -75,7 +83,15 @@ def warmup_exponential_decay_schedule(
     end_value: float | None = None,
 ) -> Schedule:
     """Linear warmup from ``init_value`` (step 0) to ``peak_value``, then
-    :func:`exponential_decay` of ``peak_value``, its steps counted from the warmup's end."""
+    :func:`exponential_decay` of ``peak_value``, its steps counted from the warmup's end.
+
+    Args:
+      init_value: the value at step 0.
+      peak_value: the value at the end of the warmup, where the decay starts.
+      warmup_steps: the warmup's length in steps.
+      transition_steps, decay_rate, transition_begin, staircase, end_value: as
+        :func:`exponential_decay`'s.
+    """
     warmup = linear_schedule(init_value, peak_value, warmup_steps)
     decay = exponential_decay(
         peak_value, transition_steps, decay_rate, transition_begin, staircase, end_value
