@@ -134,7 +134,9 @@ def _dataset_hint(a: Any) -> str:
     return ""
 
 
-def inputs(x: Any, backend: Backend, dtype: str, what: str = "x", *, finite: bool = False):
+def inputs(
+    x: Any, backend: Backend, dtype: str, what: str = "x", *, finite: bool = False, put: Any = None
+):
     """``x`` as an array of ``backend`` in ``dtype``; NumPy input is moved, never copied twice.
 
     Args:
@@ -143,6 +145,7 @@ def inputs(x: Any, backend: Backend, dtype: str, what: str = "x", *, finite: boo
       dtype: the model dtype.
       what: the argument name for error messages.
       finite: also refuse NaN, inf and values that overflow ``dtype`` (training data).
+      put: ``put(host, dtype)`` moves checked NumPy data (default ``backend.asarray``).
     """
     x = host_array(x, what)
     if isinstance(x, np.ndarray) or not hasattr(x, "shape"):
@@ -157,7 +160,7 @@ def inputs(x: Any, backend: Backend, dtype: str, what: str = "x", *, finite: boo
             check_finite(host, what, dtype)
         else:  # a cast never turns a finite value into inf silently
             check_range(host, what, dtype)
-        return backend.asarray(host, dtype=dtype)
+        return (put or backend.asarray)(host, dtype=dtype)
     owner = backend_of(x)
     if owner is not backend:
         raise TypeError(
@@ -202,9 +205,17 @@ def _check_ids(got: Any, dtype: str, what: str) -> None:
 
 
 def labels(
-    y: Any, n: int, pred_shape: Shape, loss: Any, backend: Backend, dtype: str, what: str = "y"
+    y: Any,
+    n: int,
+    pred_shape: Shape,
+    loss: Any,
+    backend: Backend,
+    dtype: str,
+    what: str = "y",
+    put: Any = None,
 ) -> Array:
-    """Labels checked on the host against ``loss`` and predictions of ``pred_shape``."""
+    """Labels checked on the host against ``loss`` and predictions of ``pred_shape``, moved by
+    ``put(host, dtype)`` (default ``backend.asarray``)."""
     y = host_array(y, what)
     host = to_numpy(y) if hasattr(y, "shape") and not isinstance(y, np.ndarray) else np.asarray(y)
     refuse_complex(host.dtype, what)
@@ -216,7 +227,7 @@ def labels(
     host = loss.check((n, *pred_shape[1:]), host)
     label_dtype = loss.label_dtype(host, dtype)
     check_range(np.asarray(host), what, label_dtype)
-    return backend.asarray(host, dtype=label_dtype)
+    return (put or backend.asarray)(host, dtype=label_dtype)
 
 
 def pair(data: Any, what: str) -> tuple[Any, Any]:

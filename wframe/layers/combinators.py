@@ -167,8 +167,18 @@ class Sequential(Layer):
                 backs.append((layer.name, back))
         if not vjp:
             return x, new_state, None
+        # Each layer used once and every one holding params in order: the gradients are the
+        # layers' own dicts, in ``params``' order, with nothing to add up or filter.
+        plain = len(backs) == len(params) and list(params) == [name for name, _ in backs]
 
         def backprop(dy, input_grad=True, need=None):
+            if need is None and plain:  # every gradient, each layer once: no filtering
+                gs = [None] * len(backs)
+                for i in range(len(backs) - 1, -1, -1):
+                    dy, gs[i] = backs[i][1](dy, input_grad=input_grad or i > 0)
+                return (dy if input_grad else None), {
+                    n: g for n, g in zip(params, gs, strict=True) if g
+                }
             grads: dict[str, Any] = {}
             # Without an input gradient, nothing below the first layer whose grads are needed
             # runs backward (a frozen body costs no backward pass at all).

@@ -18,6 +18,7 @@ from wframe import losses as losses_mod
 from wframe.backends import to_numpy
 from wframe.model import summary as summary_mod
 from wframe.model.arrays import Holder
+from wframe.model.device_copies import DEVICE_COPIES
 from wframe.types import Weighted
 
 
@@ -46,6 +47,7 @@ class Inputs(Holder):
                 dtype or self.dtype,
                 f"{what}[{name!r}]" if named else what,
                 finite=finite,
+                put=self._put,
             )
             for part, name, dtype in zip(parts, self.input_names, self.input_dtypes, strict=True)
         )
@@ -73,11 +75,15 @@ class Inputs(Holder):
         if not isinstance(loss, losses_mod.Outputs):
             y = data.per_name(y, names, what, "output")[0]
             weights = _example_weights(y, n, sample_weight, class_weight, what)
-            y = data.labels(y, n, self.output_shape, loss, self._backend, self.dtype, what)
+            y = data.labels(
+                y, n, self.output_shape, loss, self._backend, self.dtype, what, self._put
+            )
             return y if weights is None else Weighted(y, self._float(weights))
         parts = data.per_name(y, names, what, "output")
         labels = tuple(
-            data.labels(part, n, shape, one, self._backend, self.dtype, f"{what}[{name!r}]")
+            data.labels(
+                part, n, shape, one, self._backend, self.dtype, f"{what}[{name!r}]", self._put
+            )
             for part, shape, one, name in zip(
                 parts, self.output_shape, loss.losses, names, strict=True
             )
@@ -133,6 +139,11 @@ class Inputs(Holder):
             )
             validation = (x_val, y_val)
         return x, y, validation
+
+    def _put(self, host: np.ndarray, dtype: Any) -> Any:
+        """Checked NumPy data on the backend: a copy moved by an earlier call of the same bits
+        where there is one (:mod:`wframe.model.device_copies`), else moved now."""
+        return DEVICE_COPIES.put(self._backend, host, dtype)
 
     def _float(self, weights: np.ndarray) -> Any:
         return self._backend.asarray(weights, dtype=self.dtype)
