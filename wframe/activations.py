@@ -20,12 +20,20 @@ Forward = Callable[[Array], tuple[Array, Callable[[Array], Array]]]
 
 
 def linear(x: Array):
-    """Identity."""
+    """Identity.
+
+    Args:
+      x: the input array (any shape).
+    """
     return x, lambda dy: dy
 
 
 def relu(x: Array):
-    """max(x, 0); the gradient at 0 is 0, as in JAX and PyTorch."""
+    """max(x, 0); the gradient at 0 is 0, as in JAX and PyTorch.
+
+    Args:
+      x: the input array (any shape).
+    """
     xp = array_namespace(x)
     y = xp.maximum(x, 0)
     # A multiply by the cast mask: NumPy's where() with a scalar is several times slower.
@@ -33,7 +41,12 @@ def relu(x: Array):
 
 
 def leaky_relu(x: Array, negative_slope: float = 0.01):
-    """x for x > 0 else ``negative_slope * x`` (slope 0.01 as jax.nn and torch.nn)."""
+    """x for x > 0 else ``negative_slope * x`` (slope 0.01 as jax.nn and torch.nn).
+
+    Args:
+      x: the input array (any shape).
+      negative_slope: the slope for ``x <= 0`` (default 0.01); 0 gives :func:`relu`.
+    """
     xp = array_namespace(x)
     mask = x > 0
     return xp.where(mask, x, negative_slope * x), lambda dy: xp.where(mask, dy, negative_slope * dy)
@@ -48,6 +61,9 @@ def sigmoid(x: Array):
     error 2e-4 at x = -10; exactly 0 below x = -20 in float32, where the exact value is
     < 3e-9). The ``exp``/``where`` form it replaces cost ~1.9x in a JAX LSTM step and 1.3-6x
     on NumPy.
+
+    Args:
+      x: the input array (any shape).
     """
     xp = array_namespace(x)
     y = 0.5 + 0.5 * xp.tanh(0.5 * x)
@@ -55,14 +71,22 @@ def sigmoid(x: Array):
 
 
 def tanh(x: Array):
-    """Hyperbolic tangent."""
+    """Hyperbolic tangent.
+
+    Args:
+      x: the input array (any shape).
+    """
     xp = array_namespace(x)
     y = xp.tanh(x)
     return y, lambda dy: dy * (1 - y * y)
 
 
 def softmax(x: Array):
-    """Softmax over the last axis (max-shifted, so it never overflows)."""
+    """Softmax over the last axis (max-shifted, so it never overflows).
+
+    Args:
+      x: the input array (any shape); normalized over its last axis.
+    """
     xp = array_namespace(x)
     e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))
     y = e / xp.sum(e, axis=-1, keepdims=True)
@@ -70,13 +94,23 @@ def softmax(x: Array):
 
 
 def silu(x: Array):
-    """``x * sigmoid(x)`` (Keras ``silu``, alias ``swish``; PyTorch ``SiLU``)."""
+    """``x * sigmoid(x)`` (Keras ``silu``, alias ``swish``; PyTorch ``SiLU``).
+
+    Args:
+      x: the input array (any shape).
+    """
     s, _ = sigmoid(x)
     return x * s, lambda dy: dy * (s * (1 + x * (1 - s)))
 
 
 def elu(x: Array, alpha: float = 1.0):
-    """x for x > 0 else ``alpha * (exp(x) - 1)`` (Keras and PyTorch: ``alpha = 1.0``)."""
+    """x for x > 0 else ``alpha * (exp(x) - 1)`` (Keras and PyTorch: ``alpha = 1.0``).
+
+    Args:
+      x: the input array (any shape).
+      alpha: the negative saturation value, ``elu(x) -> -alpha`` as ``x -> -inf`` (default
+        1.0).
+    """
     xp = array_namespace(x)
     mask = x > 0
     # expm1 of the negative part only: exp of a large positive x would overflow unused.
@@ -90,7 +124,11 @@ _SELU_SCALE = 1.0507009873554804934193349852946
 
 def selu(x: Array):
     """``scale * elu(x, alpha)`` with the self-normalizing constants of Klambauer et al. (2017),
-    ``alpha = 1.67326...`` and ``scale = 1.05070...`` (Keras, PyTorch)."""
+    ``alpha = 1.67326...`` and ``scale = 1.05070...`` (Keras, PyTorch).
+
+    Args:
+      x: the input array (any shape).
+    """
     y, backprop = elu(x, _SELU_ALPHA)
     return _SELU_SCALE * y, lambda dy: backprop(_SELU_SCALE * dy)
 
@@ -99,6 +137,9 @@ def softplus(x: Array):
     """``log(1 + exp(x))``, as ``max(x, 0) + log1p(exp(-|x|))``: no overflow at any ``|x|``.
 
     The gradient is ``sigmoid(x)``.
+
+    Args:
+      x: the input array (any shape).
     """
     xp = array_namespace(x)
     y = xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
@@ -107,7 +148,11 @@ def softplus(x: Array):
 
 
 def relu6(x: Array):
-    """``min(max(x, 0), 6)``; the gradient is 0 at the kinks 0 and 6 (as PyTorch)."""
+    """``min(max(x, 0), 6)``; the gradient is 0 at the kinks 0 and 6 (as PyTorch).
+
+    Args:
+      x: the input array (any shape).
+    """
     xp = array_namespace(x)
     y = xp.minimum(xp.maximum(x, 0), 6)
     return y, lambda dy: dy * xp.astype((x > 0) & (x < 6), dy.dtype)
@@ -115,7 +160,11 @@ def relu6(x: Array):
 
 def hard_sigmoid(x: Array):
     """``relu6(x + 3) / 6``: 0 below -3, 1 above 3, linear between (Keras 3 and PyTorch
-    ``hardsigmoid``; Keras 2's was ``0.2 * x + 0.5``)."""
+    ``hardsigmoid``; Keras 2's was ``0.2 * x + 0.5``).
+
+    Args:
+      x: the input array (any shape).
+    """
     xp = array_namespace(x)
     y = xp.minimum(xp.maximum(x + 3, 0), 6) / 6
     return y, lambda dy: dy * (xp.astype((x > -3) & (x < 3), dy.dtype) / 6)
@@ -157,6 +206,9 @@ def gelu_approximate(x: Array):
     Keras' ``gelu(x, approximate=True)``, jax.nn.gelu's default, PyTorch's
     ``approximate="tanh"``; within 1e-3 of the exact :func:`gelu`. Names: ``"gelu_approximate"``,
     ``"gelu_tanh"``.
+
+    Args:
+      x: the input array (any shape).
     """
     xp = array_namespace(x)
     # tanh is 1 long before |x| = 30, and 30^3 fits float16: no overflow (nor a NaN gradient).
@@ -244,7 +296,17 @@ def apply(activation: Forward, z: Array, bias: Array | None = None, xp: Any = No
     One fused kernel for the add, the activation and later its backward where the arrays'
     backend has one for this activation (CuPy, see :mod:`wframe.backends.fusion`); otherwise
     (and always for a user's callable) the functions above, which are the numerical reference.
-    ``xp``: ``z``'s namespace where the caller has it (each lookup costs a microsecond).
+
+    Args:
+      activation: a ``x -> (y, backprop)`` forward, e.g. from :func:`get`; only this module's
+        functions have fused kernels.
+      z: the pre-activation array, e.g. ``x @ W``.
+      bias: added to ``z`` before the activation (broadcast over its last axis), or ``None``.
+      xp: ``z``'s namespace where the caller has it (each lookup costs a microsecond); ``None``
+        looks it up.
+
+    Returns:
+      ``(y, backprop)`` with ``backprop(dy)`` the gradient with respect to ``z + bias``.
     """
     fused = FUSED.get(array_namespace(z) if xp is None else xp)
     if fused is not None:

@@ -17,7 +17,12 @@ from wframe.types import Array, Shape
 
 
 def as_int(value: Any, what: str, *, minimum: int = 1, allow_none: bool = False) -> int | None:
-    """``value`` as a Python int (NumPy integers accepted) that is at least ``minimum``."""
+    """``value`` as a Python int (NumPy integers accepted) that is at least ``minimum``.
+
+    Args:
+      value, what: the number (a bool is refused) and how errors name it (``"fit: epochs"``).
+      minimum, allow_none: the least value allowed (default 1); let ``None`` through.
+    """
     if value is None and allow_none:
         return None
     try:
@@ -34,7 +39,11 @@ def as_int(value: Any, what: str, *, minimum: int = 1, allow_none: bool = False)
 
 
 def input_shape(shape: Any) -> Shape:
-    """A build shape ``(None, features...)`` from a tuple or list; the batch axis may be any."""
+    """A build shape ``(None, features...)`` from a tuple or list; the batch axis may be any.
+
+    Args:
+      shape: the user's ``input_shape``, batch axis first; a bare int is refused.
+    """
     if isinstance(shape, (int, np.integer)) or not isinstance(shape, (tuple, list)):
         raise TypeError(
             f"input_shape must be a tuple with the batch axis first, e.g. (None, {shape}) for "
@@ -51,7 +60,12 @@ def input_shape(shape: Any) -> Shape:
 
 def check_finite(a: Any, what: str, dtype: str | None = None) -> None:
     """Refuse NaN or inf in ``a``, and values that overflow ``dtype`` once cast (checked on
-    ``a``'s own dtype, before any cast: 1e39 in float64 data is an overflow, not an inf)."""
+    ``a``'s own dtype, before any cast: 1e39 in float64 data is an overflow, not an inf).
+
+    Args:
+      a, what: a NumPy or backend array (non-float ones pass) and its name in errors.
+      dtype: the model dtype it will be cast to; ``None`` skips the overflow check.
+    """
     if isinstance(a, np.ndarray):
         if not np.issubdtype(a.dtype, np.floating):
             return
@@ -84,7 +98,11 @@ def _refuse_overflow(top: float, what: str, dtype: str) -> None:
 
 def check_range(host: np.ndarray, what: str, dtype: str) -> None:
     """Refuse finite values of ``host`` that a cast to the float ``dtype`` would make inf
-    (NaN and inf themselves pass: data that are not checked for them keep them)."""
+    (NaN and inf themselves pass: data that are not checked for them keep them).
+
+    Args:
+      host, what, dtype: the NumPy data, its name in errors, and the target dtype.
+    """
     narrows = host.dtype.kind == "f" and host.dtype.itemsize > np.dtype(dtype).itemsize
     if narrows and host.size and np.dtype(dtype).kind == "f":
         top = float(np.max(np.abs(host), initial=0.0, where=np.isfinite(host)))
@@ -97,7 +115,11 @@ def host_array(a: Any, what: str, *, strict: bool = True) -> Any:
     anything else with ``__array__``, the array interface or DLPack, as a NumPy array. NumPy
     arrays, arrays of a backend (any array-API array) and nested sequences of numbers stay as
     they are; anything else is a ``TypeError`` naming ``what``, the type and what is accepted
-    (not ``strict``: returned as it is)."""
+    (not ``strict``: returned as it is).
+
+    Args:
+      a, what, strict: the data, its name in errors, and whether to refuse other types.
+    """
     if isinstance(a, (np.ndarray, list, tuple, int, float, complex, np.generic)):
         return a
     lib = type(a).__module__.partition(".")[0]
@@ -180,7 +202,11 @@ def inputs(
 
 def refuse_complex(dtype: Any, what: str) -> None:
     """Refuse complex data: a cast to the model's real dtype would drop the imaginary parts
-    silently."""
+    silently.
+
+    Args:
+      dtype, what: the data's dtype (NumPy's or a backend's) and its name in errors.
+    """
     if getattr(dtype, "kind", "") == "c" or "complex" in str(dtype):
         raise TypeError(
             f"{what} holds complex numbers (dtype {dtype}); a model takes real values, and a "
@@ -190,7 +216,11 @@ def refuse_complex(dtype: Any, what: str) -> None:
 
 
 def require_examples(x: Any, what: str, fix: str) -> None:
-    """Refuse data of no rows where examples are needed (a mean over none is no number)."""
+    """Refuse data of no rows where examples are needed (a mean over none is no number).
+
+    Args:
+      x, what, fix: the data (array, tuple or dict of them), its name, and the error's advice.
+    """
     if rows(x) == 0:
         raise ValueError(f"{what} has no examples (0 rows); {fix}")
 
@@ -215,7 +245,14 @@ def labels(
     put: Any = None,
 ) -> Array:
     """Labels checked on the host against ``loss`` and predictions of ``pred_shape``, moved by
-    ``put(host, dtype)`` (default ``backend.asarray``)."""
+    ``put(host, dtype)`` (default ``backend.asarray``).
+
+    Args:
+      y, what: the labels (anything :func:`host_array` takes) and their name in errors.
+      n, pred_shape: the number of examples of ``x`` and the model's output shape.
+      loss: the loss object, whose ``check`` and ``label_dtype`` validate and type them.
+      backend, dtype, put: the model's backend and dtype, and how to move them there.
+    """
     y = host_array(y, what)
     host = to_numpy(y) if hasattr(y, "shape") and not isinstance(y, np.ndarray) else np.asarray(y)
     refuse_complex(host.dtype, what)
@@ -231,7 +268,11 @@ def labels(
 
 
 def pair(data: Any, what: str) -> tuple[Any, Any]:
-    """``(x, y)`` from ``validation_data`` or a clear error."""
+    """``(x, y)`` from ``validation_data`` or a clear error.
+
+    Args:
+      data, what: the user's tuple (or list) of two and the argument's name in errors.
+    """
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         got = (
             f"a {type(data).__name__} of length {len(data)}"
@@ -244,7 +285,12 @@ def pair(data: Any, what: str) -> tuple[Any, Any]:
 
 def split(x: Any, y: Any, fraction: Any) -> tuple[Any, Any, tuple[Any, Any]]:
     """``(x_train, y_train, (x_val, y_val))``: the last ``fraction`` of the rows held out, as
-    Keras' ``validation_split`` (``ceil(n * (1 - fraction))`` rows kept for training)."""
+    Keras' ``validation_split`` (``ceil(n * (1 - fraction))`` rows kept for training).
+
+    Args:
+      x, y: inputs and labels (arrays, lists or dicts of them, or nested sequences).
+      fraction: the share of rows held out, a number in [0, 1) that leaves rows on each side.
+    """
     ok = isinstance(fraction, (int, float, np.floating)) and not isinstance(fraction, bool)
     if not ok or not 0 <= fraction < 1:
         raise ValueError(f"fit: validation_split must be a number in [0, 1), got {fraction!r}")
@@ -279,7 +325,11 @@ def _first(x: Any) -> Any:
 
 
 def take(x: Any, rows: Any) -> Any:
-    """``x[rows]`` of an array, or of each array of a tuple or dict of them."""
+    """``x[rows]`` of an array, or of each array of a tuple or dict of them.
+
+    Args:
+      x, rows: the data and the index along the batch axis (a slice or an index array).
+    """
     if isinstance(x, dict):
         return {k: take(v, rows) for k, v in x.items()}
     if isinstance(x, tuple):
@@ -288,12 +338,20 @@ def take(x: Any, rows: Any) -> Any:
 
 
 def rows(x: Any) -> int:
-    """The number of examples of an array or tuple of arrays (checked to agree)."""
+    """The number of examples of an array or tuple of arrays (checked to agree).
+
+    Args:
+      x: an array, or a tuple or dict of them (the first one's rows are read).
+    """
     return int(_first(x).shape[0])
 
 
 def concat_rows(parts: list, xp: Any) -> Any:
-    """Batches (arrays, or tuples of one array per output) joined along the batch axis."""
+    """Batches (arrays, or tuples of one array per output) joined along the batch axis.
+
+    Args:
+      parts, xp: the batches in order (one is returned as it is) and their array namespace.
+    """
     if len(parts) == 1:
         return parts[0]
     if isinstance(parts[0], tuple):
@@ -314,7 +372,12 @@ def per_name(x: Any, names: tuple[str, ...], what: str, kind: str) -> tuple:
     """``x`` as a tuple with one entry per name: from a dict by name (a pandas DataFrame
     whose columns hold the names, each column one ``(n, 1)`` array), a list or tuple of
     arrays in order, or (one name) one array; each entry as :func:`host_array` gives it; a
-    ``ValueError`` naming what is wrong."""
+    ``ValueError`` naming what is wrong.
+
+    Args:
+      x, names: the data and the model's input (or output) names, in order.
+      what, kind: the argument's name in errors and what the names are (``"input"``).
+    """
     n = len(names)
     columns = getattr(x, "columns", None)
     if n > 1 and columns is not None and set(names) == set(columns):
@@ -359,7 +422,11 @@ def _per_name(x: Any, names: tuple[str, ...], what: str, kind: str) -> tuple:
 
 
 def same_rows(arrays: tuple, names: tuple[str, ...], what: str) -> None:
-    """Refuse inputs (or labels) of different numbers of examples."""
+    """Refuse inputs (or labels) of different numbers of examples.
+
+    Args:
+      arrays, names, what: the arrays, their names in order, and the argument in errors.
+    """
     counts = [int(a.shape[0]) for a in arrays]
     if len(set(counts)) > 1:
         got = ", ".join(f"{n!r}: {c}" for n, c in zip(names, counts, strict=True))
@@ -367,7 +434,11 @@ def same_rows(arrays: tuple, names: tuple[str, ...], what: str) -> None:
 
 
 def default_batch(out_elements: int, rows: int) -> int:
-    """Rows per inference batch: activations of about 4M elements, between 32 and 4096."""
+    """Rows per inference batch: activations of about 4M elements, between 32 and 4096.
+
+    Args:
+      out_elements, rows: elements of one example's activations, and the rows to predict.
+    """
     size = 2 ** int(math.log2(max(1, 4_000_000 // max(1, out_elements))))
     return max(32, min(4096, size, max(rows, 1)))
 
@@ -376,7 +447,12 @@ def fit_options(
     *, epochs, batch_size, initial_epoch, seed, steps_per_execution, verbose, shuffle, callbacks
 ) -> dict[str, Any]:
     """``fit``'s plain arguments checked and normalized (NumPy integers accepted;
-    ``batch_size=None`` is 32 and ``shuffle=None`` True, as Keras)."""
+    ``batch_size=None`` is 32 and ``shuffle=None`` True, as Keras).
+
+    Args:
+      epochs, batch_size, initial_epoch, seed, steps_per_execution, verbose, shuffle: as in fit.
+      callbacks: as in ``fit``; one callback is made a list of one.
+    """
     if steps_per_execution != "epoch":
         steps_per_execution = as_int(
             steps_per_execution, "fit: steps_per_execution ('epoch' or an int)"
@@ -402,7 +478,11 @@ def fit_options(
 
 def shape_of(x: Any, what: str) -> tuple:
     """The shape of an array or nested sequence; a ValueError for a scalar (a TypeError for
-    what is no array, as :func:`host_array` says)."""
+    what is no array, as :func:`host_array` says).
+
+    Args:
+      x, what: the data and its name in errors.
+    """
     x = host_array(x, what)
     shape = tuple(x.shape) if hasattr(x, "shape") else tuple(np.shape(x))
     if not shape:

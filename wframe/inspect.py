@@ -123,13 +123,23 @@ def _inits(model: Any) -> dict[str, tuple[str | None, float | None]]:
 
 def expected_std(model: Any) -> dict[str, float | None]:
     """``{"dense_0/W": std, ...}``: the std each param's initializer draws with (``None``:
-    unknown, e.g. a custom initializer), for a built model."""
+    unknown, e.g. a custom initializer), for a built model.
+
+    Args:
+      model: a built :class:`wframe.Sequential` or graph :class:`wframe.Model`.
+    """
     require_built(model, "expected_std")
     return {name: std for name, (_, std) in _inits(model).items()}
 
 
 def select(model: Any, names: str | Iterable[str] | None, what: str) -> list[str]:
     """The flat param names that ``names`` (flat names or layer names) pick, in model order.
+
+    Args:
+      model: a built model.
+      names: a flat param name (``"dense_0/W"``), a layer name (``"dense_0"``: all its params),
+        or an iterable of them; ``None`` picks every param.
+      what: the caller, named in the errors (e.g. ``"weight_stats"``).
 
     Raises:
       ValueError: for a name that is neither, listing the params and the layers.

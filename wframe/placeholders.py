@@ -27,8 +27,10 @@ __all__ = ["BudgetExceeded", "Tally", "active", "is_placeholder", "placeholder",
 class BudgetExceeded(MemoryError):
     """The arrays asked for in a :func:`shape_only` block passed its ``budget_bytes``.
 
-    ``total`` (the bytes asked for so far, the offending array included), ``budget``,
-    ``shape`` and ``dtype`` (of the array that passed it) say where.
+    Args:
+      total: the bytes asked for so far, the offending array included.
+      budget: the block's ``budget_bytes``.
+      shape, dtype: of the array that passed it; all four are kept as attributes.
     """
 
     def __init__(self, total: int, budget: int, shape: tuple[int, ...], dtype: np.dtype):
@@ -40,8 +42,14 @@ class BudgetExceeded(MemoryError):
 
 
 class Tally:
-    """What a :func:`shape_only` block has asked for: ``count`` arrays of ``total`` bytes,
-    against ``budget`` (``None``: no limit); ``parent`` is the enclosing block's tally."""
+    """What a :func:`shape_only` block has asked for: ``count`` arrays of ``total`` bytes
+    (both start at 0).
+
+    Args:
+      budget: the block's limit in bytes, or ``None``: no limit.
+      parent: the enclosing block's tally (``None`` for the outermost), which counts the same
+        arrays against its own budget.
+    """
 
     def __init__(self, budget: int | None, parent: Tally | None):
         self.budget, self.parent, self.total, self.count = budget, parent, 0, 0
@@ -112,7 +120,11 @@ def placeholder(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
 
 def is_placeholder(a: Any) -> bool:
     """Whether ``a`` is a :func:`placeholder` (a read-only NumPy view, every stride 0): a
-    loader checks that none is left in a model once the file's arrays replaced them."""
+    loader checks that none is left in a model once the file's arrays replaced them.
+
+    Args:
+      a: any object; only a NumPy array can be one.
+    """
     return (
         isinstance(a, np.ndarray)
         and a.base is not None

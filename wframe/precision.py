@@ -33,8 +33,12 @@ _HALF = ("float16", "bfloat16")
 
 
 class LossScaleState(NamedTuple):
-    """The dynamic loss scale's arrays: ``scale`` (float32, 0-d) and ``counter`` (int32, 0-d:
-    consecutive finite steps since the scale last changed)."""
+    """The dynamic loss scale's arrays, in the train state and its checkpoints.
+
+    Attributes:
+      scale: what the loss is multiplied by before the backward pass (float32, 0-d).
+      counter: consecutive finite steps since the scale last changed (int32, 0-d).
+    """
 
     scale: Array
     counter: Array
@@ -170,6 +174,10 @@ class Policy:
 def get(dtype: Any) -> Policy:
     """The :class:`Policy` a model's ``dtype=`` names (a Policy is returned as it is).
 
+    Args:
+      dtype: a policy name from :data:`POLICIES` (any case), a NumPy dtype (or type) of one of
+        the plain float policies, or a :class:`Policy`.
+
     Raises:
       ValueError: for any other name, listing the accepted ones (and pointing float16 and
         bfloat16 at their mixed policies).
@@ -200,7 +208,11 @@ def _dtype_name(dtype: Any) -> str | None:
 
 
 def is_half(dtype: Any) -> bool:
-    """Whether ``dtype`` is float16 or bfloat16 (of any backend)."""
+    """Whether ``dtype`` is float16 or bfloat16 (of any backend).
+
+    Args:
+      dtype: a dtype object (read by its ``itemsize`` and ``name``; a string is never half).
+    """
     return getattr(dtype, "itemsize", 0) == 2 and getattr(dtype, "name", "") in _HALF
 
 
@@ -231,7 +243,15 @@ def dtype_in(xp: Any, name: str) -> Any:
 
 
 def check_backend(policy: Policy, backend: Any) -> None:
-    """Refuse a backend that cannot compute in ``policy``'s compute dtype, naming the fix."""
+    """Refuse a backend that cannot compute in ``policy``'s compute dtype, naming the fix.
+
+    Args:
+      policy: the model's :class:`Policy`; the plain float policies always pass.
+      backend: the backend the model lives on, or is moving to.
+
+    Raises:
+      ValueError: e.g. CuPy with ``"mixed_bfloat16"``.
+    """
     if not policy.mixed:
         return
     try:
@@ -247,7 +267,11 @@ def check_backend(policy: Policy, backend: Any) -> None:
 def quietly(fn: Any) -> Any:
     """``fn`` with NumPy's overflow and invalid-value warnings off: a mixed_float16 train step,
     where an overflowing float16 backward pass is expected and handled (the step is skipped),
-    and a non-finite loss is reported by ``fit`` itself. No effect on traced (JAX) code."""
+    and a non-finite loss is reported by ``fit`` itself. No effect on traced (JAX) code.
+
+    Args:
+      fn: the function to wrap; it is called with positional arguments only.
+    """
 
     def run(*args):
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -274,6 +298,16 @@ def mixed_forward(policy: Policy, forward: Any, params, state, x, *, train, key,
     The backprop takes the float32 output gradient, casts it to the compute dtype, runs the
     layers' backprop there and returns the gradients in the params' dtype and ``dx`` in ``x``'s.
     On JAX, autodiff through the same casts does the same. Layer state keeps its dtype.
+
+    Args:
+      policy: a mixed :class:`Policy` (its ``compute_dtype`` and ``param_dtype``).
+      forward: ``forward(params, state, x, *, train, key, vjp) -> (y, new_state, backprop)``.
+      params, state: the layer's params (in the param dtype) and state (kept as they are).
+      x: the input, or a tuple of them; integer inputs (ids) are not cast.
+      train, key, vjp: passed on to ``forward``; ``vjp=False`` returns no backprop.
+
+    Returns:
+      ``(y, new_state, backprop)`` with ``y`` in the param dtype.
     """
     xp = array_namespace(x[0] if isinstance(x, tuple) else x)
     low, high = dtype_in(xp, policy.compute_dtype), dtype_in(xp, policy.param_dtype)
@@ -297,7 +331,14 @@ def in_float32(forward: Any, params, state, x, **options):
     """``forward`` of a normalization layer run in float32 on half-precision ``x``: its mean
     and variance are float32 (half precision loses them: float16 overflows on squares, bfloat16
     keeps 8 bits), the output and ``dx`` come back in ``x``'s dtype, each gradient in its
-    param's."""
+    param's.
+
+    Args:
+      forward: the layer's forward, called as ``forward(params, state, x, **options)`` and
+        returning ``(y, new_state, backprop)``.
+      params, state, x: its params (a flat dict of arrays, cast to float32), state and input.
+      **options: passed on to ``forward`` (``train``, ``key``, ...).
+    """
     xp = array_namespace(x)
     f32, low = xp.float32, x.dtype
     up = {k: xp.astype(a, f32) for k, a in params.items()}

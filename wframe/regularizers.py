@@ -36,7 +36,12 @@ def _factor(value: Any, what: str) -> float:
 
 @dataclass(frozen=True)
 class Regularizer:
-    """``penalty(W) = l1·Σ|W| + l2·ΣW²``; :meth:`grad` is its closed-form gradient."""
+    """``penalty(W) = l1·Σ|W| + l2·ΣW²``; :meth:`grad` is its closed-form gradient.
+
+    Args:
+      l1, l2: the factors, finite numbers >= 0 (default 0); a negative one is refused (it
+        would reward large weights).
+    """
 
     l1: float = 0.0
     l2: float = 0.0
@@ -69,21 +74,35 @@ class Regularizer:
 
 @dataclass(frozen=True)
 class L1(Regularizer):
-    """``l1·Σ|W|`` (Keras' default factor 0.01)."""
+    """``l1·Σ|W|`` (Keras' default factor 0.01).
+
+    Args:
+      l1: the factor (default 0.01).
+      l2: an added L2 factor, as for :class:`Regularizer` (default 0).
+    """
 
     l1: float = 0.01
 
 
 @dataclass(frozen=True)
 class L2(Regularizer):
-    """``l2·ΣW²``, gradient ``2·l2·W`` (Keras' default factor 0.01)."""
+    """``l2·ΣW²``, gradient ``2·l2·W`` (Keras' default factor 0.01).
+
+    Args:
+      l1: an added L1 factor, as for :class:`Regularizer` (default 0).
+      l2: the factor (default 0.01).
+    """
 
     l2: float = 0.01
 
 
 @dataclass(frozen=True)
 class L1L2(Regularizer):
-    """``l1·Σ|W| + l2·ΣW²`` (both 0 by default, as Keras)."""
+    """``l1·Σ|W| + l2·ΣW²`` (both 0 by default, as Keras).
+
+    Args:
+      l1, l2: the factors, finite numbers >= 0 (default 0).
+    """
 
 
 def l1(l1: float = 0.01) -> Regularizer:
@@ -119,7 +138,16 @@ _NAMES = {"l1": L1, "l2": L2, "l1_l2": L1L2, "l1l2": L1L2}
 
 def get(identifier: Any, owner: str = "regularizer") -> Regularizer | None:
     """A :class:`Regularizer` from a name (``"l1"``, ``"l2"``, ``"l1_l2"``), an instance or
-    ``None``; anything else raises naming ``owner``."""
+    ``None``; anything else raises naming ``owner``.
+
+    Args:
+      identifier: a name (any case; ``"l1l2"`` too) for Keras' default factors, a
+        :class:`Regularizer`, or ``None`` (returned as they are).
+      owner: how the error names the caller, e.g. ``"Dense 'dense_0': kernel_regularizer"``.
+
+    Raises:
+      ValueError: for anything else, listing the names.
+    """
     if identifier is None or isinstance(identifier, Regularizer):
         return identifier
     if isinstance(identifier, str) and identifier.lower() in _NAMES:
@@ -133,7 +161,13 @@ def get(identifier: Any, owner: str = "regularizer") -> Regularizer | None:
 
 def collect(layer: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Regularizer]:
     """``{("block_0", "dense_1", "W"): L2(...)}``: every regularized param of ``layer``,
-    by its path in the params tree (containers walked as their params nest)."""
+    by its path in the params tree (containers walked as their params nest).
+
+    Args:
+      layer: a layer (a model's root chain or any container); its
+        ``param_regularizers()`` and its ``children()`` are read.
+      prefix: the path of ``layer``'s params in the tree (``()`` for the root).
+    """
     out = {prefix + (name,): reg for name, reg in layer.param_regularizers().items()}
     for key, child in layer.children():
         out.update(collect(child, prefix if key is None else prefix + (key,)))
@@ -141,12 +175,22 @@ def collect(layer: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], R
 
 
 def penalty(params: Any, terms: dict[tuple[str, ...], Regularizer]) -> Any:
-    """The sum of ``terms``' penalties on ``params`` (0 as a plain float when there are none)."""
+    """The sum of ``terms``' penalties on ``params`` (0 as a plain float when there are none).
+
+    Args:
+      params: the model's params tree (nested dicts of arrays).
+      terms: ``{path: Regularizer}``, as :func:`collect` gives.
+    """
     return sum(reg(path_get(params, path)) for path, reg in terms.items())
 
 
 def add_grads(grads: Any, params: Any, terms: dict[tuple[str, ...], Regularizer]) -> Any:
-    """``grads`` plus each term's closed-form gradient, as a new tree (``grads`` untouched)."""
+    """``grads`` plus each term's closed-form gradient, as a new tree (``grads`` untouched).
+
+    Args:
+      grads: the data loss's gradients, a tree like ``params`` holding every path in ``terms``.
+      params, terms: as for :func:`penalty`.
+    """
     if not terms:
         return grads
     out = _copy_dicts(grads)

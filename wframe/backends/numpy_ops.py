@@ -91,6 +91,20 @@ def bias_relu(z, b):
     return y, backprop
 
 
+def class_hits(pred, labels):
+    """``[hits, count]`` of arg-max predictions ``(n, c)`` against class indices ``(n,)``, in
+    ``pred``'s float dtype (:func:`wframe.metrics.accuracy` counts them so); ``None`` for
+    anything else."""
+    nd = numpy.ndarray
+    if type(pred) is not nd or type(labels) is not nd or pred.ndim != 2:
+        return None
+    n = pred.shape[0]
+    if labels.shape != (n,) or pred.dtype not in _FLOATS:
+        return None
+    hits = numpy.count_nonzero(numpy.argmax(pred, axis=1) == labels)
+    return numpy.array((hits, n), dtype=pred.dtype)
+
+
 class Fused:
     """The NumPy namespace's entry in :data:`wframe.backends.fusion.FUSED`: the hooks that
     activations, losses, dropout and random bits ask for; ``None`` means the generic code."""
@@ -103,6 +117,9 @@ class Fused:
 
     def softmax_cross_entropy(self, logits, labels):
         return softmax_cross_entropy(logits, labels)
+
+    def class_hits(self, pred, labels):
+        return class_hits(pred, labels)
 
     def dropout(self, x, key, threshold, scale):
         return None

@@ -21,6 +21,14 @@ class CallbackList:
     The :class:`History` among the callbacks (the one ``fit`` returns) is :attr:`history`, and
     is set as ``model.history`` right away, as Keras' ``CallbackList.set_model`` does: callbacks
     reach it through ``self.model.history`` during training.
+
+    Args:
+      callbacks: the :class:`Callback` instances, in the user's order, with ``fit``'s History
+        and ProgressBar among them; anything else raises ``TypeError``.
+      model: the model being trained, given to each callback's ``set_model`` (``None`` in
+        tests that drive the hooks alone).
+      params: the run's settings given to each callback's ``set_params``, as Keras':
+        ``{"epochs", "steps", "verbose"}`` from ``fit``.
     """
 
     def __init__(self, callbacks: list[Callback], model: Any, params: dict[str, Any]):

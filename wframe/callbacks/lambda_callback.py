@@ -17,6 +17,15 @@ class LambdaCallback(Callback):
     works; Keras passes batch logs by keyword). Any other hook goes in ``kwargs``
     (``on_batch_end=fn``), and other keyword arguments become attributes.
 
+    Args:
+      on_epoch_begin, on_epoch_end: ``fn(epoch, logs)``, called before and after each epoch;
+        ``None`` leaves the hook a no-op.
+      on_train_begin, on_train_end: ``fn(logs)``, called once before and after training.
+      on_train_batch_begin, on_train_batch_end: ``fn(batch, logs)``, called around each
+        training step (a callback with these makes the loop read its logs every step).
+      **kwargs: other hooks by name (``on_batch_end=fn``, ``on_grad_stats=fn``), or attributes
+        to set on the callback.
+
     Example::
 
         wf.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: print(epoch, logs["loss"]))

@@ -69,6 +69,8 @@ def occlusion(
       x: images (batch, H, W, C). For a model of several inputs a list or a dict by input
         name: each image input (float, 4-D) is occluded in turn with the others as they are
         (as captum does for a tuple of inputs); the other inputs get ``None``.
+      target: the entry of the output explained: a class index, one per sample, or ``None``
+        for each sample's predicted class (see the module docstring).
       window: (h, w) of the occluded patch (an int for a square).
       stride: (h, w) step between patches (captum's default 1). Where it does not divide the
         image, the last patch of the row or column hangs over the edge (clipped), as captum.

@@ -161,6 +161,8 @@ def shapley_sampling(
       n_permutations: permutations drawn (NumPy, ``seed``); each is evaluated together with its
         reverse (antithetic pairs), so ``2 * n_permutations`` orderings in all, and all
         ``features + 1`` coalitions of a permutation go into one compiled call.
+      seed: the NumPy seed of the permutations (an int >= 0): the same seed gives the same
+        values. Unused when ``exact``.
       exact: enumerate all subsets with Shapley weights; default when there are <= 10 features
         (refused above 20).
       output: the name or index of the output explained (required when there are several).

@@ -116,6 +116,8 @@ class Sequential(Layer):
     Args:
       layers: :class:`~wframe.layers.Layer` instances; unnamed ones are named ``dense_0``,
         ``dense_1``, ... per kind.
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``sequential_0``, ...).
     """
 
     layers: tuple[Layer, ...] = ()
@@ -204,6 +206,12 @@ class Residual(Layer):
 
     ``f`` must keep the shape of its input. Its params are the residual's own params (no extra
     nesting): ``{"residual_0": {"W": ..., "b": ...}}`` around a Dense.
+
+    Args:
+      layer: the layer ``f``, or a list of layers (made a :class:`Sequential`); it must map
+        inputs of shape ``(batch, *rest)`` to the same shape.
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``residual_0``, ...).
     """
 
     layer: Layer
@@ -266,6 +274,8 @@ class Concatenate(Layer):
       branches: layers (each may be a chain) applied to the same input; their outputs must
         agree on every axis but ``axis``. Empty: the merge layer.
       axis: the axis to concatenate along (default: the last, features or channels).
+      name: the key of its params in the model (``{name: {...}}``), no ``"/"``; ``None``
+        (default): its container numbers it by kind (``concatenate_0``, ...).
     """
 
     branches: tuple[Layer, ...] = ()

@@ -7,7 +7,16 @@ from wframe.types import Array
 
 
 def accuracy(pred: Array, labels: Array) -> Array:
-    """Fraction of correct predictions: argmax for (N, C > 1), ``logit > 0`` for one output."""
+    """Fraction of correct predictions: argmax for (N, C > 1), ``logit > 0`` for one output.
+
+    Args:
+      pred: the model's outputs: scores (N, ..., C) or one logit per example (N,) / (N, 1).
+      labels: class ids (N, ...) or one-hot rows shaped like ``pred``; with one output, 0/1
+        labels shaped like ``pred`` (counted as 1 above 0.5).
+
+    Returns:
+      A scalar of ``pred``'s dtype in [0, 1].
+    """
     xp = array_namespace(pred)
     if pred.ndim >= 2 and pred.shape[-1] > 1:
         hits = xp.argmax(pred, axis=-1) == (
@@ -19,7 +28,11 @@ def accuracy(pred: Array, labels: Array) -> Array:
 
 
 def probability_accuracy(pred: Array, labels: Array) -> Array:
-    """:func:`accuracy` for probabilities: a single output counts as 1 above 0.5."""
+    """:func:`accuracy` for probabilities: a single output counts as 1 above 0.5.
+
+    Args:
+      pred, labels: as for :func:`accuracy`, with ``pred`` probabilities (after a sigmoid).
+    """
     if pred.ndim >= 2 and pred.shape[-1] > 1:
         return accuracy(pred, labels)
     xp = array_namespace(pred)

@@ -26,7 +26,13 @@ EPSILON = 1e-7
 
 def expand_weights(xp: Any, sample_weight: Array, like: Array) -> Array:
     """``sample_weight`` in ``like``'s dtype, expanded on the right to ``like``'s rank, so that
-    weights of shape (N,) (or (N, T)) scale every entry of their sample."""
+    weights of shape (N,) (or (N, T)) scale every entry of their sample.
+
+    Args:
+      xp: the arrays' namespace.
+      sample_weight: per-sample weights, (N,) or a leading part of ``like``'s shape.
+      like: the per-entry loss terms (N, ...) the weights multiply.
+    """
     w = sample_weight
     if w.dtype != like.dtype:
         w = xp.astype(w, like.dtype)

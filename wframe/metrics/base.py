@@ -77,7 +77,14 @@ def broadcast_weight(xp, metric: Metric, w: Array, shape: tuple, dtype) -> Array
 
 def mean_stats(metric: Metric, values: Array, sample_weight: Array | None, dtype) -> Array:
     """``[sum(w * v), sum(w)]`` of per-example ``values`` (shape ``(N, ...)``), each example's
-    value the mean over its other axes (Keras' ``Mean`` metric)."""
+    value the mean over its other axes (Keras' ``Mean`` metric).
+
+    Args:
+      metric: the metric, named in the error for a badly shaped ``sample_weight``.
+      values: the per-example values, ``(N, ...)`` (a scalar counts as one example).
+      sample_weight: ``(N,)`` weights (or a prefix of ``values``' shape), or ``None``: all 1.
+      dtype: the statistics' dtype (see :func:`float_dtype`).
+    """
     xp = array_namespace(values)
     values = xp.astype(values, dtype)
     if values.ndim == 0:

@@ -56,7 +56,12 @@ def _from_logits(loss) -> bool:
 def resolve(metric: Metric, loss=None) -> Metric:
     """``metric`` with ``from_logits=None`` ("follow the loss") filled from ``loss``'s
     ``from_logits`` (probabilities when it has none); a softmax cross-entropy also sets
-    precision's, recall's and AUC's ``activation`` to ``"softmax"``. Others are unchanged."""
+    precision's, recall's and AUC's ``activation`` to ``"softmax"``. Others are unchanged.
+
+    Args:
+      metric: a :class:`Metric` instance.
+      loss: the model's loss object, or ``None`` (then ``from_logits`` becomes False).
+    """
     if getattr(metric, "from_logits", False) is not None:
         return metric
     changes = {"from_logits": _from_logits(loss)}
@@ -117,7 +122,11 @@ def get(identifier: str | Metric | Callable, loss=None) -> Metric:
 def default_for(loss) -> tuple[Metric, ...]:
     """What ``fit``/``evaluate`` log after the loss when no ``metrics=`` is given: ``accuracy``,
     named so whatever ``from_logits`` says, for a classification loss (a cross-entropy, or a
-    loss whose ``metric`` attribute asks for accuracy); nothing for the others."""
+    loss whose ``metric`` attribute asks for accuracy); nothing for the others.
+
+    Args:
+      loss: the model's loss object; its type and ``from_logits`` pick the accuracy kind.
+    """
     default = "accuracy" if isinstance(loss, (BinaryCrossEntropy, SoftmaxCrossEntropy)) else None
     if getattr(loss, "metric", default) in ("accuracy", "probability_accuracy"):
         return (_accuracy("accuracy", loss),)

@@ -9,7 +9,17 @@ from wframe.tree import tree_leaves
 
 
 def check_optimizer(optimizer: Any, backend: Backend, *, moving: bool = False) -> None:
-    """Refuse an optimizer that cannot run on ``backend`` (optax outside JAX)."""
+    """Refuse an optimizer that cannot run on ``backend`` (optax outside JAX).
+
+    Args:
+      optimizer: a gradient transformation (wframe's or optax's ``(init, update)``).
+      backend: the backend the model lives on, or is moving to.
+      moving: the error is about ``model.to_backend`` (its fix: set a wframe optimizer
+        first), not about compiling or training.
+
+    Raises:
+      TypeError: for an optax transformation on a backend without autodiff.
+    """
     module = getattr(type(optimizer), "__module__", "") or ""
     if module.split(".")[0] == "optax" and not backend.has_autodiff:
         if moving:
@@ -28,6 +38,15 @@ def check_optimizer(optimizer: Any, backend: Backend, *, moving: bool = False) -
 
 
 def check_opt_state(opt_state: Any, backend: Backend) -> None:
+    """Refuse an optimizer state holding arrays of another backend than the model's.
+
+    Args:
+      opt_state: the state the optimizer's ``init`` built (any pytree of arrays).
+      backend: the model's backend.
+
+    Raises:
+      TypeError: naming the state's backend and the model's.
+    """
     for leaf in tree_leaves(opt_state):
         if hasattr(leaf, "shape") and backend_of(leaf) is not backend:
             raise TypeError(

@@ -21,7 +21,15 @@ from wframe.tree import tree_leaves, tree_map
 
 
 class Clip(NamedTuple):
-    """What ``fit``'s clipping shortcuts ask for (at most one is set, as Keras)."""
+    """What ``fit``'s clipping shortcuts ask for (at most one is set, as Keras).
+
+    Args:
+      clipnorm: rescale each parameter's gradient whose L2 norm exceeds it to that norm.
+      clipvalue: clip every gradient element to ``[-clipvalue, clipvalue]``.
+      global_clipnorm: rescale all gradients together when their global L2 norm (over every
+        trainable parameter) exceeds it. With any of the three set, ``fit`` logs the pre-clip
+        global norm as ``grad_norm``.
+    """
 
     clipnorm: float | None = None
     clipvalue: float | None = None
@@ -31,7 +39,15 @@ class Clip(NamedTuple):
 def options(
     clipnorm: Any = None, clipvalue: Any = None, global_clipnorm: Any = None
 ) -> Clip | None:
-    """Checked :class:`Clip` options, or ``None`` when none is set."""
+    """Checked :class:`Clip` options, or ``None`` when none is set.
+
+    Args:
+      clipnorm, clipvalue, global_clipnorm: as for :class:`Clip`; each ``None`` or a finite
+        number > 0 (made a float), at most one of them set.
+
+    Raises:
+      ValueError: for two or more set, or a value that is not a finite number > 0.
+    """
     given = {k: v for k, v in locals().items() if v is not None}
     if len(given) > 1:
         raise ValueError(
@@ -48,7 +64,11 @@ def options(
 
 
 def global_norm(tree: Any) -> Any:
-    """``sqrt(Σ g²)`` over every leaf of ``tree``."""
+    """``sqrt(Σ g²)`` over every leaf of ``tree``.
+
+    Args:
+      tree: a pytree (nested dicts) of arrays of one backend, at least one leaf.
+    """
     leaves = tree_leaves(tree)
     xp = array_namespace(leaves[0])
     return xp.sqrt(sum(xp.sum(g * g) for g in leaves))
@@ -62,7 +82,14 @@ def _by_norm(g: Any, norm: Any, bound: float) -> Any:
 
 
 def apply(grads: Any, clip: Clip, norm: Any) -> Any:
-    """``grads`` clipped as ``clip`` says; ``norm`` is their global norm (already computed)."""
+    """``grads`` clipped as ``clip`` says; ``norm`` is their global norm (already computed).
+
+    Args:
+      grads: the gradients, a pytree of arrays.
+      clip: the :class:`Clip` options (one of them set).
+      norm: :func:`global_norm` of ``grads``, a scalar array: the step logs it, so it is
+        computed once; used only for ``global_clipnorm``.
+    """
     if clip.global_clipnorm is not None:
         return tree_map(lambda g: _by_norm(g, norm, clip.global_clipnorm), grads)
     if clip.clipnorm is not None:
@@ -77,7 +104,11 @@ def _leaf_norm(g: Any) -> Any:
 
 
 def clip(max_delta: float) -> GradientTransformation:
-    """Clip every update element to ``[-max_delta, max_delta]`` (optax's ``clip``)."""
+    """Clip every update element to ``[-max_delta, max_delta]`` (optax's ``clip``).
+
+    Args:
+      max_delta: the largest magnitude kept, > 0.
+    """
 
     def update_fn(updates, state, params=None):
         del params
@@ -88,7 +119,11 @@ def clip(max_delta: float) -> GradientTransformation:
 
 def clip_by_norm(max_norm: float) -> GradientTransformation:
     """Rescale each update leaf whose L2 norm exceeds ``max_norm`` to that norm (Keras'
-    ``clipnorm``)."""
+    ``clipnorm``).
+
+    Args:
+      max_norm: the largest L2 norm a leaf keeps, > 0; smaller leaves are unchanged.
+    """
 
     def update_fn(updates, state, params=None):
         del params

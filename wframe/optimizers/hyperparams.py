@@ -29,6 +29,11 @@ def get_hyperparam(opt_state: OptState, name: str) -> float:
 
     For a scheduled one, the value the last update used (the first one's before any update).
 
+    Args:
+      opt_state: an optimizer state holding an injected state (e.g. ``model.opt_state`` of an
+        optimizer given by name, or made by :func:`inject_hyperparams`).
+      name: the hyper-parameter, e.g. ``"learning_rate"``.
+
     Raises:
       ValueError: if ``opt_state`` holds no injected state, or none with ``name``; the message
         says how to make an optimizer that has one.
@@ -43,6 +48,9 @@ def host_float(value: Any) -> float:
     A learning rate set to 0.001 is stored as the float32 nearest it, 0.0010000000474974513:
     read back here it is ``0.001`` again, which converts to that same float32, so nothing is
     lost; float64 values and other types come back as ``float(value)``.
+
+    Args:
+      value: a Python or NumPy number, or a 0-d array of any backend (synced to the host).
     """
     out = float(value)
     dtype = getattr(value, "dtype", None)
@@ -66,6 +74,10 @@ def set_hyperparam(opt_state: OptState, name: str, value: float) -> OptState:
     it. The new value keeps the stored array's dtype and backend, so a compiled step takes it
     without retracing. A scheduled hyper-parameter is recomputed at the next update: setting it
     changes nothing (:func:`is_scheduled` says which are).
+
+    Args:
+      opt_state, name: as for :func:`get_hyperparam`.
+      value: the new value (a number); stored in the old value's dtype (float32: rounded).
 
     Raises:
       ValueError: as :func:`get_hyperparam`.
@@ -111,7 +123,12 @@ def learning_rate(optimizer: Any, opt_state: OptState, count: int | None = None)
 
 def update_count(optimizer: Any, opt_state: OptState) -> int | None:
     """The index of ``optimizer``'s next update, where its state counts the updates: an injected
-    state's count, or the count of a named optimizer's scheduled learning rate; else ``None``."""
+    state's count, or the count of a named optimizer's scheduled learning rate; else ``None``.
+
+    Args:
+      optimizer: the transformation ``opt_state`` belongs to (its spec, :func:`spec_of`).
+      opt_state: its state.
+    """
     found = find_injected_state(opt_state)
     if found is not None:
         return int(found.count)
@@ -124,7 +141,12 @@ def update_count(optimizer: Any, opt_state: OptState) -> int | None:
 def is_scheduled(optimizer: Any, name: str) -> bool:
     """Whether ``optimizer`` recomputes the hyper-parameter ``name`` from a schedule at every
     update, so that setting it is futile: made by :func:`inject_hyperparams` with a schedule for
-    it, or a named optimizer made with a schedule for its learning rate."""
+    it, or a named optimizer made with a schedule for its learning rate.
+
+    Args:
+      optimizer: the transformation (its declaration is read, :func:`spec_of`; no state).
+      name: the hyper-parameter, e.g. ``"learning_rate"``.
+    """
     spec = spec_of(optimizer)
     if isinstance(spec, OptimizerSpec):
         return name == "learning_rate" and callable(spec.learning_rate)
@@ -181,7 +203,12 @@ def with_settable_learning_rate(optimizer: Any, opt_state: OptState, params: Par
 
 def find_injected_state(opt_state: OptState) -> Any:
     """The first injected state in ``opt_state`` (depth first through tuples, lists and dicts:
-    a chain's or a partition's), or ``None``."""
+    a chain's or a partition's), or ``None``.
+
+    Args:
+      opt_state: any optimizer state; an injected state is wframe's
+        :class:`InjectHyperparamsState` or optax's, recognized by its field names.
+    """
     if is_injected_state(opt_state):
         return opt_state
     for child in _children(opt_state):

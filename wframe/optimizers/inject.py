@@ -30,7 +30,14 @@ _INJECT_FIELDS = frozenset({"count", "hyperparams", "inner_state"})
 
 class InjectHyperparamsState(NamedTuple):
     """The step count, the hyper-parameters the last update used (each a 0-d array) and the state
-    of the inner transformation, under optax's field names."""
+    of the inner transformation, under optax's field names.
+
+    Attributes:
+      count: updates taken, an int32 scalar array (as optax's); schedules are read at it.
+      hyperparams: name -> the value the last update used, each a 0-d array; set new values
+        with :func:`~wframe.optimizers.set_hyperparam`.
+      inner_state: the state of the transformation ``inner_factory`` made.
+    """
 
     count: Array  # shape (), int32 as in optax
     hyperparams: dict[str, Array]

@@ -12,7 +12,11 @@ from wframe.tree import flatten, merge, split
 
 
 class MultiTransformState(NamedTuple):
-    """optax's name: each group's inner state, by label."""
+    """optax's name: each group's inner state, by label.
+
+    Attributes:
+      inner_states: label -> the state of that group's transformation.
+    """
 
     inner_states: dict[str, Any]
 

@@ -22,7 +22,13 @@ from wframe.optimizers.base import GradientTransformation, OptState, ScalarOrSch
 
 
 class SgdHyperparams(NamedTuple):
-    """What :func:`sgd`'s in-place kernel reads (its factory's argument names)."""
+    """What :func:`sgd`'s in-place kernel reads (its factory's argument names).
+
+    Attributes:
+      learning_rate: a float or a ``step -> value`` schedule (of the chain's count).
+      momentum, nesterov: as given to :func:`sgd`: the momentum decay (``None``: none) and
+        whether it is Nesterov's.
+    """
 
     learning_rate: ScalarOrSchedule
     momentum: float | None = None
@@ -30,7 +36,14 @@ class SgdHyperparams(NamedTuple):
 
 
 class AdamHyperparams(NamedTuple):
-    """What the in-place kernel of :func:`adam` and :func:`adamw` reads."""
+    """What the in-place kernel of :func:`adam` and :func:`adamw` reads.
+
+    Attributes:
+      learning_rate: a float or a ``step -> value`` schedule (of the chain's count).
+      b1, b2, eps, eps_root: as in :func:`scale_by_adam` (moment decays, denominator terms).
+      weight_decay, mask: as in :func:`add_decayed_weights`; ``weight_decay=None`` for Adam,
+        whose chain has no decay part.
+    """
 
     learning_rate: ScalarOrSchedule
     b1: float = 0.9
@@ -42,7 +55,14 @@ class AdamHyperparams(NamedTuple):
 
 
 class RmspropHyperparams(NamedTuple):
-    """What :func:`rmsprop`'s in-place kernel reads (neither centered nor bias-corrected)."""
+    """What :func:`rmsprop`'s in-place kernel reads (neither centered nor bias-corrected).
+
+    Attributes:
+      learning_rate: a float or a ``step -> value`` schedule (of the chain's count).
+      decay, eps, eps_in_sqrt: as in :func:`scale_by_rms`.
+      momentum, nesterov: the momentum applied after the learning rate (``None``: none), as
+        :func:`rmsprop`.
+    """
 
     learning_rate: ScalarOrSchedule
     decay: float = 0.9
@@ -55,10 +75,11 @@ class RmspropHyperparams(NamedTuple):
 class FusedSpec(NamedTuple):
     """The in-place update an optimizer declares.
 
-    ``kind`` names the backend kernel (``"sgd"``: ``sgd_inplace``, ``"adam"``: ``adam_inplace``
-    for Adam and AdamW, ``"rmsprop"``: ``rmsprop_inplace``); ``hyperparams`` are its arguments,
-    by the factory's names. A value may be a schedule, evaluated at the count of the chain's
-    ``"learning_rate"`` (or ``"weight_decay"``) state.
+    Attributes:
+      kind: the backend kernel: ``"sgd"``: ``sgd_inplace``, ``"adam"``: ``adam_inplace`` for
+        Adam and AdamW, ``"rmsprop"``: ``rmsprop_inplace``.
+      hyperparams: its arguments, by the factory's names. A value may be a schedule, evaluated
+        at the count of the chain's ``"learning_rate"`` (or ``"weight_decay"``) state.
     """
 
     kind: str
@@ -66,13 +87,19 @@ class FusedSpec(NamedTuple):
 
 
 class OptimizerSpec(NamedTuple):
-    """What a named optimizer declares: ``name``, the ``learning_rate`` (a float, a schedule, or
-    ``None`` for Adafactor without one) it was made with, ``parts``: the role of each entry of
-    its chain's state in order (e.g. ``("moments", "learning_rate")`` for Adam), ``fused``: its
-    in-place update or ``None``, and ``settable``: where its learning rate is a number, the
-    :class:`InjectedSpec` (its factory, the learning rate injected, every other argument as
-    given) whose state the optimizer also updates, so that a callback can make its learning rate
-    settable mid-training (:func:`~wframe.optimizers.with_settable_learning_rate`).
+    """What a named optimizer declares.
+
+    Attributes:
+      name: the factory's name (``"adam"``), used in messages.
+      learning_rate: the learning rate it was made with: a float, a schedule, or ``None`` for
+        Adafactor without one.
+      parts: the role of each entry of its chain's state in order (e.g.
+        ``("moments", "learning_rate")`` for Adam).
+      fused: its in-place update, or ``None``.
+      settable: where its learning rate is a number, the :class:`InjectedSpec` (its factory,
+        the learning rate injected, every other argument as given) whose state the optimizer
+        also updates, so that a callback can make its learning rate settable mid-training
+        (:func:`~wframe.optimizers.with_settable_learning_rate`); else ``None``.
     """
 
     name: str
@@ -94,10 +121,15 @@ class OptimizerSpec(NamedTuple):
 
 
 class InjectedSpec(NamedTuple):
-    """What :func:`inject_hyperparams` made a transformation from: the inner ``factory``, the
-    arguments passed to it as given (``static``), the names of those stored in the state and
-    read back at each update (``numeric``) and those recomputed from a schedule of the state's
-    count at each update (``schedules``, name -> schedule)."""
+    """What :func:`inject_hyperparams` made a transformation from.
+
+    Attributes:
+      factory: the inner factory (e.g. :func:`adam`).
+      static: the arguments passed to it as given.
+      numeric: the names of those stored in the state and read back at each update.
+      schedules: those recomputed from a schedule of the state's count at each update, name ->
+        schedule.
+    """
 
     factory: Callable[..., GradientTransformation]
     static: dict[str, Any]
@@ -121,6 +153,10 @@ class DeclaredTransformation(GradientTransformation):
     It is still the pair ``(init, update)``: it unpacks, compares and hashes as one, and optax's
     combinators take it. ``_replace`` gives a plain :class:`GradientTransformation`: a pair with
     another ``init`` or ``update`` is no longer what the spec declares.
+
+    Args:
+      init, update: the pair's functions, as for :class:`GradientTransformation`.
+      spec: the declaration, or ``None`` (the generic path, as for an undeclared pair).
     """
 
     spec: Spec | None
@@ -139,5 +175,9 @@ class DeclaredTransformation(GradientTransformation):
 
 
 def spec_of(tx: Any) -> Spec | None:
-    """The declaration of ``tx`` (any object), or ``None`` where it declares none."""
+    """The declaration of ``tx`` (any object), or ``None`` where it declares none.
+
+    Args:
+      tx: an optimizer: a :class:`DeclaredTransformation` carries one; anything else none.
+    """
     return tx.spec if isinstance(tx, DeclaredTransformation) else None

@@ -97,7 +97,12 @@ def select_units(
     data: tuple[Any, Any] | None = None,
 ) -> dict[str, np.ndarray]:
     """Which units :func:`prune_units` keeps: ``{layer name: sorted kept unit indices}`` for
-    every selected layer (arguments and errors as :func:`prune_units`)."""
+    every selected layer (errors as :func:`prune_units`).
+
+    Args:
+      model, fraction, scope, criterion, include, exclude, data: as for :func:`prune_units`;
+        ``model`` is only read.
+    """
     what = "prune_units"
     check_model(model, what)
     fraction = check_fraction(fraction, f"{what}: fraction")
@@ -159,7 +164,11 @@ def remove_units(model: Any, keep: Mapping[str, Any]) -> Any:
 
 def prunable_units(model: Any) -> dict[str, int | str]:
     """Every layer of ``model`` with units: its number of units (heads) where they can be
-    removed, else the reason why not, e.g. ``"its units reach the model's output"``."""
+    removed, else the reason why not, e.g. ``"its units reach the model's output"``.
+
+    Args:
+      model: a built ``wf.Sequential`` or ``wf.Model`` (graph).
+    """
     check_model(model, "prunable_units")
     return {n: p.units if isinstance(p, UnitLayer) else p for n, p in unit_layers(model).items()}
 

@@ -165,7 +165,20 @@ def _resume_metadata(resume_at: tuple[int, int]) -> dict[str, str]:
 class Restored(NamedTuple):
     """What :func:`read` found in a checkpoint, checked against the model: its arrays, frozen
     set, optimizer (and the name it was given by), counters, seed, where an interrupted
-    ``fit`` goes on (``None``: at an epoch's start) and the file's metadata."""
+    ``fit`` goes on (``None``: at an epoch's start) and the file's metadata.
+
+    Attributes:
+      arrays: the :class:`~wframe.types.TrainState` (params, state, optimizer state, masks,
+        loss scale) on the model's backend, for the model to commit.
+      frozen: the flat names of the params frozen when it was saved.
+      optimizer, optimizer_name: the model's optimizer, or the one the file names (rebuilt
+        from its name) for a model without one; the name is ``None`` for an object.
+      steps, epochs: the training counters (updates taken, epochs finished).
+      seed: the seed that picks the next ``fit``'s shuffles and dropout masks.
+      resume_at: ``(epoch, batches done in it)`` where an interrupted ``fit`` goes on, or
+        ``None``.
+      metadata: every string the file's header holds, ``extra`` included.
+    """
 
     arrays: TrainState
     frozen: frozenset[str]
@@ -180,8 +193,13 @@ class Restored(NamedTuple):
 
 def load(model: Any, path: str | os.PathLike, *, allow_nonfinite: bool = False) -> dict[str, str]:
     """Restore the checkpoint at ``path`` into ``model`` (``model.load_checkpoint(path)``:
-    everything checked first) and return the file's metadata; ``allow_nonfinite`` as
-    :func:`read`'s."""
+    everything checked first) and return the file's metadata.
+
+    Args:
+      model: the model to restore into (an unbuilt one is built for the recorded input shape).
+      path: the checkpoint :func:`save` wrote.
+      allow_nonfinite: accept NaN and inf values, as :func:`read`'s.
+    """
     model.load_checkpoint(path, allow_nonfinite=allow_nonfinite)
     return io.read_metadata(path)
 

@@ -57,6 +57,10 @@ class ConfigError(ValueError):
 def layer_config(layer: Layer) -> dict[str, Any]:
     """``{"class": registered name, "config": {field: JSON value}}`` describing ``layer``.
 
+    Args:
+      layer: a layer of a registered class (:mod:`wframe.layers.registry`); children and
+        regularizers nest as configs of their own.
+
     Raises:
       ConfigError: the class is not registered, or a field holds something a file cannot
         store (a user function, an arbitrary object).
@@ -67,7 +71,15 @@ def layer_config(layer: Layer) -> dict[str, Any]:
 def model_config(model: Any) -> dict[str, Any]:
     """The config of a model (``wf.Sequential`` or any class with ``get_config`` and
     ``from_config``): its registered class name, ``model.get_config()`` and, once it is built,
-    ``"input_shape"`` (``[null, features...]``), so that :func:`model_from_config` builds it."""
+    ``"input_shape"`` (``[null, features...]``), so that :func:`model_from_config` builds it.
+
+    Args:
+      model: a model instance of a registered class; a layer is refused (``TypeError``: use
+        :func:`layer_config`).
+
+    Raises:
+      ConfigError: as :func:`layer_config`, for the model or a layer in it.
+    """
     if not _is_model_class(type(model)):
         raise TypeError(
             f"model_config takes a model (wf.Sequential, ...), got {type(model).__name__}; use "
@@ -90,7 +102,12 @@ def _is_model_class(cls: Any) -> bool:
 
 
 def fields_config(obj: Any) -> dict[str, Any]:
-    """``obj``'s dataclass fields (those its constructor takes) as JSON values."""
+    """``obj``'s dataclass fields (those its constructor takes) as JSON values.
+
+    Args:
+      obj: a dataclass instance (a layer, or a model's ``get_config``); a field holding what a
+        file cannot store raises :class:`ConfigError` naming it.
+    """
     owner = obj.label if isinstance(obj, Layer) else type(obj).__name__
     return {
         f.name: _encode(getattr(obj, f.name), owner, f.name)
@@ -176,6 +193,9 @@ def _function_name(fn: Any) -> str | dict | None:
 def layer_from_config(config: dict[str, Any]) -> Layer:
     """The layer :func:`layer_config` described, built from registered classes only.
 
+    Args:
+      config: the ``{"class": ..., "config": {...}}`` dict, as read from JSON.
+
     Raises:
       ConfigError: the structure is wrong, a class is not registered, or a config has an
         option its class does not take (named in the message).
@@ -186,7 +206,15 @@ def layer_from_config(config: dict[str, Any]) -> Layer:
 
 def model_from_config(config: dict[str, Any]) -> Any:
     """The ``wf.Sequential`` model :func:`model_config` described, built when the config has
-    ``"input_shape"`` (on the active backend), else unbuilt."""
+    ``"input_shape"`` (on the active backend), else unbuilt.
+
+    Args:
+      config: the dict :func:`model_config` wrote (``"class"``, ``"config"`` and optionally
+        ``"input_shape"``), as read from JSON.
+
+    Raises:
+      ConfigError: for a malformed config, an unregistered class or an unknown option.
+    """
     if not isinstance(config, dict):
         raise ConfigError(
             f"model: expected a dict {{'class': ..., 'config': {{...}}}}, got "
@@ -238,7 +266,13 @@ def _decode_object(d: Any, where: str, model: bool = False) -> Any:
 
 def fields_from_config(cls: type, config: dict[str, Any], where: str) -> dict[str, Any]:
     """The constructor arguments of ``cls`` that :func:`fields_config` wrote, decoded; an
-    option ``cls`` does not take is a :class:`ConfigError` naming it."""
+    option ``cls`` does not take is a :class:`ConfigError` naming it.
+
+    Args:
+      cls: the class to build (its constructor's parameters are the options allowed).
+      config: ``{field: JSON value}``, the inner ``"config"`` of a config.
+      where: where the config sits, for errors (``"config.layers[2]"``, a class name).
+    """
     options = _options(cls)
     if options is not None:
         for key in config:

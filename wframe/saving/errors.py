@@ -30,7 +30,14 @@ class WeightsFileError(ValueError):
 
 
 def file_error(heading: str, path: str, problems: list[str], fixes=()) -> WeightsFileError:
-    """The :class:`WeightsFileError` listing ``problems`` (and the ``fixes`` that apply)."""
+    """The :class:`WeightsFileError` listing ``problems`` (and the ``fixes`` that apply).
+
+    Args:
+      heading: the message's first line, naming the file and what failed.
+      path: the file, kept as the error's ``path``.
+      problems: every problem, one line each; the message lists the first :data:`MAX_LISTED`.
+      fixes: lines of advice (options that would loosen the check), sorted, after the list.
+    """
     listed = [f"  {p}" for p in capped(problems, MAX_LISTED)]
     return WeightsFileError("\n".join([heading, *listed, *sorted(fixes)]), path, tuple(problems))
 

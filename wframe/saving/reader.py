@@ -24,12 +24,19 @@ from wframe.saving.header import read_layout
 
 class Header(NamedTuple):
     """A safetensors file's checked header: where its data starts, each tensor's
-    ``(dtype, shape, begin, end)`` (offsets within the data buffer) and the text metadata.
+    ``(dtype, shape, begin, end)`` and the text metadata.
 
-    ``checksums`` maps each tensor to its recorded digest (``None``: the file records none,
-    or the header was read with ``verify=False``). For a sharded file, ``path`` is the index,
-    ``layout`` merges the shards' and ``parts`` holds each shard's own header. ``stamp``
-    identifies the file read, so that reading its data later notices a replaced file.
+    Attributes:
+      path: the file read; for a sharded file, the index.
+      start: the byte offset of the data buffer in the file (after the header).
+      layout: ``{name: (dtype, shape, begin, end)}``, offsets within the data buffer; for a
+        sharded file, the shards' merged.
+      metadata: the header's ``__metadata__`` strings.
+      checksums: each tensor's recorded digest, or ``None``: the file records none, or the
+        header was read with ``verify=False`` (a sharded file's are in its parts).
+      parts: for a sharded file, each shard's own header; ``()`` otherwise.
+      stamp: identifies the file read (device, inode, size, mtime), so that reading its data
+        later notices a replaced file; ``None`` for an index.
     """
 
     path: str
@@ -81,7 +88,15 @@ def read_header(path: str | os.PathLike, *, verify: bool = True) -> Header:
     """The header of a safetensors file or shard index, checked as :func:`read_safetensors`
     checks it, without reading any tensor: loaders compare it with the model before
     allocating anything. With ``verify``, the checksums entry is checked and kept for
-    :func:`read_tensors`; without, it is ignored."""
+    :func:`read_tensors`; without, it is ignored.
+
+    Args:
+      path: a safetensors file, a shard index, or the path a sharded save was given.
+      verify: check and keep the recorded checksums (see above).
+
+    Raises:
+      WeightsFileError, FileNotFoundError: as :func:`read_safetensors`.
+    """
     path = shards.resolve(path)
     if shards.is_index(path):
         return _sharded(path, verify)
@@ -90,7 +105,11 @@ def read_header(path: str | os.PathLike, *, verify: bool = True) -> Header:
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The metadata of a safetensors file, from its header alone (checked as
-    :func:`read_safetensors` checks it; no tensor is read)."""
+    :func:`read_safetensors` checks it; no tensor is read).
+
+    Args:
+      path: a safetensors file, a shard index, or the path a sharded save was given.
+    """
     return dict(read_header(path, verify=False).metadata)
 
 
@@ -100,6 +119,11 @@ def read_tensors(
     """``(name, array)`` for ``names`` (default: all) of the file ``header`` describes, one
     new array at a time in file order, each checked against its checksum (with ``verify``
     and a header read with it).
+
+    Args:
+      header: from :func:`read_header` (its ``stamp`` detects a file replaced since).
+      names: the tensors to read, in any order; ``None``: all of them.
+      verify: check each against its checksum (needs a header read with ``verify=True``).
 
     Raises:
       WeightsFileError: a checksum mismatch (naming the tensor), a file that ended early, or

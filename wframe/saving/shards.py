@@ -58,7 +58,11 @@ class Index(NamedTuple):
 
 
 def index_path(path: str | os.PathLike) -> str:
-    """The index a sharded save to ``path`` writes: ``path + ".index.json"``."""
+    """The index a sharded save to ``path`` writes: ``path + ".index.json"``.
+
+    Args:
+      path: the path the save was given (``"m.safetensors"``).
+    """
     return os.fspath(path) + INDEX_SUFFIX
 
 
@@ -84,6 +88,10 @@ def shard_names(path: str, count: int) -> list[str]:
 def parse_size(value: Any) -> int:
     """Bytes from ``max_shard_size``: an int, or ``"2GB"``, ``"500MB"``, ``"1.5GiB"`` (KB, MB,
     GB, TB in powers of 1000; KiB, MiB, GiB, TiB in powers of 1024).
+
+    Args:
+      value: an int, or a number and a unit as above (any case; fractions rounded down to
+        whole bytes); at least 1 byte.
 
     Raises:
       ValueError, TypeError: naming the value and the accepted forms.

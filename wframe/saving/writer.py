@@ -82,6 +82,13 @@ def write_safetensors(
     aligned), streamed array by array rather than joined in memory; see the module for the
     targets it refuses, symlinks, leftovers and errors.
 
+    Args:
+      path: the file to write; a symlink is written through. Another format's suffix
+        (``.h5``) draws a ``UserWarning``: the file is safetensors whatever its name.
+      tensors: ``{name: NumPy array}`` of safetensors dtypes; names are strings other than
+        ``"__metadata__"``.
+      metadata: ``{str: str}`` stored in the header, or ``None``; ``"checksums"`` is reserved.
+
     Raises:
       FileNotFoundError, PermissionError, IsADirectoryError: the folder is missing, is not
         writable, ``path`` is a folder, or ``path`` is a file without write permission (the
@@ -89,7 +96,7 @@ def write_safetensors(
       OSError: ``path`` is a device, FIFO or socket; or the disk failed (full, file too
         large), named with the path.
       TypeError: a key, array or metadata value of the wrong type.
-      ValueError: ``path`` has another format's suffix, or the metadata uses ``"checksums"``.
+      ValueError: the metadata uses ``"checksums"``.
     """
     stage(path, tensors, metadata).commit()
 
@@ -223,7 +230,12 @@ def _temporary(path: str, target: str) -> tuple[int, str]:
 def remove_stale(folder: str, base: str) -> list[str]:
     """Remove the temporary files that killed writes of ``folder/base`` left: regular files
     named ``.{base}.<random>.tmp`` (this writer's pattern) last modified before this process
-    imported the module. Returns their names."""
+    imported the module. Returns their names.
+
+    Args:
+      folder, base: the target's folder and file name (e.g. ``"ckpt"``, ``"m.safetensors"``);
+        errors reading the folder or removing a file are ignored.
+    """
     pattern = re.compile(re.escape(f".{base}.") + r"[a-z0-9_]{8}\.tmp")
     removed = []
     with contextlib.suppress(OSError), os.scandir(folder) as entries:

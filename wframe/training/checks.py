@@ -22,6 +22,11 @@ def warn_softmax_with_logits(model: Any, loss: losses_mod.Loss) -> None:
     squashes twice; a linear output trained with a cross-entropy that expects probabilities
     (``from_logits=False``, Keras' default for its names) is clipped into nonsense. The final
     layer is found through chains (``Sequential``) and graph models (their output layers).
+
+    Args:
+      model: the model (or root layer) whose output layers are checked.
+      loss: the compiled loss; an :class:`~wframe.losses.Outputs` is matched to the outputs
+        one by one (nothing is checked when the counts differ).
     """
     losses = loss.losses if isinstance(loss, losses_mod.Outputs) else (loss,)
     layers = output_layers(model)
@@ -35,7 +40,12 @@ def warn_softmax_with_logits(model: Any, loss: losses_mod.Loss) -> None:
 
 def check_loss_backend(loss: losses_mod.Loss, backend: Any) -> None:
     """A ``TypeError`` before training when ``loss`` (or an output's loss) is a plain function
-    that needs autodiff and ``backend`` has none (NumPy, CuPy)."""
+    that needs autodiff and ``backend`` has none (NumPy, CuPy).
+
+    Args:
+      loss: the compiled loss, or an :class:`~wframe.losses.Outputs` of one per output.
+      backend: the model's backend (its ``has_autodiff``).
+    """
     losses = loss.losses if isinstance(loss, losses_mod.Outputs) else (loss,)
     for one in losses:
         if one.needs_autodiff and not backend.has_autodiff:
@@ -101,7 +111,11 @@ def _mismatch(layer: Any, loss: losses_mod.Loss) -> str | None:
 
 
 def warn_all_frozen(model: Any) -> None:
-    """Warn that ``fit`` will update no weight: every param of ``model`` is frozen."""
+    """Warn that ``fit`` will update no weight: every param of ``model`` is frozen.
+
+    Args:
+      model: a built model (its ``frozen`` set and ``trainable_params`` are read).
+    """
     if model.frozen and not tree_leaves(model.trainable_params):
         warnings.warn(
             f"fit: every param of {model.label} is frozen, so fit updates no weight (only "

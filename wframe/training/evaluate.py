@@ -29,6 +29,17 @@ def evaluate(
     batches of ``batch_size``; with the params and state of ``arrays`` (default: the model's
     own, read once) or split over a :mod:`wframe.distributed` ``strategy``'s devices.
 
+    Args:
+      model: a built model.
+      x, y: the inputs and labels, checked and on the model's backend
+        (``model.prepare_inputs`` and ``prepare_labels``); ``y`` may carry sample weights.
+      loss: the loss to report (the compiled one, or ``evaluate``'s ``loss=``), resolved.
+      batch_size: rows per batch; the last batch may be smaller.
+      arrays: the :class:`~wframe.types.TrainState` to evaluate (``fit``'s validation passes
+        the one it trains), or ``None``: the model's.
+      strategy: a :mod:`wframe.distributed` strategy, or ``None`` for one device.
+      tracker: the entries logged after the loss, or ``None``: ``model.tracker(loss)``.
+
     Raises:
       ValueError: ``x`` has no rows (the mean of no examples is no number).
     """
@@ -64,6 +75,10 @@ def evaluate_batches(
     """The logs of :func:`evaluate` over ``batches`` of ``(x, y)`` already on the backend:
     the loss (and each output's) as the mean of the batches' weighted by their size, each
     metric from its statistics summed over them.
+
+    Args:
+      model, loss, arrays, tracker: as for :func:`evaluate`.
+      batches: an iterable of ``(x, y)`` batches, each on the model's backend.
 
     Raises:
       ValueError: the batches hold no example (an empty iterable, or batches of 0 rows).

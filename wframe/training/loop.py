@@ -63,6 +63,26 @@ def fit(
     When a callback has ``needs_grad_stats``, the runners log per-parameter statistics too
     (:func:`wframe.training.grad_stats.grad_stats`), every call is read, and the callbacks
     overriding ``on_grad_stats`` get each call's means; they stay out of the logs.
+
+    Args:
+      model: the built, compiled model; its arrays and counters are updated as it trains.
+      x, y: the training inputs and labels on the backend (``y`` possibly
+        :class:`~wframe.types.Weighted`), or ``None`` with ``plan``.
+      epochs, initial_epoch: train until epoch index ``epochs``, from ``initial_epoch``
+        (a restored backup's position wins over it).
+      batch_size: rows per step (per process, with a strategy that feeds batches).
+      validation: ``(x_val, y_val)`` on the backend, an ``EvalBatches``, or ``None``.
+      shuffle, seed: reshuffle each epoch; the seed (``None``: the model's) picks the orders.
+      verbose: 0 silent, 1 a progress bar, 2 one line per epoch.
+      callbacks: the user's :class:`~wframe.callbacks.Callback` instances, or ``None``.
+      steps_per_execution: train steps per compiled call, or ``"epoch"``.
+      clip: the checked :class:`~wframe.optimizers.clipping.Clip`, or ``None``.
+      strategy: a :mod:`wframe.distributed` strategy, or ``None`` for one device.
+      plan: the :class:`~wframe.training.pipeline.BatchPlan` of iterable data, or ``None``.
+      validation_freq, validation_batch_size: as described above.
+
+    Returns:
+      The run's :class:`~wframe.callbacks.History`.
     """
     loop = _Loop(model, x, y, validation, batch_size, clip, strategy)
     loop.val_freq, loop.val_batch = validation_freq, validation_batch_size

@@ -14,9 +14,17 @@ from wframe.types import Weighted
 
 
 class FitSetup(NamedTuple):
-    """What a ``fit`` trains with, the same for all its calls: the loss, the optimizer, what is
-    logged after the loss (a :class:`~wframe.training.tracker.Tracker`), gradient clipping, a
-    distributed strategy and whether per-parameter gradient statistics are logged."""
+    """What a ``fit`` trains with, the same for all its calls.
+
+    Attributes:
+      loss: the compiled loss.
+      optimizer: the ``(init, update)`` transformation.
+      metrics: what is logged after the loss (a :class:`~wframe.training.tracker.Tracker`;
+        default: nothing).
+      clip: gradient clipping (a :class:`~wframe.optimizers.clipping.Clip`), or ``None``.
+      strategy: a distributed strategy, or ``None`` for one device.
+      stats: whether per-parameter gradient statistics are logged (see :func:`make_runner`).
+    """
 
     loss: Any
     optimizer: Any
@@ -27,9 +35,15 @@ class FitSetup(NamedTuple):
 
 
 class RunSpec(NamedTuple):
-    """The shape of one compiled call: ``steps`` full batches, then a last batch of ``tail``
-    examples (0: none; the call is then a whole epoch), applied with the finite guard or not,
-    and consuming its train state (donated on JAX, updated in place on NumPy) or not."""
+    """The shape of one compiled call.
+
+    Attributes:
+      steps: the full batches it trains.
+      tail: the examples of a last, partial batch (0: none); with one, the call is a whole
+        epoch.
+      guarded: apply the finite guard (a non-finite step changes nothing) or not.
+      donate: consume its train state (donated on JAX, updated in place on NumPy) or not.
+    """
 
     steps: int
     tail: int = 0
@@ -59,6 +73,11 @@ def make_runner(model, setup: FitSetup, spec: RunSpec) -> Callable:
     (per-process data) ``x``, ``y`` are the call's batches stacked, ``(steps, batch, ...)``, and
     ``order`` is ``arange(steps)``. A strategy with ``sync`` (NcclDataParallel) averages each
     step's gradients, loss and metrics over its ranks (:func:`~wframe.training.step.core_step`).
+
+    Args:
+      model: the built model whose backend and layers the call runs.
+      setup: what the fit trains with (:class:`FitSetup`).
+      spec: the call's shape (:class:`RunSpec`).
     """
     backend, strategy, steps, tail = model.backend, setup.strategy, spec.steps, spec.tail
     xp = backend.xp

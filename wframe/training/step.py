@@ -44,6 +44,11 @@ def make_grad_fn(layer, loss: losses_mod.Loss, frozen: frozenset[str] = frozense
 
     With a loss ``scale`` (mixed_float16's loss scaling) the backward pass runs on the loss
     times ``scale`` and the gradients are divided by it, in their own (float32) dtype.
+
+    Args:
+      layer: the model's root layer (its ``apply`` and regularizers).
+      loss: the data loss (a :class:`~wframe.losses.Loss`).
+      frozen: flat names of the params not trained (``"dense_0/W"``); empty: all are.
     """
     terms = regularizers_mod.collect(layer)
     trained = {p: r for p, r in terms.items() if "/".join(p) not in frozen}
@@ -122,7 +127,14 @@ def log_names(
 ) -> tuple[str, ...]:
     """The names a train step logs, in order: loss, the tracker's (each output's loss, the
     metrics), penalty, grad_norm, and with ``stats`` the per-parameter statistics
-    (:attr:`GradStats.names`)."""
+    (:attr:`GradStats.names`).
+
+    Args:
+      layer: the model's root layer (``penalty`` is logged when it has regularizers).
+      tracker: the entries logged after the loss.
+      clip: the clipping options; ``grad_norm`` is logged when any is set.
+      stats: add the per-parameter gradient statistics' names.
+    """
     extra = ("penalty",) if regularizers_mod.collect(layer) else ()
     return (
         "loss",
@@ -359,7 +371,13 @@ def _metric_results(logs: dict, tracker: Tracker, backend) -> dict:
 
 def make_eval_step(model, loss, tracker: Tracker = NOTHING) -> Callable:
     """A pure ``step(params, state, x, y) -> logs`` in inference mode, compiled once: the
-    loss and ``tracker``'s values (a metric's statistics, summed over batches by the caller)."""
+    loss and ``tracker``'s values (a metric's statistics, summed over batches by the caller).
+
+    Args:
+      model: the model (its ``apply`` and backend's ``jit``).
+      loss: a loss name or :class:`~wframe.losses.Loss`.
+      tracker: the entries logged after the loss (default: nothing).
+    """
     loss = losses_mod.get(loss)
 
     def step(params, state, x, y):

@@ -39,7 +39,12 @@ def _nth(w: Any, i: int | None) -> Any:
 @dataclass(frozen=True)
 class Tracker:
     """The entries a step logs after ``loss``, in order (hashable: compiled functions are
-    cached by it)."""
+    cached by it).
+
+    Args:
+      entries: the :class:`Entry` of each logged name, in log order (for a model of several
+        outputs, output by output: its loss, then its metrics); build them with :meth:`of`.
+    """
 
     entries: tuple[Entry, ...] = ()
 

@@ -32,7 +32,12 @@ SETUPS = 4
 class Trainer:
     """``predict_fn()``, ``eval_fn(loss, metrics)``, ``grad_fn(loss)`` and ``runner(setup,
     spec)`` of one model, each compiled once by the model's backend; ``memo(key, make)`` keeps
-    any other value made for this build (a strategy's compiled functions, a constant key)."""
+    any other value made for this build (a strategy's compiled functions, a constant key).
+
+    Args:
+      model: the model whose layers, loss and backend the functions use; they take the arrays
+        as arguments, so a shared trainer holds an array-free copy (``model.arrayless()``).
+    """
 
     def __init__(self, model: Any):
         self.model = model
@@ -130,7 +135,11 @@ def structure_key(model: Any) -> Hashable | None:
 def trainer_for(model: Any) -> Trainer:
     """The :class:`Trainer` of ``model``'s build: shared by architecture where the backend
     compiles (``backend.traced``), the model's own elsewhere (NumPy and CuPy compile nothing,
-    and their runners keep batch buffers that two models training at once must not share)."""
+    and their runners keep batch buffers that two models training at once must not share).
+
+    Args:
+      model: a built model; its architecture (``structure_key``) keys the shared trainers.
+    """
     key = structure_key(model) if model.backend.traced else None
     if key is None:
         return Trainer(model)

@@ -363,6 +363,12 @@ def to_torch_state_dict(model: Sequential) -> dict[str, np.ndarray]:
     ``*_l0_reverse`` as torch does); ``safetensors.numpy.save_file`` writes it. An LSTM/RNN
     bias goes to ``bias_ih_l0`` (``bias_hh_l0`` is zero); a BatchNorm gets
     ``num_batches_tracked = 0``.
+
+    Args:
+      model: a built ``wf.Sequential`` whose layers all have a PyTorch counterpart.
+
+    Raises:
+      ValueError: for a layer with none, naming it and the layers handled.
     """
     out: dict[str, np.ndarray] = {}
     for slot in _slots(model):

@@ -9,7 +9,17 @@ from typing import Any
 
 @dataclass
 class TransferReport:
-    """What a transfer loaded (source -> target, with shapes) and what it skipped, and why."""
+    """What a transfer loaded (source -> target, with shapes) and what it skipped, and why.
+
+    ``str(report)`` is a table of all three lists under a one-line count.
+
+    Args:
+      title: the table's heading, naming the transfer (``"from_torch"``, ``"load_pretrained"``).
+      loaded: ``(source name, source shape, target name, target shape, note)`` per array
+        copied; the note says what was converted (e.g. ``"float64 -> float32"``), or is empty.
+      skipped: ``(source name, why)`` per source entry not used.
+      missing: the model's names that received nothing (they keep their current values).
+    """
 
     title: str
     loaded: list[tuple[str, tuple, str, tuple, str]] = field(default_factory=list)
