@@ -85,6 +85,22 @@ class _Spiky(wf.losses.MeanSquaredError):
         return value, grad * np.inf
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_class_hits_match_generic_accuracy(generic, dtype):
+    rng = np.random.default_rng(1)
+    pred = rng.standard_normal((9, 4)).astype(dtype)
+    pred[1] = pred[1, 0]  # a tie: the first maximum, as argmax
+    pred[2, 3] = np.nan  # argmax of a NaN row: the NaN's index, as argmax
+    metric = wf.metrics.get("sparse_categorical_accuracy")
+    for labels in (rng.integers(0, 4, 9), rng.integers(0, 4, 9).astype(np.uint8)):
+        got, want = metric.stats(pred, labels), generic(metric.stats, pred, labels)
+        assert got.dtype == want.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(got, want)
+    assert numpy_ops.class_hits(pred, labels[:, None]) is None  # (n, 1): the generic code
+    assert numpy_ops.class_hits(pred.astype(np.float16), labels) is None
+    assert numpy_ops.class_hits(pred[None], labels) is None
+
+
 def test_non_finite_gradient_with_finite_loss_is_skipped_on_numpy():
     # The host guard reads the gradients too, not only the loss.
     with wf.use_backend("numpy"):
