@@ -6,7 +6,11 @@ import json
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+# (and the test suite's XLA flags, tests/conftest.py: the results match in-process training
+# compiled with the default ones within the test's tolerances)
+os.environ["XLA_FLAGS"] = (
+    f"--xla_force_host_platform_device_count=2 {os.environ.get('WFRAME_TESTS_XLA_FLAGS', '')}"
+)
 
 import numpy as np  # noqa: E402
 
