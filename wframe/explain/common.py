@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from wframe import data
+from wframe import data, data_rows
 from wframe.backends import array_namespace, backend_of, to_numpy
 from wframe.types import Array
 
@@ -187,7 +187,7 @@ def per_input(model, value: Any, what: str, used: tuple[bool, ...]) -> tuple:
     input not in ``used`` (integer, say) takes no value: its own entry must be ``None``."""
     names = tuple(model.input_names)
     if len(names) == 1:
-        return data.per_name(value, names, what, "input")
+        return data_rows.per_name(value, names, what, "input")
     if isinstance(value, dict):
         unknown = sorted(set(value) - set(names))
         if unknown:

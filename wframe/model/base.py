@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wframe import data, saving, training
+from wframe import data, data_rows, saving, training
 from wframe import losses as losses_mod
 from wframe import optimizers as optimizers_mod
 from wframe.callbacks import History
@@ -131,8 +131,8 @@ class Model(KerasMethods, Inference):
             return logs if return_dict else keras_values(logs)
         pipeline.refuse_steps(steps, "evaluate")
         x = self.prepare_inputs(x)
-        size = size or self.default_batch_size(data.rows(x))
-        y = self.prepare_labels(y, data.rows(x), loss, sample_weight=sample_weight)
+        size = size or self.default_batch_size(data_rows.rows(x))
+        y = self.prepare_labels(y, data_rows.rows(x), loss, sample_weight=sample_weight)
         if strategy is not None and sample_weight is not None:
             raise ValueError("evaluate: sample_weight with a strategy is not supported")
         logs = training.evaluate(self, x, y, loss, size, strategy=strategy)
@@ -293,7 +293,7 @@ class Model(KerasMethods, Inference):
             self.compiled_metrics = metrics
             training.warn_softmax_with_logits(self, self.loss)
             if strategy is not None:
-                strategy.check(self, options["batch_size"], data.rows(x))
+                strategy.check(self, options["batch_size"], data_rows.rows(x))
         except BaseException:
             vars(self).clear()
             vars(self).update(saved)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from wframe import data
+from wframe import data, data_rows
 from wframe.model.files import Files
 from wframe.random import array_key
 from wframe.training import pipeline
@@ -51,11 +51,11 @@ class Inference(Files):
         if pipeline.is_batches(x):
             pipeline.refuse("predict", batch_size=batch_size, strategy=strategy)
             outs = pipeline.predict_iterable(self, x, pipeline.steps(steps, "predict"))
-            return self.format_outputs(data.concat_rows(outs, self.backend.xp))
+            return self.format_outputs(data_rows.concat_rows(outs, self.backend.xp))
         pipeline.refuse_steps(steps, "predict")
         parts = tuple(
             p if hasattr(p, "shape") else np.asarray(p)
-            for p in data.per_name(x, self.input_names, "x", "input")
+            for p in data_rows.per_name(x, self.input_names, "x", "input")
         )
         n = data.shape_of(parts[0], "x")[0]
         if not self.built:
@@ -69,7 +69,7 @@ class Inference(Files):
             for i in range(0, max(n, 1), size):
                 batch = tuple(p[i : i + size] for p in parts)
                 outs.append(fn(arrays.params, arrays.state, self.prepare_inputs(_one(batch))))
-        return self.format_outputs(data.concat_rows(outs, self.backend.xp))
+        return self.format_outputs(data_rows.concat_rows(outs, self.backend.xp))
 
     def format_outputs(self, y: Any) -> Any:
         """``predict``'s outputs as the model gives them (a graph: as its outputs were given,
@@ -94,7 +94,7 @@ class Inference(Files):
         """
         loss = self.resolve_loss(loss if loss is not None else self.loss)
         x = self.prepare_inputs(x)
-        y = self.prepare_labels(y, data.rows(x), loss)
+        y = self.prepare_labels(y, data_rows.rows(x), loss)
         arrays = self.train_state
         if key is None and self.uses_key:
             key = array_key(self.seed, self.steps, self.backend)

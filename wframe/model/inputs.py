@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from wframe import data, training
+from wframe import data, data_rows, training
 from wframe import losses as losses_mod
 from wframe.backends import to_numpy
 from wframe.model import summary as summary_mod
@@ -30,7 +30,7 @@ class Inputs(Holder):
         in its dtype (integer inputs as ``int32``); an unbuilt model is built for ``x``'s shape
         first. A model of several inputs takes a list (in input order) or a dict by input name
         and gives a tuple."""
-        parts = data.per_name(x, self.input_names, what, "input")
+        parts = data_rows.per_name(x, self.input_names, what, "input")
         if not self.built:
             shape = data.shape_of(parts[0], what)
             if len(shape) < 2:
@@ -51,7 +51,7 @@ class Inputs(Holder):
             )
             for part, name, dtype in zip(parts, self.input_names, self.input_dtypes, strict=True)
         )
-        data.same_rows(out, self.input_names, what)
+        data_rows.same_rows(out, self.input_names, what)
         return out if named else out[0]
 
     def prepare_labels(
@@ -73,13 +73,13 @@ class Inputs(Holder):
         Keras), a :class:`~wframe.types.Weighted` pair of the labels and the weights."""
         names = self.output_names
         if not isinstance(loss, losses_mod.Outputs):
-            y = data.per_name(y, names, what, "output")[0]
+            y = data_rows.per_name(y, names, what, "output")[0]
             weights = _example_weights(y, n, sample_weight, class_weight, what)
             y = data.labels(
                 y, n, self.output_shape, loss, self._backend, self.dtype, what, self._put
             )
             return y if weights is None else Weighted(y, self._float(weights))
-        parts = data.per_name(y, names, what, "output")
+        parts = data_rows.per_name(y, names, what, "output")
         labels = tuple(
             data.labels(
                 part, n, shape, one, self._backend, self.dtype, f"{what}[{name!r}]", self._put
@@ -96,7 +96,7 @@ class Inputs(Holder):
         if sample_weight is None:
             return labels
         if isinstance(sample_weight, (dict, list, tuple)):
-            per = data.per_name(sample_weight, names, "sample_weight", "output")
+            per = data_rows.per_name(sample_weight, names, "sample_weight", "output")
             weights = tuple(
                 self._float(_example_weights(part, n, w, None, f"{what}[{name!r}]"))
                 for part, w, name in zip(parts, per, names, strict=True)
@@ -119,23 +119,23 @@ class Inputs(Holder):
             else:
                 validation = (*data.pair(validation_data, "fit: validation_data"), None)
         elif split:
-            x, y, (x_val, y_val) = data.split(x, y, split)
+            x, y, (x_val, y_val) = data_rows.split(x, y, split)
             w_val = None
             if sample_weight is not None and not isinstance(sample_weight, (dict, list)):
-                cut = data.rows(x)
+                cut = data_rows.rows(x)
                 sample_weight, w_val = sample_weight[:cut], sample_weight[cut:]
             validation = (x_val, y_val, w_val)
         x = self.prepare_inputs(x, finite=True)
-        if data.rows(x) == 0:
+        if data_rows.rows(x) == 0:
             raise ValueError("fit: x has no examples")
         y = self.prepare_labels(
-            y, data.rows(x), loss, **{**weights, "sample_weight": sample_weight}
+            y, data_rows.rows(x), loss, **{**weights, "sample_weight": sample_weight}
         )
         if validation is not None:  # checked and moved once, not at every epoch
             x_val = self.prepare_inputs(validation[0], "x_val", finite=True)
-            data.require_examples(x_val, "fit: validation_data", _NO_VALIDATION)
+            data_rows.require_examples(x_val, "fit: validation_data", _NO_VALIDATION)
             y_val = self.prepare_labels(
-                validation[1], data.rows(x_val), loss, "y_val", sample_weight=validation[2]
+                validation[1], data_rows.rows(x_val), loss, "y_val", sample_weight=validation[2]
             )
             validation = (x_val, y_val)
         return x, y, validation

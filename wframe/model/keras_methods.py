@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from wframe import data, training
+from wframe import data, data_rows, training
 from wframe.backends import resolve, to_numpy
 from wframe.random import array_key, fold_in
 from wframe.types import Array
@@ -182,7 +182,7 @@ class KerasMethods:
         return self.predict(x, batch_size=self._batch_rows(x))
 
     def _batch_rows(self, x: Any) -> int:
-        parts = data.per_name(x, self.input_names, "x", "input")
+        parts = data_rows.per_name(x, self.input_names, "x", "input")
         return max(data.shape_of(parts[0], "x")[0], 1)
 
     # ----------------------------------------------------------------- training mode

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from wframe import data
+from wframe import data_rows
 from wframe.training.logs import Layout, results
 from wframe.training.tracker import Tracker
 from wframe.types import Array, TrainState, Weighted
@@ -43,7 +43,7 @@ def evaluate(
     Raises:
       ValueError: ``x`` has no rows (the mean of no examples is no number).
     """
-    data.require_examples(x, "evaluate: x", "pass at least one example")
+    data_rows.require_examples(x, "evaluate: x", "pass at least one example")
     arrays = model.train_state if arrays is None else arrays
     if strategy is not None:
         return strategy.evaluate(model, x, y, loss, batch_size, arrays.params, arrays.state)
@@ -52,17 +52,17 @@ def evaluate(
 
 def array_batches(x: Any, y: Any, batch_size: int) -> Iterable[tuple[Any, Any]]:
     """``(x, y)`` in batches of ``batch_size`` rows (the last one partial), lazily."""
-    n = data.rows(x)
+    n = data_rows.rows(x)
     return (
-        (data.take(x, slice(i, i + batch_size)), _take_labels(y, slice(i, i + batch_size)))
+        (data_rows.take(x, slice(i, i + batch_size)), _take_labels(y, slice(i, i + batch_size)))
         for i in range(0, n, batch_size)
     )
 
 
 def _take_labels(y: Any, rows: slice) -> Any:
     if isinstance(y, Weighted):
-        return Weighted(data.take(y.labels, rows), data.take(y.weights, rows))
-    return data.take(y, rows)
+        return Weighted(data_rows.take(y.labels, rows), data_rows.take(y.weights, rows))
+    return data_rows.take(y, rows)
 
 
 def evaluate_batches(
@@ -111,7 +111,7 @@ def evaluate_sums(
     with model.backend.host_threads(model.count_params() * 256):  # ~ an evaluation batch
         for x, y in batches:
             logs = step(arrays.params, arrays.state, x, y)
-            size = data.rows(x)
+            size = data_rows.rows(x)
             part = [
                 logs[k] if r else logs[k] * size for k, r in zip(layout.names, raw, strict=True)
             ]

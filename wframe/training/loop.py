@@ -12,7 +12,7 @@ import time
 import warnings
 from typing import Any
 
-from wframe import data
+from wframe import data_rows
 from wframe.callbacks import CallbackList, History, ProgressBar
 from wframe.callbacks.fit_state import Layout as FitLayout
 from wframe.random import array_key
@@ -88,7 +88,7 @@ def fit(
     loop.val_freq, loop.val_batch = validation_freq, validation_batch_size
     loop.plan = plan or EpochIterator(
         model.backend,
-        data.rows(x),
+        data_rows.rows(x),
         loop.batch_size,
         steps_per_execution,
         shuffle=shuffle,

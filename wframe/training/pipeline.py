@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from wframe import data
+from wframe import data, data_rows
 from wframe.training.epoch_iterator import Call
 from wframe.training.evaluate import evaluate_batches
 from wframe.training.runner import RunSpec
@@ -93,7 +93,7 @@ def preparer(
         x, y, w = unpack(batch, what, index)
         try:
             x = model.prepare_inputs(x, finite=finite)
-            n = data.rows(x)
+            n = data_rows.rows(x)
             if not labels:
                 return model.backend.synchronize(x), None, n
             if y is None:
@@ -359,6 +359,6 @@ def _arrays(model: Any, validation_data: Any, loss: Any) -> tuple:
     else:
         (x, y), w = data.pair(validation_data, "fit: validation_data"), None
     x_val = model.prepare_inputs(x, "x_val", finite=True)
-    data.require_examples(x_val, "fit: validation_data", "pass examples, or leave it out")
+    data_rows.require_examples(x_val, "fit: validation_data", "pass examples, or leave it out")
     extra = {} if w is None else {"sample_weight": w}
-    return x_val, model.prepare_labels(y, data.rows(x_val), loss, "y_val", **extra)
+    return x_val, model.prepare_labels(y, data_rows.rows(x_val), loss, "y_val", **extra)
