@@ -86,26 +86,11 @@ def fit(
     """
     loop = _Loop(model, x, y, validation, batch_size, clip, strategy)
     loop.val_freq, loop.val_batch = validation_freq, validation_batch_size
-    loop.plan = plan or EpochIterator(
-        model.backend,
-        data_rows.rows(x),
-        loop.batch_size,
-        steps_per_execution,
-        shuffle=shuffle,
-        seed=model.seed if seed is None else seed,
-        feeds=loop.feeds,
-        drop_remainder=getattr(strategy, "drop_remainder", False),
-    )
+    loop.plan = plan or loop.epoch_iterator(data_rows.rows(x), steps_per_execution, shuffle, seed)
     loop.connect(callbacks, epochs, verbose)
     model.stop_training = False
     loop.cb.on_train_begin()  # before the arrays are taken: a callback may set them up here
-    # A callback that restored a backup (BackupAndRestore) sets where training stopped: the
-    # epoch to go on with and how many of its batches were done (and their running sums).
-    # That wins over initial_epoch.
-    resume, model.resume_at = model.resume_at, None
-    sums, loop.cb.fit_state.restored_sums = loop.cb.fit_state.restored_sums, None
-    start, skip = resume if resume is not None else (initial_epoch, 0)
-    sums = sums if resume is not None and skip > 0 else None
+    start, skip, sums = loop.resume_point(initial_epoch)
     # Small products on one BLAS thread (the numpy backend; wframe.backends.threads).
     threads = model.backend.host_threads(model.count_params() * loop.batch_size)
     with threads, Interrupts() as loop.interrupts:
@@ -120,12 +105,7 @@ def fit(
             loop.plan.close()  # an iterable's prefetching thread
             loop.close()
     if loop.plan.exhausted:
-        warnings.warn(
-            "fit: the data ran out before epochs * steps_per_epoch batches; training stopped "
-            f"after epoch {loop.epochs}. Use a generator that does not end, or fewer steps.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        loop.warn_exhausted()
     loop.cb.on_train_end(loop.logs)
     return loop.history
 
@@ -155,6 +135,31 @@ class _Loop:
         self.bad, self.logs, self.unread, self.step0 = -1, {}, False, self.steps
         self._trainer, self._runners, self.calling = None, {}, False
         self.last: tuple = (None, None)
+
+    def epoch_iterator(
+        self, n: int, steps_per_execution: int | str, shuffle: bool, seed: int | None
+    ) -> EpochIterator:
+        """The :class:`EpochIterator` of ``n`` examples (``seed`` ``None``: the model's)."""
+        return EpochIterator(
+            self.backend,
+            n,
+            self.batch_size,
+            steps_per_execution,
+            shuffle=shuffle,
+            seed=self.model.seed if seed is None else seed,
+            feeds=self.feeds,
+            drop_remainder=getattr(self.strategy, "drop_remainder", False),
+        )
+
+    def resume_point(self, initial_epoch: int) -> tuple[int, int, list[float] | None]:
+        """``(epoch, batch, sums)`` to start from. A callback that restored a backup
+        (BackupAndRestore) has set where training stopped: the epoch to go on with, how many of
+        its batches were done and their running sums; that wins over ``initial_epoch``."""
+        model, state = self.model, self.cb.fit_state
+        resume, model.resume_at = model.resume_at, None
+        sums, state.restored_sums = state.restored_sums, None
+        start, skip = resume if resume is not None else (initial_epoch, 0)
+        return start, skip, (sums if resume is not None and skip > 0 else None)
 
     def connect(self, callbacks: list | None, epochs: int, verbose: int) -> None:
         """The callbacks, and what they make the loop do: read and publish every call or not,
@@ -349,6 +354,14 @@ class _Loop:
             return evaluate(model, *self.validation, model.loss, size, self.ts, self.strategy)
         with self.validation.batches() as batches:  # an iterable's, prepared ahead
             return evaluate_batches(model, batches, model.loss, self.ts)
+
+    def warn_exhausted(self) -> None:
+        warnings.warn(
+            "fit: the data ran out before epochs * steps_per_epoch batches; training stopped "
+            f"after epoch {self.epochs}. Use a generator that does not end, or fewer steps.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
     def warn_bad(self, epoch: int) -> None:
         warnings.warn(
