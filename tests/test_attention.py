@@ -103,7 +103,8 @@ def _run(layer, params, inputs, mask, dy, opts):
             y = layer.forward(p, {}, call(xs), vjp=False, **opts)[0]
             return b.xp.sum(y * ddy), y
 
-        (_, y), (grads, dx) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(dev, xs)
+        grad = jax.jit(jax.value_and_grad(objective, argnums=(0, 1), has_aux=True))
+        (_, y), (grads, dx) = grad(dev, xs)  # one compilation, not one per primitive
     else:
         y, _, backprop = layer.forward(dev, {}, call(xs), **opts)
         dx, grads = backprop(ddy)

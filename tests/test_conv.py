@@ -128,8 +128,10 @@ def _check_against_jax(jax, layer, params, x, dy):
         def objective(p, v):
             return b.xp.sum(layer.forward(p, {}, v, train=True)[0] * jdy)
 
-        jy = layer.forward(jparams, {}, jx)[0]
-        jgrads, jdx = jax.grad(objective, argnums=(0, 1))(jparams, jx)
+        def forward_and_grads(p, v):  # one compilation, not one per primitive
+            return layer.forward(p, {}, v)[0], jax.grad(objective, argnums=(0, 1))(p, v)
+
+        jy, (jgrads, jdx) = jax.jit(forward_and_grads)(jparams, jx)
     assert jdx.dtype == np.float32
 
     def close(a, ref):
