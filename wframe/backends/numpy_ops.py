@@ -3,10 +3,11 @@
 A small model's step on NumPy is a few dozen array calls on tiny arrays, each costing a
 microsecond or more of Python and NumPy dispatch, so the hot chains are written here with as few
 calls as their arithmetic allows: softmax cross-entropy on class indices (value and gradient
-from one exp, the label's entries picked by index instead of a one-hot product) and a bias plus
-ReLU (one add, one in-place maximum; the backward one sign and one product). Measured on the
-64-64-10 MLP at batch 32: the loss 46 -> 15 us, each Dense + ReLU forward and backward a few
-us less.
+from one exp, the label's entries picked by index instead of a one-hot product), a bias plus
+ReLU (one add, one in-place maximum; the backward one sign and one product) and the accuracy's
+hits on class indices (argmax, ``==``, ``count_nonzero``). Measured on the 64-64-10 MLP at
+batch 32: the loss 46 -> 15 us, the accuracy 20 -> 6 us, each Dense + ReLU forward and backward
+a few us less.
 
 Each function returns ``None`` for inputs it does not cover (another dtype, shape or layout, a
 subclass of ndarray, an activation without a fused form), and the caller runs the generic
