@@ -94,7 +94,7 @@ def bias_relu(z, b):
 
 def class_hits(pred, labels):
     """``[hits, count]`` of arg-max predictions ``(n, c)`` against class indices ``(n,)``, in
-    ``pred``'s float dtype (:func:`wframe.metrics.accuracy` counts them so); ``None`` for
+    ``pred``'s float dtype (as :mod:`wframe.metrics.accuracy` counts them); ``None`` for
     anything else."""
     nd = numpy.ndarray
     if type(pred) is not nd or type(labels) is not nd or pred.ndim != 2:
