@@ -6,8 +6,7 @@ import json
 import os
 import sys
 
-# (and the test suite's XLA flags, tests/conftest.py: the results match in-process training
-# compiled with the default ones within the test's tolerances)
+# (and the test suite's XLA flags, tests/conftest.py)
 os.environ["XLA_FLAGS"] = (
     f"--xla_force_host_platform_device_count=2 {os.environ.get('WFRAME_TESTS_XLA_FLAGS', '')}"
 )

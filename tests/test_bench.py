@@ -47,7 +47,6 @@ RECORD_KEYS = {
 
 def test_quick_run_writes_records_table_and_environment(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("WFRAME_BACKEND", "JAX_ENABLE_X64")}
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {env['WFRAME_TESTS_XLA_FLAGS']}"  # timings
     args = ["--quick", "--workloads", "mlp_small,cnn", "--backends", "numpy"]
     out = subprocess.run(
         [sys.executable, "-m", "wframe.bench", *args, "--out", str(tmp_path)],
@@ -97,8 +96,7 @@ def test_quick_scaling_table_runs_each_device_count_in_its_own_process(tmp_path)
     DataParallel next to no strategy; into the same JSON and Markdown."""
     if "jax" not in wf.available():
         pytest.skip("the scaling table needs jax")
-    env = {k: v for k, v in os.environ.items() if k not in ("WFRAME_BACKEND", "XLA_FLAGS")}
-    env["XLA_FLAGS"] = os.environ["WFRAME_TESTS_XLA_FLAGS"]  # timings only: conftest's flags
+    env = {k: v for k, v in os.environ.items() if k != "WFRAME_BACKEND"}  # (XLA_FLAGS: conftest)
     out = subprocess.run(
         [
             sys.executable,

@@ -24,7 +24,6 @@ JAX = "jax" in wf.available()
 
 def run(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("WFRAME_BACKEND", "JAX_ENABLE_X64")}
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {env['WFRAME_TESTS_XLA_FLAGS']}"  # timings
     out = subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd
     )

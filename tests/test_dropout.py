@@ -237,7 +237,7 @@ def test_predict_is_deterministic_and_dropout_free(backend):
     first, second = _host(model.predict(x)), _host(model.predict(x))
     np.testing.assert_array_equal(first, second)
     plain = model.apply(model.params, model.state, backend.asarray(x), train=False)[0]
-    assert_close(first, plain, rtol=1e-6)
+    assert_close(first, plain, rtol=1e-5)  # compiled vs op by op: float32 rounding
     # Training-mode passes with different keys do differ.
     xs = backend.asarray(x)
     a = model.apply(model.params, {}, xs, train=True, key=array_key(0, 0))[0]
