@@ -138,7 +138,12 @@ def _run_fused(tx, params, grads, state=None):
     return params, state
 
 
-def _optax_run(tx, params, grads, state=None):
+def _optax_run(tx, params, grads, state=None, eager=False):
+    """optax's 100 steps, its step compiled once (op by op, they dispatch thousands of small
+    programs) or, ``eager``, op by op: only that rounds as NumPy does where an update cancels
+    (rmsprop_centered_bias's first variance: the jitted step ends 6e-5 away)."""
+    if not eager:
+        return _run_jit(tx, params, grads, state, optax.apply_updates)
     params = tree_map(jnp.asarray, params)
     state = tx.init(params) if state is None else state
     for g in grads:
@@ -173,7 +178,8 @@ def test_matches_optax_over_100_steps_on_numpy(case):
     tx = CASES[case](opt)
     assert tx.update.__module__.startswith("wframe.optimizers")
     ours, _ = _run(tx, _host_params(), GRADS)
-    theirs, _ = _optax_run(CASES[case](optax), _host_params(), GRADS)
+    eager = case == "rmsprop_centered_bias"
+    theirs, _ = _optax_run(CASES[case](optax), _host_params(), GRADS, eager=eager)
     _close(ours, theirs)
 
 
