@@ -17,6 +17,10 @@ $(VENV)/.installed-%: pyproject.toml | $(PY)
 demo: $(VENV)/.installed-examples
 	$(PY) examples/train_digits.py
 
+# The suite's ~60 Python processes (two pytest workers, the examples and CLI runs they start)
+# share wframe's and the tests' compiled bytecode; where the environment sets
+# PYTHONDONTWRITEBYTECODE each compiled them again (collection: 9.8 -> 6.3 s a worker).
+test: export PYTHONDONTWRITEBYTECODE =
 test: $(VENV)/.installed-jax,examples,viz,test
 	$(PY) -m ruff check wframe tests benchmarks examples
 	$(PY) -m ruff format --check wframe tests benchmarks examples
