@@ -304,7 +304,7 @@ class Model(KerasMethods, Inference):
         tx, name, opt_state = self._choose_optimizer(optimizer)  # built here: checked
         if opt_state is None:
             # Compiled where the backend traces: one call instead of a dozen small programs
-            # dispatched eagerly (the second model of an architecture: 6 ms -> 0.3 ms on JAX).
+            # dispatched eagerly (Adam on the digits MLP, JAX:CPU: 1.7 ms -> 0.3 ms a call).
             init = self.backend.jit(tx.init) if self.backend.traced else tx.init
             opt_state = init(self.trainable_params)
             if tree_leaves(self.trainable_params):  # (nothing to train: no array to place)
