@@ -55,6 +55,10 @@ class JaxBackend(Backend):
                 "before creating arrays with jax.config.update('jax_enable_x64', True) "
                 "or JAX_ENABLE_X64=1"
             )
+        if type(a) is np.ndarray:  # host data: one transfer (a copy, with the same dtype rules)
+            # where jnp.asarray compiles and runs a program per shape and dtype ("stage")
+            host = a if dtype is None else a.astype(np.dtype(self.dtype(dtype)), copy=False)
+            return self._jax.device_put(host)
         return super().asarray(a, dtype)
 
     def _x64(self):

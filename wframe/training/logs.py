@@ -33,11 +33,12 @@ class Reading(NamedTuple):
 
 def zero_sums(backend: Any, dtype: str, layout: Layout, stats: int = 0) -> tuple:
     """``(sums, bad)`` for the entries of ``layout`` (and a vector of ``stats`` statistics)."""
-    xp, dt = backend.xp, backend.dtype(dtype)
-    sums = [xp.zeros((n,) if n else (), dtype=dt) for n in layout.sizes()]
+    # Made on the host and moved: on JAX, zeros made on the device are a program each.
+    shapes = [(n,) if n else () for n in layout.sizes()]
     if stats:  # the statistics' vector, before the count
-        sums.append(xp.zeros((stats,), dtype=dt))
-    return (*sums, xp.zeros((), dtype=dt)), xp.asarray(-1, dtype=xp.int32)
+        shapes.append((stats,))
+    sums = (backend.asarray(np.zeros(shape, np.float32), dtype) for shape in [*shapes, ()])
+    return tuple(sums), backend.asarray(np.asarray(-1, np.int32))
 
 
 def restored_sums(backend: Any, dtype: str, layout: Layout, stats: int, flat: list) -> tuple:
