@@ -200,3 +200,34 @@ def test_entry_point_group_registers_backends(monkeypatch):
     assert "viaplugin" in wf.available()
     with wf.use_backend("viaplugin") as b:
         assert b.name == "numpy" and b.xp.sum is wf.backends._instance("numpy").xp.sum
+
+
+@pytest.mark.parametrize(
+    ("source", "dtype"),
+    [
+        ("float64", None),
+        ("int64", None),
+        ("float32", "float32"),
+        ("int64", "float32"),
+        ("float32", "bfloat16"),
+        ("uint8", None),
+        ("bool", None),
+    ],
+)
+def test_jax_asarray_of_host_data_is_a_copy_with_jnp_dtypes_and_no_program(
+    jax, caplog, source, dtype
+):
+    # NumPy arrays reach JAX by device_put: the dtypes jnp.asarray gives, always a copy (a
+    # later write to the host array does not reach it), and no program compiled (jnp.asarray
+    # stages one per shape).
+    host = (np.arange(7 * 13) % 5).reshape(7, 13).astype(source)
+    with wf.use_backend("jax") as b:
+        want = jax.numpy.asarray(host, dtype=None if dtype is None else b.dtype(dtype))
+        with jax.log_compiles(), caplog.at_level("WARNING", logger="jax"):
+            got = b.asarray(host, dtype)
+    assert not [r for r in caplog.records if r.getMessage().startswith("Compiling")]
+    assert got.dtype == want.dtype and got.shape == want.shape
+    expected = np.array(want, copy=True)  # (jnp.asarray itself may alias an aligned buffer)
+    np.testing.assert_array_equal(np.asarray(got), expected)
+    host[...] = 3
+    np.testing.assert_array_equal(np.asarray(got), expected)

@@ -27,6 +27,19 @@ def test_copy_reused_only_for_the_same_bits(backend):
     assert cache.put(backend, x, "float16").dtype == backend.dtype("float16")
 
 
+def test_a_copy_never_aliases_the_array_it_was_made_from(backend):
+    # JAX:CPU aliases aligned host buffers; a cached copy sharing memory with ``x`` would change
+    # with it and be handed out for other arrays of ``x``'s old bits.
+    cache = DeviceCopies()
+    for _ in range(20):  # whatever the buffers' alignment
+        base = np.arange(64 * 16, dtype=np.float32).reshape(64, 16)
+        x = base.copy()
+        cache.put(backend, x, "float32")
+        x *= 2  # in place, after the copy was made and kept
+        got = backend.to_numpy(cache.put(backend, base, "float32"))  # the old bits
+        np.testing.assert_array_equal(got, base)
+
+
 def test_cache_is_bounded(backend):
     cache = DeviceCopies()
     for i in range(MAX_ENTRIES + 3):

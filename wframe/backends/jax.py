@@ -55,10 +55,14 @@ class JaxBackend(Backend):
                 "before creating arrays with jax.config.update('jax_enable_x64', True) "
                 "or JAX_ENABLE_X64=1"
             )
-        if type(a) is np.ndarray:  # host data: one transfer (a copy, with the same dtype rules)
-            # where jnp.asarray compiles and runs a program per shape and dtype ("stage")
+        if type(a) is np.ndarray:
+            # Host data in one transfer, with jnp.asarray's dtype rules, where jnp.asarray
+            # compiles and runs a program per shape and dtype ("stage"). Never a view of the
+            # caller's array: the CPU client aliases aligned host buffers (jnp.asarray's too,
+            # and device_put's even with may_alias=False), so a later write to the caller's
+            # array would reach the device array. A private copy (or the converted one) may be.
             host = a if dtype is None else a.astype(np.dtype(self.dtype(dtype)), copy=False)
-            return self._jax.device_put(host)
+            return self._jax.device_put(a.copy() if host is a else host)
         return super().asarray(a, dtype)
 
     def _x64(self):
