@@ -17,7 +17,7 @@ $(VENV)/.installed-%: pyproject.toml | $(PY)
 demo: $(VENV)/.installed-examples
 	$(PY) examples/train_digits.py
 
-# The suite's ~60 Python processes (two pytest workers, the examples and CLI runs they start)
+# The suite's Python processes (two pytest workers, the examples and CLI runs they start)
 # share wframe's and the tests' compiled bytecode; where the environment sets
 # PYTHONDONTWRITEBYTECODE each compiled them again (collection: 9.8 -> 6.3 s a worker).
 test: export PYTHONDONTWRITEBYTECODE =

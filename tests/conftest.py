@@ -22,7 +22,7 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 # BLAS on cores already busy spins instead of computing (a tiny matmul then takes 100x longer).
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
-# XLA's CPU backend without LLVM's optimizations compiles ~20% faster (the suite: 6:40 -> 5:40),
+# XLA's CPU backend without LLVM's optimizations compiles ~20% faster (the suite: 6:40 -> 5:36),
 # for this process and the ones the tests start (they inherit XLA_FLAGS; the scripts that set
 # their own device count add WFRAME_TESTS_XLA_FLAGS to it). The few tests whose JAX oracle must
 # round as users' programs do (saturated tanh, exact zeros) compile it with ``jit_as_users``.
