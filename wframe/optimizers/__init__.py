@@ -65,6 +65,7 @@ from wframe.optimizers.spec import (
     OptimizerSpec,
     RmspropHyperparams,
     SgdHyperparams,
+    propagates_nonfinite,
     spec_of,
 )
 from wframe.optimizers.transforms import (
@@ -151,6 +152,7 @@ __all__ = [
     "scale_by_stddev",
     "set_hyperparam",
     "sgd",
+    "propagates_nonfinite",
     "spec_of",
     "trace",
     "update_count",

@@ -56,7 +56,8 @@ def sgd(
     if accumulator_dtype is None:
         fused = FusedSpec("sgd", SgdHyperparams(learning_rate, momentum, nesterov))
     parts = ("momentum", "learning_rate")
-    return declare(tx, OptimizerSpec("sgd", learning_rate, parts, fused), sgd, arguments)
+    spec = OptimizerSpec("sgd", learning_rate, parts, fused, propagates_nonfinite=True)
+    return declare(tx, spec, sgd, arguments)
 
 
 def adam(
@@ -88,7 +89,8 @@ def adam(
     if mu_dtype is None and not nesterov:
         fused = FusedSpec("adam", AdamHyperparams(learning_rate, b1, b2, eps, eps_root))
     parts = ("moments", "learning_rate")
-    return declare(tx, OptimizerSpec("adam", learning_rate, parts, fused), adam, arguments)
+    spec = OptimizerSpec("adam", learning_rate, parts, fused, propagates_nonfinite=True)
+    return declare(tx, spec, adam, arguments)
 
 
 def adamw(
@@ -125,7 +127,8 @@ def adamw(
         hyper = AdamHyperparams(learning_rate, b1, b2, eps, eps_root, weight_decay, mask)
         fused = FusedSpec("adam", hyper)
     parts = ("moments", "weight_decay", "learning_rate")
-    return declare(tx, OptimizerSpec("adamw", learning_rate, parts, fused), adamw, arguments)
+    spec = OptimizerSpec("adamw", learning_rate, parts, fused, propagates_nonfinite=True)
+    return declare(tx, spec, adamw, arguments)
 
 
 def rmsprop(
@@ -164,7 +167,7 @@ def rmsprop(
         hyper = RmspropHyperparams(learning_rate, decay, eps, eps_in_sqrt, momentum, nesterov)
         fused = FusedSpec("rmsprop", hyper)
     parts = ("moments", "learning_rate", "momentum")
-    spec = OptimizerSpec("rmsprop", learning_rate, parts, fused)
+    spec = OptimizerSpec("rmsprop", learning_rate, parts, fused, propagates_nonfinite=True)
     return declare(tx, spec, rmsprop, arguments)
 
 

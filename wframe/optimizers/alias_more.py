@@ -45,7 +45,9 @@ def adagrad(
     """
     arguments = dict(locals())  # first: every argument, by name
     tx = chain(scale_by_rss(initial_accumulator_value, eps), scale_by_learning_rate(learning_rate))
-    spec = OptimizerSpec("adagrad", learning_rate, ("moments", "learning_rate"))
+    spec = OptimizerSpec(
+        "adagrad", learning_rate, ("moments", "learning_rate"), propagates_nonfinite=True
+    )
     return declare(tx, spec, adagrad, arguments)
 
 
@@ -63,7 +65,9 @@ def adamax(
     """
     arguments = dict(locals())  # first: every argument, by name
     tx = chain(scale_by_adamax(b1, b2, eps), scale_by_learning_rate(learning_rate))
-    spec = OptimizerSpec("adamax", learning_rate, ("moments", "learning_rate"))
+    spec = OptimizerSpec(
+        "adamax", learning_rate, ("moments", "learning_rate"), propagates_nonfinite=True
+    )
     return declare(tx, spec, adamax, arguments)
 
 
@@ -90,7 +94,9 @@ def nadam(
         scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=True),
         scale_by_learning_rate(learning_rate),
     )
-    spec = OptimizerSpec("nadam", learning_rate, ("moments", "learning_rate"))
+    spec = OptimizerSpec(
+        "nadam", learning_rate, ("moments", "learning_rate"), propagates_nonfinite=True
+    )
     return declare(tx, spec, nadam, arguments)
 
 
@@ -172,5 +178,7 @@ def adafactor(
         parts.append(("weight_decay", add_decayed_weights(weight_decay_rate, weight_decay_mask)))
     parts.append(("sign", scale(-1)))
     tx = chain(*(t for _, t in parts))
-    spec = OptimizerSpec("adafactor", learning_rate, tuple(name for name, _ in parts))
+    spec = OptimizerSpec(
+        "adafactor", learning_rate, tuple(n for n, _ in parts), propagates_nonfinite=True
+    )
     return declare(tx, spec, adafactor, arguments)

@@ -100,6 +100,11 @@ class OptimizerSpec(NamedTuple):
         the learning rate injected, every other argument as given) whose state the optimizer
         also updates, so that a callback can make its learning rate settable mid-training
         (:func:`~wframe.optimizers.with_settable_learning_rate`); else ``None``.
+      propagates_nonfinite: whether a non-finite gradient entry always gives a non-finite
+        update entry (true of every named optimizer but :func:`lion`, whose sign of an
+        infinity is finite). Params only ever have updates added, so a step with a non-finite
+        gradient then leaves a param that stays non-finite, and a traced ``fit`` checks the
+        params once per call instead of the gradients at every step.
     """
 
     name: str
@@ -107,6 +112,7 @@ class OptimizerSpec(NamedTuple):
     parts: tuple[str, ...]
     fused: FusedSpec | None = None
     settable: InjectedSpec | None = None
+    propagates_nonfinite: bool = False
 
     def part(self, opt_state: OptState, role: str) -> Any:
         """The state of the part ``role`` (one of :attr:`parts`) in ``opt_state``, the chain's
@@ -181,3 +187,17 @@ def spec_of(tx: Any) -> Spec | None:
       tx: an optimizer: a :class:`DeclaredTransformation` carries one; anything else none.
     """
     return tx.spec if isinstance(tx, DeclaredTransformation) else None
+
+
+def propagates_nonfinite(tx: Any) -> bool:
+    """Whether ``tx`` declares that a non-finite gradient entry always makes its update entry
+    non-finite (:attr:`OptimizerSpec.propagates_nonfinite`, read through
+    :func:`inject_hyperparams`); ``False`` for anything that declares nothing.
+
+    Args:
+      tx: an optimizer.
+    """
+    spec = spec_of(tx)
+    if isinstance(spec, InjectedSpec):
+        spec = spec.inner_spec()
+    return isinstance(spec, OptimizerSpec) and spec.propagates_nonfinite

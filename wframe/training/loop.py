@@ -230,11 +230,11 @@ class _Loop:
         self.take()
 
     def take(self) -> None:
-        """Go on from the model's arrays (copied: the steps consume what they are given)."""
+        """Go on from the model's arrays (copied where the steps consume what they are given)."""
         if self.model.trainer is not self._trainer:  # a callback changed the frozen set
             self._trainer, self._runners = self.model.trainer, {}
         self.last = (None, None)  # (spec, runner) of the last call; reset with the runners
-        self.ts = self.sync.take()
+        self.ts = self.sync.take(copy=self.consume)
         self.guard.mark(self.ts, self.acc, copy=self.consume)
 
     def epoch(self, epoch: int, first: int, *, resumed: bool = False) -> None:
@@ -336,8 +336,8 @@ class _Loop:
             if self.bad >= 0:
                 return self.warn_bad(epoch)
         self.epochs += 1
-        if self.sync.per_epoch:  # copies: the next steps consume what they are given
-            self.sync.publish(self.ts, self.steps, self.epochs, copy=True)
+        if self.sync.per_epoch:  # copies where the next steps consume what they are given
+            self.sync.publish(self.ts, self.steps, self.epochs, copy=self.consume)
         logs = dict(self.logs)
         if self.validation is not None and (epoch + 1) % self.val_freq == 0:
             logs.update({f"val_{k}": v for k, v in self.validate().items()})

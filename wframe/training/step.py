@@ -168,10 +168,14 @@ def core_step(
     stats: GradStats | None = None,
     sync: Callable | None = None,
     in_place: bool = True,
+    check: bool = True,
 ) -> Callable:
     """``(ts, x, y, key, allowed) -> (ts, value, logged values, ok)`` with the finite guard
-    (without it, ``ok`` is still computed but a bad step is applied). Without ``in_place`` no array
-    of ``ts`` is updated in place (NumPy's fused optimizers are not used). The logged values follow
+    (without it, ``ok`` is still computed but a bad step is applied). Without ``guard`` nor
+    ``check``, and without clipping or loss scaling, a traced step checks nothing and ``ok`` is
+    ``None``: the caller checks the params after its steps (see
+    :func:`~wframe.training.runner.make_runner`). Without ``in_place`` no array of ``ts`` is
+    updated in place (NumPy's fused optimizers are not used). The logged values follow
     :func:`log_names` after the loss (``tracker``'s: an output's loss, a metric's statistics).
     The optimizer sees only the params not in ``frozen``. With ``stats`` (which names at least
     one param) the values end with a vector of those statistics: each gradient's norm (before
@@ -206,9 +210,11 @@ def core_step(
         # nothing, so the weights left are those of the last finite step.
         if host:
             ok = bool(allowed) and _host_finite(value, penalty, grads, xp)
-        else:
+        elif guard or check or clip is not None or scaler is not None:
             grads, spread = _clipped(grads, clip, logged, xp)
             ok = xp.isfinite(value + penalty + spread) & allowed
+        else:  # unchecked: the caller checks the params after its steps
+            ok = None
         gate = ok if guard else None  # when the update applies (None: always)
         if scaler is not None:  # mixed_float16: an overflowing backward pass skips the step
             ok, gate, loss_scale = scaler.judge(

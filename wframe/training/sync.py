@@ -28,10 +28,11 @@ class ArraySync:
         self.per_batch, self.per_epoch = per_batch, per_epoch
         self._seen: TrainState | None = None
 
-    def take(self) -> TrainState:
-        """A copy of the model's arrays to train on (placed for the strategy)."""
+    def take(self, *, copy: bool = True) -> TrainState:
+        """The model's arrays to train on (placed for the strategy): a copy, or (``copy=False``,
+        for calls that consume nothing) the model's own."""
         self._seen = self.model.train_state
-        ts = self.backend.copy(self._seen)
+        ts = self.backend.copy(self._seen) if copy else self._seen
         return ts if self.strategy is None else self.strategy.place(ts)
 
     def changed(self) -> bool:
