@@ -109,3 +109,53 @@ def test_a_nonfinite_gradient_under_a_finite_loss_stops_fit_at_its_step(backend,
         got = wf.to_numpy(value)
         assert np.isfinite(got).all(), name
         np.testing.assert_allclose(got, wf.to_numpy(expected[name]), rtol=1e-5, err_msg=name)
+
+
+class _Epochs(wf.callbacks.Callback):
+    """A user callback (the loop then publishes a copy at each epoch's end) that records them."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seen.append((epoch, dict(logs)))
+
+
+@pytest.mark.parametrize("spe", [1, 3])
+@pytest.mark.parametrize("frozen", [False, True])
+def test_numpy_replays_a_bad_stretch_as_its_steps_would_have_guarded(monkeypatch, spe, frozen):
+    # NumPy checks a small model's params at each sync point and replays from a copy there;
+    # forced to check every step's gradients instead (no state counted small), it must end
+    # with the same weights, steps, history and callback logs, bit for bit.
+    from wframe.training import loop
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((192, 5)).astype(np.float32)
+    x[16 * 10 + 3] = 0  # batch 11 of 12: a NaN gradient under a finite loss
+    y = rng.integers(0, 3, 192)
+    runs = []
+    for limit in (loop.HOST_REPLAY_BYTES, 0):
+        monkeypatch.setattr(loop, "HOST_REPLAY_BYTES", limit)
+        with wf.use_backend("numpy"):
+            model, cb = _model(), _Epochs()
+            if frozen:
+                model.build((None, 5)).freeze("dense_1")
+            with np.errstate(all="ignore"), pytest.warns(RuntimeWarning, match="at step 11"):
+                history = model.fit(
+                    x,
+                    y,
+                    epochs=2,
+                    batch_size=16,
+                    shuffle=False,
+                    optimizer=opt.sgd(0.1),
+                    steps_per_execution=spe,
+                    callbacks=[cb],
+                    verbose=0,
+                )
+        runs.append((dict(flatten(model.params)), model.steps, history.history, cb.seen))
+    (replayed, steps, hist, seen), (guarded, steps0, hist0, seen0) = runs
+    assert steps == steps0 == 10 and hist == hist0 and seen == seen0
+    for name, value in guarded.items():
+        assert np.isfinite(value).all(), name
+        np.testing.assert_array_equal(replayed[name], value, err_msg=name)

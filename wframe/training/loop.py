@@ -19,10 +19,11 @@ from wframe.random import array_key
 from wframe.training import logs as logs_mod
 from wframe.training.epoch_iterator import Call, EpochIterator
 from wframe.training.evaluate import evaluate, evaluate_batches
-from wframe.training.guard import FiniteGuard
-from wframe.training.runner import FitSetup, RunSpec
+from wframe.training.guard import HOST_REPLAY_BYTES, FiniteGuard
+from wframe.training.runner import FitSetup, RunSpec, deferrable, make_params_check
 from wframe.training.step import log_layout, log_names
 from wframe.training.sync import ArraySync, Interrupts
+from wframe.tree import tree_leaves
 
 #: Without a callback that reads every call, the logs are read at most this often (seconds).
 SYNC_EVERY = 0.1
@@ -194,7 +195,24 @@ class _Loop:
         # call's input stays valid as the guard's replay copy (no copy of the state per epoch).
         once = getattr(self.plan, "one_call", False)
         self.consume = not (self.backend.traced and (cb.needs_weights or once))
-        self.guard = FiniteGuard(self.backend, self.layout, self.runner)
+        self.guard = self.finite_guard()
+
+    def finite_guard(self) -> FiniteGuard:
+        """The guard: in the steps on NumPy, unless the train state is small, the data arrays
+        and no callback reads every call, where the optimizer lets the steps go unchecked: then
+        the params are checked at each sync point and a bad stretch replayed, as on JAX."""
+        model, backend = self.model, self.backend
+        replay = (
+            backend.on_host
+            and not self.each_call
+            and isinstance(self.plan, EpochIterator)
+            and deferrable(model, self.setup)
+            and sum(a.nbytes for a in tree_leaves(model.train_state)) <= HOST_REPLAY_BYTES
+        )
+        check = make_params_check(model, self.setup) if replay else None
+        return FiniteGuard(
+            backend, self.layout, self.runner, in_step=not (backend.traced or replay), check=check
+        )
 
     def runner(self, spec: RunSpec, guarded: bool | None = None) -> Any:
         """The compiled runner of the iterator's ``spec``, guarded as the guard runs it (or

@@ -62,7 +62,7 @@ def make_runner(model, setup: FitSetup, spec: RunSpec) -> Callable:
     their example count, ``bad`` the first non-finite step (-1 if none), after which updates are
     skipped. ``fresh`` zeroes ``acc`` first (a new epoch) without a separate device call.
     ``guarded=False`` applies non-finite steps too and still records ``bad`` (from each step,
-    or from the params after the call, :func:`_params_check`): the fit loop replays the call
+    or from the params after the call, :func:`make_params_check`): the fit loop replays the call
     guarded only when it says so. With ``tail > 0`` the call is a whole epoch: ``order`` is the
     flat permutation, cut into ``steps`` full batches and a last batch of ``tail`` examples.
 
@@ -82,8 +82,8 @@ def make_runner(model, setup: FitSetup, spec: RunSpec) -> Callable:
     """
     backend, strategy, steps, tail = model.backend, setup.strategy, spec.steps, spec.tail
     xp = backend.xp
-    after = _params_check(model, setup) if _checks_after(model, setup, spec) else None
-    one = _batch_step(model, setup, spec, check=after is None)
+    after = make_params_check(model, setup) if _checks_after(model, setup, spec) else None
+    one = _batch_step(model, setup, spec, check=spec.guarded or not deferrable(model, setup))
 
     def zeroed(a):
         return tuple(xp.zeros_like(s) for s in a[0]), xp.full_like(a[1], -1)
@@ -116,17 +116,15 @@ def make_runner(model, setup: FitSetup, spec: RunSpec) -> Callable:
     return backend.jit(run, donate_argnums=(0,) if spec.donate else ())
 
 
-def _checks_after(model, setup: FitSetup, spec: RunSpec) -> bool:
-    """Whether an unguarded traced call leaves its steps unchecked and checks its params once,
-    after them (:func:`_params_check`): where the optimizer declares that a non-finite gradient
-    makes a non-finite param (:func:`~wframe.optimizers.propagates_nonfinite`) and nothing
-    between them makes an infinity finite again (clipping, a loss scale) or needs each step's
-    verdict (statistics, a rank's sync)."""
+def deferrable(model, setup: FitSetup) -> bool:
+    """Whether a fit's steps may go unchecked, their params checked after them
+    (:func:`make_params_check`): where the optimizer declares that a non-finite gradient makes
+    a non-finite param (:func:`~wframe.optimizers.propagates_nonfinite`) and nothing between
+    them makes an infinity finite again (clipping, a loss scale) or needs each step's verdict
+    (statistics, a rank's sync)."""
     scaler = getattr(getattr(model, "policy", None), "loss_scale", None)
     return (
-        not spec.guarded
-        and model.backend.traced
-        and setup.clip is None
+        setup.clip is None
         and not setup.stats
         and scaler is None
         and getattr(setup.strategy, "sync", None) is None
@@ -134,7 +132,13 @@ def _checks_after(model, setup: FitSetup, spec: RunSpec) -> bool:
     )
 
 
-def _params_check(model, setup: FitSetup) -> Callable:
+def _checks_after(model, setup: FitSetup, spec: RunSpec) -> bool:
+    """Whether an unguarded traced call checks its params once, after its steps, inside the
+    compiled call (a host call's are checked by the fit loop's guard, at its sync points)."""
+    return not spec.guarded and model.backend.traced and deferrable(model, setup)
+
+
+def make_params_check(model, setup: FitSetup) -> Callable:
     """``after((ts, acc), first_step) -> (ts, acc)``: ``first_step`` recorded in ``acc`` as the
     first non-finite step (where none is yet) when the summed loss, the summed penalty or a
     trainable param is not finite.
@@ -149,10 +153,11 @@ def _params_check(model, setup: FitSetup) -> Callable:
     """
     names = log_names(model, setup.metrics, setup.clip)
     summed = [0, *([names.index("penalty")] if "penalty" in names else [])]
-    frozen, xp = model.frozen, model.backend.xp
+    xp = model.backend.xp
 
     def after(carry, first_step):
         ts, (sums, bad) = carry
+        frozen = model.frozen  # (a callback may freeze params between a host fit's checks)
         params = split(ts.params, frozen)[0] if frozen else ts.params
         total = sum(sums[i] for i in summed) + sum(xp.sum(p) for p in tree_leaves(params))
         first = (bad < 0) & ~xp.isfinite(total)
@@ -211,11 +216,11 @@ def _batch_step(model, setup: FitSetup, spec: RunSpec, check: bool = True) -> Ca
         ts, value, values, ok = core(ts, xb, yb, key, acc[1] < 0)
         # (idx is a step index when the strategy feeds stacked batches: size from the batch)
         size = (xb[0] if isinstance(xb, tuple) else xb).shape[0]
-        if ok is None:  # unchecked: the call checks its params after its steps
-            return (ts, _Logged((value, *values), size, step, False, xp, raw).add(acc)), None
-        if host and ok and stats is None:  # every step on NumPy: no _Logged built
+        if host and (ok or ok is None) and stats is None:  # every step on NumPy: no _Logged
             return (ts, _host_add(acc, value, values, size, raw)), None
         logged = _Logged((value, *values), size, step, stats is not None, xp, raw)
+        if ok is None:  # unchecked: its params are checked after it (make_params_check)
+            return (ts, logged.add(acc)), None
         if host:
             return (ts, logged.add(acc) if ok else logged.skip(acc)), None
         return (ts, backend.cond(ok, logged.add, logged.skip, acc)), None

@@ -172,9 +172,9 @@ def core_step(
 ) -> Callable:
     """``(ts, x, y, key, allowed) -> (ts, value, logged values, ok)`` with the finite guard
     (without it, ``ok`` is still computed but a bad step is applied). Without ``guard`` nor
-    ``check``, and without clipping or loss scaling, a traced step checks nothing and ``ok`` is
+    ``check``, and without clipping or loss scaling, the step checks nothing and ``ok`` is
     ``None``: the caller checks the params after its steps (see
-    :func:`~wframe.training.runner.make_runner`). Without ``in_place`` no array of ``ts`` is
+    :func:`~wframe.training.runner.make_params_check`). Without ``in_place`` no array of ``ts`` is
     updated in place (NumPy's fused optimizers are not used). The logged values follow
     :func:`log_names` after the loss (``tracker``'s: an output's loss, a metric's statistics).
     The optimizer sees only the params not in ``frozen``. With ``stats`` (which names at least
@@ -208,13 +208,13 @@ def core_step(
             logged.append(penalty)
         # As optax.apply_if_finite: a step whose loss or gradients are not finite changes
         # nothing, so the weights left are those of the last finite step.
-        if host:
+        if not (guard or check or clip is not None or scaler is not None):
+            ok = None  # unchecked: the caller checks the params after its steps
+        elif host:
             ok = bool(allowed) and _host_finite(value, penalty, grads, xp)
-        elif guard or check or clip is not None or scaler is not None:
+        else:
             grads, spread = _clipped(grads, clip, logged, xp)
             ok = xp.isfinite(value + penalty + spread) & allowed
-        else:  # unchecked: the caller checks the params after its steps
-            ok = None
         gate = ok if guard else None  # when the update applies (None: always)
         if scaler is not None:  # mixed_float16: an overflowing backward pass skips the step
             ok, gate, loss_scale = scaler.judge(
