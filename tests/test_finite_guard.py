@@ -29,7 +29,7 @@ OPTIMIZERS = {
 }
 
 
-def _steps(tx, xp, params, state, grads):
+def _steps(tx, params, state, grads):
     for g in grads:
         updates, state = tx.update(g, state, params)
         params = opt.apply_updates(params, updates)
@@ -51,11 +51,11 @@ def test_a_declared_optimizer_makes_a_nonfinite_gradient_a_nonfinite_param(backe
             grads[warm]["W"][1, 2] = bad
             grads = [tree_map(lambda a: xp.asarray(a, dtype=xp.float32), g) for g in grads]
             with np.errstate(all="ignore"):
-                params, state = _steps(tx, xp, params, tx.init(params), grads[:warm])
-                params, state = _steps(tx, xp, params, state, grads[warm : warm + 1])
+                params, state = _steps(tx, params, tx.init(params), grads[:warm])
+                params, state = _steps(tx, params, state, grads[warm : warm + 1])
                 assert not np.isfinite(wf.to_numpy(params["W"])[1, 2]), (bad, warm)
                 # Updates are added: finite steps after it never make it finite again.
-                params, _ = _steps(tx, xp, params, state, grads[warm + 1 :])
+                params, _ = _steps(tx, params, state, grads[warm + 1 :])
             assert not np.isfinite(wf.to_numpy(params["W"])[1, 2]), (bad, warm)
 
 

@@ -207,7 +207,8 @@ class _Loop:
             and not self.each_call
             and isinstance(self.plan, EpochIterator)
             and deferrable(model, self.setup)
-            and sum(a.nbytes for a in tree_leaves(model.train_state)) <= HOST_REPLAY_BYTES
+            and sum(getattr(a, "nbytes", 8) for a in tree_leaves(model.train_state))
+            <= HOST_REPLAY_BYTES
         )
         check = make_params_check(model, self.setup) if replay else None
         return FiniteGuard(
