@@ -29,22 +29,20 @@ HOST_REPLAY_BYTES = 2**20
 
 class FiniteGuard:
     """Owns the replay: the copy of the train state at the last sync point and the calls run
-    since. ``in_step`` says whether the steps guard themselves (no replay needed; default: on
-    a backend that does not trace); ``check((ts, acc), step)``, where the steps check nothing
-    and nothing else checks them (NumPy), marks ``acc`` bad when the state is not finite, at
-    each sync point (:func:`~wframe.training.runner.make_params_check`)."""
+    since. ``check((ts, acc), step)``, given where the steps check nothing and nothing else
+    checks them (NumPy), marks ``acc`` bad when the state is not finite, at each sync point
+    (:func:`~wframe.training.runner.make_params_check`). ``in_step`` says whether the steps
+    guard themselves (no replay needed): on a backend that does not trace, without ``check``."""
 
     def __init__(
         self,
         backend: Any,
         layout: logs_mod.Layout,
         runner: Callable[[RunSpec, bool], Any],
-        *,
-        in_step: bool | None = None,
         check: Callable | None = None,
     ):
         self.backend, self.layout, self.runner = backend, layout, runner  # runner(spec, guarded)
-        self.in_step = not backend.traced if in_step is None else in_step
+        self.in_step = not backend.traced and check is None
         self.check = check
         self._saved: tuple | None = None
         self._pending: list[tuple[RunSpec, tuple]] = []

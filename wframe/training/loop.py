@@ -211,9 +211,7 @@ class _Loop:
             <= HOST_REPLAY_BYTES
         )
         check = make_params_check(model, self.setup) if replay else None
-        return FiniteGuard(
-            backend, self.layout, self.runner, in_step=not (backend.traced or replay), check=check
-        )
+        return FiniteGuard(backend, self.layout, self.runner, check)
 
     def runner(self, spec: RunSpec, guarded: bool | None = None) -> Any:
         """The compiled runner of the iterator's ``spec``, guarded as the guard runs it (or
