@@ -182,12 +182,14 @@ def _empty_tensors(path, count, bad_at=None):
 
 
 def _cpu(fn):
-    start = time.process_time()
+    # This thread's CPU time: a process's (time.process_time) also counts threads that
+    # earlier tests left spinning (BLAS, XLA), which made one CI run 25x its floor.
+    start = time.thread_time()
     try:
         fn()
     except WeightsFileError:
         pass
-    return time.process_time() - start
+    return time.thread_time() - start
 
 
 def test_a_header_of_many_tensors_is_read_or_refused_at_the_speed_of_json(tmp_path):
@@ -202,7 +204,7 @@ def test_a_header_of_many_tensors_is_read_or_refused_at_the_speed_of_json(tmp_pa
     assert len(read_header(path).layout) == count
     assert read < 3 * floor + 0.05, (read, floor)
     # A model that does not fit is refused from the header, as fast.
-    refused = _cpu(lambda: small().load_weights(path))
+    refused = min(_cpu(lambda: small().load_weights(path)) for _ in range(2))
     assert refused < 4 * floor + 0.1, (refused, floor)
     with pytest.raises(WeightsFileError, match="unexpected in the file") as e:
         small().load_weights(path)
@@ -211,7 +213,7 @@ def test_a_header_of_many_tensors_is_read_or_refused_at_the_speed_of_json(tmp_pa
     _empty_tensors(path, count, bad_at=count - 1)
     with pytest.raises(WeightsFileError, match=f"tensor 't{count - 1:07d}': unknown dtype 'F33'"):
         read_header(path)
-    broken = _cpu(lambda: read_header(path))
+    broken = min(_cpu(lambda: read_header(path)) for _ in range(2))
     assert broken < 8 * floor + 0.2, (broken, floor)
 
 
