@@ -349,6 +349,33 @@ def test_fused_blocks_of_large_leaves_and_float64():
         assert fused["x"].dtype == np.float64
 
 
+def test_fused_sgd_runs_a_models_tree_in_one_pass_or_falls_back_writing_nothing():
+    # {layer: {name: array}}: NumPy's sgd_tree_inplace, bit for bit the pure update, in place.
+    rng = np.random.default_rng(3)
+
+    def tree(dtype=np.float32):
+        return {
+            "dense_0": {"W": rng.standard_normal((4, 3)).astype(dtype), "b": np.ones(3, dtype)},
+            "dense_1": {"W": rng.standard_normal((3, 2)).astype(dtype)},
+        }
+
+    tx, params = opt.sgd(0.1), tree()
+    grads, state = tree(), tx.init(params)
+    expected, _ = _run(tx, tree_map(np.copy, params), [grads])
+    new, _ = opt.fused(tx)(params, grads, state)
+    assert new is params
+    tree_map(lambda a, e: np.testing.assert_array_equal(a, e), new, expected)
+    # What the one pass does not take goes to the general path, nothing written before.
+    read_only = tree_map(np.copy, params)
+    read_only["dense_1"]["W"].flags.writeable = False
+    wide = {**grads, "dense_1": {"W": grads["dense_1"]["W"].astype(np.float64)}}
+    for p, g in ((read_only, grads), (tree_map(np.copy, params), wide)):
+        before = tree_map(np.copy, p)
+        out, _ = opt.fused(tx)(p, g, state)
+        assert out is not p  # the pure path: new arrays, the inputs untouched
+        tree_map(lambda a, e: np.testing.assert_array_equal(a, e), p, before)
+
+
 def test_fused_returns_none_for_other_transformations():
     hand_made = opt.chain(opt.scale_by_adam(), opt.scale_by_learning_rate(1e-2))
     others = [

@@ -314,3 +314,18 @@ def apply(activation: Forward, z: Array, bias: Array | None = None, xp: Any = No
         if out is not None:
             return out
     return activation(z if bias is None else z + bias)
+
+
+def kernel(activation: Forward, xp: Any) -> Callable:
+    """:func:`apply` bound to ``activation`` and the namespace ``xp``, its fused kernel looked
+    up once: ``run(z, bias=None) -> (y, backprop)`` for arrays of ``xp`` (a compiled plan's,
+    see :meth:`wframe.layers.Layer.plan`)."""
+    fused = FUSED.get(xp)
+    if fused is None:
+        return lambda z, bias=None: activation(z if bias is None else z + bias)
+
+    def run(z, bias=None):
+        out = fused.bias_activation(z, bias, activation)
+        return out if out is not None else activation(z if bias is None else z + bias)
+
+    return run

@@ -366,6 +366,12 @@ class Backend:
         updates optimizers declare) may update these arrays; only NumPy and CuPy have them."""
         return False
 
+    def sgd_tree_inplace(self, params, grads, lr) -> bool:
+        """``p -= lr * g`` in place over a model's params (``{layer: {name: array}}``) and
+        gradients of the same keys, where this backend has the kernel and every pair fits it;
+        ``False``, having written nothing, otherwise (the default)."""
+        return False
+
     def __repr__(self) -> str:
         return f"<wframe backend {self.name!r} on {self.device}>"
 

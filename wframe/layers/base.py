@@ -158,6 +158,18 @@ class Layer(metaclass=LayerType):
     def forward(self, params: Params, state: State, x: Array, *, train: bool, key: Any = None):
         raise TypeError(f"{type(self).__name__} does not define forward")
 
+    def plan(self, xp: Any, in_shape: Shape):
+        """``(run, out_shape)``: this layer's forward compiled for arrays of namespace ``xp``
+        and shape ``in_shape`` (``None`` for the batch axis) in the params' dtype, or ``None``
+        where the layer has none (the default).
+
+        ``run(params, x, vjp=True) -> (y, backprop)`` computes what :meth:`forward` computes,
+        in training mode, for a layer without state or randomness, but checks nothing: a
+        host backend's train step (NumPy) calls it when the batch is known to fit, so that a
+        small model's step costs its arithmetic and little Python.
+        """
+        return None
+
     def apply(
         self,
         params: Params,

@@ -199,6 +199,37 @@ class Sequential(Layer):
 
         return x, new_state, backprop
 
+    def plan(self, xp, in_shape):
+        # Each layer once (a shared one sums its uses' gradients: forward does that).
+        if len({layer.name for layer in self.layers}) != len(self.layers) or not self.layers:
+            return None
+        runs, shape = [], tuple(in_shape)
+        for layer in self.layers:
+            planned = layer.plan(xp, shape)
+            if planned is None:
+                return None
+            runs.append((layer.name, planned[0]))
+            shape = planned[1]
+
+        def run(params, x, vjp=True):
+            backs = []
+            for name, layer_run in runs:
+                x, back = layer_run(params.get(name, _EMPTY), x, vjp)
+                backs.append(back)
+            if not vjp:
+                return x, None
+
+            def backprop(dy, input_grad=True):
+                gs = [None] * len(runs)
+                for i in range(len(runs) - 1, -1, -1):
+                    dy, gs[i] = backs[i](dy, input_grad=input_grad or i > 0)
+                grads = {name: g for (name, _), g in zip(runs, gs, strict=True) if g}
+                return (dy if input_grad else None), grads
+
+            return x, backprop
+
+        return run, shape
+
 
 @dataclass(frozen=True)
 class Residual(Layer):

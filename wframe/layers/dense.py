@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from wframe import activations, initializers
 from wframe.backends import array_namespace
+from wframe.backends.fusion import FUSED
 from wframe.layers.base import Layer
 from wframe.random import split
 from wframe.regularizers import Regularizer
@@ -76,12 +78,35 @@ class Dense(Layer):
                 f"shape {tuple(x.shape)}"
             )
         xp = array_namespace(x)
+        y, backprop = self._affine(xp, activations.kernel(self._activation, xp), params, x, vjp)
+        return y, state, backprop
+
+    def plan(self, xp, in_shape):
+        shape = tuple(in_shape)
+        if len(shape) != 2 or shape[-1] is None or type(self).forward is not Dense.forward:
+            return None  # (a subclass's own forward is what it computes)
+        act = activations.kernel(self._activation, xp)
+        out_shape, general = (shape[0], self.units), functools.partial(self._affine, xp, act)
+        kernel = getattr(FUSED.get(xp), "dense", None)
+        kernel = None if kernel is None else kernel(self._activation, self.use_bias)
+        if kernel is None:
+            return general, out_shape
+
+        def run(params, x, vjp=True):  # the backend's kernel where it applies
+            out = kernel(params, x)
+            return out if out is not None else general(params, x, vjp)
+
+        return run, out_shape
+
+    def _affine(self, xp, act, params, x, vjp=True):
+        """The 2-D forward on ``(batch, in)`` inputs, unchecked (:meth:`forward`'s and
+        :meth:`plan`'s), ``act`` the activation's kernel: ``(y, backprop)``."""
+        W = params["W"]
         z = xp.matmul(x, W)
         # z + b and the activation: one kernel where the backend fuses them (CuPy).
-        bias = params["b"] if self.use_bias else None
-        y, act_backprop = activations.apply(self._activation, z, bias, xp)
+        y, act_backprop = act(z, params["b"] if self.use_bias else None)
         if not vjp:
-            return y, state, None
+            return y, None
 
         def backprop(dy, input_grad=True, need=None):
             dz = act_backprop(dy)
@@ -92,7 +117,7 @@ class Dense(Layer):
                 grads["b"] = xp.sum(dz, axis=0)
             return (xp.matmul(dz, W.mT) if input_grad else None), grads
 
-        return y, state, backprop
+        return y, backprop
 
     def _forward_nd(self, params, state, x, *, vjp):
         """Inputs of rank > 2: the 2-D forward on (positions, features), one GEMM for all

@@ -64,6 +64,12 @@ class Loss:
     ) -> tuple[Array, Array]:
         raise TypeError(f"{type(self).__name__} does not define __call__")
 
+    def kernel(self, xp: Any):
+        """``(pred, labels) -> (value, dpred)`` of unweighted arrays of namespace ``xp``: the
+        loss itself, or a fused kernel looked up once where the loss has one (a compiled
+        plan's, see :meth:`wframe.layers.Layer.plan`)."""
+        return self.__call__
+
     def value(self, pred: Array, labels: Array, sample_weight: Array | None = None) -> Array:
         """The loss alone (what evaluation needs; a loss without a gradient still has one)."""
         if sample_weight is None:  # a user's Loss may predate the sample_weight argument

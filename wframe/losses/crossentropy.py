@@ -59,6 +59,21 @@ class SoftmaxCrossEntropy(Reduced):
                 return out
         return super().__call__(logits, labels, sample_weight)
 
+    def kernel(self, xp):
+        fused = FUSED.get(xp)
+        if fused is None or not self.from_logits or type(self).__call__ is not _SCE_CALL:
+            return self.__call__
+        generic = super().__call__
+
+        def run(logits, labels):
+            if logits.ndim == 2 and labels.ndim == 1:  # (n, c) and class indices: as they are
+                out = fused.softmax_cross_entropy(logits, labels)
+            else:
+                out = self._fused(fused, logits, labels)
+            return out if out is not None else generic(logits, labels)
+
+        return run
+
     def _fused(self, fused, logits, labels):
         labels = _class_axis(logits, labels)
         if logits.ndim == 2:
@@ -141,6 +156,9 @@ class SoftmaxCrossEntropy(Reduced):
         # Class indices (one axis fewer than the predictions) stay integers; one-hot or soft
         # labels were made float by check.
         return "int32" if np.issubdtype(labels.dtype, np.integer) else dtype
+
+
+_SCE_CALL = SoftmaxCrossEntropy.__call__
 
 
 def _class_axis(logits, labels):

@@ -217,6 +217,10 @@ class Holder(Copying, Trainable, Layer):
             self.policy, super().forward, params, state, x, train=train, key=key, vjp=vjp
         )
 
+    def plan(self, xp, in_shape):
+        # A mixed policy casts around its layers: its forward, not a plan.
+        return None if self.policy.mixed else super().plan(xp, in_shape)
+
     def _counters(self) -> tuple[int, int]:
         return (self._now.steps, self._now.epochs) if self._now is not None else (0, 0)
 

@@ -67,17 +67,34 @@ def fused(tx: Any) -> Apply | None:
     # Its state with the learning rate injected (made settable by a callback): that kernel.
     settable = None if spec.settable is None else _injected(spec.settable, pure)
 
+    # Plain SGD at a constant rate, the common case: one pass where the backend has it.
+    plain = spec.fused.kind == "sgd" and hyper.momentum is None
+    rate = hyper.learning_rate if plain and not callable(hyper.learning_rate) else None
+
     def apply(params, grads, opt_state):
         if settable is not None and is_injected_state(opt_state):
             return settable(params, grads, opt_state)
         if not spec.fits(opt_state):  # not this optimizer's state: the pure path says so
             return _pure(tx, params, grads, opt_state)
+        if rate is not None and _tree_sgd(params, grads, rate):
+            return params, opt_state
         part = functools.partial(spec.part, opt_state)
         if step(hyper, params, grads, part) is None:
             return _pure(tx, params, grads, opt_state)
         return params, opt_state
 
     return apply
+
+
+def _tree_sgd(params: Params, grads: Grads, rate: Any) -> bool:
+    # The backend of the gradients' first leaf runs it (its sgd_tree_inplace checks the rest);
+    # False for trees that are not a model's {layer: {name: array}}, or a backend without it.
+    try:
+        leaf = next(iter(next(iter(grads.values())).values()))
+    except (AttributeError, StopIteration, TypeError):
+        return False
+    kernel = getattr(backend_of(leaf), "sgd_tree_inplace", None) if hasattr(leaf, "shape") else None
+    return kernel is not None and kernel(params, grads, rate)
 
 
 def _pure(tx: Any, params: Params, grads: Grads, opt_state: OptState) -> tuple:

@@ -8,7 +8,6 @@ batches around these steps is :mod:`wframe.training.runner`; the loop, :mod:`.lo
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +24,7 @@ from wframe.training.grad_stats import (
     leaf_norm,
     update_ratios,
 )
+from wframe.training.host_plan import host_finite, planned_step
 from wframe.training.logs import Layout
 from wframe.training.tracker import NOTHING, Tracker, unweighted
 from wframe.tree import map_at, merge, path_get, split, tree_leaves, tree_map
@@ -185,7 +185,8 @@ def core_step(
     (:class:`wframe.precision.DynamicLossScale`): it is ``ok`` unless the scale is at its
     minimum."""
     grad_fn = make_grad_fn(layer, loss, frozen)
-    apply = _applier(_update_fn(optimizer, backend, in_place), frozen)
+    update = _update_fn(optimizer, backend, in_place)
+    apply = _applier(update, frozen)
     scaler = getattr(getattr(layer, "policy", None), "loss_scale", None)
     # On the host (NumPy) the guard reads floats: no array temporaries, no select.
     host = backend.on_host and clip is None and scaler is None
@@ -211,7 +212,7 @@ def core_step(
         if not (guard or check or clip is not None or scaler is not None):
             ok = None  # unchecked: the caller checks the params after its steps
         elif host:
-            ok = bool(allowed) and _host_finite(value, penalty, grads, xp)
+            ok = bool(allowed) and host_finite(value, penalty, grads, xp)
         else:
             grads, spread = _clipped(grads, clip, logged, xp)
             ok = xp.isfinite(value + penalty + spread) & allowed
@@ -235,7 +236,16 @@ def core_step(
             logged.append(xp.concat([norms, ratios, *([xp.stack(dead)] if dead else [])]))
         return ts, value, logged, ok
 
-    return core if scaler is None else precision.quietly(core)
+    if scaler is not None:
+        return precision.quietly(core)
+    # On the host, what a plan covers runs as one compiled sequence (see host_plan).
+    plain = not (frozen or stats or sync or grad_fn.penalized or clip is not None)
+    if host and plain:
+        planned = planned_step(
+            layer, loss, tracker, backend, update, core, guard=guard, check=check
+        )
+        return planned or core
+    return core
 
 
 def _applier(update: Callable, frozen: frozenset[str]) -> Callable:
@@ -263,16 +273,6 @@ def _clipped(grads: Params, clip: Any, logged: list, xp: Any) -> tuple[Params, A
     norm = clipping.global_norm(grads)
     logged.append(norm)
     return clipping.apply(grads, clip, norm), norm
-
-
-def _host_finite(value: Any, penalty: Any, grads: Params, xp: Any) -> bool:
-    """Whether the loss, the penalty and every gradient are finite: host arrays read as
-    Python floats (one reduction per gradient; the sum of finite values is finite, that of a
-    NaN or an inf is not, and float64 does not overflow on float32 sums)."""
-    total = float(value) + float(penalty)
-    for g in tree_leaves(grads):
-        total += float(xp.sum(g))
-    return math.isfinite(total)
 
 
 def _stats_before(stats: GradStats, grads: Params, params: Params, xp: Any) -> tuple:

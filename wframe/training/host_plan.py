@@ -1,0 +1,85 @@
+"""A host backend's train step compiled per architecture (NumPy's counterpart of ``jax.jit``).
+
+A small model's step on NumPy is a few dozen array calls on tiny arrays; what wframe adds
+around them (each layer's checks and dispatch, the loss's and the metrics' lookups, the
+gradient function's partitions) costs as much again in Python. Where the model's layers offer
+a :meth:`~wframe.layers.Layer.plan` (a chain of Dense layers, or any layers that define one)
+the step is built once from the plans, the loss's :meth:`~wframe.losses.Loss.kernel` and the
+metrics' functions, all looked up when the step is made: each step then checks only that its
+batch is what the plan was made for (a NumPy array of the model's dtype and input shape,
+plain labels, no pruning masks) and otherwise runs the general step, which stays the
+reference. Both compute the same expressions in the same order, so they give the same
+weights bit for bit (tests/test_host_plan.py).
+
+Measured on the 64-64-10 MLP at batch 32 (``benchmarks/bench_small.py``): see
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from wframe.training.tracker import Tracker
+from wframe.tree import tree_leaves
+from wframe.types import Params
+
+
+def host_finite(value: Any, penalty: Any, grads: Params, xp: Any) -> bool:
+    """Whether the loss, the penalty and every gradient are finite: host arrays read as
+    Python floats (one reduction per gradient; the sum of finite values is finite, that of a
+    NaN or an inf is not, and float64 does not overflow on float32 sums)."""
+    total = float(value) + float(penalty)
+    for g in tree_leaves(grads):
+        total += float(xp.sum(g))
+    return math.isfinite(total)
+
+
+def planned_step(
+    layer, loss, tracker: Tracker, backend, update: Callable, general: Callable, *, guard, check
+) -> Callable | None:
+    """``core(ts, x, y, key, allowed) -> (ts, value, logged, ok)`` as
+    :func:`~wframe.training.step.core_step`'s, from ``layer``'s plan, or ``None`` where
+    there is none (a layer without one, a model not built, several outputs). ``general`` is
+    the general step, run for a batch the plan does not cover; ``update(params, grads,
+    opt_state) -> (params, opt_state)`` the optimizer's.
+
+    Only for what the plan covers: the caller has ruled out frozen params, regularizers,
+    clipping, loss scaling, gradient statistics and a rank's sync.
+    """
+    in_shape = getattr(layer, "input_shape", None) if getattr(layer, "built", False) else None
+    metrics = [e.metric for e in tracker.entries]
+    if in_shape is None or layer.uses_key or any(m is None for m in metrics):
+        return None
+    xp = backend.xp
+    planned = layer.plan(xp, in_shape)
+    if planned is None:
+        return None
+    run, feature_shape, dtype = planned[0], tuple(in_shape[1:]), np.dtype(layer.dtype)
+    loss_fn, stats = loss.kernel(xp), [m.stats for m in metrics]
+    checked, nd = guard or check, np.ndarray
+
+    def core(ts, x, y, key, allowed):
+        if (
+            type(x) is not nd
+            or type(y) is not nd
+            or x.dtype != dtype
+            or x.shape[1:] != feature_shape
+            or ts.masks
+        ):
+            return general(ts, x, y, key, allowed)
+        pred, backprop = run(ts.params, x)
+        value, dpred = loss_fn(pred, y)
+        logged = [fn(pred, y, None) for fn in stats]
+        grads = backprop(dpred, input_grad=False)[1]
+        ok = (bool(allowed) and host_finite(value, 0.0, grads, xp)) if checked else None
+        if ok or not guard:  # the guard skips a non-finite step's update
+            params, opt_state = update(ts.params, grads, ts.opt_state)
+            if params is not ts.params or opt_state is not ts.opt_state:  # (not in place)
+                ts = ts._replace(params=params, opt_state=opt_state)
+        return ts, value, logged, ok
+
+    return core
