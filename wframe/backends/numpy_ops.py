@@ -92,37 +92,43 @@ def bias_relu(z, b):
     return y, backprop
 
 
-def dense(x, W, b, relu: bool):
-    """``relu(x @ W + b)`` (``relu=False``: linear; ``b=None``: no bias) and its backprop
-    ``(dy, input_grad=True) -> (dx, {"W", "b"})`` for 2-D float NumPy arrays of one dtype: a
-    compiled plan's Dense (:meth:`wframe.layers.Dense.plan`), the bias and the ReLU in place
-    on the product it owns; the values of :class:`~wframe.layers.Dense`'s forward with
-    :func:`bias_relu`. ``None`` where it does not apply."""
+def dense(relu: bool, use_bias: bool, general):
+    """``run(params, x, vjp=True) -> (y, backprop)``: a compiled plan's Dense
+    (:meth:`wframe.layers.Dense.plan`), ``relu(x @ W + b)`` (``relu=False``: linear) with its
+    backprop ``(dy, input_grad=True) -> (dx, {"W", "b"})`` for 2-D float NumPy arrays of one
+    dtype, the bias and the ReLU in place on the product it owns: the values of
+    :class:`~wframe.layers.Dense`'s forward with :func:`bias_relu`. Other arrays go to
+    ``general(params, x, vjp)``."""
     nd = numpy.ndarray
-    if type(x) is not nd or type(W) is not nd or W.dtype not in _FLOATS or x.dtype != W.dtype:
-        return None
-    if b is not None and (type(b) is not nd or b.dtype != W.dtype):
-        return None
-    y = x @ W
-    if b is not None:
-        y += b
-    if relu:
-        numpy.maximum(y, 0, out=y)
 
-    def backprop(dy, input_grad=True):
-        dz = dy
-        if relu:  # as bias_relu's backprop
-            if type(dy) is nd and dy.dtype == y.dtype:
-                dz = numpy.sign(y)
-                dz *= dy
-            else:
-                dz = dy * (y > 0).astype(dy.dtype)
-        grads = {"W": x.T @ dz}
-        if b is not None:
-            grads["b"] = numpy.add.reduce(dz, axis=0)
-        return (dz @ W.T if input_grad else None), grads
+    def run(params, x, vjp=True):  # (the backprop is made either way)
+        W, b = params["W"], params["b"] if use_bias else None
+        if type(x) is not nd or type(W) is not nd or W.dtype not in _FLOATS or x.dtype != W.dtype:
+            return general(params, x, vjp)
+        if use_bias and (type(b) is not nd or b.dtype != W.dtype):
+            return general(params, x, vjp)
+        y = x @ W
+        if use_bias:
+            y += b
+        if relu:
+            numpy.maximum(y, 0, out=y)
 
-    return y, backprop
+        def backprop(dy, input_grad=True):
+            dz = dy
+            if relu:  # as bias_relu's backprop
+                if type(dy) is nd and dy.dtype == y.dtype:
+                    dz = numpy.sign(y)
+                    dz *= dy
+                else:
+                    dz = dy * (y > 0).astype(dy.dtype)
+            grads = {"W": x.T @ dz}
+            if use_bias:
+                grads["b"] = numpy.add.reduce(dz, axis=0)
+            return (dz @ W.T if input_grad else None), grads
+
+        return y, backprop
+
+    return run
 
 
 def class_hits(pred, labels):
@@ -153,18 +159,13 @@ class Fused:
             return bias_relu(z, b)
         return None
 
-    def dense(self, activation, use_bias: bool):
-        """``run(params, x) -> (y, backprop)`` of a Dense layer with ``activation`` (ReLU or
-        linear) by :func:`dense`, ``None`` for inputs it does not cover; ``None`` for any other
-        activation."""
+    def dense(self, activation, use_bias: bool, general):
+        """:func:`dense` for a Dense layer with ``activation`` (ReLU or linear), ``general``
+        for the arrays it does not cover; ``None`` for any other activation."""
         relu = _is_activation(activation, "relu")
         if not (relu or _is_activation(activation, "linear")):
             return None
-
-        def run(params, x):
-            return dense(x, params["W"], params["b"] if use_bias else None, relu)
-
-        return run
+        return dense(relu, use_bias, general)
 
     def softmax_cross_entropy(self, logits, labels):
         return softmax_cross_entropy(logits, labels)

@@ -87,16 +87,10 @@ class Dense(Layer):
             return None  # (a subclass's own forward is what it computes)
         act = activations.kernel(self._activation, xp)
         out_shape, general = (shape[0], self.units), functools.partial(self._affine, xp, act)
+        # The backend's kernel where it has one (NumPy: ReLU or linear, float arrays).
         kernel = getattr(FUSED.get(xp), "dense", None)
-        kernel = None if kernel is None else kernel(self._activation, self.use_bias)
-        if kernel is None:
-            return general, out_shape
-
-        def run(params, x, vjp=True):  # the backend's kernel where it applies
-            out = kernel(params, x)
-            return out if out is not None else general(params, x, vjp)
-
-        return run, out_shape
+        kernel = None if kernel is None else kernel(self._activation, self.use_bias, general)
+        return (general if kernel is None else kernel), out_shape
 
     def _affine(self, xp, act, params, x, vjp=True):
         """The 2-D forward on ``(batch, in)`` inputs, unchecked (:meth:`forward`'s and
