@@ -250,3 +250,37 @@ def test_a_dense_plan_computes_its_forward_and_backprop(activation, use_bias, dy
         np.testing.assert_array_equal(y64, layer.apply(params, state, x.astype(np.float64))[0])
     z = np.array([[-1.0, 2.0]], np.float32)
     np.testing.assert_array_equal(activations.kernel(activations.relu, b.xp)(z)[0], [[0, 2]])
+
+
+@pytest.mark.parametrize("dy_dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_a_chain_plan_computes_the_chains_forward_and_backprop(use_bias, dy_dtype):
+    rng = np.random.default_rng(1)
+    chain = Sequential(
+        [Dense(6, "relu", use_bias=use_bias), Dense(5, "relu"), Dense(3, use_bias=use_bias)]
+    )
+    with wf.use_backend("numpy") as b:
+        params, state, _ = chain.init(0, (None, 4))
+        for p in params.values():
+            if "b" in p:
+                p["b"] = rng.standard_normal(p["b"].shape).astype(np.float32)
+        run, out_shape = chain.plan(b.xp, (None, 4))
+        assert out_shape == (None, 3) and run.__qualname__.startswith("dense_chain")
+        x = rng.standard_normal((9, 4)).astype(np.float32)
+        dy = rng.standard_normal((9, 3)).astype(dy_dtype)
+        y, back = run(params, x)
+        y_ref, _, back_ref = chain.apply(params, state, x, train=True)
+        np.testing.assert_array_equal(y, y_ref)
+        for input_grad in (True, False):
+            (dx, grads), (dx_ref, grads_ref) = back(dy, input_grad), back_ref(dy, input_grad)
+            assert (dx is None) == (dx_ref is None) == (not input_grad)
+            if input_grad:
+                np.testing.assert_array_equal(dx, dx_ref)
+            assert list(grads) == list(grads_ref) == list(params)
+            for name in grads:
+                assert list(grads[name]) == list(grads_ref[name])
+                for k in grads[name]:
+                    np.testing.assert_array_equal(grads[name][k], grads_ref[name][k])
+        # Weights of another dtype than the batch: the layers' own runs, the same values.
+        y64, _ = run(params, x.astype(np.float64))
+        np.testing.assert_array_equal(y64, chain.apply(params, state, x.astype(np.float64))[0])

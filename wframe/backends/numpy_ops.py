@@ -128,6 +128,60 @@ def dense(relu: bool, use_bias: bool, general):
 
         return y, backprop
 
+    run.dense = (relu, use_bias)  # what dense_chain fuses
+    return run
+
+
+def dense_chain(runs: list, general):
+    """``run(params, x, vjp=True) -> (y, backprop)`` of a chain of :func:`dense` runs
+    (``(name, run)`` pairs, in order; ``None`` unless every run is one): the same arithmetic as
+    the runs one after the other, in one loop over the layers each way (a chain's plan,
+    :meth:`wframe.layers.Sequential.plan`); ``backprop(dy, input_grad=True) -> (dx, {name:
+    grads})``. Arrays that one of the runs would not take go to ``general(params, x, vjp)``."""
+    specs = [(name, *getattr(r, "dense", (None, None))) for name, r in runs]
+    if not specs or any(relu is None for _, relu, _ in specs):
+        return None
+    nd = numpy.ndarray
+
+    def run(params, x, vjp=True):
+        if type(x) is not nd or x.dtype not in _FLOATS:
+            return general(params, x, vjp)
+        weights = []
+        for name, _, use_bias in specs:
+            p = params[name]
+            W, b = p["W"], p["b"] if use_bias else None
+            if type(W) is not nd or W.dtype != x.dtype:
+                return general(params, x, vjp)
+            if use_bias and (type(b) is not nd or b.dtype != x.dtype):
+                return general(params, x, vjp)
+            weights.append((W, b))
+        acts = [x]
+        for (W, b), (_, relu, _) in zip(weights, specs, strict=True):
+            y = acts[-1] @ W
+            if b is not None:
+                y += b
+            if relu:
+                numpy.maximum(y, 0, out=y)
+            acts.append(y)
+
+        def backprop(dy, input_grad=True):
+            grads = [None] * len(specs)
+            for i in range(len(specs) - 1, -1, -1):
+                (W, b), y, dz = weights[i], acts[i + 1], dy
+                if specs[i][1]:  # ReLU: as dense's backprop
+                    if type(dy) is nd and dy.dtype == y.dtype:
+                        dz = numpy.sign(y)
+                        dz *= dy
+                    else:
+                        dz = dy * (y > 0).astype(dy.dtype)
+                g = grads[i] = {"W": acts[i].T @ dz}
+                if b is not None:
+                    g["b"] = numpy.add.reduce(dz, axis=0)
+                dy = dz @ W.T if input_grad or i else None
+            return dy, {spec[0]: g for spec, g in zip(specs, grads, strict=True)}
+
+        return acts[-1], backprop
+
     return run
 
 
@@ -166,6 +220,10 @@ class Fused:
         if not (relu or _is_activation(activation, "linear")):
             return None
         return dense(relu, use_bias, general)
+
+    def dense_chain(self, runs, general):
+        """:func:`dense_chain` of a chain's runs, ``None`` unless all are :meth:`dense`'s."""
+        return dense_chain(runs, general)
 
     def softmax_cross_entropy(self, logits, labels):
         return softmax_cross_entropy(logits, labels)

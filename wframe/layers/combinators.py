@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wframe.backends import array_namespace
+from wframe.backends.fusion import FUSED
 from wframe.layers.base import Layer
 from wframe.random import fold_in
 from wframe.tree import tree_map
@@ -211,7 +212,7 @@ class Sequential(Layer):
             runs.append((layer.name, planned[0]))
             shape = planned[1]
 
-        def run(params, x, vjp=True):
+        def chained(params, x, vjp=True):
             backs = []
             for name, layer_run in runs:
                 x, back = layer_run(params.get(name, _EMPTY), x, vjp)
@@ -228,7 +229,10 @@ class Sequential(Layer):
 
             return x, backprop
 
-        return run, shape
+        # The backend's kernel for the whole chain where it has one (NumPy: Dense layers).
+        fuse = getattr(FUSED.get(xp), "dense_chain", None)
+        fused = None if fuse is None else fuse(runs, chained)
+        return (chained if fused is None else fused), shape
 
 
 @dataclass(frozen=True)
