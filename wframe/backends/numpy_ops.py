@@ -146,41 +146,41 @@ def dense_chain(runs: list, general):
     def run(params, x, vjp=True):
         if type(x) is not nd or x.dtype not in _FLOATS:
             return general(params, x, vjp)
-        weights = []
-        for name, _, use_bias in specs:
+        dtype, tape, h = x.dtype, [], x
+        for name, relu, use_bias in specs:
             p = params[name]
-            W, b = p["W"], p["b"] if use_bias else None
-            if type(W) is not nd or W.dtype != x.dtype:
+            W = p["W"]
+            if type(W) is not nd or W.dtype != dtype:
                 return general(params, x, vjp)
-            if use_bias and (type(b) is not nd or b.dtype != x.dtype):
-                return general(params, x, vjp)
-            weights.append((W, b))
-        acts = [x]
-        for (W, b), (_, relu, _) in zip(weights, specs, strict=True):
-            y = acts[-1] @ W
-            if b is not None:
+            y = h @ W
+            if use_bias:
+                b = p["b"]
+                if type(b) is not nd or b.dtype != dtype:
+                    return general(params, x, vjp)
                 y += b
             if relu:
                 numpy.maximum(y, 0, out=y)
-            acts.append(y)
+            tape.append((name, h, W, y, relu, use_bias))
+            h = y
 
         def backprop(dy, input_grad=True):
-            grads = [None] * len(specs)
-            for i in range(len(specs) - 1, -1, -1):
-                (W, b), y, dz = weights[i], acts[i + 1], dy
-                if specs[i][1]:  # ReLU: as dense's backprop
+            grads = {}
+            for i in range(len(tape) - 1, -1, -1):
+                name, h, W, y, relu, use_bias = tape[i]
+                dz = dy
+                if relu:  # as dense's backprop
                     if type(dy) is nd and dy.dtype == y.dtype:
                         dz = numpy.sign(y)
                         dz *= dy
                     else:
                         dz = dy * (y > 0).astype(dy.dtype)
-                g = grads[i] = {"W": acts[i].T @ dz}
-                if b is not None:
+                g = grads[name] = {"W": h.T @ dz}
+                if use_bias:
                     g["b"] = numpy.add.reduce(dz, axis=0)
                 dy = dz @ W.T if input_grad or i else None
-            return dy, {spec[0]: g for spec, g in zip(specs, grads, strict=True)}
+            return dy, {spec[0]: grads[spec[0]] for spec in specs}
 
-        return acts[-1], backprop
+        return h, backprop
 
     return run
 
