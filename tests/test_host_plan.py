@@ -212,11 +212,26 @@ def test_a_model_the_plan_does_not_cover_has_no_plan(layers, monkeypatch):
     with wf.use_backend("numpy"):
         model = wf.Sequential(layers, seed=3)
         model.build((None, 6))
-        assert model.plan(wf.backends.get_backend().xp, model.input_shape) is None
+        assert model.planned(wf.backends.get_backend().xp, model.input_shape) is None
     mixed = wf.Sequential([Dense(8), Dense(3)], dtype="mixed_bfloat16")
     with wf.use_backend("numpy"):
         mixed.build((None, 6))
-        assert mixed.plan(wf.backends.get_backend().xp, mixed.input_shape) is None
+        assert mixed.planned(wf.backends.get_backend().xp, mixed.input_shape) is None
+
+
+class _Logged(Sequential):
+    """A user's chain whose forward does more than its layers'."""
+
+    def forward(self, params, state, x, **kw):
+        y, state, back = super().forward(params, state, x, **kw)
+        return y + 1, state, back
+
+
+def test_a_class_whose_forward_is_below_its_plan_has_none():
+    with wf.use_backend("numpy") as b:
+        assert _Logged([Dense(3)]).planned(b.xp, (None, 4)) is None
+        assert Sequential([Dense(3)]).planned(b.xp, (None, 4)) is not None
+        assert _Doubled(3).planned(b.xp, (None, 4)) is None
 
 
 @pytest.mark.parametrize("activation", ["relu", None, "tanh"])  # kernel, kernel, general

@@ -308,12 +308,7 @@ def apply(activation: Forward, z: Array, bias: Array | None = None, xp: Any = No
     Returns:
       ``(y, backprop)`` with ``backprop(dy)`` the gradient with respect to ``z + bias``.
     """
-    fused = FUSED.get(array_namespace(z) if xp is None else xp)
-    if fused is not None:
-        out = fused.bias_activation(z, bias, activation)
-        if out is not None:
-            return out
-    return activation(z if bias is None else z + bias)
+    return kernel(activation, array_namespace(z) if xp is None else xp)(z, bias)
 
 
 def kernel(activation: Forward, xp: Any) -> Callable:

@@ -166,9 +166,18 @@ class Layer(metaclass=LayerType):
         ``run(params, x, vjp=True) -> (y, backprop)`` computes what :meth:`forward` computes,
         in training mode, for a layer without state or randomness, but checks nothing: a
         host backend's train step (NumPy) calls it when the batch is known to fit, so that a
-        small model's step costs its arithmetic and little Python.
+        small model's step costs its arithmetic and little Python. Callers ask through
+        :meth:`planned`.
         """
         return None
+
+    def planned(self, xp: Any, in_shape: Shape):
+        """:meth:`plan`, or ``None`` where the class's ``forward`` is defined below its
+        ``plan`` (a subclass that computes something else than the plan it inherits)."""
+        mro = type(self).__mro__
+        forward_owner = next(c for c in mro if "forward" in vars(c))
+        plan_owner = next(c for c in mro if "plan" in vars(c))
+        return self.plan(xp, in_shape) if issubclass(plan_owner, forward_owner) else None
 
     def apply(
         self,

@@ -206,7 +206,7 @@ class Sequential(Layer):
             return None
         runs, shape = [], tuple(in_shape)
         for layer in self.layers:
-            planned = layer.plan(xp, shape)
+            planned = layer.planned(xp, shape)
             if planned is None:
                 return None
             runs.append((layer.name, planned[0]))

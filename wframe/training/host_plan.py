@@ -55,7 +55,7 @@ def planned_step(
     if in_shape is None or layer.uses_key or any(m is None for m in metrics):
         return None
     xp = backend.xp
-    planned = layer.plan(xp, in_shape)
+    planned = layer.planned(xp, in_shape)
     if planned is None:
         return None
     run, feature_shape, dtype = planned[0], tuple(in_shape[1:]), np.dtype(layer.dtype)
