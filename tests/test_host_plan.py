@@ -2,7 +2,8 @@
 in for: the same weights bit for bit, the same history, where it applies (chains of Dense
 layers, any activation, nested chains and models, every optimizer, float64, the in-step guard)
 and the general step where it does not (a batch it was not made for, pruning masks, weighted
-labels, layers without a plan, a Dense subclass with its own forward, a mixed policy)."""
+labels, layers without a plan, a Dense subclass with its own forward, a mixed policy).
+Dropout's plan is its forward: the same masks, from the step's key folded as the chain folds it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 import wframe as wf
 from wframe import activations
-from wframe.layers import Dense, Dropout, Sequential
+from wframe.layers import BatchNormalization, Dense, Dropout, Sequential
 from wframe.training import guard, step
 from wframe.tree import flatten
 
@@ -42,6 +43,11 @@ MODELS = {
         [Sequential([Dense(8, activation="relu"), Dense(8, activation="gelu")]), Dense(3)], seed=3
     ),
     "model_in_model": lambda: wf.Sequential([_mlp(), Dense(3)], seed=3),
+    # Keyed: the same masks as the general step's (the step's key folded per position).
+    "dropout": lambda: wf.Sequential(
+        [Dense(8, "relu"), Dropout(0.3), Sequential([Dense(8, "relu"), Dropout(0.5)]), Dense(3)],
+        seed=3,
+    ),
 }
 
 OPTIMIZERS = {
@@ -200,11 +206,11 @@ class _Doubled(Dense):
 @pytest.mark.parametrize(
     "layers",
     [
-        [Dense(8, activation="relu"), Dropout(0.2), Dense(3)],  # a layer without a plan
+        [Dense(8, activation="relu"), BatchNormalization(), Dense(3)],  # no plan (state)
         [_Doubled(8, activation="relu"), Dense(3)],  # a subclass's own forward
         [Dense(6), "shared"],  # one layer used twice
     ],
-    ids=["dropout", "subclass", "shared"],
+    ids=["batchnorm", "subclass", "shared"],
 )
 def test_a_model_the_plan_does_not_cover_has_no_plan(layers, monkeypatch):
     if layers[-1] == "shared":

@@ -93,7 +93,7 @@ def bias_relu(z, b):
 
 
 def dense(relu: bool, use_bias: bool, general):
-    """``run(params, x, vjp=True) -> (y, backprop)``: a compiled plan's Dense
+    """``run(params, x, vjp=True, key=None) -> (y, backprop)``: a compiled plan's Dense
     (:meth:`wframe.layers.Dense.plan`), ``relu(x @ W + b)`` (``relu=False``: linear) with its
     backprop ``(dy, input_grad=True) -> (dx, {"W", "b"})`` for 2-D float NumPy arrays of one
     dtype, the bias and the ReLU in place on the product it owns: the values of
@@ -101,7 +101,7 @@ def dense(relu: bool, use_bias: bool, general):
     ``general(params, x, vjp)``."""
     nd = numpy.ndarray
 
-    def run(params, x, vjp=True):  # (the backprop is made either way)
+    def run(params, x, vjp=True, key=None):  # (the backprop is made either way)
         W, b = params["W"], params["b"] if use_bias else None
         if type(x) is not nd or type(W) is not nd or W.dtype not in _FLOATS or x.dtype != W.dtype:
             return general(params, x, vjp)
@@ -133,7 +133,7 @@ def dense(relu: bool, use_bias: bool, general):
 
 
 def dense_chain(runs: list, general):
-    """``run(params, x, vjp=True) -> (y, backprop)`` of a chain of :func:`dense` runs
+    """``run(params, x, vjp=True, key=None) -> (y, backprop)`` of a chain of :func:`dense` runs
     (``(name, run)`` pairs, in order; ``None`` unless every run is one): the same arithmetic as
     the runs one after the other, in one loop over the layers each way (a chain's plan,
     :meth:`wframe.layers.Sequential.plan`); ``backprop(dy, input_grad=True) -> (dx, {name:
@@ -143,7 +143,7 @@ def dense_chain(runs: list, general):
         return None
     nd = numpy.ndarray
 
-    def run(params, x, vjp=True):
+    def run(params, x, vjp=True, key=None):  # (Dense layers use no key)
         if type(x) is not nd or x.dtype not in _FLOATS:
             return general(params, x, vjp)
         dtype, tape, h = x.dtype, [], x

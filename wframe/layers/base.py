@@ -163,11 +163,11 @@ class Layer(metaclass=LayerType):
         and shape ``in_shape`` (``None`` for the batch axis) in the params' dtype, or ``None``
         where the layer has none (the default).
 
-        ``run(params, x, vjp=True) -> (y, backprop)`` computes what :meth:`forward` computes,
-        in training mode, for a layer without state or randomness, but checks nothing: a
-        host backend's train step (NumPy) calls it when the batch is known to fit, so that a
-        small model's step costs its arithmetic and little Python. Callers ask through
-        :meth:`planned`.
+        ``run(params, x, vjp=True, key=None) -> (y, backprop)`` computes what :meth:`forward`
+        computes in training mode (``key`` as :meth:`forward` gets it, for a layer that
+        ``uses_key``), for a layer without state, but checks nothing: a host backend's train
+        step (NumPy) calls it when the batch is known to fit, so that a small model's step
+        costs its arithmetic and little Python. Callers ask through :meth:`planned`.
         """
         return None
 

@@ -204,18 +204,20 @@ class Sequential(Layer):
         # Each layer once (a shared one sums its uses' gradients: forward does that).
         if len({layer.name for layer in self.layers}) != len(self.layers) or not self.layers:
             return None
-        runs, shape = [], tuple(in_shape)
-        for layer in self.layers:
+        runs, shape, keyed = [], tuple(in_shape), []
+        for i, layer in enumerate(self.layers):
             planned = layer.planned(xp, shape)
             if planned is None:
                 return None
             runs.append((layer.name, planned[0]))
+            keyed.append(i if layer.uses_key else None)  # its key folded as forward folds it
             shape = planned[1]
 
-        def chained(params, x, vjp=True):
+        def chained(params, x, vjp=True, key=None):
             backs = []
-            for name, layer_run in runs:
-                x, back = layer_run(params.get(name, _EMPTY), x, vjp)
+            for (name, layer_run), i in zip(runs, keyed, strict=True):
+                k = None if i is None or key is None else fold_in(key, i)
+                x, back = layer_run(params.get(name, _EMPTY), x, vjp, k)
                 backs.append(back)
             if not vjp:
                 return x, None

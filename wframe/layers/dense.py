@@ -92,7 +92,7 @@ class Dense(Layer):
         kernel = None if kernel is None else kernel(self._activation, self.use_bias, general)
         return (general if kernel is None else kernel), out_shape
 
-    def _affine(self, xp, act, params, x, vjp=True):
+    def _affine(self, xp, act, params, x, vjp=True, key=None):
         """The 2-D forward on ``(batch, in)`` inputs, unchecked (:meth:`forward`'s and
         :meth:`plan`'s), ``act`` the activation's kernel: ``(y, backprop)``."""
         W = params["W"]

@@ -52,7 +52,7 @@ def planned_step(
     """
     in_shape = getattr(layer, "input_shape", None) if getattr(layer, "built", False) else None
     metrics = [e.metric for e in tracker.entries]
-    if in_shape is None or layer.uses_key or any(m is None for m in metrics):
+    if in_shape is None or any(m is None for m in metrics):
         return None
     xp = backend.xp
     planned = layer.planned(xp, in_shape)
@@ -71,7 +71,7 @@ def planned_step(
             or ts.masks
         ):
             return general(ts, x, y, key, allowed)
-        pred, backprop = run(ts.params, x)
+        pred, backprop = run(ts.params, x, True, key)
         value, dpred = loss_fn(pred, y)
         logged = [fn(pred, y, None) for fn in stats]
         grads = backprop(dpred, input_grad=False)[1]
