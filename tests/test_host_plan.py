@@ -203,29 +203,7 @@ class _Doubled(Dense):
         return 2 * y, state, (lambda dy, **kw: back(2 * dy, **kw))
 
 
-@pytest.mark.parametrize(
-    "layers",
-    [
-        [Dense(8, activation="relu"), BatchNormalization(), Dense(3)],  # no plan (state)
-        [_Doubled(8, activation="relu"), Dense(3)],  # a subclass's own forward
-        [Dense(6), "shared"],  # one layer used twice
-    ],
-    ids=["batchnorm", "subclass", "shared"],
-)
-def test_a_model_the_plan_does_not_cover_has_no_plan(layers, monkeypatch):
-    if layers[-1] == "shared":
-        layers = [layers[0], layers[0], Dense(3)]  # (6 -> 6 twice)
-    with wf.use_backend("numpy"):
-        model = wf.Sequential(layers, seed=3)
-        model.build((None, 6))
-        assert model.planned(wf.backends.get_backend().xp, model.input_shape) is None
-    mixed = wf.Sequential([Dense(8), Dense(3)], dtype="mixed_bfloat16")
-    with wf.use_backend("numpy"):
-        mixed.build((None, 6))
-        assert mixed.planned(wf.backends.get_backend().xp, mixed.input_shape) is None
-
-
-class _Logged(Sequential):
+class _Shifted(Sequential):
     """A user's chain whose forward does more than its layers'."""
 
     def forward(self, params, state, x, **kw):
@@ -233,11 +211,42 @@ class _Logged(Sequential):
         return y + 1, state, back
 
 
-def test_a_class_whose_forward_is_below_its_plan_has_none():
+def _shared():  # one layer used twice (6 -> 6 each time)
+    first = Dense(6)
+    return wf.Sequential([first, first, Dense(3)], seed=3)
+
+
+def test_a_layer_with_state_has_no_plan_and_its_model_none():
     with wf.use_backend("numpy") as b:
-        assert _Logged([Dense(3)]).planned(b.xp, (None, 4)) is None
-        assert Sequential([Dense(3)]).planned(b.xp, (None, 4)) is not None
-        assert _Doubled(3).planned(b.xp, (None, 4)) is None
+        assert BatchNormalization().planned(b.xp, (None, 6)) is None
+        model = wf.Sequential([Dense(8, activation="relu"), BatchNormalization(), Dense(3)])
+        model.build((None, 6))
+        assert model.planned(b.xp, model.input_shape) is None
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: wf.Sequential([_Doubled(8, activation="relu"), Dense(3)], seed=3),
+        lambda: wf.Sequential([_Shifted([Dense(8, "relu")]), Dense(3)], seed=3),
+        _shared,
+        lambda: wf.Sequential([Dense(8), Dense(3)], seed=3, dtype="mixed_bfloat16"),
+    ],
+    ids=["subclass_forward", "chain_forward", "shared", "mixed"],
+)
+def test_a_forward_the_plan_cannot_stand_for_is_planned_as_itself(make, monkeypatch):
+    """A subclass's own forward, a layer used twice, a mixed policy: the default plan (the
+    layer's own apply) stands in, and the planned fit trains as the general one."""
+    with wf.use_backend("numpy") as b:
+        model = make()
+        model.build((None, 6))
+        run, _ = model.planned(b.xp, model.input_shape)
+        x = _data()[0][:5]
+        want = model.apply(model.params, model.state, x, train=True)[0]
+        np.testing.assert_array_equal(run(model.params, x)[0], want)
+        general = _fit(make, OPTIMIZERS["sgd"], False, monkeypatch)
+        planned = _fit(make, OPTIMIZERS["sgd"], True, monkeypatch)
+    _same(general, planned)
 
 
 @pytest.mark.parametrize("activation", ["relu", None, "tanh"])  # kernel, kernel, general
@@ -305,3 +314,50 @@ def test_a_chain_plan_computes_the_chains_forward_and_backprop(use_bias, dy_dtyp
         # Weights of another dtype than the batch: the layers' own runs, the same values.
         y64, _ = run(params, x.astype(np.float64))
         np.testing.assert_array_equal(y64, chain.apply(params, state, x.astype(np.float64))[0])
+
+
+def _sequence_data(n=70, steps=5, features=3, vocab=None):
+    rng = np.random.default_rng(2)
+    if vocab:
+        return rng.integers(0, vocab, (n, steps)).astype(np.int32), rng.integers(0, 3, n)
+    return rng.standard_normal((n, steps, features)).astype(np.float32), rng.integers(0, 3, n)
+
+
+def _graph():
+    inputs = wf.Input((5, 3))
+    h = wf.layers.Flatten()(inputs)
+    a, b = Dense(6, "relu")(h), Dense(6, "tanh")(h)
+    return wf.Model(inputs, Dense(3)(wf.layers.Add()([a, b])), seed=3)
+
+
+OTHER_MODELS = {  # the default plan: each layer's own apply, in the plan's step
+    "cnn": lambda: wf.Sequential(
+        [wf.layers.Conv1D(4, 3, activation="relu"), wf.layers.Flatten(), Dense(3)], seed=3
+    ),
+    "lstm": lambda: wf.Sequential([wf.layers.LSTM(4), Dense(3)], seed=3),
+    "embedding": lambda: wf.Sequential(
+        [wf.layers.Embedding(11, 4), wf.layers.GlobalAveragePooling1D(), Dense(3)], seed=3
+    ),
+    "graph": _graph,
+    "layer_norm": lambda: wf.Sequential(
+        [wf.layers.Flatten(), Dense(6), wf.layers.LayerNormalization(), Dense(3)], seed=3
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_MODELS))
+def test_other_stateless_models_train_through_the_plan_as_through_the_general_step(
+    name, monkeypatch, count_planned
+):
+    x, y = _sequence_data(vocab=11 if name == "embedding" else None)
+    results = []
+    for planned in (False, True):
+        with monkeypatch.context() as m, wf.use_backend("numpy"):
+            if not planned:
+                m.setattr(step, "planned_step", lambda *a, **k: None)
+            model = OTHER_MODELS[name]()
+            model.compile(optimizer=wf.optimizers.adam(1e-2), loss=wf.losses.SoftmaxCrossEntropy())
+            h = model.fit(x, y, epochs=3, batch_size=16, verbose=0)
+            results.append((dict(flatten(model.params)), h.history))
+    assert count_planned[0] == 15
+    _same(*results)

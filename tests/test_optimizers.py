@@ -376,6 +376,20 @@ def test_fused_sgd_runs_a_models_tree_in_one_pass_or_falls_back_writing_nothing(
         tree_map(lambda a, e: np.testing.assert_array_equal(a, e), p, before)
 
 
+def test_fused_sgd_takes_a_nested_chains_three_level_params():
+    # {chain: {layer: {name: array}}} (a Sequential inside a model) once crashed the plain
+    # path, which took the inner dicts for leaves; now the general walk runs them in place.
+    params = {"sequential_0": {"dense_0": {"W": np.ones((2, 2), np.float32)}}}
+    grads = {"sequential_0": {"dense_0": {"W": np.full((2, 2), 0.5, np.float32)}}}
+    tx = opt.sgd(0.1)
+    expected, _ = _run(tx, tree_map(np.copy, params), [grads])
+    new, _ = opt.fused(tx)(params, grads, tx.init(params))
+    assert new is params
+    np.testing.assert_array_equal(
+        new["sequential_0"]["dense_0"]["W"], expected["sequential_0"]["dense_0"]["W"]
+    )
+
+
 def test_fused_returns_none_for_other_transformations():
     hand_made = opt.chain(opt.scale_by_adam(), opt.scale_by_learning_rate(1e-2))
     others = [

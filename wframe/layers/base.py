@@ -16,6 +16,8 @@ from wframe.layers.layer_type import LayerType
 from wframe.placeholders import shape_only
 from wframe.types import Array, Key, Params, Shape, State
 
+_EMPTY: dict = {}
+
 
 @dataclass(frozen=True)
 class Layer(metaclass=LayerType):
@@ -160,24 +162,40 @@ class Layer(metaclass=LayerType):
 
     def plan(self, xp: Any, in_shape: Shape):
         """``(run, out_shape)``: this layer's forward compiled for arrays of namespace ``xp``
-        and shape ``in_shape`` (``None`` for the batch axis) in the params' dtype, or ``None``
-        where the layer has none (the default).
+        and shape ``in_shape`` (``None`` for the batch axis) in the params' dtype, or ``None``.
 
         ``run(params, x, vjp=True, key=None) -> (y, backprop)`` computes what :meth:`forward`
         computes in training mode (``key`` as :meth:`forward` gets it, for a layer that
-        ``uses_key``), for a layer without state, but checks nothing: a host backend's train
-        step (NumPy) calls it when the batch is known to fit, so that a small model's step
-        costs its arithmetic and little Python. Callers ask through :meth:`planned`.
+        ``uses_key``) for a layer without state: a host backend's train step (NumPy) is built
+        from its layers' runs, so that a small model's step costs its arithmetic and little
+        Python. The default is :meth:`apply` itself (the layer's checks kept), for a layer
+        whose ``init`` makes no state; layers override it with an unchecked run (``Dense``,
+        chains). Callers ask through :meth:`planned`.
         """
-        return None
+        with use_backend("numpy"), shape_only():  # shapes only, as compute_output_shape
+            _, state, out_shape = self.init(0, in_shape)
+        if state:  # its state changes in training: the general step carries it
+            return None
+        keyed = self.uses_key
+
+        def run(params, x, vjp=True, key=None):
+            y, _, backprop = self.apply(
+                params, _EMPTY, x, train=True, key=key if keyed else None, vjp=vjp
+            )
+            return y, backprop
+
+        return run, tuple(out_shape) if isinstance(out_shape, list) else out_shape
 
     def planned(self, xp: Any, in_shape: Shape):
-        """:meth:`plan`, or ``None`` where the class's ``forward`` is defined below its
-        ``plan`` (a subclass that computes something else than the plan it inherits)."""
+        """:meth:`plan`; the default one (:meth:`apply` itself) where the class's ``forward``
+        is defined below its ``plan`` (a subclass that computes something else than the plan
+        it inherits)."""
         mro = type(self).__mro__
         forward_owner = next(c for c in mro if "forward" in vars(c))
         plan_owner = next(c for c in mro if "plan" in vars(c))
-        return self.plan(xp, in_shape) if issubclass(plan_owner, forward_owner) else None
+        if issubclass(plan_owner, forward_owner):
+            return self.plan(xp, in_shape)
+        return Layer.plan(self, xp, in_shape)
 
     def apply(
         self,

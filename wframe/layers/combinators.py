@@ -201,9 +201,9 @@ class Sequential(Layer):
         return x, new_state, backprop
 
     def plan(self, xp, in_shape):
-        # Each layer once (a shared one sums its uses' gradients: forward does that).
+        # A layer used twice sums its uses' gradients: the forward does that (the default).
         if len({layer.name for layer in self.layers}) != len(self.layers) or not self.layers:
-            return None
+            return super().plan(xp, in_shape)
         runs, shape, keyed = [], tuple(in_shape), []
         for i, layer in enumerate(self.layers):
             planned = layer.planned(xp, shape)

@@ -13,8 +13,6 @@ from wframe.backends.fusion import FUSED
 from wframe.layers.base import Layer
 from wframe.random import random_bits
 
-_EMPTY: dict = {}
-
 
 @dataclass(frozen=True)
 class Activation(Layer):
@@ -181,13 +179,6 @@ class Dropout(Layer):
 
     def init(self, key, in_shape, *, dtype="float32"):
         return {}, {}, tuple(in_shape)
-
-    def plan(self, xp, in_shape):
-        def run(params, x, vjp=True, key=None):  # the forward itself: its mask, its checks
-            y, _, backprop = self.forward(params, _EMPTY, x, train=True, key=key)
-            return y, backprop
-
-        return run, tuple(in_shape)
 
     def forward(self, params, state, x, *, train=False, key=None):
         if not train or self.rate == 0:

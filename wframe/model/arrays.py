@@ -218,8 +218,8 @@ class Holder(Copying, Trainable, Layer):
         )
 
     def plan(self, xp, in_shape):
-        # A mixed policy casts around its layers: its forward, not a plan.
-        return None if self.policy.mixed else super().plan(xp, in_shape)
+        # A mixed policy casts around its layers: its forward (Layer's default plan) does.
+        return Layer.plan(self, xp, in_shape) if self.policy.mixed else super().plan(xp, in_shape)
 
     def _counters(self) -> tuple[int, int]:
         return (self._now.steps, self._now.epochs) if self._now is not None else (0, 0)

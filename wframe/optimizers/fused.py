@@ -242,6 +242,8 @@ def _plain_groups(params: Any, grads: Any) -> list | None:
         for k, layer in params.items():
             sub = grads[k]
             for name, p in layer.items():
+                if not hasattr(p, "shape"):  # a nested chain's dict: deeper than two levels
+                    return None
                 out.append([p, sub[name]])
     except (AttributeError, KeyError, TypeError):
         return None

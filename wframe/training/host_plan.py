@@ -58,7 +58,9 @@ def planned_step(
     planned = layer.planned(xp, in_shape)
     if planned is None:
         return None
-    run, feature_shape, dtype = planned[0], tuple(in_shape[1:]), np.dtype(layer.dtype)
+    # The batch as the model feeds it: its float dtype, or a first Embedding's integers.
+    dtype = np.dtype(getattr(layer, "input_dtype", None) or layer.dtype)
+    run, feature_shape = planned[0], tuple(in_shape[1:])
     loss_fn, stats = loss.kernel(xp), [m.stats for m in metrics]
     checked, nd = guard or check, np.ndarray
 
