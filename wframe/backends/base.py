@@ -71,7 +71,9 @@ class Backend:
 
         ``buffers`` is a dict the caller owns, one per gathered array: a backend may write the
         rows into a buffer kept there instead of allocating (so the result is overwritten by
-        the next call with the same dict and row count).
+        the next call with the same dict and row count). A caller that passes ``buffers``
+        passes rows in range (the runner's, from a permutation of the rows): the backend may
+        skip the bounds check.
         """
         return array_namespace(a).take(a, idx, axis=0)
 

@@ -43,7 +43,9 @@ class NumpyBackend(Backend):
         out = buffers.get(key)
         if out is None:
             out = buffers[key] = numpy.empty((len(idx), *a.shape[1:]), dtype=a.dtype)
-        return a.take(idx, axis=0, out=out)  # the method: numpy.take's wrapper costs 1 us
+        # The method (numpy.take's wrapper costs 1 us), mode="clip": with out=, the default
+        # "raise" gathers into a temporary and copies it (a 256x784 batch: 76 us, 27 here).
+        return a.take(idx, axis=0, out=out, mode="clip")
 
     def scatter_add(self, shape, idx, values):
         # In rounds: each adds every row's next occurrence with one fancy-indexed add (its
