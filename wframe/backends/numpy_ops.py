@@ -82,14 +82,18 @@ def bias_relu(z, b):
         y = z + b
         numpy.maximum(y, 0, out=y)
 
-    def backprop(dy):
-        if type(dy) is not nd or dy.dtype != y.dtype:
-            return dy * (y > 0).astype(dy.dtype)  # the generic form, in dy's dtype
-        # y >= 0, so sign(y) is the 0/1 mask (as relu's: the gradient at 0 is 0); a NaN
-        # forward gives a NaN gradient here (0 in the generic form): the step is not finite.
-        return numpy.sign(y) * dy
+    return y, lambda dy: _relu_backprop(y, dy)
 
-    return y, backprop
+
+def _relu_backprop(y, dy):
+    """The gradient through ``y = relu(...)``: ``sign(y) * dy`` (the sign taken in place)."""
+    if type(dy) is not numpy.ndarray or dy.dtype != y.dtype:
+        return dy * (y > 0).astype(dy.dtype)  # the generic form, in dy's dtype
+    # y >= 0, so sign(y) is the 0/1 mask (as relu's: the gradient at 0 is 0); a NaN
+    # forward gives a NaN gradient here (0 in the generic form): the step is not finite.
+    dz = numpy.sign(y)
+    dz *= dy
+    return dz
 
 
 def dense(relu: bool, use_bias: bool, general):
@@ -114,13 +118,7 @@ def dense(relu: bool, use_bias: bool, general):
             numpy.maximum(y, 0, out=y)
 
         def backprop(dy, input_grad=True):
-            dz = dy
-            if relu:  # as bias_relu's backprop
-                if type(dy) is nd and dy.dtype == y.dtype:
-                    dz = numpy.sign(y)
-                    dz *= dy
-                else:
-                    dz = dy * (y > 0).astype(dy.dtype)
+            dz = _relu_backprop(y, dy) if relu else dy
             grads = {"W": x.T @ dz}
             if use_bias:
                 grads["b"] = numpy.add.reduce(dz, axis=0)
@@ -167,13 +165,7 @@ def dense_chain(runs: list, general):
             grads = {}
             for i in range(len(tape) - 1, -1, -1):
                 name, h, W, y, relu, use_bias = tape[i]
-                dz = dy
-                if relu:  # as dense's backprop
-                    if type(dy) is nd and dy.dtype == y.dtype:
-                        dz = numpy.sign(y)
-                        dz *= dy
-                    else:
-                        dz = dy * (y > 0).astype(dy.dtype)
+                dz = _relu_backprop(y, dy) if relu else dy
                 g = grads[name] = {"W": h.T @ dz}
                 if use_bias:
                     g["b"] = numpy.add.reduce(dz, axis=0)

@@ -183,11 +183,32 @@ def core_step(
     ``mixed_float16`` layer's dynamic loss scale (``ts.loss_scale``) scales the backward pass,
     and a step whose gradients overflow while its loss is finite is skipped and halves the scale
     (:class:`wframe.precision.DynamicLossScale`): it is ``ok`` unless the scale is at its
-    minimum."""
-    grad_fn = make_grad_fn(layer, loss, frozen)
+    minimum. On a host backend, what a model's plans cover runs as a step built once from them
+    (:func:`~wframe.training.host_plan.planned_step`), the general step for the rest."""
     update = _update_fn(optimizer, backend, in_place)
-    apply = _applier(update, frozen)
     scaler = getattr(getattr(layer, "policy", None), "loss_scale", None)
+    general = _general_step(
+        layer, loss, tracker, backend, update, scaler, guard, clip, frozen, stats, sync, check
+    )
+    if scaler is not None:
+        return precision.quietly(general)
+    plain = not (frozen or stats or sync or clip is not None or regularizers_mod.collect(layer))
+    if backend.on_host and plain:
+        planned = planned_step(
+            layer, loss, tracker, backend, update, general, guard=guard, check=check
+        )
+        return planned or general
+    return general
+
+
+def _general_step(
+    layer, loss, tracker, backend, update, scaler, guard, clip, frozen, stats, sync, check
+) -> Callable:
+    """:func:`core_step`'s step for everything: the gradient function of the layers'
+    ``forward`` and ``backprop`` (or autodiff), the masks, clipping, the guard, the loss scale
+    and the statistics."""
+    grad_fn = make_grad_fn(layer, loss, frozen)
+    apply = _applier(update, frozen)
     # On the host (NumPy) the guard reads floats: no array temporaries, no select.
     host = backend.on_host and clip is None and scaler is None
 
@@ -236,15 +257,6 @@ def core_step(
             logged.append(xp.concat([norms, ratios, *([xp.stack(dead)] if dead else [])]))
         return ts, value, logged, ok
 
-    if scaler is not None:
-        return precision.quietly(core)
-    # On the host, what a plan covers runs as one compiled sequence (see host_plan).
-    plain = not (frozen or stats or sync or grad_fn.penalized or clip is not None)
-    if host and plain:
-        planned = planned_step(
-            layer, loss, tracker, backend, update, core, guard=guard, check=check
-        )
-        return planned or core
     return core
 
 
