@@ -201,8 +201,10 @@ class Sequential(Layer):
         return x, new_state, backprop
 
     def plan(self, xp, in_shape):
+        if not self.layers:
+            return None
         # A layer used twice sums its uses' gradients: the forward does that (the default).
-        if len({layer.name for layer in self.layers}) != len(self.layers) or not self.layers:
+        if len({layer.name for layer in self.layers}) != len(self.layers):
             return super().plan(xp, in_shape)
         runs, shape, keyed = [], tuple(in_shape), []
         for i, layer in enumerate(self.layers):

@@ -2,14 +2,14 @@
 
 A small model's step on NumPy is a few dozen array calls on tiny arrays; what wframe adds
 around them (each layer's checks and dispatch, the loss's and the metrics' lookups, the
-gradient function's partitions) costs as much again in Python. Where the model's layers offer
-a :meth:`~wframe.layers.Layer.plan` (a chain of Dense layers, or any layers that define one)
-the step is built once from the plans, the loss's :meth:`~wframe.losses.Loss.kernel` and the
-metrics' functions, all looked up when the step is made: each step then checks only that its
-batch is what the plan was made for (a NumPy array of the model's dtype and input shape,
-plain labels, no pruning masks) and otherwise runs the general step, which stays the
-reference. Both compute the same expressions in the same order, so they give the same
-weights bit for bit (tests/test_host_plan.py).
+gradient function's partitions) costs as much again in Python. A model without state has a
+:meth:`~wframe.layers.Layer.plan` (each layer's own ``apply`` by default; Dense layers and
+chains of them unchecked kernels), and its step is built once from the plan, the loss's
+:meth:`~wframe.losses.Loss.kernel` and the metrics' functions, all looked up when the step is
+made: each step then checks only that its batch is what the plan was made for (a NumPy array
+of the dtype and input shape the model takes, plain labels, no pruning masks) and otherwise
+runs the general step, which stays the reference. Both compute the same expressions in the
+same order, so they give the same weights bit for bit (tests/test_host_plan.py).
 
 Measured on the 64-64-10 MLP at batch 32 (``benchmarks/bench_small.py``): see
 docs/benchmarks.md.
