@@ -379,3 +379,16 @@ def test_label_vector_for_a_single_output_column(backend):
     assert set(hist.history) == {"loss", "accuracy"}
     with pytest.raises(ValueError, match=r"labels of shape \(40, 1\).*got \(40, 2\)"):
         model.evaluate(x, np.zeros((40, 2), np.float32))
+
+
+def test_predict_in_small_batches_gives_the_one_batch_outputs(backend):
+    """On NumPy the inputs are checked and cast once, then sliced; elsewhere each batch
+    moves on its own: the same outputs either way, float64 inputs cast as before."""
+    model = wf.Sequential([wf.layers.Dense(5, activation="relu"), wf.layers.Dense(3)], seed=1)
+    x = np.random.default_rng(0).standard_normal((37, 4))  # float64 for a float32 model
+    whole = wf.to_numpy(model.predict(x, batch_size=64))
+    sliced = wf.to_numpy(model.predict(x, batch_size=8))  # 5 batches, the last of 5 rows
+    assert sliced.dtype == np.float32 and sliced.shape == (37, 3)
+    np.testing.assert_allclose(sliced, whole, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="x"):
+        model.predict(np.ones((37, 5)), batch_size=8)
