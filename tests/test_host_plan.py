@@ -274,7 +274,11 @@ def test_a_dense_plan_computes_its_forward_and_backprop(activation, use_bias, dy
             assert grads.keys() == grads_ref.keys() == ({"W", "b"} if use_bias else {"W"})
             for k in grads:
                 np.testing.assert_array_equal(grads[k], grads_ref[k])
-        assert layer.plan(b.xp, (None, 3, 4)) is None  # rank 3: forward's reshaping path
+        # Rank 3: the default plan (forward's reshaping path), the same outputs.
+        x3 = rng.standard_normal((2, 3, 4)).astype(np.float32)
+        run3, out3 = layer.plan(b.xp, (None, 3, 4))
+        assert out3 == (None, 3, 5)
+        np.testing.assert_array_equal(run3(params, x3)[0], layer.apply(params, state, x3)[0])
         # A float64 batch for float32 weights: the kernel declines, the general code runs.
         y64, _ = run(params, x.astype(np.float64))
         np.testing.assert_array_equal(y64, layer.apply(params, state, x.astype(np.float64))[0])
@@ -335,6 +339,9 @@ OTHER_MODELS = {  # the default plan: each layer's own apply, in the plan's step
         [wf.layers.Conv1D(4, 3, activation="relu"), wf.layers.Flatten(), Dense(3)], seed=3
     ),
     "lstm": lambda: wf.Sequential([wf.layers.LSTM(4), Dense(3)], seed=3),
+    "sequence_dense": lambda: wf.Sequential(  # a Dense on (batch, steps, features)
+        [Dense(4, "relu"), wf.layers.GlobalAveragePooling1D(), Dense(3)], seed=3
+    ),
     "embedding": lambda: wf.Sequential(
         [wf.layers.Embedding(11, 4), wf.layers.GlobalAveragePooling1D(), Dense(3)], seed=3
     ),

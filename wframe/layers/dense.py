@@ -83,8 +83,8 @@ class Dense(Layer):
 
     def plan(self, xp, in_shape):
         shape = tuple(in_shape)
-        if len(shape) != 2 or shape[-1] is None:
-            return None
+        if len(shape) != 2 or shape[-1] is None:  # other ranks: forward's reshaping (apply)
+            return super().plan(xp, in_shape)
         act = activations.kernel(self._activation, xp)
         out_shape, general = (shape[0], self.units), functools.partial(self._affine, xp, act)
         # The backend's kernel where it has one (NumPy: ReLU or linear, float arrays).
