@@ -43,6 +43,8 @@ MODELS = {
         [Sequential([Dense(8, activation="relu"), Dense(8, activation="gelu")]), Dense(3)], seed=3
     ),
     "model_in_model": lambda: wf.Sequential([_mlp(), Dense(3)], seed=3),
+    # Keras' idiom: a softmax output, the loss of probabilities (LOSSES): the chain's kernel.
+    "softmax_output": lambda: wf.Sequential([Dense(8, "relu"), Dense(3, "softmax")], seed=3),
     # Keyed: the same masks as the general step's (the step's key folded per position).
     "dropout": lambda: wf.Sequential(
         [Dense(8, "relu"), Dropout(0.3), Sequential([Dense(8, "relu"), Dropout(0.5)]), Dense(3)],
@@ -111,8 +113,9 @@ def _same(a, b):
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_the_plan_gives_the_general_steps_weights_bit_for_bit(name, monkeypatch, count_planned):
-    # A softmax output: the loss of probabilities (no fused kernel).
-    loss = wf.losses.SoftmaxCrossEntropy(from_logits=False) if name == "activations" else None
+    # A softmax output: the loss of probabilities.
+    softmax = name in ("activations", "softmax_output")
+    loss = wf.losses.get("sparse_categorical_crossentropy") if softmax else None
     with wf.use_backend("numpy"):
         general = _fit(MODELS[name], OPTIMIZERS["adam"], False, monkeypatch, loss)
         planned = _fit(MODELS[name], OPTIMIZERS["adam"], True, monkeypatch, loss)
@@ -249,7 +252,7 @@ def test_a_forward_the_plan_cannot_stand_for_is_planned_as_itself(make, monkeypa
     _same(general, planned)
 
 
-@pytest.mark.parametrize("activation", ["relu", None, "tanh"])  # kernel, kernel, general
+@pytest.mark.parametrize("activation", ["relu", None, "softmax", "tanh"])  # kernels but tanh
 @pytest.mark.parametrize("use_bias", [True, False])
 @pytest.mark.parametrize("dy_dtype", [np.float32, np.float64])  # another dtype: relu's mask
 def test_a_dense_plan_computes_its_forward_and_backprop(activation, use_bias, dy_dtype):
@@ -288,10 +291,11 @@ def test_a_dense_plan_computes_its_forward_and_backprop(activation, use_bias, dy
 
 @pytest.mark.parametrize("dy_dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("use_bias", [True, False])
-def test_a_chain_plan_computes_the_chains_forward_and_backprop(use_bias, dy_dtype):
+@pytest.mark.parametrize("last", [None, "softmax"])
+def test_a_chain_plan_computes_the_chains_forward_and_backprop(use_bias, dy_dtype, last):
     rng = np.random.default_rng(1)
     chain = Sequential(
-        [Dense(6, "relu", use_bias=use_bias), Dense(5, "relu"), Dense(3, use_bias=use_bias)]
+        [Dense(6, "relu", use_bias=use_bias), Dense(5, "relu"), Dense(3, last, use_bias=use_bias)]
     )
     with wf.use_backend("numpy") as b:
         params, state, _ = chain.init(0, (None, 4))

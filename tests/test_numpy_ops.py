@@ -58,23 +58,79 @@ def test_softmax_cross_entropy_leaves_other_inputs_to_generic():
     assert numpy_ops.softmax_cross_entropy(z, np.zeros((3, 4), np.float32)) is None  # one-hot
     assert numpy_ops.softmax_cross_entropy(z.astype(np.float16), np.zeros(3, np.int32)) is None
     assert numpy_ops.softmax_cross_entropy(z[None], np.zeros((1, 3), np.int32)) is None
+    assert numpy_ops.softmax_cross_entropy(z, np.array([0, -1, 1])) is None  # negative label
+
+
+def _probabilities(rng, dtype):
+    """Softmax rows with the inputs Keras' clipping meets: a one-hot row (clipped at both
+    ends), rows that do not sum to 1, a negative entry, a zero row, tiny entries."""
+    p = activations.softmax(rng.standard_normal((40, 6)) * 8)[0].astype(dtype)
+    p[0] = np.eye(6)[2]
+    p[1] *= 3
+    p[2, 0] = -0.25
+    p[3] = 0.0
+    p[4] = [1e-9, 1e-7, 0.5, 0.25, 0.125, 0.125]
+    return p
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("label_dtype", [np.int32, np.int64, np.uint8])
+def test_probability_cross_entropy_matches_generic_bit_for_bit(generic, dtype, label_dtype):
+    rng = np.random.default_rng(2)
+    probs = _probabilities(rng, dtype)
+    labels = rng.integers(0, 6, 40).astype(label_dtype)
+    labels[4] = 1  # at the clip's lower end exactly (float64: 1e-7 is EPSILON)
+    loss = wf.losses.get("sparse_categorical_crossentropy")
+    with np.errstate(all="ignore"):  # the zero row: 0 / 0, NaN both ways
+        for args in ((probs, labels), (probs[5:], labels[5:, None])):  # and Keras' (n, 1)
+            for got in (loss(*args), loss.kernel(xp)(*args)):
+                want = generic(loss, *args)
+                assert got[0].dtype == want[0].dtype and got[1].dtype == want[1].dtype
+                np.testing.assert_array_equal(got[0], want[0])
+                np.testing.assert_array_equal(got[1], want[1])
+        seq = (probs[5:].reshape(5, 7, 6), labels[5:].reshape(5, 7))  # a sequence's (N, T, C)
+        for got, want in zip(loss(*seq), generic(loss, *seq), strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_probability_cross_entropy_leaves_other_inputs_to_generic():
+    p, eps = np.full((3, 4), 0.25, np.float32), 1e-7
+    assert numpy_ops.probability_cross_entropy(p, np.array([0, 4, 1]), eps) is None
+    assert numpy_ops.probability_cross_entropy(p, np.array([0, -1, 1]), eps) is None
+    assert numpy_ops.probability_cross_entropy(p, np.eye(4)[:3], eps) is None  # one-hot
+    assert numpy_ops.probability_cross_entropy(p.astype(np.float16), np.zeros(3, int), eps) is None
+    q = p.copy()
+    q[0, 1] = np.inf  # the generic one-hot product's NaN (0 * log(nan)) for that row
+    assert numpy_ops.probability_cross_entropy(q, np.zeros(3, int), eps) is None
+
+    # A loss that computes its own terms keeps them (no kernel).
+    class Halved(wf.losses.SparseCategoricalCrossentropy):
+        def terms(self, xp, pred, labels, scale):
+            terms, grad = super().terms(xp, pred, labels, scale)
+            return terms / 2, grad / 2
+
+    full = wf.losses.get("sparse_categorical_crossentropy")(p, np.zeros(3, int))[0]
+    half = Halved()
+    assert half(p, np.zeros(3, int))[0] == half.kernel(xp)(p, np.zeros(3, int))[0] == full / 2
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_bias_relu_matches_generic(generic, bias):
+@pytest.mark.parametrize("name", ["relu", "softmax"])
+def test_bias_activation_matches_generic_bit_for_bit(generic, bias, name):
     rng = np.random.default_rng(1)
-    z = rng.standard_normal((6, 4)).astype(np.float32)
-    z[0, 0] = 0.0  # the gradient at 0 is 0
+    z = rng.standard_normal((6, 4)).astype(np.float32) * 10
+    z[0, 0] = 0.0  # relu's gradient at 0 is 0
     b = rng.standard_normal(4).astype(np.float32) if bias else None
     dy = rng.standard_normal((6, 4)).astype(np.float32)
-    z0 = z.copy()
-    y, back = activations.apply(activations.relu, z, b)
-    want_y, want_back = generic(activations.apply, activations.relu, z, b)
+    z0, act = z.copy(), getattr(activations, name)
+    y, back = activations.apply(act, z, b)
+    want_y, want_back = generic(activations.apply, act, z, b)
     np.testing.assert_array_equal(z, z0)  # its input untouched
     np.testing.assert_array_equal(y, want_y)
     np.testing.assert_array_equal(back(dy), want_back(dy))
     dy64 = dy.astype(np.float64)  # another dtype: the generic form, in dy's dtype
     assert back(dy64).dtype == want_back(dy64).dtype == np.float64
+    np.testing.assert_array_equal(back(dy64), want_back(dy64))
 
 
 class _Spiky(wf.losses.MeanSquaredError):

@@ -2,12 +2,13 @@
 
 A small model's step on NumPy is a few dozen array calls on tiny arrays, each costing a
 microsecond or more of Python and NumPy dispatch, so the hot chains are written here with as few
-calls as their arithmetic allows: softmax cross-entropy on class indices (value and gradient
-from one exp, the label's entries picked by index instead of a one-hot product), a bias plus
-ReLU (one add, one in-place maximum; the backward one sign and one product) and the accuracy's
-hits on class indices (argmax, ``==``, ``count_nonzero``). Measured on the 64-64-10 MLP at
-batch 32: the loss 46 -> 15 us, the accuracy 20 -> 6 us, each Dense + ReLU forward and backward
-a few us less.
+calls as their arithmetic allows: softmax cross-entropy on class indices, of logits (value and
+gradient from one exp) or of probabilities (Keras' ``sparse_categorical_crossentropy`` on a
+softmax output), each row's label's entries picked by index instead of one-hot products; a bias
+plus ReLU or softmax computed in place on the sum; Dense layers and chains of them (a compiled
+plan's, :mod:`wframe.training.host_plan`) and the accuracy's hits on class indices (argmax,
+``==``, ``count_nonzero``). Measured on the 64-64-10 MLP at batch 32: the loss of logits
+46 -> 15 us, the accuracy 20 -> 6 us, each Dense + ReLU forward and backward a few us less.
 
 Each function returns ``None`` for inputs it does not cover (another dtype, shape or layout, a
 subclass of ndarray, an activation without a fused form), and the caller runs the generic
@@ -20,6 +21,8 @@ from __future__ import annotations
 import math
 
 import numpy
+
+from wframe.backends.numpy_xp import xp
 
 _FLOATS = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 _rows: dict[int, numpy.ndarray] = {}  # batch size -> arange(n), read only
@@ -52,9 +55,8 @@ def softmax_cross_entropy(logits, labels):
         # as CuPy's kernel does; picking the label's entry would not. The generic code then.
         return None
     rows = _arange(n)
-    try:
-        picked = shifted[rows, labels]  # each row's label's (shifted) logit
-    except IndexError:  # a label >= c: the generic code (whose one-hot row is all zeros)
+    picked = _picked(shifted, rows, labels)  # each row's label's (shifted) logit
+    if picked is None:
         return None
     e = numpy.exp(shifted)
     s = numpy.add.reduce(e, axis=1, keepdims=True)
@@ -68,21 +70,76 @@ def softmax_cross_entropy(logits, labels):
     return value, e
 
 
-def bias_relu(z, b):
-    """``relu(z + b)`` (``b=None``: ``relu(z)``) and its backprop for float NumPy arrays; ``z``
-    is left as it is. ``None`` where it does not apply."""
+def _picked(a, rows, labels):
+    """``a[rows, labels]``, or ``None`` for a label outside ``[0, c)`` (where the generic
+    one-hot row is all zeros and indexing would pick another entry or fail)."""
+    if labels.dtype.kind == "i" and numpy.minimum.reduce(labels) < 0:
+        return None
+    try:
+        return a[rows, labels]
+    except IndexError:  # a label >= c
+        return None
+
+
+def probability_cross_entropy(probs, labels, eps):
+    """``(mean loss, dprobs)`` of :class:`wframe.losses.SoftmaxCrossEntropy` with
+    ``from_logits=False`` on probabilities ``(n, c)`` and integer class indices ``(n,)``: Keras'
+    log of the probabilities normalised to sum to 1 and clipped to ``[eps, 1 - eps]``, with
+    each row's label's entry picked by index instead of the one-hot products (every other
+    entry of those products is a zero); ``None`` for anything else."""
     nd = numpy.ndarray
-    if type(z) is not nd or z.dtype not in _FLOATS:
+    if type(probs) is not nd or type(labels) is not nd or probs.ndim != 2:
+        return None
+    n, c = probs.shape
+    if labels.shape != (n,) or labels.dtype.kind not in "iu" or probs.dtype not in _FLOATS:
+        return None
+    if n == 0 or c == 0 or not math.isfinite(numpy.add.reduce(probs, axis=None)):
+        return None
+    rows = _arange(n)
+    picked = _picked(probs, rows, labels)
+    if picked is None:
+        return None
+    total = numpy.add.reduce(probs, axis=1)
+    q = picked / total  # the label's normalised probability, per row
+    clipped = numpy.maximum(q, eps)  # numpy.clip's values (its wrapper costs 1.5 us)
+    numpy.minimum(clipped, 1 - eps, out=clipped)
+    inside = ((q > eps) & (q < 1 - eps)).astype(probs.dtype)
+    terms = -numpy.log(clipped)
+    value = numpy.add.reduce(terms, axis=None) / n
+    dq = -1 / clipped  # the label's entry of d(mean loss)/dq; the others are zeros
+    dq *= inside
+    dq *= 1 / n
+    # Through q = p / sum(p): dp = (dq - sum(dq * q)) / sum(p), and sum(dq * q) is dq * q at
+    # the label: -dq * q / sum(p) everywhere, and dq more at the label.
+    s = dq * q
+    grad = numpy.empty_like(probs)
+    grad[...] = (-s / total)[:, None]
+    dq -= s
+    dq /= total
+    grad[rows, labels] = dq
+    return value, grad
+
+
+def bias_activation(name: str, z, b):
+    """``act(z + b)`` (``b=None``: ``act(z)``) and its backprop for float NumPy arrays, ``act``
+    :data:`ACTIVATIONS`' ``name`` computed in place on the sum; ``z`` is left as it is. ``None``
+    where it does not apply."""
+    nd = numpy.ndarray
+    if type(z) is not nd or z.dtype not in _FLOATS or z.ndim == 0:
         return None
     if b is None:
-        y = numpy.maximum(z, 0)
+        y = z.copy()
     else:
         if type(b) is not nd or b.dtype != z.dtype or b.shape != z.shape[-1:]:
             return None
         y = z + b
-        numpy.maximum(y, 0, out=y)
+    forward, backprop = ACTIVATIONS[name]
+    forward(y)
+    return y, lambda dy: backprop(y, dy)
 
-    return y, lambda dy: _relu_backprop(y, dy)
+
+def _relu(y):
+    numpy.maximum(y, 0, out=y)
 
 
 def _relu_backprop(y, dy):
@@ -96,14 +153,37 @@ def _relu_backprop(y, dy):
     return dz
 
 
-def dense(relu: bool, use_bias: bool, general):
+def _softmax(y):
+    """:func:`wframe.activations.softmax`'s forward (max-shifted), in place on ``y``."""
+    y -= numpy.maximum.reduce(y, axis=-1, keepdims=True)
+    numpy.exp(y, out=y)
+    y /= numpy.add.reduce(y, axis=-1, keepdims=True)
+
+
+def _softmax_backprop(y, dy):
+    """The gradient through ``y = softmax(...)``: ``y * (dy - sum(dy * y))`` over the last
+    axis, the product in place."""
+    if type(dy) is not numpy.ndarray or dy.dtype != y.dtype:
+        return y * (dy - xp.sum(dy * y, axis=-1, keepdims=True))  # the generic form
+    dz = dy - numpy.add.reduce(dy * y, axis=-1, keepdims=True)
+    dz *= y
+    return dz
+
+
+#: The activations computed in place on an array the kernel owns: ``name -> (forward(y),
+#: backprop(y, dy))``, ``y`` the activation's output.
+ACTIVATIONS = {"relu": (_relu, _relu_backprop), "softmax": (_softmax, _softmax_backprop)}
+
+
+def dense(activation: str | None, use_bias: bool, general):
     """``run(params, x, vjp=True, key=None) -> (y, backprop)``: a compiled plan's Dense
-    (:meth:`wframe.layers.Dense.plan`), ``relu(x @ W + b)`` (``relu=False``: linear) with its
-    backprop ``(dy, input_grad=True) -> (dx, {"W", "b"})`` for 2-D float NumPy arrays of one
-    dtype, the bias and the ReLU in place on the product it owns: the values of
-    :class:`~wframe.layers.Dense`'s forward with :func:`bias_relu`. Other arrays go to
-    ``general(params, x, vjp)``."""
+    (:meth:`wframe.layers.Dense.plan`), ``act(x @ W + b)`` (``act`` :data:`ACTIVATIONS`'
+    ``activation``, or linear for ``None``) with its backprop ``(dy, input_grad=True) -> (dx,
+    {"W", "b"})`` for 2-D float NumPy arrays of one dtype, the bias and the activation in place
+    on the product it owns: the values of :class:`~wframe.layers.Dense`'s forward with
+    :func:`bias_activation`. Other arrays go to ``general(params, x, vjp)``."""
     nd = numpy.ndarray
+    forward, act_backprop = ACTIVATIONS.get(activation, (None, None))
 
     def run(params, x, vjp=True, key=None):  # (the backprop is made either way)
         W, b = params["W"], params["b"] if use_bias else None
@@ -114,11 +194,11 @@ def dense(relu: bool, use_bias: bool, general):
         y = x @ W
         if use_bias:
             y += b
-        if relu:
-            numpy.maximum(y, 0, out=y)
+        if forward is not None:
+            forward(y)
 
         def backprop(dy, input_grad=True):
-            dz = _relu_backprop(y, dy) if relu else dy
+            dz = dy if forward is None else act_backprop(y, dy)
             grads = {"W": x.T @ dz}
             if use_bias:
                 grads["b"] = numpy.add.reduce(dz, axis=0)
@@ -126,7 +206,7 @@ def dense(relu: bool, use_bias: bool, general):
 
         return y, backprop
 
-    run.dense = (relu, use_bias)  # what dense_chain fuses
+    run.dense = (activation, use_bias)  # what dense_chain fuses
     return run
 
 
@@ -136,16 +216,16 @@ def dense_chain(runs: list, general):
     the runs one after the other, in one loop over the layers each way (a chain's plan,
     :meth:`wframe.layers.Sequential.plan`); ``backprop(dy, input_grad=True) -> (dx, {name:
     grads})``. Arrays that one of the runs would not take go to ``general(params, x, vjp)``."""
-    specs = [(name, *getattr(r, "dense", (None, None))) for name, r in runs]
-    if not specs or any(relu is None for _, relu, _ in specs):
+    if not runs or not all(hasattr(r, "dense") for _, r in runs):
         return None
+    specs = [(name, *ACTIVATIONS.get(r.dense[0], (None, None)), r.dense[1]) for name, r in runs]
     nd = numpy.ndarray
 
     def run(params, x, vjp=True, key=None):  # (Dense layers use no key)
         if type(x) is not nd or x.dtype not in _FLOATS:
             return general(params, x, vjp)
         dtype, tape, h = x.dtype, [], x
-        for name, relu, use_bias in specs:
+        for name, forward, backward, use_bias in specs:
             p = params[name]
             W = p["W"]
             if type(W) is not nd or W.dtype != dtype:
@@ -156,16 +236,16 @@ def dense_chain(runs: list, general):
                 if type(b) is not nd or b.dtype != dtype:
                     return general(params, x, vjp)
                 y += b
-            if relu:
-                numpy.maximum(y, 0, out=y)
-            tape.append((name, h, W, y, relu, use_bias))
+            if forward is not None:
+                forward(y)
+            tape.append((name, h, W, y, backward, use_bias))
             h = y
 
         def backprop(dy, input_grad=True):
             grads = {}
             for i in range(len(tape) - 1, -1, -1):
-                name, h, W, y, relu, use_bias = tape[i]
-                dz = _relu_backprop(y, dy) if relu else dy
+                name, h, W, y, backward, use_bias = tape[i]
+                dz = dy if backward is None else backward(y, dy)
                 g = grads[name] = {"W": h.T @ dz}
                 if use_bias:
                     g["b"] = numpy.add.reduce(dz, axis=0)
@@ -196,22 +276,27 @@ def _is_activation(fn, name: str) -> bool:
     return getattr(fn, "__module__", None) == "wframe.activations" and fn.__name__ == name
 
 
+def _fused_name(fn) -> str | None:
+    """The name of ``fn`` in :data:`ACTIVATIONS` where it is that activation, else ``None``."""
+    name = getattr(fn, "__name__", None)
+    return name if name in ACTIVATIONS and _is_activation(fn, name) else None
+
+
 class Fused:
     """The NumPy namespace's entry in :data:`wframe.backends.fusion.FUSED`: the hooks that
     activations, losses, dropout and random bits ask for; ``None`` means the generic code."""
 
     def bias_activation(self, z, b, activation):
-        if _is_activation(activation, "relu"):
-            return bias_relu(z, b)
-        return None
+        name = _fused_name(activation)
+        return None if name is None else bias_activation(name, z, b)
 
     def dense(self, activation, use_bias: bool, general):
-        """:func:`dense` for a Dense layer with ``activation`` (ReLU or linear), ``general``
-        for the arrays it does not cover; ``None`` for any other activation."""
-        relu = _is_activation(activation, "relu")
-        if not (relu or _is_activation(activation, "linear")):
+        """:func:`dense` for a Dense layer with ``activation`` (one of :data:`ACTIVATIONS`, or
+        linear), ``general`` for the arrays it does not cover; ``None`` for any other."""
+        name = _fused_name(activation)
+        if name is None and not _is_activation(activation, "linear"):
             return None
-        return dense(relu, use_bias, general)
+        return dense(name, use_bias, general)
 
     def dense_chain(self, runs, general):
         """:func:`dense_chain` of a chain's runs, ``None`` unless all are :meth:`dense`'s."""
@@ -219,6 +304,9 @@ class Fused:
 
     def softmax_cross_entropy(self, logits, labels):
         return softmax_cross_entropy(logits, labels)
+
+    def probability_cross_entropy(self, probs, labels, eps):
+        return probability_cross_entropy(probs, labels, eps)
 
     def class_hits(self, pred, labels):
         return class_hits(pred, labels)

@@ -52,8 +52,8 @@ class SoftmaxCrossEntropy(Reduced):
     labels_kind: ClassVar[str | None] = None
 
     def __call__(self, logits, labels, sample_weight=None):
-        if sample_weight is None and self.from_logits:
-            fused = FUSED.get(array_namespace(logits))  # value and gradient in one kernel (CuPy)
+        if sample_weight is None:
+            fused = FUSED.get(array_namespace(logits))  # value and gradient in one kernel
             out = self._fused(fused, logits, labels) if fused is not None else None
             if out is not None:
                 return out
@@ -61,28 +61,45 @@ class SoftmaxCrossEntropy(Reduced):
 
     def kernel(self, xp):
         fused = FUSED.get(xp)
-        if fused is None or not self.from_logits or type(self).__call__ is not _SCE_CALL:
+        rows = None if fused is None or type(self).__call__ is not _SCE_CALL else self._rows(fused)
+        if rows is None:
             return self.__call__
         generic = super().__call__
 
-        def run(logits, labels):
-            if logits.ndim == 2 and labels.ndim == 1:  # (n, c) and class indices: as they are
-                out = fused.softmax_cross_entropy(logits, labels)
+        def run(pred, labels):
+            if pred.ndim == 2 and labels.ndim == 1:  # (n, c) and class indices: as they are
+                out = rows(pred, labels)
             else:
-                out = self._fused(fused, logits, labels)
-            return out if out is not None else generic(logits, labels)
+                out = self._fused(fused, pred, labels)
+            return out if out is not None else generic(pred, labels)
 
         return run
 
-    def _fused(self, fused, logits, labels):
-        labels = _class_axis(logits, labels)
-        if logits.ndim == 2:
-            return fused.softmax_cross_entropy(logits, labels)
-        xp, c = array_namespace(logits), logits.shape[-1]
-        dense = labels.ndim == logits.ndim
+    def _rows(self, fused):
+        """The backend's kernel ``(pred (n, c), labels (n,)) -> (value, dpred) or None`` of
+        this loss, or ``None``: of logits, or of probabilities where this loss computes its
+        terms and count as this class does."""
+        if self.from_logits:
+            return fused.softmax_cross_entropy
+        if type(self).terms is not _SCE_TERMS or type(self).count is not Reduced.count:
+            return None
+        probs = getattr(fused, "probability_cross_entropy", None)
+        return None if probs is None else lambda p, labels: probs(p, labels, EPSILON)
+
+    def _fused(self, fused, pred, labels):
+        """The backend's kernel on unweighted predictions of any rank (flattened to rows), or
+        ``None``: the generic code."""
+        rows = self._rows(fused)
+        if rows is None:
+            return None
+        labels = _class_axis(pred, labels)
+        if pred.ndim == 2:
+            return rows(pred, labels)
+        xp, c = array_namespace(pred), pred.shape[-1]
+        dense = labels.ndim == pred.ndim
         flat = xp.reshape(labels, (-1, c) if dense else (-1,))
-        out = fused.softmax_cross_entropy(xp.reshape(logits, (-1, c)), flat)
-        return None if out is None else (out[0], xp.reshape(out[1], logits.shape))
+        out = rows(xp.reshape(pred, (-1, c)), flat)
+        return None if out is None else (out[0], xp.reshape(out[1], pred.shape))
 
     def terms(self, xp, logits, labels, scale):
         labels = _class_axis(logits, labels)
@@ -158,7 +175,7 @@ class SoftmaxCrossEntropy(Reduced):
         return "int32" if np.issubdtype(labels.dtype, np.integer) else dtype
 
 
-_SCE_CALL = SoftmaxCrossEntropy.__call__
+_SCE_CALL, _SCE_TERMS = SoftmaxCrossEntropy.__call__, SoftmaxCrossEntropy.terms
 
 
 def _class_axis(logits, labels):
