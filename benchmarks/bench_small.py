@@ -23,7 +23,9 @@ Groups (float32, softmax cross-entropy on integer labels, every row from the sam
   :func:`wframe.bench.runners_reference.xp_epoch`); on jax (per-step calls) against a plain
   per-step ``jax.jit`` of ``value_and_grad`` + optax with donated state, batches gathered on the
   host; ``steps_per_execution="epoch"`` against a plain ``lax.scan`` over the epoch's batches,
-  data on the device (:func:`~wframe.bench.runners_reference.jax_runner`).
+  data on the device (:func:`~wframe.bench.runners_reference.jax_runner`). "softmax output"
+  trains the same weights written Keras' way, ``Dense(10, "softmax")`` and
+  ``"sparse_categorical_crossentropy"`` of probabilities, against ``fit numpy`` on logits.
 - ``cnn``: the MNIST-1D CNN shape: input (batch, 40, 1); Conv1D 25 k5 s2, Conv1D 25 k3 s2,
   Conv1D 25 k3 s2 (each relu, "valid"), Flatten, Dense 10; Adam lr 1e-3, batch 100, 4,000
   seeded rows (40 steps an epoch). Per-step time of a ``fit`` epoch (shuffle and gather
@@ -75,11 +77,19 @@ CNN_CONVS = ((25, 5, 2), (25, 3, 2), (25, 3, 2))
 EPOCHS = 5
 
 
-def mlp_fit(backend: str, x, y, spe, *, calls: int = 1):
+def mlp_fit(backend: str, x, y, spe, *, calls: int = 1, softmax: bool = False):
     """``run()``: ``EPOCHS`` epochs of ``fit`` on one model and optimizer, in one call
-    (``calls=1``) or in ``EPOCHS`` calls of one epoch; returns the last epoch's loss."""
+    (``calls=1``) or in ``EPOCHS`` calls of one epoch; returns the last epoch's loss.
+    ``softmax``: Keras' idiom instead of logits, a softmax output and
+    ``"sparse_categorical_crossentropy"`` of its probabilities (the same weights)."""
     with wf.use_backend(backend):
         model, opt = MLP.model(), wf.optimizers.sgd(MLP.lr)
+        if softmax:
+            *hidden, last = model.layers
+            model = wf.Sequential(
+                [*hidden, wf.layers.Dense(last.units, "softmax")], seed=workloads.SEED
+            )
+            model.compile(opt, "sparse_categorical_crossentropy")
     epochs = EPOCHS // calls
 
     def run():
@@ -144,6 +154,8 @@ def mlp_rows() -> tuple[list[Row], list[tuple[str, str, float]]]:
     ):
         make = lambda b=backend, s=spe: mlp_fit(b, x, y, s, calls=EPOCHS)  # noqa: E731
         rows.append(Row(f"fit {label}, 1-epoch calls", "wframe", backend, make))
+    keras = lambda: mlp_fit("numpy", x, y, 1, softmax=True)  # noqa: E731
+    rows.append(Row("fit numpy, softmax output", "wframe", "numpy", keras))
     targets = [
         ("fit numpy", "hand numpy", 1.3),
         ("fit jax", "plain jit jax", 1.1),
@@ -151,6 +163,7 @@ def mlp_rows() -> tuple[list[Row], list[tuple[str, str, float]]]:
         ("fit numpy, 1-epoch calls", "hand numpy", None),
         ("fit jax, 1-epoch calls", "plain jit jax", None),
         ("fit jax spe=epoch, 1-epoch calls", "plain scan jax", None),
+        ("fit numpy, softmax output", "fit numpy", None),
     ]
     return rows, targets
 
