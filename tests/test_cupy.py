@@ -258,11 +258,12 @@ def test_host_increment_saturates(cp):
 
 
 def test_hooks_are_inert_on_numpy():
-    # NumPy's hooks (wframe.backends.numpy_ops) cover relu, softmax and the cross-entropies
-    # only (tests/test_numpy_ops.py): every other hook falls through to the generic code.
+    # NumPy's hooks (wframe.backends.numpy_ops) cover relu, tanh, sigmoid, softmax and the
+    # cross-entropies only (tests/test_numpy_ops.py): every other hook falls through to the
+    # generic code.
     xp = wf.backends.array_namespace(np.zeros(1))
     hooks = fusion.FUSED.get(xp)
-    assert hooks is None or hooks.bias_activation(np.zeros((2, 3)), None, activations.tanh) is None
+    assert hooks is None or hooks.bias_activation(np.zeros((2, 3)), None, activations.gelu) is None
     z, b = _rand((4, 3)), _rand((3,), seed=1)
     y, back = activations.apply(activations.tanh, z, b)
     _exact(y, np.tanh(z + b))

@@ -252,7 +252,9 @@ def test_a_forward_the_plan_cannot_stand_for_is_planned_as_itself(make, monkeypa
     _same(general, planned)
 
 
-@pytest.mark.parametrize("activation", ["relu", None, "softmax", "tanh"])  # kernels but tanh
+@pytest.mark.parametrize(
+    "activation", ["relu", None, "softmax", "sigmoid", "gelu"]
+)  # gelu: general
 @pytest.mark.parametrize("use_bias", [True, False])
 @pytest.mark.parametrize("dy_dtype", [np.float32, np.float64])  # another dtype: relu's mask
 def test_a_dense_plan_computes_its_forward_and_backprop(activation, use_bias, dy_dtype):
@@ -291,7 +293,7 @@ def test_a_dense_plan_computes_its_forward_and_backprop(activation, use_bias, dy
 
 @pytest.mark.parametrize("dy_dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("use_bias", [True, False])
-@pytest.mark.parametrize("last", [None, "softmax"])
+@pytest.mark.parametrize("last", [None, "softmax", "sigmoid", "tanh"])
 def test_a_chain_plan_computes_the_chains_forward_and_backprop(use_bias, dy_dtype, last):
     rng = np.random.default_rng(1)
     chain = Sequential(

@@ -115,7 +115,7 @@ def test_probability_cross_entropy_leaves_other_inputs_to_generic():
 
 
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("name", ["relu", "softmax"])
+@pytest.mark.parametrize("name", ["relu", "softmax", "tanh", "sigmoid"])
 def test_bias_activation_matches_generic_bit_for_bit(generic, bias, name):
     rng = np.random.default_rng(1)
     z = rng.standard_normal((6, 4)).astype(np.float32) * 10

@@ -5,10 +5,11 @@ microsecond or more of Python and NumPy dispatch, so the hot chains are written 
 calls as their arithmetic allows: softmax cross-entropy on class indices, of logits (value and
 gradient from one exp) or of probabilities (Keras' ``sparse_categorical_crossentropy`` on a
 softmax output), each row's label's entries picked by index instead of one-hot products; a bias
-plus ReLU or softmax computed in place on the sum; Dense layers and chains of them (a compiled
-plan's, :mod:`wframe.training.host_plan`) and the accuracy's hits on class indices (argmax,
-``==``, ``count_nonzero``). Measured on the 64-64-10 MLP at batch 32: the loss of logits
-46 -> 15 us, the accuracy 20 -> 6 us, each Dense + ReLU forward and backward a few us less.
+plus ReLU, tanh, sigmoid or softmax computed in place on the sum; Dense layers and chains of
+them (a compiled plan's, :mod:`wframe.training.host_plan`) and the accuracy's hits on class
+indices (argmax, ``==``, ``count_nonzero``). Measured on the 64-64-10 MLP at batch 32: the
+loss of logits 46 -> 15 us, the accuracy 20 -> 6 us, each Dense + ReLU forward and backward a
+few us less.
 
 Each function returns ``None`` for inputs it does not cover (another dtype, shape or layout, a
 subclass of ndarray, an activation without a fused form), and the caller runs the generic
@@ -170,9 +171,48 @@ def _softmax_backprop(y, dy):
     return dz
 
 
+def _tanh(y):
+    numpy.tanh(y, out=y)
+
+
+def _tanh_backprop(y, dy):
+    """``dy * (1 - y * y)``, the products in place."""
+    if type(dy) is not numpy.ndarray or dy.dtype != y.dtype:
+        return dy * (1 - y * y)  # the generic form, in the promoted dtype
+    dz = y * y
+    numpy.subtract(1, dz, out=dz)
+    dz *= dy
+    return dz
+
+
+def _sigmoid(y):
+    """:func:`wframe.activations.sigmoid`'s ``0.5 + 0.5 * tanh(0.5 * x)``, in place on ``y``."""
+    y *= 0.5
+    numpy.tanh(y, out=y)
+    y *= 0.5
+    y += 0.5
+
+
+def _sigmoid_backprop(y, dy):
+    """``dy * (y * (1 - y))``, the products in place."""
+    if type(dy) is not numpy.ndarray or dy.dtype != y.dtype:
+        return dy * (y * (1 - y))  # the generic form, in the promoted dtype
+    dz = 1 - y
+    dz *= y
+    dz *= dy
+    return dz
+
+
 #: The activations computed in place on an array the kernel owns: ``name -> (forward(y),
-#: backprop(y, dy))``, ``y`` the activation's output.
-ACTIVATIONS = {"relu": (_relu, _relu_backprop), "softmax": (_softmax, _softmax_backprop)}
+#: backprop(y, dy))``, ``y`` the activation's output. The values are those of
+#: :mod:`wframe.activations`' functions of the same name, bit for bit (the same operations:
+#: products commute exactly).
+ACTIVATIONS = {
+    "relu": (_relu, _relu_backprop),
+    "softmax": (_softmax, _softmax_backprop),
+    "tanh": (_tanh, _tanh_backprop),
+    "sigmoid": (_sigmoid, _sigmoid_backprop),
+}
 
 
 def dense(activation: str | None, use_bias: bool, general):
