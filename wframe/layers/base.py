@@ -73,6 +73,9 @@ class Layer(metaclass=LayerType):
     #: The dtype a model feeds this layer when it comes first (``None``: the model's float
     #: dtype; ``"int32"``: token ids, as Embedding takes them, never cast to float).
     input_dtype = None
+    #: The dtype :meth:`plan`'s shape-only ``init`` asks for: any for a layer (its shapes do
+    #: not depend on it); a built model's own (its ``init`` refuses another).
+    plan_dtype = "float32"
     #: Whether ``forward`` takes ``vjp`` (set per class from its signature).
     _takes_vjp = False
     #: Whether :meth:`apply` checks what ``forward`` and ``backprop`` return: for classes
@@ -160,42 +163,46 @@ class Layer(metaclass=LayerType):
     def forward(self, params: Params, state: State, x: Array, *, train: bool, key: Any = None):
         raise TypeError(f"{type(self).__name__} does not define forward")
 
-    def plan(self, xp: Any, in_shape: Shape):
+    def plan(self, xp: Any, in_shape: Shape, train: bool = True):
         """``(run, out_shape)``: this layer's forward compiled for arrays of namespace ``xp``
         and shape ``in_shape`` (``None`` for the batch axis) in the params' dtype, or ``None``.
 
         ``run(params, x, vjp=True, key=None) -> (y, backprop)`` computes what :meth:`forward`
         computes in training mode (``key`` as :meth:`forward` gets it, for a layer that
-        ``uses_key``) for a layer without state: a host backend's train step (NumPy) is built
-        from its layers' runs, so that a small model's step costs its arithmetic and little
-        Python. The default is :meth:`apply` itself (the layer's checks kept), for a layer
-        whose ``init`` makes no state; layers override it with an unchecked run (``Dense``,
-        chains). Callers ask through :meth:`planned`.
+        ``uses_key``), or with ``train=False`` in inference mode (no key), for a layer without
+        state: a host backend's train step (NumPy) is built from its layers' runs, and its
+        ``predict`` and ``evaluate`` from their inference runs, so that a small model's batch
+        costs its arithmetic and little Python. The default is :meth:`apply` itself (the
+        layer's checks kept), for a layer whose ``init`` makes no state; layers override it
+        with an unchecked run (``Dense``, chains). Callers ask through :meth:`planned`.
         """
         with use_backend("numpy"), shape_only():  # shapes only, as compute_output_shape
-            _, state, out_shape = self.init(0, in_shape)
+            _, state, out_shape = self.init(0, in_shape, dtype=self.plan_dtype)
         if state:  # its state changes in training: the general step carries it
             return None
-        keyed = self.uses_key
+        keyed = self.uses_key and train
 
         def run(params, x, vjp=True, key=None):
             y, _, backprop = self.apply(
-                params, _EMPTY, x, train=True, key=key if keyed else None, vjp=vjp
+                params, _EMPTY, x, train=train, key=key if keyed else None, vjp=vjp
             )
             return y, backprop
 
         return run, tuple(out_shape) if isinstance(out_shape, list) else out_shape
 
-    def planned(self, xp: Any, in_shape: Shape):
+    def planned(self, xp: Any, in_shape: Shape, train: bool = True):
         """:meth:`plan`; the default one (:meth:`apply` itself) where the class's ``forward``
         is defined below its ``plan`` (a subclass that computes something else than the plan
-        it inherits)."""
+        it inherits), and in inference mode where its ``plan`` takes no ``train``."""
         mro = type(self).__mro__
         forward_owner = next(c for c in mro if "forward" in vars(c))
         plan_owner = next(c for c in mro if "plan" in vars(c))
         if issubclass(plan_owner, forward_owner):
-            return self.plan(xp, in_shape)
-        return Layer.plan(self, xp, in_shape)
+            if train:
+                return self.plan(xp, in_shape)
+            if "train" in inspect.signature(self.plan).parameters:
+                return self.plan(xp, in_shape, train=False)
+        return Layer.plan(self, xp, in_shape, train)
 
     def apply(
         self,

@@ -200,15 +200,15 @@ class Sequential(Layer):
 
         return x, new_state, backprop
 
-    def plan(self, xp, in_shape):
+    def plan(self, xp, in_shape, train=True):
         if not self.layers:
             return None
         # A layer used twice sums its uses' gradients: the forward does that (the default).
         if len({layer.name for layer in self.layers}) != len(self.layers):
-            return super().plan(xp, in_shape)
+            return super().plan(xp, in_shape, train)
         runs, shape, keyed = [], tuple(in_shape), []
         for i, layer in enumerate(self.layers):
-            planned = layer.planned(xp, shape)
+            planned = layer.planned(xp, shape, train)
             if planned is None:
                 return None
             runs.append((layer.name, planned[0]))

@@ -81,10 +81,10 @@ class Dense(Layer):
         y, backprop = self._affine(xp, activations.kernel(self._activation, xp), params, x, vjp)
         return y, state, backprop
 
-    def plan(self, xp, in_shape):
+    def plan(self, xp, in_shape, train=True):
         shape = tuple(in_shape)
         if len(shape) != 2 or shape[-1] is None:  # other ranks: forward's reshaping (apply)
-            return super().plan(xp, in_shape)
+            return super().plan(xp, in_shape, train)
         act = activations.kernel(self._activation, xp)
         out_shape, general = (shape[0], self.units), functools.partial(self._affine, xp, act)
         # The backend's kernel where it has one (NumPy: ReLU or linear, float arrays).

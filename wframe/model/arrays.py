@@ -217,9 +217,15 @@ class Holder(Copying, Trainable, Layer):
             self.policy, super().forward, params, state, x, train=train, key=key, vjp=vjp
         )
 
-    def plan(self, xp, in_shape):
+    @property
+    def plan_dtype(self) -> str:
+        return self.dtype
+
+    def plan(self, xp, in_shape, train=True):
         # A mixed policy casts around its layers: its forward (Layer's default plan) does.
-        return Layer.plan(self, xp, in_shape) if self.policy.mixed else super().plan(xp, in_shape)
+        if self.policy.mixed:
+            return Layer.plan(self, xp, in_shape, train)
+        return super().plan(xp, in_shape, train)
 
     def _counters(self) -> tuple[int, int]:
         return (self._now.steps, self._now.epochs) if self._now is not None else (0, 0)

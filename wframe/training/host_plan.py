@@ -9,7 +9,9 @@ chains of them unchecked kernels), and its step is built once from the plan, the
 made: each step then checks only that its batch is what the plan was made for (a NumPy array
 of the dtype and input shape the model takes, plain labels, no pruning masks) and otherwise
 runs the general step, which stays the reference. Both compute the same expressions in the
-same order, so they give the same weights bit for bit (tests/test_host_plan.py).
+same order, so they give the same weights bit for bit (tests/test_host_plan.py). ``predict``
+and ``evaluate`` run the model's inference plan the same way (:func:`planned_forward`:
+tests/test_host_inference.py).
 
 Measured on the 64-64-10 MLP at batch 32 (``benchmarks/bench_small.py``): see
 docs/benchmarks.md.
@@ -38,6 +40,35 @@ def host_finite(value: Any, penalty: Any, grads: Params, xp: Any) -> bool:
     return math.isfinite(total)
 
 
+def _batch_spec(layer) -> tuple[np.dtype, tuple] | None:
+    """``(dtype, feature_shape)`` of the batches a built model's plan is made for (its float
+    dtype, or a first Embedding's integers), or ``None`` (not built, several inputs)."""
+    in_shape = getattr(layer, "input_shape", None) if getattr(layer, "built", False) else None
+    if not isinstance(in_shape, tuple) or any(isinstance(d, tuple) for d in in_shape):
+        return None  # (several inputs: a tuple of shapes)
+    return np.dtype(getattr(layer, "input_dtype", None) or layer.dtype), tuple(in_shape[1:])
+
+
+def planned_forward(layer, backend) -> Callable | None:
+    """``forward(params, state, x) -> y`` in inference mode from ``layer``'s inference plan
+    (:meth:`~wframe.layers.Layer.plan` with ``train=False``), for ``predict`` and
+    ``evaluate`` on a host backend; ``None`` where there is none. A batch the plan was not
+    made for (another dtype or shape, several inputs) runs ``layer.apply``, the reference;
+    both give the same outputs bit for bit."""
+    spec = _batch_spec(layer) if backend.on_host else None
+    planned = None if spec is None else layer.planned(backend.xp, layer.input_shape, False)
+    if planned is None:
+        return None
+    (dtype, feature_shape), run, nd = spec, planned[0], np.ndarray
+
+    def forward(params, state, x):
+        if type(x) is not nd or x.dtype != dtype or x.shape[1:] != feature_shape:
+            return layer.apply(params, state, x, train=False, vjp=False)[0]
+        return run(params, x, False)[0]
+
+    return forward
+
+
 def planned_step(
     layer, loss, tracker: Tracker, backend, update: Callable, general: Callable, *, guard, check
 ) -> Callable | None:
@@ -50,17 +81,14 @@ def planned_step(
     Only for what the plan covers: the caller has ruled out frozen params, regularizers,
     clipping, loss scaling, gradient statistics and a rank's sync.
     """
-    in_shape = getattr(layer, "input_shape", None) if getattr(layer, "built", False) else None
-    metrics = [e.metric for e in tracker.entries]
-    if in_shape is None or any(m is None for m in metrics):
+    spec, metrics = _batch_spec(layer), [e.metric for e in tracker.entries]
+    if spec is None or any(m is None for m in metrics):
         return None
     xp = backend.xp
-    planned = layer.planned(xp, in_shape)
+    planned = layer.planned(xp, layer.input_shape)
     if planned is None:
         return None
-    # The batch as the model feeds it: its float dtype, or a first Embedding's integers.
-    dtype = np.dtype(getattr(layer, "input_dtype", None) or layer.dtype)
-    run, feature_shape = planned[0], tuple(in_shape[1:])
+    (dtype, feature_shape), run = spec, planned[0]
     loss_fn, stats = loss.kernel(xp), [m.stats for m in metrics]
     checked, nd = guard or check, np.ndarray
 

@@ -24,7 +24,7 @@ from wframe.training.grad_stats import (
     leaf_norm,
     update_ratios,
 )
-from wframe.training.host_plan import host_finite, planned_step
+from wframe.training.host_plan import host_finite, planned_forward, planned_step
 from wframe.training.logs import Layout
 from wframe.training.tracker import NOTHING, Tracker, unweighted
 from wframe.tree import map_at, merge, path_get, split, tree_leaves, tree_map
@@ -397,9 +397,13 @@ def make_eval_step(model, loss, tracker: Tracker = NOTHING) -> Callable:
       tracker: the entries logged after the loss (default: nothing).
     """
     loss = losses_mod.get(loss)
+    forward = planned_forward(model, model.backend)  # the host's inference plan, or None
 
     def step(params, state, x, y):
-        pred, _, _ = model.apply(params, state, x, train=False, vjp=False)
+        if forward is None:
+            pred = model.apply(params, state, x, train=False, vjp=False)[0]
+        else:
+            pred = forward(params, state, x)
         values = tracker.values(loss, pred, y)
         return {"loss": _value(loss, pred, y), **dict(zip(tracker.names, values, strict=True))}
 

@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from wframe.training.host_plan import planned_forward
 from wframe.training.runner import FitSetup, RunSpec, make_runner
 from wframe.training.step import make_eval_step, make_grad_fn
 from wframe.training.tracker import NOTHING, Tracker
@@ -60,13 +61,17 @@ class Trainer:
         return value
 
     def predict_fn(self) -> Callable:
-        """``(params, state, x) -> y`` in inference mode."""
+        """``(params, state, x) -> y`` in inference mode (on the host, from the model's
+        inference plan where it has one: :func:`~wframe.training.host_plan.planned_forward`)."""
         model = self.model
 
         def predict(params, state, x):
             return model.apply(params, state, x, train=False, vjp=False)[0]
 
-        return self.memo(("predict",), lambda: model.backend.jit(predict))
+        def make():
+            return planned_forward(model, model.backend) or model.backend.jit(predict)
+
+        return self.memo(("predict",), make)
 
     def eval_fn(self, loss: Any, tracker: Tracker = NOTHING) -> Callable:
         """``(params, state, x, y) -> {"loss": ..., name: ...}`` in inference mode: the loss
