@@ -112,6 +112,26 @@ def test_a_nonfinite_gradient_under_a_finite_loss_stops_fit_at_its_step(backend,
         np.testing.assert_allclose(got, wf.to_numpy(expected[name]), rtol=1e-5, err_msg=name)
 
 
+@pytest.mark.parametrize("spe", [1, "epoch"])
+def test_a_replay_from_the_fits_start_leaves_the_arrays_held_before_it(backend, spe):
+    # The replay of a first stretch starts from the model's own arrays (the calls train a copy):
+    # it copies them first, so arrays a user held before fit are neither updated in place
+    # (NumPy's optimizers) nor donated (JAX).
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((96, 5)).astype(np.float32), rng.integers(0, 3, 96)
+    x[85] = 0  # the sixth step's gradient is NaN, its loss finite
+    model = _model().build((None, 5))
+    held = dict(flatten(model.params))
+    values = {k: wf.to_numpy(v).copy() for k, v in held.items()}
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning, match="at step 6"):
+        model.fit(x, y, epochs=1, batch_size=16, shuffle=False, optimizer=opt.sgd(0.1),
+                  steps_per_execution=spe, verbose=0)  # fmt: skip
+    assert model.steps == 5
+    for k, v in held.items():
+        np.testing.assert_array_equal(wf.to_numpy(v), values[k], err_msg=k)
+        assert not np.array_equal(wf.to_numpy(dict(flatten(model.params))[k]), values[k])
+
+
 class _ZeroAfterFirstEpoch(wf.callbacks.Callback):
     """Records each epoch's logs; after the first, zeroes the first layer's weights: every
     pre-activation of ``sqrt_abs`` is then 0, the next step's gradient NaN, its loss finite."""

@@ -4,9 +4,12 @@ Under jit a guarded step takes a select over the params and optimizer state, whi
 small step's cost on XLA:CPU (measured), so on a traced backend the steps run unguarded and, at
 each sync point, the first bad step is checked: if there is one, the calls since the last sync
 point are replayed guarded, from a copy taken there. Same results; the copy costs one call per
-sync point. Where the optimizer propagates a non-finite gradient into the params
-(:func:`~wframe.training.runner.deferrable`), the steps do not even check themselves: the params
-after them are checked (in the compiled call on JAX; here, at the sync point, on NumPy).
+sync point, taken just before the next call (a fit's last sync point copies nothing; at its
+start the model's own arrays serve, which the calls, training a copy of them, leave as they
+are, and are copied only for a replay). Where the optimizer propagates a non-finite gradient
+into the params (:func:`~wframe.training.runner.deferrable`), the steps do not even check
+themselves: the params after them are checked (in the compiled call on JAX; here, at the sync
+point, on NumPy).
 
 NumPy branches inside the step on a check of each gradient (~15 us of a small MLP's ~200 us
 step), unless its train state is small (:data:`HOST_REPLAY_BYTES`, so that the copy at each sync
@@ -46,13 +49,24 @@ class FiniteGuard:
         self.check = check
         self._saved: tuple | None = None
         self._pending: list[tuple[RunSpec, tuple]] = []
+        #: Whether the marked ``ts`` is to be copied (:meth:`keep`) before the next call.
+        self.unkept = False
+        self._shared = False
 
-    def mark(self, ts: Any, acc: tuple, *, copy: bool = True) -> None:
-        """A sync point: ``(ts, acc)`` is what a replay would start from (a copy where the
-        next call consumes ``ts``)."""
+    def mark(self, ts: Any, acc: tuple, *, copy: bool = True, shared: bool = False) -> None:
+        """A sync point: ``(ts, acc)`` is what a replay would start from. ``copy``: the next
+        call consumes ``ts``, so the loop has it copied first (:meth:`keep`; a mark that no
+        call follows, a fit's last, copies nothing). ``shared``: ``ts`` is arrays the calls
+        leave as they are (the model's, when the calls train a copy of them), copied only
+        if a replay runs."""
         if not self.in_step:
-            self._saved = (self.backend.copy(ts) if copy else ts), acc
-            self._pending = []
+            self._saved, self._pending = (ts, acc), []
+            self.unkept, self._shared = copy, shared
+
+    def keep(self) -> None:
+        """Copy the marked ``ts``: the loop calls this before a call that would consume it."""
+        ts, acc = self._saved
+        self._saved, self.unkept = (self.backend.copy(ts), acc), False
 
     def record(self, spec: RunSpec, args: tuple) -> None:
         """A call run since the last sync point (replayed guarded if a step was bad)."""
@@ -70,6 +84,7 @@ class FiniteGuard:
         reading = logs_mod.read(self.backend, acc, self.layout)
         if reading.bad >= 0 and not self.in_step and self._pending:
             ts, acc = self._saved
+            ts = self.backend.copy(ts) if self._shared else ts  # (the replay consumes it)
             for spec, args in self._pending:
                 ts, acc = self.runner(spec, True)(ts, acc, *args)
             reading = logs_mod.read(self.backend, acc, self.layout)

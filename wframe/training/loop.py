@@ -252,7 +252,10 @@ class _Loop:
             self._trainer, self._runners = self.model.trainer, {}
         self.last = (None, None)  # (spec, runner) of the last call; reset with the runners
         self.ts = self.sync.take(copy=self.consume)
-        self.guard.mark(self.ts, self.acc, copy=self.consume)
+        if self.consume and self.strategy is None:  # the calls train a copy of the model's
+            self.guard.mark(self.model.train_state, self.acc, copy=False, shared=True)
+        else:
+            self.guard.mark(self.ts, self.acc, copy=self.consume)
 
     def epoch(self, epoch: int, first: int, *, resumed: bool = False) -> None:
         """Epoch ``epoch`` from its batch ``first``, then its end as Keras 3 ends it (also
@@ -312,6 +315,8 @@ class _Loop:
         interrupts = self.interrupts
         interrupts.holding = self.calling = True  # (inline: this runs at every call)
         try:
+            if self.guard.unkept:  # the replay's copy of the state, before this call takes it
+                self.guard.keep()
             if spec is self.last[0]:  # the same spec as the last call (the iterator's object)
                 run = self.last[1]
             else:
