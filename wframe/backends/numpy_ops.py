@@ -39,17 +39,21 @@ def _arange(n: int) -> numpy.ndarray:
     return rows
 
 
+def _on_classes(pred, labels) -> bool:
+    """Whether ``pred`` is a float NumPy ``(n, c)`` with ``n, c > 0`` and ``labels`` integer
+    class indices ``(n,)``: what the cross-entropy kernels cover."""
+    nd = numpy.ndarray
+    if type(pred) is not nd or type(labels) is not nd or pred.ndim != 2 or not pred.size:
+        return False
+    return labels.shape == pred.shape[:1] and labels.dtype.kind in "iu" and pred.dtype in _FLOATS
+
+
 def softmax_cross_entropy(logits, labels):
     """``(mean loss, dlogits)`` of :class:`wframe.losses.SoftmaxCrossEntropy` on logits
     ``(n, c)`` and integer class indices ``(n,)``; ``None`` for anything else."""
-    nd = numpy.ndarray
-    if type(logits) is not nd or type(labels) is not nd or logits.ndim != 2:
+    if not _on_classes(logits, labels):
         return None
-    n, c = logits.shape
-    if labels.shape != (n,) or labels.dtype.kind not in "iu" or logits.dtype not in _FLOATS:
-        return None
-    if n == 0 or c == 0:
-        return None
+    n = logits.shape[0]
     shifted = logits - numpy.maximum.reduce(logits, axis=1, keepdims=True)
     if not math.isfinite(numpy.add.reduce(shifted, axis=None)):
         # An inf or NaN logit: the generic one-hot product makes its row's loss NaN (0 * inf),
@@ -88,14 +92,9 @@ def probability_cross_entropy(probs, labels, eps):
     log of the probabilities normalised to sum to 1 and clipped to ``[eps, 1 - eps]``, with
     each row's label's entry picked by index instead of the one-hot products (every other
     entry of those products is a zero); ``None`` for anything else."""
-    nd = numpy.ndarray
-    if type(probs) is not nd or type(labels) is not nd or probs.ndim != 2:
+    if not _on_classes(probs, labels) or not math.isfinite(numpy.add.reduce(probs, axis=None)):
         return None
-    n, c = probs.shape
-    if labels.shape != (n,) or labels.dtype.kind not in "iu" or probs.dtype not in _FLOATS:
-        return None
-    if n == 0 or c == 0 or not math.isfinite(numpy.add.reduce(probs, axis=None)):
-        return None
+    n = probs.shape[0]
     rows = _arange(n)
     picked = _picked(probs, rows, labels)
     if picked is None:

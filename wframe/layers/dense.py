@@ -87,7 +87,7 @@ class Dense(Layer):
             return super().plan(xp, in_shape, train)
         act = activations.kernel(self._activation, xp)
         out_shape, general = (shape[0], self.units), functools.partial(self._affine, xp, act)
-        # The backend's kernel where it has one (NumPy: ReLU or linear, float arrays).
+        # The backend's kernel where it has one (NumPy: float arrays, numpy_ops.ACTIVATIONS).
         kernel = getattr(FUSED.get(xp), "dense", None)
         kernel = None if kernel is None else kernel(self._activation, self.use_bias, general)
         return (general if kernel is None else kernel), out_shape

@@ -397,13 +397,12 @@ def make_eval_step(model, loss, tracker: Tracker = NOTHING) -> Callable:
       tracker: the entries logged after the loss (default: nothing).
     """
     loss = losses_mod.get(loss)
-    forward = planned_forward(model, model.backend)  # the host's inference plan, or None
+    forward = planned_forward(model, model.backend) or (  # the host's inference plan
+        lambda params, state, x: model.apply(params, state, x, train=False, vjp=False)[0]
+    )
 
     def step(params, state, x, y):
-        if forward is None:
-            pred = model.apply(params, state, x, train=False, vjp=False)[0]
-        else:
-            pred = forward(params, state, x)
+        pred = forward(params, state, x)
         values = tracker.values(loss, pred, y)
         return {"loss": _value(loss, pred, y), **dict(zip(tracker.names, values, strict=True))}
 
