@@ -171,3 +171,21 @@ def test_non_finite_gradient_with_finite_loss_is_skipped_on_numpy():
             assert np.isfinite(logs["loss"])
             same = np.array_equal(ts.params["dense_0"]["W"], model.params["dense_0"]["W"])
             assert same is not changes
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+def test_binary_accuracy_counts_match_generic(generic, dtype):
+    rng = np.random.default_rng(3)
+    metric = wf.metrics.get("binary_accuracy")
+    for shape in ((9, 1), (9,), (9, 3)):  # one output per example (the hook), and three
+        pred = rng.random(shape).astype(dtype)
+        pred.flat[0] = 0.5  # on the threshold: not above it
+        labels = (rng.random(shape) > 0.5).astype(np.float32)
+        got, want = metric.stats(pred, labels), generic(metric.stats, pred, labels)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    hits = np.ones((4, 1), bool)
+    assert numpy_ops.true_count(hits, np.float32).tolist() == [4.0, 4.0]
+    assert numpy_ops.true_count(hits.astype(np.float32), np.float32) is None  # not booleans
+    assert numpy_ops.true_count(np.ones((4, 2), bool), np.float32) is None  # a mean per row
+    assert numpy_ops.true_count(np.ones((0, 1), bool), np.float32) is None

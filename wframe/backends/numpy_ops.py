@@ -310,6 +310,18 @@ def class_hits(pred, labels):
     return numpy.array((hits, n), dtype=pred.dtype)
 
 
+def true_count(values, dtype):
+    """``[count of True, n]`` in ``dtype`` for boolean per-example values ``(n,)`` or ``(n, 1)``
+    (a binary accuracy's hits): the statistics :func:`wframe.metrics.base.mean_stats` sums
+    from them, exactly (float counts below 2**24); ``None`` for anything else."""
+    if type(values) is not numpy.ndarray or values.dtype != numpy.bool_ or values.ndim > 2:
+        return None
+    n = values.shape[0] if values.ndim else 0
+    if not n or values.shape[1:] not in ((), (1,)) or n >= 2**24:
+        return None
+    return numpy.array((numpy.count_nonzero(values), n), dtype=dtype)
+
+
 def _is_activation(fn, name: str) -> bool:
     """Whether ``fn`` is :mod:`wframe.activations`' function ``name``."""
     return getattr(fn, "__module__", None) == "wframe.activations" and fn.__name__ == name
@@ -349,6 +361,9 @@ class Fused:
 
     def class_hits(self, pred, labels):
         return class_hits(pred, labels)
+
+    def true_count(self, values, dtype):
+        return true_count(values, dtype)
 
     def dropout(self, x, key, threshold, scale):
         return None

@@ -36,7 +36,10 @@ class BinaryAccuracy(Metric):
         labels = aligned(xp, self, pred, labels, dtype, classes=True)
         values, logits = scores(xp, self, pred, dtype)
         t = logit(self.threshold) if logits else self.threshold
-        return mean_stats(self, (values > t) == (labels > 0.5), sample_weight, dtype)
+        hits = (values > t) == (labels > 0.5)
+        count = getattr(FUSED.get(xp), "true_count", None)  # one output, unweighted (NumPy)
+        out = None if count is None or sample_weight is not None else count(hits, dtype)
+        return out if out is not None else mean_stats(self, hits, sample_weight, dtype)
 
 
 @dataclass(frozen=True)
