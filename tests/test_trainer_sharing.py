@@ -79,3 +79,30 @@ def test_numpy_models_keep_their_own_trainer():
     with wf.use_backend("numpy"):
         a, b = _mlp().build((None, 6)), _mlp().build((None, 6))
         assert a.trainer is not b.trainer
+
+
+def test_a_second_fit_traces_nothing_at_all(jax):
+    # Every compiled function, not only the runners: JAX reports each trace it makes.
+    import jax.monitoring as monitoring
+
+    traces = []
+
+    def listen(event, seconds, **kwargs):
+        if event.endswith("jaxpr_trace_duration"):
+            traces.append(event)
+
+    with wf.use_backend("jax"):
+        training.forget_shared()
+        for spe in (1, "epoch"):
+            model = _mlp(seed=0)
+            model.fit(X, Y, epochs=1, batch_size=16, steps_per_execution=spe, verbose=0)
+            model.evaluate(X, Y, verbose=0)
+            monitoring.register_event_duration_secs_listener(listen)
+            try:
+                for seed in (0, 1):  # the same model again, and a second one
+                    again = model if seed == 0 else _mlp(seed=1)
+                    again.fit(X, Y, epochs=2, batch_size=16, steps_per_execution=spe, verbose=0)
+                    again.evaluate(X, Y, verbose=0)
+            finally:
+                monitoring.unregister_event_duration_listener(listen)
+            assert traces == [], spe

@@ -11,8 +11,10 @@ into the params (:func:`~wframe.training.runner.deferrable`), the steps do not e
 themselves: the params after them are checked (in the compiled call on JAX; here, at the sync
 point, on NumPy).
 
-NumPy branches inside the step on a check of each gradient (~15 us of a small MLP's ~200 us
-step), unless its train state is small (:data:`HOST_REPLAY_BYTES`, so that the copy at each sync
+A call of one step on a traced backend leaves that check to the sync point too (a reduction over
+the params in every call cost JAX:CPU ~4% of a small MLP's step). NumPy branches inside the step
+on a check of each gradient (~15 us of a small MLP's ~200 us step), unless its train state is
+small (:data:`HOST_REPLAY_BYTES`, so that the copy at each sync
 point costs less than the checks it saves) and the steps may go unchecked: then it replays too.
 """
 
@@ -33,9 +35,10 @@ HOST_REPLAY_BYTES = 2**20
 class FiniteGuard:
     """Owns the replay: the copy of the train state at the last sync point and the calls run
     since. ``check((ts, acc), step)``, given where the steps check nothing and nothing else
-    checks them (NumPy), marks ``acc`` bad when the state is not finite, at each sync point
-    (:func:`~wframe.training.runner.make_params_check`). ``in_step`` says whether the steps
-    guard themselves (no replay needed): on a backend that does not trace, without ``check``."""
+    checks them (NumPy; calls of one step on a traced backend), marks ``acc`` bad when the
+    state is not finite, at each sync point (:func:`~wframe.training.runner.sync_point_check`).
+    ``in_step`` says whether the steps guard themselves (no replay needed): on a backend that
+    does not trace, without ``check``."""
 
     def __init__(
         self,

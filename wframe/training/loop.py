@@ -20,7 +20,7 @@ from wframe.training import logs as logs_mod
 from wframe.training.epoch_iterator import Call, EpochIterator
 from wframe.training.evaluate import evaluate, evaluate_batches
 from wframe.training.guard import HOST_REPLAY_BYTES, FiniteGuard
-from wframe.training.runner import FitSetup, RunSpec, deferrable, make_params_check
+from wframe.training.runner import FitSetup, RunSpec, deferrable, sync_point_check
 from wframe.training.step import log_layout, log_names
 from wframe.training.sync import ArraySync, Interrupts
 from wframe.tree import tree_leaves
@@ -200,17 +200,19 @@ class _Loop:
     def finite_guard(self) -> FiniteGuard:
         """The guard: in the steps on NumPy, unless the train state is small, the data arrays
         and no callback reads every call, where the optimizer lets the steps go unchecked: then
-        the params are checked at each sync point and a bad stretch replayed, as on JAX."""
-        model, backend = self.model, self.backend
-        replay = (
-            backend.on_host
-            and not self.each_call
-            and isinstance(self.plan, EpochIterator)
-            and deferrable(model, self.setup)
-            and sum(getattr(a, "nbytes", 8) for a in tree_leaves(model.train_state))
-            <= HOST_REPLAY_BYTES
+        the params are checked at each sync point and a bad stretch replayed, as on JAX. On a
+        traced backend the same holds for calls of one step (a check in each would be a
+        reduction over the params at every step); longer calls check themselves."""
+        model, backend, plan = self.model, self.backend, self.plan
+        deferred = (
+            not self.each_call and isinstance(plan, EpochIterator) and deferrable(model, self.setup)
         )
-        check = make_params_check(model, self.setup) if replay else None
+        if backend.on_host:
+            state = sum(getattr(a, "nbytes", 8) for a in tree_leaves(model.train_state))
+            at_sync = deferred and state <= HOST_REPLAY_BYTES
+        else:
+            at_sync = deferred and self.strategy is None and plan.per_call == 1 and not plan.whole
+        check = sync_point_check(model, self.setup) if at_sync else None
         return FiniteGuard(backend, self.layout, self.runner, check)
 
     def runner(self, spec: RunSpec, guarded: bool | None = None) -> Any:
@@ -220,8 +222,9 @@ class _Loop:
         run = self._runners.get(key)
         if run is None:
             guarded = self.guard.in_step if guarded is None else guarded
+            checked = self.guard.check is None  # or at the sync points (the guard's check)
             run = self.model.trainer.runner(
-                self.setup, spec._replace(guarded=guarded, donate=self.consume)
+                self.setup, spec._replace(guarded=guarded, donate=self.consume, checked=checked)
             )
             self._runners[key] = run
         return run

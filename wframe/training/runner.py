@@ -45,12 +45,16 @@ class RunSpec(NamedTuple):
         epoch.
       guarded: apply the finite guard (a non-finite step changes nothing) or not.
       donate: consume its train state (donated on JAX, updated in place on NumPy) or not.
+      checked: unguarded on a traced backend, check its params after its steps
+        (:func:`make_params_check`), or leave that to the guard at the next sync point
+        (:func:`sync_point_check`).
     """
 
     steps: int
     tail: int = 0
     guarded: bool = True
     donate: bool = True
+    checked: bool = True
 
 
 def make_runner(model, setup: FitSetup, spec: RunSpec) -> Callable:
@@ -135,7 +139,8 @@ def deferrable(model, setup: FitSetup) -> bool:
 def _checks_after(model, setup: FitSetup, spec: RunSpec) -> bool:
     """Whether an unguarded traced call checks its params once, after its steps, inside the
     compiled call (a host call's are checked by the fit loop's guard, at its sync points)."""
-    return not spec.guarded and model.backend.traced and deferrable(model, setup)
+    traced = model.backend.traced
+    return not spec.guarded and traced and spec.checked and deferrable(model, setup)
 
 
 def make_params_check(model, setup: FitSetup) -> Callable:
@@ -164,6 +169,29 @@ def make_params_check(model, setup: FitSetup) -> Callable:
         return ts, (sums, xp.where(first, xp.asarray(first_step, dtype=xp.int32), bad))
 
     return after
+
+
+def sync_point_check(model, setup: FitSetup) -> Callable:
+    """:func:`make_params_check` as the finite guard runs it at a sync point, on the state the
+    calls since left (calls that do not check themselves, ``RunSpec.checked`` false): on a
+    traced backend one compiled call that computes only the verdict (its params are not
+    copied out), compiled once per architecture and logged names (the trainer keeps it)."""
+    if not model.backend.traced:
+        return make_params_check(model, setup)
+    trainer = model.trainer
+
+    def compiled():
+        after = make_params_check(trainer.model, setup)  # (the trainer's array-less model)
+        return trainer.model.backend.jit(lambda ts, acc, first: after((ts, acc), first)[1][1])
+
+    names = tuple(log_names(model, setup.metrics, setup.clip))
+    verdict = trainer.memo(("sync point check", names), compiled)
+
+    def check(carry, first_step):
+        ts, (sums, bad) = carry
+        return ts, (sums, verdict(ts, (sums, bad), first_step))
+
+    return check
 
 
 def _batch_step(model, setup: FitSetup, spec: RunSpec, check: bool = True) -> Callable:
