@@ -210,8 +210,9 @@ class _Loop:
         if backend.on_host:
             state = sum(getattr(a, "nbytes", 8) for a in tree_leaves(model.train_state))
             at_sync = deferred and state <= HOST_REPLAY_BYTES
-        else:
-            at_sync = deferred and self.strategy is None and plan.per_call == 1 and not plan.whole
+        else:  # (CuPy, which does not trace, checks in its steps)
+            traced = backend.traced and self.strategy is None
+            at_sync = deferred and traced and plan.per_call == 1 and not plan.whole
         check = sync_point_check(model, self.setup) if at_sync else None
         return FiniteGuard(backend, self.layout, self.runner, check)
 
