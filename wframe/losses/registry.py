@@ -41,6 +41,9 @@ _LOSSES: dict[str, type[Loss]] = {
     "squared_hinge": hinge.SquaredHinge,
     "squaredhinge": hinge.SquaredHinge,
 }
+#: The built-in loss classes by class name: the ones a model file stores
+#: (:mod:`wframe.saving.compile_config`).
+CLASSES: dict[str, type[Loss]] = {cls.__name__: cls for cls in _LOSSES.values()}
 
 
 def get(identifier: Any, **kwargs: Any) -> Loss:

@@ -46,6 +46,9 @@ NAMES: dict[str, type] = {
     "rmse": RootMeanSquaredError,
 }
 _LOOKUP = {**NAMES, **{cls.__name__.lower(): cls for cls in _CLASSES}}
+#: The built-in metric classes by class name: the ones a model file stores
+#: (:mod:`wframe.saving.compile_config`).
+CLASSES: dict[str, type] = {cls.__name__: cls for cls in (*_CLASSES, AutoAccuracy)}
 
 
 def _from_logits(loss) -> bool:

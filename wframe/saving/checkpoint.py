@@ -40,7 +40,7 @@ from wframe import assigned
 from wframe import optimizers as optimizers_mod
 from wframe.optimizers.checks import check_opt_state, check_optimizer
 from wframe.placeholders import shape_only
-from wframe.saving import checkpoint_meta, expected, io, shards, sparse_pack
+from wframe.saving import checkpoint_meta, compile_config, expected, io, shards, sparse_pack
 from wframe.saving.config import ConfigError, model_config
 from wframe.saving.errors import capped
 from wframe.saving.values import check_values, short
@@ -65,6 +65,7 @@ RESERVED = (
     "input_shape",
     "backend",
     "config",
+    "compile",
     "resume_epoch",
     "resume_batch",
     "kind",
@@ -140,6 +141,7 @@ def save(
         "input_shape": json.dumps(list(model.input_shape)),
         "backend": model.backend.name,
         **_config(model),
+        "compile": compile_config.compile_config(model),
         **({} if resume_at is None else _resume_metadata(resume_at)),
         **(extra or {}),
     }

@@ -22,7 +22,7 @@ import os
 from typing import Any
 
 from wframe.placeholders import shape_only
-from wframe.saving import checkpoint, expected, io, sparse_pack, weights
+from wframe.saving import checkpoint, compile_config, expected, io, sparse_pack, weights
 from wframe.saving.config import model_config
 
 
@@ -50,13 +50,16 @@ def save_model(
     checkpoint.save(model, path, kind="model", max_shard_size=max_shard_size, sparse=sparse)
 
 
-def load_model(path: str | os.PathLike) -> Any:
+def load_model(path: str | os.PathLike, *, compile: bool = True) -> Any:  # noqa: A002 (Keras')
     """The model :func:`save_model` wrote, built on the active backend with its weights; with
     its optimizer (and that optimizer's state) and counters where it was compiled with an
     optimizer given by name, so that ``fit`` goes on where it stopped (an optimizer given as
     an object cannot be rebuilt from a file: compile the loaded model with the same optimizer
-    and call ``model.load_checkpoint(path)`` to restore its state). The loss is not stored:
-    ``model.compile(optimizer=None, loss=...)`` sets it and keeps the restored optimizer.
+    and call ``model.load_checkpoint(path)`` to restore its state). With ``compile`` (Keras'
+    default) it also has the loss and metrics it was compiled with
+    (:mod:`~wframe.saving.compile_config`): built-in ones by name or object; a user's function
+    or class is not in the file, and the model warns and keeps the default until
+    ``model.compile(optimizer=None, loss=..., metrics=...)``, which keeps the loaded optimizer.
 
     Nothing is allocated before the file is known to fit its config: the header is read
     alone, the config is bounded by the file's tensor count
@@ -70,6 +73,8 @@ def load_model(path: str | os.PathLike) -> Any:
     Args:
       path: the path :func:`save_model` was given (a sharded save is found through its
         ``.index.json``; the index's own path works too).
+      compile: give the model the loss and metrics in the file (``False``: the default
+        loss, ``softmax_cross_entropy``, and its default metric).
 
     Returns:
       The rebuilt model, on the active backend.
@@ -77,8 +82,9 @@ def load_model(path: str | os.PathLike) -> Any:
     Raises:
       wframe.saving.io.WeightsFileError: the file is unreadable, has no model config, its
         config is malformed, names a class this process has not registered, declares more
-        layers or bytes than the file holds, or describes other arrays than the file's (the
-        first differences named).
+        layers or bytes than the file holds, describes other arrays than the file's (the
+        first differences named), or holds a loss and metrics that are malformed or do not fit
+        the model.
     """
     path = os.fspath(path)
     header = sparse_pack.declared(io.read_header(path))  # packed tensors as their dense selves
@@ -98,6 +104,8 @@ def load_model(path: str | os.PathLike) -> Any:
             model.build(shape)
     _fill(model, path, header.metadata)
     expected.check_filled(model, path)
+    if compile:
+        compile_config.restore(model, path, header.metadata)
     return model
 
 
