@@ -104,9 +104,39 @@ def test_a_users_loss_function_is_named_missing_and_compile_false_skips(tmp_path
     with pytest.warns(UserWarning, match="its loss given as a function.*model.compile"):
         loaded = wf.load_model(path)
     assert loaded.loss == wf.losses.get("softmax_cross_entropy")
-    assert loaded.compiled_metrics == ["mae"]  # what the file could hold is kept
+    assert loaded.compiled_metrics is None  # chosen for the missing loss: not restored
     plain = wf.load_model(path, compile=False)  # no warning (pytest's are errors)
     assert plain.compiled_metrics is None
+
+
+def test_several_outputs_with_a_users_loss_still_load(tmp_path):
+    """Their metrics by output name do not fit the one default loss: nothing is restored,
+    with the warning, and the file loads."""
+    inp = wf.Input((6,))
+    h = wf.layers.Dense(4)(inp)
+    model = wf.Model(inp, [wf.layers.Dense(3, name="a")(h), wf.layers.Dense(1, name="b")(h)])
+    model.compile(
+        "adam",
+        {"a": "softmax_cross_entropy", "b": lambda t, p: (t - p) ** 2},
+        metrics={"a": ["accuracy"], "b": ["mae"]},
+    )
+    path = _saved(model, tmp_path)
+    with pytest.warns(UserWarning, match="its loss given as a function"):
+        loaded = wf.load_model(path)
+    assert loaded.compiled_metrics is None
+    np.testing.assert_array_equal(*(wf.to_numpy(m.predict(X)[1]) for m in (model, loaded)))
+
+
+def test_a_users_metric_function_keeps_the_loss(tmp_path):
+    def my_metric(y_true, y_pred):
+        return abs(y_true - y_pred)
+
+    model = _model(units=1)
+    model.compile("adam", "mse", metrics=["mae", my_metric])
+    model.build((None, 6))
+    with pytest.warns(UserWarning, match="its metrics given as a function.*metrics \\(the loss"):
+        loaded = wf.load_model(_saved(model, tmp_path))
+    assert loaded.loss == wf.losses.get("mse") and loaded.compiled_metrics is None
 
 
 def test_a_file_without_the_entry_loads_as_before(tmp_path):

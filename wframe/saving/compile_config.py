@@ -14,8 +14,10 @@ A model of several outputs stores ``{"class": "Outputs", "config": {"losses": [.
 the built-in classes (:data:`wframe.losses.registry.CLASSES`,
 :data:`wframe.metrics.registry.CLASSES`) with plain option values are written and read: a
 user's loss or metric (a function, a subclass) is not stored, ``"unstored"`` says so, and the
-loaded model warns and keeps the default loss (or the loss's default metric) until
-``model.compile(optimizer=None, loss=..., metrics=...)``. Reading builds nothing else: no
+loaded model warns and keeps its defaults until ``model.compile(optimizer=None, loss=...,
+metrics=...)``: without the loss, neither the loss nor the metrics (chosen for that loss: its
+outputs, its kind) are restored; without the metrics, the loss is and the loss's default metric
+is logged. Reading builds nothing else: no
 import, no code from the file.
 """
 
@@ -107,6 +109,9 @@ def restore(model: Any, path: str, metadata: dict[str, str]) -> None:
         metrics = _read_metrics(doc["metrics"], "metrics", 0)
     except (ValueError, TypeError, ConfigError) as e:  # (json's errors are ValueErrors)
         raise _error(path, f"its compile config (loss and metrics) is malformed: {e}") from None
+    if "loss" in unstored:  # the metrics were chosen for that loss (its outputs, its kind)
+        _warn_unstored(path, unstored)
+        return
     before = (model.loss, model.compiled_metrics)
     model.loss, model.compiled_metrics = loss, metrics
     try:
@@ -197,12 +202,14 @@ def _error(path: str, problem: str) -> WeightsFileError:
 
 
 def _warn_unstored(path: str, unstored: list[str]) -> None:
+    """Say what the file could not hold; without the loss, nothing was restored."""
     what = " and ".join(f"its {part}" for part in unstored)
+    kept = "loss and metrics" if "loss" in unstored else "metrics (the loss's own)"
     warnings.warn(
         f"{path}: the model was saved with {what} given as a function or a class of the user's, "
-        "which a file cannot hold; the loaded model has the default instead: set yours with "
-        "model.compile(optimizer=None, loss=..., metrics=...) (which keeps the loaded "
-        "optimizer)",
+        f"which a file cannot hold; the loaded model has the default {kept} instead: set "
+        "yours with model.compile(optimizer=None, loss=..., metrics=...) (which keeps the "
+        "loaded optimizer)",
         UserWarning,
         stacklevel=3,
     )
