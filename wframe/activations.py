@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from wframe.backends import array_namespace, backend_of
+from wframe.backends import array_namespace, backend_of, kinks
 from wframe.backends.fusion import FUSED
 from wframe.types import Array
 
@@ -29,13 +29,14 @@ def linear(x: Array):
 
 
 def relu(x: Array):
-    """max(x, 0); the gradient at 0 is 0, as in JAX and PyTorch.
+    """max(x, 0); the gradient at 0 is 0, as in JAX and PyTorch (on JAX too:
+    :mod:`~wframe.backends.kinks`).
 
     Args:
       x: the input array (any shape).
     """
     xp = array_namespace(x)
-    y = xp.maximum(x, 0)
+    y = kinks.maximum(x, 0)
     # A multiply by the cast mask: NumPy's where() with a scalar is several times slower.
     return y, lambda dy: dy * xp.astype(y > 0, dy.dtype)
 
@@ -141,8 +142,7 @@ def softplus(x: Array):
     Args:
       x: the input array (any shape).
     """
-    xp = array_namespace(x)
-    y = xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+    y = kinks.softplus(x)  # (sigmoid(0) = 0.5 at 0 under autodiff too)
     s, _ = sigmoid(x)
     return y, lambda dy: dy * s
 
@@ -154,7 +154,7 @@ def relu6(x: Array):
       x: the input array (any shape).
     """
     xp = array_namespace(x)
-    y = xp.minimum(xp.maximum(x, 0), 6)
+    y = kinks.clip(x, 0, 6)
     return y, lambda dy: dy * xp.astype((x > 0) & (x < 6), dy.dtype)
 
 
@@ -166,7 +166,7 @@ def hard_sigmoid(x: Array):
       x: the input array (any shape).
     """
     xp = array_namespace(x)
-    y = xp.minimum(xp.maximum(x + 3, 0), 6) / 6
+    y = kinks.clip(x + 3, 0, 6) / 6
     return y, lambda dy: dy * (xp.astype((x > -3) & (x < 3), dy.dtype) / 6)
 
 

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from wframe.backends import array_namespace
+from wframe.backends import array_namespace, kinks
 from wframe.backends.fusion import FUSED
 from wframe.losses.base import EPSILON, Reduced
 
@@ -191,7 +191,7 @@ def _probability_terms(xp, probs, labels, scale):
         labels = _one_hot(labels, probs.shape[-1], probs.dtype)
     total = xp.sum(probs, axis=-1, keepdims=True)
     q = probs / total
-    clipped = xp.clip(q, EPSILON, 1 - EPSILON)
+    clipped = kinks.clip(q, EPSILON, 1 - EPSILON)
     inside = xp.astype((q > EPSILON) & (q < 1 - EPSILON), probs.dtype)
     terms = -xp.sum(labels * xp.log(clipped), axis=-1, keepdims=True)
     dq = -labels / clipped * inside * scale
@@ -265,12 +265,12 @@ class BinaryCrossEntropy(Reduced):
 
     def terms(self, xp, x, labels, scale):
         if not self.from_logits:
-            p = xp.clip(x, EPSILON, 1 - EPSILON)
+            p = kinks.clip(x, EPSILON, 1 - EPSILON)
             inside = xp.astype((x > EPSILON) & (x < 1 - EPSILON), x.dtype)
             terms = -(labels * xp.log(p) + (1 - labels) * xp.log(1 - p))
             return terms, (p - labels) / (p * (1 - p)) * inside * scale
         e = xp.exp(-xp.abs(x))
-        terms = xp.maximum(x, 0) - x * labels + xp.log1p(e)
+        terms = kinks.softplus(x) - x * labels  # max(x, 0) - x y + log1p(exp(-|x|))
         sig = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
         return terms, (sig - labels) * scale
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wframe.backends import kinks
 from wframe.losses.base import Reduced
 
 
@@ -41,7 +42,7 @@ class Hinge(Reduced):
     def terms(self, xp, pred, labels, scale):
         t = _signs(xp, labels)
         margin = 1 - t * pred
-        return xp.maximum(margin, 0), -t * xp.astype(margin > 0, pred.dtype) * scale
+        return kinks.maximum(margin, 0), -t * xp.astype(margin > 0, pred.dtype) * scale
 
 
 @dataclass(frozen=True)

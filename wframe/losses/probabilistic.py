@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from wframe.backends import kinks
 from wframe.losses.base import EPSILON, Reduced
 
 
@@ -36,7 +37,7 @@ class KLDivergence(Reduced):
 
     def terms(self, xp, pred, labels, scale):
         y = xp.clip(labels, EPSILON, 1.0)
-        p = xp.clip(pred, EPSILON, 1.0)
+        p = kinks.clip(pred, EPSILON, 1.0)
         inside = xp.astype((pred > EPSILON) & (pred < 1.0), pred.dtype)
         terms = xp.sum(y * xp.log(y / p), axis=-1, keepdims=True)
         return terms, -y / p * inside * scale

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from wframe.backends import kinks
 from wframe.losses.base import EPSILON, Reduced
 
 
@@ -38,7 +39,7 @@ class MeanAbsoluteError(Reduced):
 
     def terms(self, xp, pred, labels, scale):
         diff = pred - labels
-        return xp.abs(diff), xp.sign(diff) * scale
+        return kinks.abs(diff), xp.sign(diff) * scale
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,7 @@ class LogCosh(Reduced):
 
     def terms(self, xp, pred, labels, scale):
         x = pred - labels
-        z = -2 * x
-        softplus = xp.maximum(z, 0) + xp.log1p(xp.exp(-xp.abs(z)))
-        return x + softplus - math.log(2.0), xp.tanh(x) * scale
+        return x + kinks.softplus(-2 * x) - math.log(2.0), xp.tanh(x) * scale
 
 
 @dataclass(frozen=True)
@@ -115,5 +114,5 @@ def _inverse_norm(xp, x, axis):
     """``(min(1 / ||x||, 1 / EPSILON), where the norm is above EPSILON)`` along ``axis``."""
     square = xp.sum(x * x, axis=axis, keepdims=True)
     floor = EPSILON * EPSILON
-    r = 1 / xp.sqrt(xp.maximum(square, floor))
+    r = 1 / xp.sqrt(kinks.maximum(square, floor))
     return r, xp.astype(square > floor, x.dtype)
