@@ -90,7 +90,7 @@ def test_model_without_layers_says_so(backend):
             r"fit: steps_per_execution \('epoch' or an int\) must be an int >= 1, got 0",
         ),
         (lambda m, x, y: m.fit(x, y, seed=-1, verbose=0), r"fit: seed must be an int >= 0"),
-        (lambda m, x, y: m.fit(x, y, verbose=3), r"fit: verbose must be 0, 1 or 2, got 3"),
+        (lambda m, x, y: m.fit(x, y, verbose=3), r"fit: verbose must be 0, 1, 2 or 'auto', got 3"),
         (lambda m, x, y: m.fit(x[:0], y[:0], verbose=0), r"fit: x has no examples"),
     ],
     ids=[

@@ -149,6 +149,22 @@ def test_sequence_accuracy_weights_broadcast_over_steps(backend):
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+def test_top_k_takes_soft_labels_by_their_highest_entry(backend):
+    """Keras' ``in_top_k(argmax(y_true), y_pred, k)``: a soft label row (mixup, smoothing)
+    counts its highest entry's class, as CategoricalAccuracy does; with k = the number of
+    classes every row is a hit."""
+    xp = backend.xp
+    pred = np.array([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3], [0.2, 0.2, 0.6]], np.float32)
+    soft = np.array([[0.4, 0.3, 0.3], [0.2, 0.45, 0.35], [0.1, 0.1, 0.8]], np.float32)
+    for k, expected in ((1, 1.0), (2, 1.0), (3, 1.0)):
+        metric = M.TopKCategoricalAccuracy(k)
+        stats = metric.stats(xp.asarray(pred), xp.asarray(soft))
+        assert metric.result(np.asarray(backend.to_numpy(stats), np.float64)) == expected
+    shifted = np.array([[0.1, 0.3, 0.6]], np.float32)  # the label's class ranks last
+    stats = M.TopKCategoricalAccuracy(2).stats(xp.asarray(pred[:1]), xp.asarray(shifted))
+    assert M.TopKCategoricalAccuracy(2).result(np.asarray(backend.to_numpy(stats))) == 0.0
+
+
 def test_auc_matches_sklearn_and_converges(backend):
     rng = np.random.default_rng(2)
     p = rng.random((400, 1)).astype(np.float32)

@@ -95,3 +95,13 @@ def test_fit_on_an_80_column_terminal_shows_the_validation_logs(monkeypatch):
     text = " ".join(lines)
     for key in ("loss", "val_loss", "val_accuracy"):
         assert f"{key}: {history.history[key][-1]:.4f}" in text, text
+
+
+def test_verbose_auto_is_keras_3_default_a_progress_bar(capsys):
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((16, 4)).astype(np.float32), rng.integers(0, 3, 16)
+    with wf.use_backend("numpy"):
+        model = wf.Sequential([wf.layers.Dense(3)], seed=0)
+        model.fit(x, y, epochs=1, batch_size=8, verbose="auto")
+    printed = capsys.readouterr()
+    assert "epoch 1/1: 2/2 steps" in printed.out + printed.err

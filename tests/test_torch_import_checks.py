@@ -132,3 +132,49 @@ def test_options_are_checked(on_numpy):
 def on_numpy():
     with wf.use_backend("numpy") as b:
         yield b
+
+
+@pytest.mark.parametrize(
+    ("size", "padding", "mode", "refused"),
+    [
+        (8, 1, "zeros", "pads 1 before each side, where padding='same' with stride 2 pads 0"),
+        (9, 1, "zeros", None),  # an odd size: 1 before and 1 after, as PyTorch's padding=1
+        (9, 0, "zeros", "pads 0 before each side"),
+        (9, 1, "reflect", "padding_mode='reflect' differs from the layer's zeros"),
+    ],
+)
+def test_a_strided_same_convolution_is_checked_against_the_input_size(
+    on_numpy, size, padding, mode, refused
+):
+    """ResNet's downsampling Conv2d(3, stride=2, padding=1) is TensorFlow's "same" only on odd
+    sizes (on even ones "same" pads 0 before and 1 after): imported anyway, its outputs were
+    up to 2.85 off."""
+    torch.manual_seed(0)
+    module = torch.nn.Conv2d(3, 4, 3, stride=2, padding=padding, padding_mode=mode)
+    model = wf.Sequential([wf.layers.Conv2D(4, 3, strides=2, padding="same")], seed=0)
+    model.build((None, size, size, 3))
+    if refused is not None:
+        with pytest.raises(ValueError, match=refused):
+            from_torch(model, torch.nn.Sequential(module))
+        return
+    from_torch(model, torch.nn.Sequential(module))
+    x = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+    got = wf.to_numpy(model.predict(x))
+    np.testing.assert_allclose(got, expected.transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_a_recurrent_module_without_biases_loads_zeros(on_numpy, kind):
+    """bias=False: its biases are zeros (the report says so); it crashed with a KeyError."""
+    torch.manual_seed(0)
+    module = getattr(torch.nn, kind)(3, 4, batch_first=True, bias=False)
+    layer = {"LSTM": wf.layers.LSTM, "GRU": wf.layers.GRU, "RNN": wf.layers.SimpleRNN}[kind]
+    model = wf.Sequential([layer(4, return_sequences=True)], seed=0).build((None, 5, 3))
+    report = from_torch(model, module)
+    assert "(absent: zeros)" in str(report)
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(wf.to_numpy(model.predict(x)), expected, rtol=1e-5, atol=1e-6)

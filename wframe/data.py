@@ -290,7 +290,7 @@ def fit_options(
     *, epochs, batch_size, initial_epoch, seed, steps_per_execution, verbose, shuffle, callbacks
 ) -> dict[str, Any]:
     """``fit``'s plain arguments checked and normalized (NumPy integers accepted;
-    ``batch_size=None`` is 32 and ``shuffle=None`` True, as Keras).
+    ``batch_size=None`` is 32, ``shuffle=None`` True and ``verbose="auto"`` 1, as Keras).
 
     Args:
       epochs, batch_size, initial_epoch, seed, steps_per_execution, verbose, shuffle: as in fit.
@@ -300,8 +300,9 @@ def fit_options(
         steps_per_execution = as_int(
             steps_per_execution, "fit: steps_per_execution ('epoch' or an int)"
         )
+    verbose = 1 if verbose == "auto" else verbose  # Keras 3's default: a progress bar
     if verbose not in (0, 1, 2, True, False):
-        raise ValueError(f"fit: verbose must be 0, 1 or 2, got {verbose!r}")
+        raise ValueError(f"fit: verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
     shuffle = True if shuffle is None else shuffle  # None: True (an iterable keeps its order)
     if not isinstance(shuffle, (bool, np.bool_)):
         raise TypeError(f"fit: shuffle must be True or False, got {shuffle!r}")

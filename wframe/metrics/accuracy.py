@@ -123,7 +123,8 @@ class AutoAccuracy(Metric):
 @dataclass(frozen=True)
 class TopKCategoricalAccuracy(Metric):
     """Fraction of examples whose label's class is among the ``k`` highest predictions (ties
-    counted in the label's favour, as Keras' ``in_top_k``); one-hot labels or class indices.
+    counted in the label's favour, as Keras' ``in_top_k``); one-hot labels or class indices,
+    and soft labels by their highest entry (Keras' ``argmax(y_true)``).
 
     Args:
       k: how many of the highest predictions count.
@@ -138,8 +139,10 @@ class TopKCategoricalAccuracy(Metric):
     def stats(self, pred, labels, sample_weight=None):
         xp = array_namespace(pred)
         dtype = float_dtype(xp, pred)
-        onehot = aligned(xp, self, pred, labels, dtype, classes=True)
-        at_label = xp.sum(xp.where(onehot > 0.5, pred, xp.zeros_like(pred)), axis=-1)
+        labels = aligned(xp, self, pred, labels, dtype, classes=True)
+        # The label's class: its highest entry (one-hot: its 1), the first of equal ones.
+        first = xp.argmax(labels, axis=-1)[..., None] == xp.arange(pred.shape[-1])
+        at_label = xp.sum(xp.where(first, pred, xp.zeros_like(pred)), axis=-1)
         above = xp.sum(xp.astype(pred > at_label[..., None], xp.int32), axis=-1)
         return mean_stats(self, above < self.k, sample_weight, dtype)
 

@@ -152,7 +152,7 @@ class Model(KerasMethods, Inference):
         validation_split: float = 0.0,
         shuffle: bool | None = None,
         seed: int | None = None,
-        verbose: int = 1,
+        verbose: int | str = 1,
         callbacks: list | None = None,
         initial_epoch: int = 0,
         steps_per_execution: int | str = 1,
@@ -190,7 +190,8 @@ class Model(KerasMethods, Inference):
           shuffle, seed: reshuffle arrays each epoch (default); epoch ``e`` of the model's life
             always gets the same permutation, from ``seed`` (default the model's; also the
             dropout masks'). An iterable keeps its own order.
-          verbose: 0 silent, 1 a progress bar (one line per epoch when not on a terminal).
+          verbose: 0 silent, 1 a progress bar (one line per epoch when not on a terminal);
+            ``"auto"`` (Keras 3's default) is 1.
           callbacks, initial_epoch: :class:`~wframe.callbacks.Callback` instances; the epoch
             index to start at.
           steps_per_execution: train steps per compiled call (a ``lax.scan`` on JAX), or

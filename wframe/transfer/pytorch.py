@@ -60,6 +60,7 @@ class _Slot:
     torch: str  # the module prefix of an nn.Sequential twin: "2.1"
     layer: wl.Layer
     perm: np.ndarray | None  # perm[i_wframe] = i_torch over the input features, after a Flatten
+    in_shape: tuple | None = None  # the layer's input shape (a convolution's padding depends on it)
 
 
 def _walk(layer, name, prefix, shape, perm, dtype, out) -> tuple[tuple, Any]:
@@ -92,7 +93,7 @@ def _walk(layer, name, prefix, shape, perm, dtype, out) -> tuple[tuple, Any]:
         return out_shape, (_nchw_perm(*shape[1:]) if len(shape) == 4 else None)
     features = len(shape) == 2  # per-feature layers keep the permutation of a Flatten
     takes = features and isinstance(layer, _PER_FEATURE)
-    out.append(_Slot(name, prefix, layer, perm if takes else None))
+    out.append(_Slot(name, prefix, layer, perm if takes else None, tuple(shape)))
     passes = isinstance(layer, (wl.Activation, wl.Dropout, *_PER_FEATURE[1:]))
     return out_shape, (perm if features and passes else None)
 
@@ -292,7 +293,9 @@ def _mismatch(prefix: str, t: dict, slot: _Slot, modules: dict) -> str | None:
         return f"its kind is not handled ({_HANDLED})"
     if want not in kinds:
         return f"a {' or '.join(kinds)} cannot fill a {type(slot.layer).__name__}"
-    return tl.check_module(modules[prefix], slot.layer) if prefix in modules else None
+    if prefix not in modules:
+        return None
+    return tl.check_module(modules[prefix], slot.layer, slot.in_shape)
 
 
 def _plan(
@@ -334,7 +337,10 @@ def _plan(
                     continue
                 value = model.backend.asarray(np.ascontiguousarray(a, dtype=str(ref.dtype)))
                 fns[tree][f"{slot.name}/{k}"] = _const(value)
-                row = (source, tuple(t[keys[0]].shape), f"{slot.name}/{k}", tuple(ref.shape), note)
+                if keys[0] not in t:  # a module without biases (bias=False): zeros
+                    source, note = f"{_join(prefix, keys[0])} (absent: zeros)", "bias=False"
+                shape = tuple(t[keys[0]].shape) if keys[0] in t else tuple(a.shape)
+                row = (source, shape, f"{slot.name}/{k}", tuple(ref.shape), note)
                 report.loaded.append(row)
     if dtypes or values:
         _refuse(dtypes or values, path, TypeError if dtypes else ValueError)

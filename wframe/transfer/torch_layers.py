@@ -130,8 +130,9 @@ def module_kind(module: Any) -> str | None:
     return name if name in (*KINDS.values(), "Conv") else None
 
 
-def check_module(module: Any, layer: wl.Layer) -> str | None:
-    """What a state dict cannot tell but the module can: epsilon, strides, dilation, heads."""
+def check_module(module: Any, layer: wl.Layer, in_shape: tuple | None = None) -> str | None:
+    """What a state dict cannot tell but the module can: epsilon, strides, dilation, padding
+    (against the layer's input shape ``in_shape`` where a stride makes it matter), heads."""
     if hasattr(module, "eps") and hasattr(layer, "epsilon"):
         # nn.RMSNorm's eps=None is the input dtype's machine epsilon
         eps = float(np.finfo(np.float32).eps) if module.eps is None else module.eps
@@ -144,11 +145,11 @@ def check_module(module: Any, layer: wl.Layer) -> str | None:
         got = (tuple(module.stride), tuple(module.dilation), module.groups)
         if got != (tuple(layer.strides), tuple(layer.dilation_rate), 1):
             return f"its (stride, dilation, groups) {got} differ from the layer's"
-        return _padding_mismatch(module, layer)
+        return _padding_mismatch(module, layer, in_shape)
     if isinstance(layer, wl.SimpleRNN) and module.nonlinearity != layer.activation:
         return f"its nonlinearity={module.nonlinearity!r} differs from {layer.activation!r}"
     if isinstance(layer, wl.Bidirectional):
-        return check_module(module, layer.children()[0][1])
+        return check_module(module, layer.children()[0][1], in_shape)
     if isinstance(layer, Embedding) and module.max_norm is not None:
         return f"its max_norm={module.max_norm} renormalizes rows, which Embedding does not"
     if isinstance(layer, MultiHeadAttention):
@@ -159,16 +160,48 @@ def check_module(module: Any, layer: wl.Layer) -> str | None:
     return None
 
 
-def _padding_mismatch(module: Any, layer: wl.Layer) -> str | None:
+def _padding_mismatch(module: Any, layer: wl.Layer, in_shape: tuple | None) -> str | None:
     pads = module.padding
-    if layer.padding == "valid" and pads != "valid" and any(pads):
+    padded = pads == "same" or (pads != "valid" and any(pads))
+    mode = getattr(module, "padding_mode", "zeros")
+    if padded and mode != "zeros":
+        return f"its padding_mode={mode!r} differs from the layer's zeros"
+    if layer.padding == "valid" and padded:
         return f"its padding={pads} differs from padding='valid'"
-    if layer.padding == "same" and pads != "same" and all(s == 1 for s in layer.strides):
+    if layer.padding != "same" or pads == "same":
+        return None
+    if all(s == 1 for s in layer.strides):
         # stride 1: TensorFlow's "same" pads span - 1 split with the odd one on the right,
         # PyTorch's int padding p pads p on both sides
         spans = [d * (k - 1) for d, k in zip(module.dilation, module.kernel_size, strict=True)]
         if pads == "valid" or any(s % 2 or p != s // 2 for s, p in zip(spans, pads, strict=True)):
             return f"its padding={pads} differs from padding='same' (PyTorch: padding='same')"
+        return None
+    return _strided_same_mismatch(module, layer, in_shape)
+
+
+def _strided_same_mismatch(module: Any, layer: wl.Layer, in_shape: tuple | None) -> str | None:
+    """With a stride, TensorFlow's "same" pads by where the input's size falls in it (for a
+    3x3 kernel, stride 2: 0 before and 1 after on an even size, 1 and 1 on an odd one): the
+    windows are PyTorch's only where its padding before is that and the output sizes agree."""
+    sizes = None if in_shape is None else in_shape[1:-1]
+    if module.padding == "valid" or not sizes or any(n is None for n in sizes):
+        return (
+            f"its padding={module.padding} cannot be checked against padding='same' with "
+            f"strides {tuple(layer.strides)} on inputs of unknown size"
+        )
+    kernel, dilation, strides = module.kernel_size, module.dilation, layer.strides
+    parts = zip(sizes, kernel, dilation, strides, module.padding, strict=True)
+    for n, k, d, s, p in parts:
+        span = d * (k - 1) + 1
+        total = max((-(-n // s) - 1) * s + span - n, 0)
+        if total // 2 != p or (n + 2 * p - span) // s + 1 != -(-n // s):
+            return (
+                f"its padding={module.padding} pads {p} before each side, where padding='same' "
+                f"with stride {s} pads {total // 2} before and {total - total // 2} after an "
+                f"input of {n}: the windows differ (build the twin for an input size where "
+                "they agree, or give the torch module padding that matches)"
+            )
     return None
 
 
