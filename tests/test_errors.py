@@ -7,6 +7,7 @@ not repeated here.
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 
@@ -452,3 +453,35 @@ def test_built_model_nested_on_other_inputs(backend):
         r"in float32; nest an unbuilt model instead",
     ):
         wf.Sequential([inner, Dense(2)]).build((None, 4))
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: wf.layers.Dense(3, use_bias="no"), "use_bias"),
+        (lambda: wf.layers.Conv2D(3, 3, use_bias=1), "use_bias"),
+        (lambda: wf.layers.Conv1D(3, 3, use_bias="False"), "use_bias"),
+        (lambda: wf.layers.LSTM(4, return_sequences="False"), "return_sequences"),
+        (lambda: wf.layers.LSTM(4, unit_forget_bias=0), "unit_forget_bias"),
+        (lambda: wf.layers.GRU(4, return_sequences="yes"), "return_sequences"),
+        (lambda: wf.layers.SimpleRNN(4, return_sequences=[]), "return_sequences"),
+        (lambda: wf.layers.BatchNorm(center="yes"), "center"),
+        (lambda: wf.layers.LayerNorm(scale=None), "scale"),
+    ],
+)
+def test_a_bool_option_takes_only_true_or_false(make, field):
+    """A truthy string (``use_bias="no"``) was taken as True, in code and from a file."""
+    with pytest.raises(ValueError, match=rf"{field} must be True or False, got"):
+        make()
+
+
+def test_a_model_file_with_a_non_bool_option_is_refused(tmp_path):
+    model = wf.Sequential([wf.layers.Dense(3), wf.layers.Dense(2)], seed=0).build((None, 4))
+    wf.save_model(model, tmp_path / "m.safetensors")
+    tensors, meta = wf.io.read_safetensors(tmp_path / "m.safetensors")
+    config = json.loads(meta["config"])
+    config["config"]["layers"][0]["config"]["use_bias"] = "maybe"
+    meta = {k: v for k, v in meta.items() if k != "checksums"} | {"config": json.dumps(config)}
+    wf.io.write_safetensors(tmp_path / "bad.safetensors", tensors, meta)
+    with pytest.raises(wf.WeightsFileError, match="use_bias must be True or False"):
+        wf.load_model(tmp_path / "bad.safetensors")

@@ -178,3 +178,25 @@ def test_a_recurrent_module_without_biases_loads_zeros(on_numpy, kind):
     with torch.no_grad():
         expected = module(torch.from_numpy(x))[0].numpy()
     np.testing.assert_allclose(wf.to_numpy(model.predict(x)), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("padding", "dilation", "ok"), [(2, 1, True), (4, 2, True), (0, 1, False), (1, 1, False)]
+)
+def test_a_causal_convolution_takes_pytorchs_causal_idiom_only(on_numpy, padding, dilation, ok):
+    """PyTorch's causal Conv1d pads dilation * (k - 1) on both sides and keeps the first T
+    steps; any other padding is another layer (it loaded before, its outputs shifted)."""
+    torch.manual_seed(0)
+    module = torch.nn.Conv1d(3, 4, 3, padding=padding, dilation=dilation)
+    layer = wf.layers.Conv1D(4, 3, padding="causal", dilation_rate=dilation)
+    model = wf.Sequential([layer], seed=0).build((None, 7, 3))
+    if not ok:
+        with pytest.raises(ValueError, match="differs from padding='causal'"):
+            from_torch(model, torch.nn.Sequential(module))
+        return
+    from_torch(model, torch.nn.Sequential(module))
+    x = np.random.default_rng(0).normal(size=(2, 7, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x.transpose(0, 2, 1).copy())).numpy()
+    got = wf.to_numpy(model.predict(x))
+    np.testing.assert_allclose(got, expected.transpose(0, 2, 1)[:, :7], rtol=1e-5, atol=1e-6)

@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from wframe import regularizers
 from wframe.backends import use_backend
 from wframe.layers.contract import checked_forward
@@ -86,6 +88,13 @@ class Layer(metaclass=LayerType):
         super().__init_subclass__(**kwargs)
         cls._takes_vjp = "vjp" in inspect.signature(cls.forward).parameters
         cls._checked = not cls.__module__.startswith("wframe.")
+        own = cls.__dict__.get("__post_init__")
+        if not cls._checked and own is not None:  # wframe's layers: their bools checked after
+            cls.__post_init__ = _then_check_bools(own)
+
+    def __post_init__(self) -> None:
+        if not self._checked:
+            _check_bools(self)
 
     @property
     def kind(self) -> str:
@@ -241,3 +250,23 @@ class Layer(metaclass=LayerType):
             raise ValueError(
                 f"{self.label} expects {rank}-D inputs {what}, got shape {tuple(shape)}"
             )
+
+
+def _then_check_bools(post_init):
+    """``post_init`` (a wframe layer's own ``__post_init__``), then :func:`_check_bools`."""
+
+    def checked(self) -> None:
+        post_init(self)
+        _check_bools(self)
+
+    return checked
+
+
+def _check_bools(layer: Layer) -> None:
+    """Refuse a value other than True or False in a field declared ``bool`` (a truthy string
+    such as ``use_bias="no"`` or ``return_sequences="False"``, in code or in a model file)."""
+    for f in dataclasses.fields(layer):
+        if f.type in ("bool", bool):
+            value = getattr(layer, f.name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{layer.label}: {f.name} must be True or False, got {value!r}")

@@ -168,6 +168,14 @@ def _padding_mismatch(module: Any, layer: wl.Layer, in_shape: tuple | None) -> s
         return f"its padding_mode={mode!r} differs from the layer's zeros"
     if layer.padding == "valid" and padded:
         return f"its padding={pads} differs from padding='valid'"
+    if layer.padding == "causal":  # PyTorch's idiom: pad span on both sides, keep the first T
+        span = module.dilation[0] * (module.kernel_size[0] - 1)
+        if pads == "same" or (pads == "valid" and span) or (pads != "valid" and pads[0] != span):
+            return (
+                f"its padding={pads} differs from padding='causal' (PyTorch's causal "
+                f"convolution pads {span} on both sides and keeps the first steps)"
+            )
+        return None
     if layer.padding != "same" or pads == "same":
         return None
     if all(s == 1 for s in layer.strides):
