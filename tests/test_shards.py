@@ -123,6 +123,33 @@ def test_a_failed_sharded_save_leaves_the_previous_files(tmp_path, monkeypatch):
         save_weights(src, link, max_shard_size=1200)
 
 
+def test_a_resave_killed_between_its_renames_leaves_the_previous_save(tmp_path, monkeypatch):
+    """The new shards never replace a shard the live index names (a save over one of the same
+    count takes tagged names), and the index commits: killed after a rename, the previous save
+    loads whole; a later save then cleans up what it left."""
+    src, path = model(), tmp_path / "m.safetensors"
+    save_weights(src, path, max_shard_size=1200)
+    first = sorted(os.listdir(tmp_path))
+    real, renamed = shards.writer.Staged.commit, []
+
+    def killed(self):
+        if renamed:
+            raise KeyboardInterrupt  # (kill -9 would not even discard the rest)
+        renamed.append(real(self))
+
+    monkeypatch.setattr(shards.writer.Staged, "commit", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_weights(model(seed=8), path, max_shard_size=1200)
+    monkeypatch.undo()
+    assert same(host(model(seed=2).load_weights(path)), host(src))
+    save_weights(new := model(seed=9), path, max_shard_size=1200)
+    assert same(host(model(seed=2).load_weights(path)), host(new))
+    files = sorted(n for n in os.listdir(tmp_path) if not n.startswith("."))  # (not temps)
+    assert len(files) == len(first) and files != first  # tagged names, the old ones removed
+    save_weights(src, path, max_shard_size=1200)  # and back to the plain names
+    assert sorted(n for n in os.listdir(tmp_path) if not n.startswith(".")) == first
+
+
 def _sharded(tmp_path, max_size=1200):
     src, path = model(), tmp_path / "m.safetensors"
     save_weights(src, path, max_shard_size=max_size)

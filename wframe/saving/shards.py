@@ -10,9 +10,12 @@ the shards ``m-00001-of-00003.safetensors`` ... beside it and the index
 
 ``metadata`` holds ``total_size`` (the data bytes) and the save's own text metadata; each
 shard's metadata holds the same and its checksums. ``shard_set``, a token new at each save,
-is in every shard and the index: a reader refuses shards of another save (a mix left by a
-save that was killed, or ran while the files were read). Shards are complete temporary files
-before any is renamed into place; the index is written last, atomically.
+is in every shard and the index: a reader refuses shards of another save (a mix of files that
+ran while the files were read). Shards are complete temporary files before any is renamed into
+place, never over a shard the current index names: a save over a sharded save of the same
+count names its shards ``m-00001-of-00003-<8 hex>.safetensors`` instead (the next one goes back
+to the plain names). The index, written last and atomically, is the commit: a save killed
+before it leaves the previous save whole, and one killed after it the new one.
 
 A save to ``path`` replaces what an earlier save to ``path`` left: a sharded save removes a
 single file at ``path`` and the shards of its pattern the new index does not name; a single
@@ -79,10 +82,23 @@ def resolve(path: str | os.PathLike) -> str:
     return path
 
 
-def shard_names(path: str, count: int) -> list[str]:
-    """The file names of ``count`` shards of ``path``: ``m-00001-of-00003.safetensors``."""
+def shard_names(path: str, count: int, tag: str = "") -> list[str]:
+    """The file names of ``count`` shards of ``path``: ``m-00001-of-00003.safetensors``, or
+    with ``tag`` ``m-00001-of-00003-<tag>.safetensors``."""
     stem, ext = os.path.splitext(os.path.basename(path))
-    return [f"{stem}-{i:05d}-of-{count:05d}{ext}" for i in range(1, count + 1)]
+    tag = f"-{tag}" if tag else ""
+    return [f"{stem}-{i:05d}-of-{count:05d}{tag}{ext}" for i in range(1, count + 1)]
+
+
+def _live_shards(path: str) -> set[str]:
+    """The shard names the index of ``path`` names now (none: no index, or not one that can
+    be read; a save then replaces it whole)."""
+    try:
+        with open(index_path(path), "rb") as f:
+            doc = json.loads(f.read(MAX_HEADER))
+        return {v for v in doc["weight_map"].values() if isinstance(v, str)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()
 
 
 def parse_size(value: Any) -> int:
@@ -138,6 +154,8 @@ def save(
     text = {**metadata, TOKEN: token}
     folder = os.path.dirname(os.path.abspath(path))
     names = shard_names(path, len(groups))
+    if set(names) & _live_shards(path):  # never rename over a shard the live index names
+        names = shard_names(path, len(groups), token[:8])
     staged = []
     try:
         for name, group in zip(names, groups, strict=True):
@@ -185,7 +203,7 @@ def _remove_sharded(path: str, keep: Any) -> None:
     index (when ``keep`` is empty) and shard files of ``path``'s pattern."""
     folder = os.path.dirname(os.path.abspath(path))
     stem, ext = os.path.splitext(os.path.basename(path))
-    pattern = re.compile(re.escape(stem) + r"-\d{5}-of-\d{5}" + re.escape(ext))
+    pattern = re.compile(re.escape(stem) + r"-\d{5}-of-\d{5}(?:-[0-9a-f]{8})?" + re.escape(ext))
     if not keep:
         if not os.path.lexists(index_path(path)):
             return
