@@ -485,3 +485,19 @@ def test_a_model_file_with_a_non_bool_option_is_refused(tmp_path):
     wf.io.write_safetensors(tmp_path / "bad.safetensors", tensors, meta)
     with pytest.raises(wf.WeightsFileError, match="use_bias must be True or False"):
         wf.load_model(tmp_path / "bad.safetensors")
+
+
+def test_a_layer_is_not_an_activation(tmp_path):
+    """It built, and failed at the first call deep in activations.apply; from a file too."""
+    with pytest.raises(TypeError, match="activation must be a name or a callable, got Dense"):
+        wf.layers.Dense(4, activation=wf.layers.Dense(3))
+    model = wf.Sequential([wf.layers.Dense(3), wf.layers.Dense(2)], seed=0).build((None, 4))
+    wf.save_model(model, tmp_path / "m.safetensors")
+    tensors, meta = wf.io.read_safetensors(tmp_path / "m.safetensors")
+    config = json.loads(meta["config"])
+    dense = {"class": "Dense", "config": {"units": 3}}
+    config["config"]["layers"][0]["config"]["activation"] = dense
+    meta = {k: v for k, v in meta.items() if k != "checksums"} | {"config": json.dumps(config)}
+    wf.io.write_safetensors(tmp_path / "bad.safetensors", tensors, meta)
+    with pytest.raises(wf.WeightsFileError, match="activation must be a name"):
+        wf.load_model(tmp_path / "bad.safetensors")

@@ -596,3 +596,14 @@ def test_a_config_larger_than_its_weights_is_refused_before_allocating(tmp_path)
         assert tracemalloc.get_traced_memory()[1] < 10_000_000
     finally:
         tracemalloc.stop()
+
+
+def test_a_float64_model_loaded_on_jax_without_x64_says_how(jax, tmp_path):
+    """The placeholders of a load never asked jax for float64: the file's arrays then looked
+    mismatched ("expected float32"), where building the model gives the fix."""
+    if jax.config.jax_enable_x64:
+        pytest.skip("jax's 64-bit mode is on in this process")
+    model = wf.Sequential([Dense(3)], seed=0, dtype="float64").build((None, 4))
+    save_model(model, tmp_path / "m.safetensors")
+    with wf.use_backend("jax"), pytest.raises(ValueError, match="needs 64-bit mode"):
+        wf.load_model(tmp_path / "m.safetensors")

@@ -263,10 +263,10 @@ def get(identifier: str | Forward | None, owner: str = "activation") -> Forward:
             f"Unknown activation {identifier!r} for {owner}. Expected one of "
             f"{sorted(_ACTIVATIONS)}."
         )
-    if not callable(identifier):
-        raise TypeError(
-            f"{owner}: activation must be a name or a callable, got {type(identifier).__name__}"
-        )
+    if not callable(identifier) or (hasattr(identifier, "init") and hasattr(identifier, "forward")):
+        got = type(identifier).__name__
+        hint = " (a layer: put it in the model after this one)" if callable(identifier) else ""
+        raise TypeError(f"{owner}: activation must be a name or a callable, got {got}{hint}")
     if identifier not in _KNOWN:
         _check_callable(identifier, owner)
     return identifier

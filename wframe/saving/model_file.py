@@ -21,6 +21,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
+
+from wframe.backends import get_backend
 from wframe.placeholders import shape_only
 from wframe.saving import checkpoint, compile_config, expected, io, sparse_pack, weights
 from wframe.saving.config import model_config
@@ -96,6 +99,8 @@ def load_model(path: str | os.PathLike, *, compile: bool = True) -> Any:  # noqa
             path,
         )
     shape = expected.check_config(config, header)
+    if header.metadata.get("dtype") == "float64":  # placeholders below would not ask for it
+        get_backend().asarray(np.zeros(0), dtype="float64")  # the backend's refusal, if any
     # Placeholders, not random draws: every one is replaced from the file just below (graphs
     # build as they are decoded, chains when given their input shape).
     with shape_only(expected.data_bytes(header)):
