@@ -132,3 +132,20 @@ def test_kinks_propagate_nan_and_keep_the_values(backend, fn):
         }[fn]
     got = wf.to_numpy(call(xp.asarray(x)))
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("merge", ["Maximum", "Minimum"])
+def test_a_merge_tie_sends_the_gradient_to_the_first_input_on_jax(jax, merge):
+    layer = getattr(wf.layers, merge)()
+    x = np.array([[1.0, 2.0, np.nan, -1.0]], dtype=np.float32)
+    same, other = x.copy(), np.array([[1.0, 0.0, 5.0, 3.0]], dtype=np.float32)
+    _, _, backprop = layer.forward({}, {}, (x, same), train=True)  # (NumPy's backward)
+    hand = backprop(np.ones_like(x))[0]  # (dx per input, param grads)
+    with wf.use_backend("jax") as b:
+        xs = (b.asarray(x), b.asarray(same))
+        grads = jax.grad(lambda a: layer.forward({}, {}, a, train=True)[0].sum())(xs)
+        y = layer.forward({}, {}, (b.asarray(x), b.asarray(other)), train=True)[0]
+    np.testing.assert_array_equal(np.asarray(grads[0]), hand[0])  # all of it to the first
+    np.testing.assert_array_equal(np.asarray(grads[1]), hand[1])
+    expected = (np.maximum if merge == "Maximum" else np.minimum)(x, other)
+    np.testing.assert_array_equal(np.asarray(y), expected)  # NaN included

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wframe.backends import array_namespace
+from wframe.backends import array_namespace, backend_of
 from wframe.layers.base import Layer
 
 
@@ -166,9 +166,13 @@ class Minimum(Merge):
 
 def _extreme(xs, xp, op, better):
     y, which = xs[0], xp.zeros(xs[0].shape, dtype=xp.int32)
+    # Differentiated (JAX), op would split a tie's gradient in two: a where gives it all to
+    # the first input holding it, as the backward below does (NaN still wins, as in op).
+    traced = backend_of(y).traced
     for i, a in enumerate(xs[1:], 1):
-        which = xp.where(better(a, y), i, which)
-        y = op(y, a)
+        wins = better(a, y)
+        which = xp.where(wins, i, which)
+        y = xp.where(wins | ((a != a) & (y == y)), a, y) if traced else op(y, a)
 
     def grad(dy):
         zero = xp.zeros_like(dy)
