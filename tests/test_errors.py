@@ -501,3 +501,16 @@ def test_a_layer_is_not_an_activation(tmp_path):
     wf.io.write_safetensors(tmp_path / "bad.safetensors", tensors, meta)
     with pytest.raises(wf.WeightsFileError, match="activation must be a name"):
         wf.load_model(tmp_path / "bad.safetensors")
+
+
+def test_keras_layer_options_wframe_does_not_hold():
+    """channels_last is what every layer does (accepted, dropped: configs stay as they were);
+    channels_first and a layer's input_shape / input_dim say what to do instead."""
+    conv = wf.layers.Conv2D(3, 3, data_format="channels_last")
+    assert conv == wf.layers.Conv2D(3, 3)
+    with pytest.raises(TypeError, match=r"data_format='channels_first'.*transpose"):
+        wf.layers.Conv2D(3, 3, data_format="channels_first")
+    for key, value in (("input_shape", (4,)), ("input_dim", 4)):
+        with pytest.raises(TypeError, match=rf"Dense: {key}= .*wf\.Input\(shape\) first"):
+            wf.layers.Dense(3, **{key: value})
+    assert wf.layers.Embedding(input_dim=5, output_dim=2).input_dim == 5  # its own field

@@ -6,7 +6,9 @@ every layer class needs and no dataclass can say by itself:
 * Keras' constructor keywords are accepted where wframe spells a field differently
   (``Dense(10, kernel_initializer="he_normal")`` is ``Dense(10, kernel_init="he_normal")``):
   the keyword is renamed before the dataclass sees it, so configs and files hold only wframe's
-  field names, as before.
+  field names, as before. ``data_format="channels_last"``, what every layer does, is accepted
+  and dropped; ``"channels_first"`` and a layer's ``input_shape=``/``input_dim=`` are refused
+  saying what to do instead.
 * A layer name holding ``"/"`` is refused: ``"/"`` joins the parts of a param's flat name
   (``"block_0/dense_1/W"``) in files, masks and freezing, so such a layer would save and then
   not load.
@@ -42,6 +44,7 @@ class LayerType(type):
                         "for the same setting; pass one of them"
                     )
                 kwargs[own] = kwargs.pop(keras)
+        _keras_options(cls, fields, kwargs)
         if "_immutable_message" not in cls.__dict__:
             _explain_frozen(cls)
         layer = super().__call__(*args, **kwargs)
@@ -54,6 +57,27 @@ class LayerType(type):
         would otherwise hide from :func:`inspect.signature`, ``help`` and config checks."""
         sig = inspect.signature(cls.__init__)
         return sig.replace(parameters=list(sig.parameters.values())[1:])
+
+
+def _keras_options(cls: type, fields: dict, kwargs: dict) -> None:
+    """Keras' options that wframe's layers do not hold: ``data_format="channels_last"`` is
+    what every layer does (dropped); ``"channels_first"`` and ``input_shape``/``input_dim`` on a
+    layer are refused saying what to do instead."""
+    if "data_format" in kwargs and "data_format" not in fields:
+        if kwargs["data_format"] != "channels_last":
+            raise TypeError(
+                f"{cls.__name__}: data_format={kwargs['data_format']!r} is not supported: "
+                "wframe's layers take channels last (NHWC, or (batch, steps, channels)); "
+                "transpose channels-first data once, e.g. x.transpose(0, 2, 3, 1)"
+            )
+        del kwargs["data_format"]
+    for key in ("input_shape", "input_dim"):
+        if key in kwargs and key not in fields:
+            raise TypeError(
+                f"{cls.__name__}: {key}= (Keras' input shape on a layer) is not taken; in wframe "
+                "put wf.Input(shape) first in the model (wf.Sequential([wf.Input((784,)), "
+                "...])) or call model.build((None, *shape))"
+            )
 
 
 def check_name(layer: Any) -> None:
