@@ -514,3 +514,8 @@ def test_keras_layer_options_wframe_does_not_hold():
         with pytest.raises(TypeError, match=rf"Dense: {key}= .*wf\.Input\(shape\) first"):
             wf.layers.Dense(3, **{key: value})
     assert wf.layers.Embedding(input_dim=5, output_dim=2).input_dim == 5  # its own field
+    assert wf.layers.GRU(4, reset_after=True) == wf.layers.GRU(4)  # the GRU wframe has
+    with pytest.raises(TypeError, match=r"GRU: reset_after=False is not supported"):
+        wf.layers.GRU(4, reset_after=False)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'reset_after'"):
+        wf.layers.LSTM(4, reset_after=True)  # not an LSTM's option, in Keras either

@@ -7,8 +7,9 @@ every layer class needs and no dataclass can say by itself:
   (``Dense(10, kernel_initializer="he_normal")`` is ``Dense(10, kernel_init="he_normal")``):
   the keyword is renamed before the dataclass sees it, so configs and files hold only wframe's
   field names, as before. ``data_format="channels_last"``, what every layer does, is accepted
-  and dropped; ``"channels_first"`` and a layer's ``input_shape=``/``input_dim=`` are refused
-  saying what to do instead.
+  and dropped, and so is a GRU's ``reset_after=True`` (the only GRU there is);
+  ``"channels_first"``, ``reset_after=False`` and a layer's ``input_shape=``/``input_dim=`` are
+  refused saying what to do instead.
 * A layer name holding ``"/"`` is refused: ``"/"`` joins the parts of a param's flat name
   (``"block_0/dense_1/W"``) in files, masks and freezing, so such a layer would save and then
   not load.
@@ -71,6 +72,14 @@ def _keras_options(cls: type, fields: dict, kwargs: dict) -> None:
                 "transpose channels-first data once, e.g. x.transpose(0, 2, 3, 1)"
             )
         del kwargs["data_format"]
+    if "reset_after" in kwargs and "reset_after" not in fields and cls.__name__ == "GRU":
+        if kwargs["reset_after"] is not True:
+            raise TypeError(
+                f"GRU: reset_after={kwargs['reset_after']!r} is not supported: wframe's GRU is "
+                "Keras 3's default, reset_after=True (the reset gate applied after the "
+                "recurrent product, as PyTorch's)"
+            )
+        del kwargs["reset_after"]
     for key in ("input_shape", "input_dim"):
         if key in kwargs and key not in fields:
             raise TypeError(
