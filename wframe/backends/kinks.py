@@ -59,16 +59,18 @@ def abs(x: Array) -> Array:  # noqa: A001 (the function it stands for)
     return xp.where(x > 0, x, xp.where(x < 0, -x, 0 * x))
 
 
-def softplus(x: Array) -> Array:
+def softplus(x: Array, e: Array | None = None) -> Array:
     """``log(1 + exp(x))`` without overflow; its gradient is ``sigmoid(x)`` everywhere, 0.5 at
     0 (as ``max(x, 0) + log1p(exp(-|x|))``, whose two kinks at 0 autodiff would sum to 0).
 
     Args:
       x: the array.
+      e: ``exp(-|x|)`` where the caller has it already (used off a traced backend, where it
+        saves an ``exp``; a traced one fuses its own).
     """
     xp = array_namespace(x)
     if not _traced(x):
-        return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+        return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)) if e is None else e)
     up = x > 0
     pos, neg = xp.where(up, x, 0 * x), xp.where(up, 0 * x, x)  # each branch's safe input
     return xp.where(up, pos + xp.log1p(xp.exp(-pos)), xp.log1p(xp.exp(neg)))

@@ -62,8 +62,9 @@ class LayerType(type):
 
 def _keras_options(cls: type, fields: dict, kwargs: dict) -> None:
     """Keras' options that wframe's layers do not hold: ``data_format="channels_last"`` is
-    what every layer does (dropped); ``"channels_first"`` and ``input_shape``/``input_dim`` on a
-    layer are refused saying what to do instead."""
+    what every layer does and a GRU's ``reset_after=True`` the GRU wframe has (both dropped);
+    ``"channels_first"``, ``reset_after=False`` and ``input_shape``/``input_dim`` on a layer are
+    refused saying what to do instead."""
     if "data_format" in kwargs and "data_format" not in fields:
         if kwargs["data_format"] != "channels_last":
             raise TypeError(

@@ -270,7 +270,7 @@ class BinaryCrossEntropy(Reduced):
             terms = -(labels * xp.log(p) + (1 - labels) * xp.log(1 - p))
             return terms, (p - labels) / (p * (1 - p)) * inside * scale
         e = xp.exp(-xp.abs(x))
-        terms = kinks.softplus(x) - x * labels  # max(x, 0) - x y + log1p(exp(-|x|))
+        terms = kinks.softplus(x, e) - x * labels  # max(x, 0) - x y + log1p(exp(-|x|))
         sig = xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
         return terms, (sig - labels) * scale
 
